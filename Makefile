@@ -1,0 +1,33 @@
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip -q --disable-pip-version-check
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-slow bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt requirements/embedded.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -c constraints.txt -e '.[dev,energy,search,report]'
+	$(PIP) install --no-deps -r requirements/embedded.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/slimlm demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python bench/prune.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

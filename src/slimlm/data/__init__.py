@@ -1,0 +1,9 @@
+"""Data: corpora from specs, tokenising and packing, and the calibration sampler."""
+
+from slimlm.data.corpus import GENRES, SHAKESPEARE_CALIBRATION, SHAKESPEARE_EVAL, SPLITS, Corpus, Document, load_data
+from slimlm.data.tokens import calibration_batch, encode, eval_windows, pack
+
+__all__ = [
+    "Corpus", "Document", "GENRES", "SHAKESPEARE_CALIBRATION", "SHAKESPEARE_EVAL", "SPLITS", "calibration_batch",
+    "encode", "eval_windows", "load_data", "pack",
+]

