@@ -1,0 +1,45 @@
+"""`slimlm evaluate`: quality of one model on a data spec."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
+
+
+def evaluate_command(
+    model: str = typer.Argument(..., help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
+    data: str = typer.Option("shakespeare", "--data", help="Data spec: shakespeare, shakespeare-genre, pydoc, a file."),
+    split: str = typer.Option("eval", help="Split to score: train, calibration or eval."),
+    seq_len: int = typer.Option(512, "--seq-len", help="Window length (tokens) for perplexity."),
+    max_tokens: Optional[int] = typer.Option(16384, "--max-tokens", help="Token budget for perplexity (0: all)."),
+    max_examples: Optional[int] = typer.Option(512, "--max-examples", help="Example budget for classifiers (0: all)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Also report agreement with this model."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Measure perplexity, calibration (ECE), teacher agreement, and accuracy / macro-F1 for classifiers."""
+    from slimlm.data import load_data
+    from slimlm.evaluate import evaluate
+    from slimlm.models import load
+
+    corpus = load_data(data)  # validate data before loading any weights
+    m = load(model, progress=status)
+    t = load(teacher, progress=status) if teacher else None
+    with progress_bars(not as_json) as bar:
+        res = evaluate(m, corpus, split=split, seq_len=seq_len, max_tokens=max_tokens or None,
+                       max_examples=max_examples or None, teacher=t, progress=bar)
+    if as_json:
+        emit_json(res)
+        return
+    table = Table(title=f"{model} on {data} ({split})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in ("perplexity", "accuracy", "f1", "ece", "tokens", "seq_len", "seconds"):
+        if res.get(key) is not None:
+            table.add_row(key, fmt(res[key]))
+    for key, v in (res.get("teacher_agreement") or {}).items():
+        table.add_row(f"teacher {key}", fmt(v))
+    out.print(table)

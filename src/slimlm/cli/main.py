@@ -1,0 +1,75 @@
+"""The ``slimlm`` console script: one Typer app, one module per subcommand, registered explicitly.
+
+Errors a user can cause (`SlimlmError`) print one line and exit 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from slimlm.cli._quiet import quiet
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="slimlm: measure, compress and search transformer language models.")
+
+
+@app.callback()
+def _root() -> None:
+    """slimlm: measure, compress and search transformer language models."""
+
+
+def _register() -> None:
+    from slimlm.cli import evaluate_cmd
+
+    app.command("evaluate")(evaluate_cmd.evaluate_command)
+    for name, module, attr in _COMMANDS:
+        mod = __import__(f"slimlm.cli.{module}", fromlist=[attr])
+        app.command(name)(getattr(mod, attr))
+
+
+# (command name, module under slimlm.cli, function): one line per command, added by each feature
+_COMMANDS: list[tuple[str, str, str]] = [
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from slimlm.errors import SlimlmError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    quiet()
+    _register()
+    try:
+        result = app(args=argv, prog_name="slimlm", standalone_mode=False)
+        return int(result or 0) if isinstance(result, int) else 0
+    except SlimlmError as exc:
+        if debug:
+            raise
+        from slimlm.cli._out import err
+
+        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: typer vendors click, so match its base class
+        if hasattr(exc, "show"):
+            exc.show()
+        return getattr(exc, "exit_code", 2)
+    except (typer.Abort, KeyboardInterrupt):
+        from slimlm.cli._out import err
+
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
