@@ -31,6 +31,8 @@ def _register() -> None:
 
 # (command name, module under slimlm.cli, function): one line per command, added by each feature
 _COMMANDS: list[tuple[str, str, str]] = [
+    ("profile", "profile_cmd", "profile_command"),
+    ("demo", "demo_cmd", "demo_command"),
 ]
 
 

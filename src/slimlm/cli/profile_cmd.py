@@ -1,0 +1,77 @@
+"""`slimlm profile`: efficiency of one model, or several side by side with ratios against the first."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
+
+
+def profile_table(results: list[dict], title: str = "profile") -> Table:
+    """Rows are measures, columns are models; ratios against the first model when there are several."""
+    table = Table(title=title)
+    table.add_column("measure")
+    for r in results:
+        table.add_column(r["model"], justify="right", overflow="fold")
+    many = len(results) > 1
+
+    def row(label, get, ratio_key=None, digits=3):
+        cells = []
+        for r in results:
+            v = get(r)
+            cell = fmt(v, digits)
+            if many and ratio_key and r is not results[0] and r.get("ratios", {}).get(ratio_key) is not None:
+                cell += f" ({r['ratios'][ratio_key]:.2f}×)"
+            cells.append(cell)
+        table.add_row(label, *cells)
+
+    row("params", lambda r: r["params"], "params")
+    row("non-zero params", lambda r: r["nonzero_params"])
+    row("disk MB", lambda r: r.get("disk_mb"), "disk")
+    row("peak RSS MB", lambda r: r.get("peak_rss_mb"))
+    for key in results[0]["latency_ms"]:
+        row(f"prefill {key} p50 ms", lambda r, k=key: r["latency_ms"][k]["p50"], f"prefill_speedup_{key}")
+        row(f"prefill {key} p90 / p99 ms", lambda r, k=key: f"{fmt(r['latency_ms'][k]['p90'])} / "
+            f"{fmt(r['latency_ms'][k]['p99'])}")
+        row(f"GFLOP {key}", lambda r, k=key: r["flops"][k] / 1e9, f"flops_{key}")
+        row(f"compute roofline share {key}", lambda r, k=key: r["roofline"]["prefill_share"][k])
+    row("decode tok/s", lambda r: r.get("decode_tokens_per_s"), "decode_speedup")
+    row("bandwidth roofline share (decode)", lambda r: r["roofline"].get("decode_share"))
+    row("energy J / 1k tokens", lambda r: r.get("energy_j_per_1k_tokens"))
+    row("CO2e g / 1k tokens", lambda r: r.get("co2e_g_per_1k_tokens"))
+    return table
+
+
+def profile_command(
+    models: list[str] = typer.Argument(..., help="One or more model specs; several are compared, interleaved."),
+    shapes: str = typer.Option("1x128,8x128", "--shapes", help="Prefill shapes BxS, comma-separated."),
+    decode_tokens: int = typer.Option(64, "--decode-tokens", help="New tokens per decode run (0 skips decode)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: usable cores)."),
+    repeats: int = typer.Option(10, "--repeats", help="Timed runs per shape after 2 warm-up runs."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: an object for one model, a list for several."),
+) -> None:
+    """Measure params, disk, peak RSS, latency p50/p90/p99, decode tok/s, FLOPs, roofline share and energy."""
+    from slimlm.models import load
+    from slimlm.profile import compare, parse_shapes
+
+    shape_list = parse_shapes(shapes)
+    loaded = [load(m, progress=status) for m in models]
+    with progress_bars(not as_json) as bar:
+        results = compare(loaded, shapes=shape_list, decode_tokens=decode_tokens, threads=threads,
+                          repeats=repeats, memory=memory, progress=bar)
+    if as_json:
+        if len(results) == 1:
+            results[0].pop("ratios", None)
+            emit_json(results[0])
+        else:
+            emit_json(results)
+        return
+    out.print(profile_table(results))
+    r = results[0]
+    out.print(f"[dim]{r['threads']} threads on {r['machine']['cpu']} ({r['machine']['cores']} cores); roofline "
+              f"{r['roofline']['peak_gflops']:.0f} GFLOP/s, {r['roofline']['peak_gb_s']:.1f} GB/s; energy "
+              f"{r['energy_source']}, grid {r['grid_gco2_per_kwh']:.0f} gCO2/kWh[/dim]")

@@ -1,0 +1,111 @@
+"""The machine: a description for every result file, and its own measured roofline (cached).
+
+The roofline is measured, not looked up: fp32 matmul GFLOP/s (2048³, best of a few runs) and memory
+bandwidth (a 256 MiB copy, bytes read + written). It is cached per CPU model, thread count and torch version
+in the slimlm cache, because it takes ~10 s and the numbers change little between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import torch
+
+from slimlm._io import cache_dir, write_json_atomic
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict:
+    """A short, JSON-ready description of this machine and the software that measured on it."""
+    import transformers
+
+    mem_gb = None
+    try:
+        import psutil
+
+        mem_gb = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:  # pragma: no cover
+        pass
+    return {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "memory_gb": mem_gb,
+        "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _best(fn, runs: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def measure_roofline(threads: int | None = None, n: int = 2048, copy_mib: int = 256) -> dict:
+    """Measure peak fp32 matmul GFLOP/s and copy bandwidth GB/s with ``threads`` threads."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        mm = _best(lambda: torch.mm(a, b), 3)
+        src = torch.empty(copy_mib * 2**20 // 4).uniform_()
+        dst = torch.empty_like(src)
+        cp = _best(lambda: dst.copy_(src), 5)
+        return {
+            "peak_gflops": 2 * n**3 / mm / 1e9,
+            "peak_gb_s": 2 * src.numel() * 4 / cp / 1e9,
+            "threads": torch.get_num_threads(),
+            "method": f"fp32 matmul {n}^3 best of 3; {copy_mib} MiB copy best of 5 (read+write bytes)",
+        }
+    finally:
+        torch.set_num_threads(old)
+
+
+def roofline(threads: int | None = None, refresh: bool = False) -> dict:
+    """The cached roofline for this machine and thread count (measured on first use)."""
+    threads = threads or torch.get_num_threads()
+    key = f"{cpu_model()}|{threads}|{torch.__version__}"
+    path = cache_dir("machine") / f"roofline-{abs(hash(key)) % 10**10:010d}.json"
+    # str hash() is salted per process: key the file by a stable digest instead
+    import hashlib
+
+    path = path.with_name(f"roofline-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json")
+    if path.exists() and not refresh:
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") == key:
+                return data
+        except json.JSONDecodeError:
+            pass
+    data = {**measure_roofline(threads), "key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json_atomic(path, data)
+    return data

@@ -1,0 +1,62 @@
+"""Peak resident memory of one model, measured in a fresh process.
+
+``python -m slimlm.profile.memprobe DIR --shape 8x128 --decode 64 --threads 2`` loads the variant through
+`slimlm.models.load`, runs one prefill at the shape and one decode, and prints JSON with the process's peak
+RSS. A fresh process is the only honest way to compare variants: in a shared process the peak belongs to
+whichever model ran first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status in MiB (VmRSS now, VmHWM peak since this process's exec).
+
+    VmHWM, not getrusage's ru_maxrss: the latter survives fork+exec and would report the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("path")
+    p.add_argument("--shape", default="1x128")
+    p.add_argument("--decode", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+
+    import torch
+
+    from slimlm.cli._quiet import quiet
+
+    quiet()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from slimlm.models import load
+
+    base = _status_mb("VmRSS")
+    model = load(a.path)
+    loaded = _status_mb("VmRSS")
+    b, s = (int(x) for x in a.shape.split("x"))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.adapter.vocab_size, (b, s), generator=g)
+    with torch.inference_mode():
+        model.hf(ids)
+        if a.decode and model.task == "causal-lm":
+            model.hf.generate(ids[:1, :8], max_new_tokens=a.decode, min_new_tokens=a.decode, do_sample=False,
+                              pad_token_id=model.tokenizer.pad_token_id)
+    peak = _status_mb("VmHWM")
+    json.dump({"peak_rss_mb": peak, "loaded_rss_mb": loaded, "start_rss_mb": base}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
