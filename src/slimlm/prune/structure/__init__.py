@@ -1,0 +1,114 @@
+"""Structure: which parameters are coupled, and which removal ratios a standard HF config can express.
+
+Coupled groups (what surgery removes together):
+  - a query head: its ``head_dim`` rows of q and the same columns of o; a KV group: one k/v head with the
+    ``heads / kv_heads`` query heads that read it;
+  - an FFN channel: one row of gate and up (and the up bias) and one column of down;
+  - a hidden channel: one column of the embeddings (and of a tied lm_head), of every q/k/v/gate/up, one
+    row of every o/down, and one entry of every norm;
+  - a block: everything in it.
+Widths stay uniform across layers (the config has one ``intermediate_size``, one ``num_attention_heads``),
+so every layer loses the same number of units, each layer choosing its own least important ones.
+`plan` checks every requested ratio before any statistic is computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slimlm.errors import ConfigError
+from slimlm.models import Model
+from slimlm.prune.config import StructuredConfig
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    """Remove ``groups`` whole KV groups, or ``per_group`` query heads from every group, in every layer."""
+
+    mode: str
+    groups: int = 0
+    per_group: int = 0
+
+    def remaining(self, heads: int, kv: int) -> tuple[int, int]:
+        g = heads // kv
+        if self.mode == "groups":
+            return heads - self.groups * g, kv - self.groups
+        return heads - self.per_group * kv, kv
+
+
+@dataclass(frozen=True)
+class StructuredPlan:
+    layers: int = 0
+    heads: HeadPlan | None = None
+    ffn_keep: int | None = None
+    hidden_keep: int | None = None
+    vocab: bool = False
+
+
+def _count(total: int, ratio: float, what: str, tol: float = 0.1) -> int:
+    n = ratio * total
+    k = int(round(n))
+    if abs(n - k) > tol:
+        raise ConfigError(
+            f"{what}={ratio:g} removes {n:.2f} of {total}; give a ratio that is a whole number of units, "
+            f"for example {k / total:.4g} ({k}) or {(k + 1) / total:.4g} ({k + 1})."
+        )
+    return k
+
+
+def head_plan(heads: int, kv: int, ratio: float, mode: str) -> HeadPlan:
+    """Resolve a head ratio for ``heads`` query heads in ``kv`` KV groups, or fail listing the valid ratios."""
+    g = heads // kv
+    valid_groups = [k * g / heads for k in range(1, kv)]
+    valid_query = [r * kv / heads for r in range(1, g)]
+    options = []
+    if valid_groups:
+        options.append("whole KV groups (head_mode=groups): " + ", ".join(f"{v:.4g}" for v in valid_groups))
+    if valid_query:
+        options.append("query heads evenly per group (head_mode=query): " + ", ".join(f"{v:.4g}" for v in valid_query))
+    hint = "; ".join(options) or "none (a single head cannot be pruned)"
+    n = ratio * heads
+    k = int(round(n))
+    if abs(n - k) <= 0.1 and k > 0:
+        if mode in ("auto", "groups") and k % g == 0 and k // g < kv:
+            return HeadPlan("groups", groups=k // g)
+        if mode in ("auto", "query") and k % kv == 0 and k // kv < g:
+            return HeadPlan("query", per_group=k // kv)
+    raise ConfigError(
+        f"heads={ratio:g} with head_mode={mode} cannot be expressed for {heads} query heads in {kv} KV groups "
+        f"(removes {n:.2f} heads); valid ratios: {hint}."
+    )
+
+
+def plan(model: Model, cfg: StructuredConfig) -> StructuredPlan:
+    """Check every part of ``cfg`` against ``model`` before any work; return what will be removed."""
+    a = model.adapter
+    layers = 0
+    if cfg.layers:
+        layers = int(cfg.layers) if cfg.layers >= 1 else _count(a.num_layers, cfg.layers, "layers", tol=0.5)
+        if layers >= a.num_layers:
+            raise ConfigError(f"layers={cfg.layers:g} would remove all {a.num_layers} layers; remove at most {a.num_layers - 1}.")
+    heads = None
+    if cfg.heads:
+        if a.family == "bert":
+            raise ConfigError(
+                "heads pruning is not available for BERT-family models: their config derives the head size from "
+                "hidden_size / num_attention_heads, so fewer heads cannot be expressed; prune layers or ffn instead."
+            )
+        heads = head_plan(a.num_heads, a.num_kv_heads, cfg.heads, cfg.head_mode)
+    ffn_keep = None
+    if cfg.ffn:
+        ffn_keep = a.intermediate_size - int(round(cfg.ffn * a.intermediate_size))
+        if cfg.ffn_importance == "taylor" and not a.causal:
+            raise ConfigError("ffn_importance=taylor needs a causal LM loss; use ffn_importance=activation for encoders.")
+    hidden_keep = None
+    if cfg.hidden:
+        if a.family != "llama":
+            raise ConfigError(
+                f"hidden-width pruning supports Llama-family models only ({a.family} ties the head size to the "
+                "hidden size); prune layers or ffn instead."
+            )
+        hidden_keep = a.hidden_size - int(round(cfg.hidden * a.hidden_size))
+    if cfg.vocab and not a.causal:
+        raise ConfigError("vocab=domain supports causal LMs with a BPE tokenizer only; drop vocab for encoders.")
+    return StructuredPlan(layers=layers, heads=heads, ffn_keep=ffn_keep, hidden_keep=hidden_keep, vocab=bool(cfg.vocab))

@@ -1,0 +1,199 @@
+"""Surgery: physical removal of layers, heads, FFN channels, hidden channels and vocabulary rows.
+
+Each operation slices the state dict by the qualified names of the parts the adapter points at, changes the
+config keys that describe the new shapes, and rebuilds the model from that config (`rebuild`). Rebuilding
+instead of patching modules in place means the in-memory model is exactly what ``from_pretrained`` will
+construct from the saved directory: no hidden module attribute can disagree with the config (the failure
+mode of hand-patched surgery). The cost is one extra copy of the weights for a moment.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from slimlm.models import Model
+
+
+def _names(model: Model) -> dict[int, str]:
+    return {id(m): n for n, m in model.hf.named_modules()}
+
+
+def _key(names: dict[int, str], mod: nn.Module, param: str = "weight") -> str:
+    return f"{names[id(mod)]}.{param}"
+
+
+def rebuild(model: Model, sd: dict[str, torch.Tensor], **changes) -> None:
+    """Replace ``model.hf`` by a model of the same class built from its config with ``changes``, loaded from ``sd``."""
+    old = model.hf
+    cfg = copy.deepcopy(old.config)
+    for k, v in changes.items():
+        setattr(cfg, k, v)
+    with torch.device("meta"):
+        new = type(old)(cfg)
+    new.to_empty(device="cpu")
+    tied = bool(getattr(cfg, "tie_word_embeddings", False)) and new.get_output_embeddings() is not None
+    if tied:
+        new.get_output_embeddings().weight = new.get_input_embeddings().weight
+    missing, unexpected = new.load_state_dict(sd, strict=False)
+    out_emb = new.get_output_embeddings()
+    allowed = {n for n, p in new.named_parameters(remove_duplicate=False) if tied and out_emb is not None
+               and p is out_emb.weight}
+    if set(missing) - allowed or unexpected:
+        raise RuntimeError(f"surgery produced a state dict that does not fit: missing {missing}, unexpected {unexpected}")
+    old_buffers = dict(old.named_buffers())
+    persistent = set(sd)
+    with torch.no_grad():
+        for name, buf in new.named_buffers():  # non-persistent buffers (rotary inv_freq, position ids)
+            if name in persistent:
+                continue
+            src = old_buffers.get(name)
+            if src is None or src.shape != buf.shape:
+                raise RuntimeError(f"cannot carry buffer {name} through surgery")
+            buf.copy_(src)
+    new.generation_config = copy.deepcopy(old.generation_config)
+    new.eval()
+    model.hf = new
+    model.rehash()
+
+
+def _state(model: Model) -> dict[str, torch.Tensor]:
+    return dict(model.hf.state_dict())
+
+
+def drop_layers(model: Model, remove: list[int]) -> None:
+    """Remove whole blocks and renumber the rest."""
+    a = model.adapter
+    names = _names(model)
+    prefix = names[id(a.layers())]
+    keep = [i for i in range(a.num_layers) if i not in set(remove)]
+    sd = {}
+    for k, v in _state(model).items():
+        if k.startswith(prefix + "."):
+            idx, rest = k[len(prefix) + 1 :].split(".", 1)
+            if int(idx) not in keep:
+                continue
+            k = f"{prefix}.{keep.index(int(idx))}.{rest}"
+        sd[k] = v
+    changes: dict = {"num_hidden_layers": len(keep)}
+    layer_types = getattr(model.hf.config, "layer_types", None)
+    if layer_types:
+        changes["layer_types"] = [layer_types[i] for i in keep]
+    rebuild(model, sd, **changes)
+
+
+def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return t.index_select(0, idx).clone()
+
+
+def _cols(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return t.index_select(1, idx).clone()
+
+
+def _head_idx(heads: list[int], head_dim: int) -> torch.Tensor:
+    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
+
+
+def slice_heads(model: Model, keep_q: list[list[int]], keep_kv: list[list[int]]) -> None:
+    """Keep query heads ``keep_q[layer]`` and KV heads ``keep_kv[layer]`` (same counts in every layer).
+
+    The caller keeps each kept query head's KV group among ``keep_kv`` and lists the query heads group by
+    group, so that query head j of the new layer still reads KV head j // (heads / kv_heads).
+    """
+    a = model.adapter
+    names = _names(model)
+    sd = _state(model)
+    hd = a.head_dim
+    for layer, q_keep, kv_keep in zip(a.layers(), keep_q, keep_kv):
+        p = a.attention(layer)
+        qi, kvi = _head_idx(q_keep, hd), _head_idx(kv_keep, hd)
+        for lin, idx in ((p.q, qi), (p.k, kvi), (p.v, kvi)):
+            sd[_key(names, lin)] = _rows(sd[_key(names, lin)], idx)
+            if lin.bias is not None:
+                sd[_key(names, lin, "bias")] = _rows(sd[_key(names, lin, "bias")], idx)
+        sd[_key(names, p.o)] = _cols(sd[_key(names, p.o)], qi)
+    rebuild(model, sd, num_attention_heads=len(keep_q[0]), num_key_value_heads=len(keep_kv[0]), head_dim=hd)
+
+
+def slice_ffn(model: Model, keep: list[torch.Tensor]) -> None:
+    """Keep FFN channels ``keep[layer]`` (sorted indices, the same count in every layer)."""
+    a = model.adapter
+    names = _names(model)
+    sd = _state(model)
+    for layer, idx in zip(a.layers(), keep):
+        m = a.mlp(layer)
+        for lin in (m.gate, m.up):
+            if lin is None:
+                continue
+            sd[_key(names, lin)] = _rows(sd[_key(names, lin)], idx)
+            if lin.bias is not None:
+                sd[_key(names, lin, "bias")] = _rows(sd[_key(names, lin, "bias")], idx)
+        sd[_key(names, m.down)] = _cols(sd[_key(names, m.down)], idx)
+    rebuild(model, sd, intermediate_size=len(keep[0]))
+
+
+def slice_hidden(model: Model, keep: torch.Tensor) -> None:
+    """Keep hidden channels ``keep`` everywhere: embeddings, every block's inputs and outputs, norms, lm_head."""
+    a = model.adapter
+    names = _names(model)
+    sd = _state(model)
+
+    def cols(mod):
+        sd[_key(names, mod)] = _cols(sd[_key(names, mod)], keep)
+
+    def rows(mod):
+        sd[_key(names, mod)] = _rows(sd[_key(names, mod)], keep)
+        if getattr(mod, "bias", None) is not None:
+            sd[_key(names, mod, "bias")] = _rows(sd[_key(names, mod, "bias")], keep)
+
+    cols(a.embeddings())
+    for layer in a.layers():
+        p, m = a.attention(layer), a.mlp(layer)
+        for lin in (p.q, p.k, p.v, m.gate, m.up):
+            if lin is not None:
+                cols(lin)
+        rows(p.o)
+        rows(m.down)
+        for norm in a.norms(layer):
+            rows(norm)
+    if a.final_norm() is not None:
+        rows(a.final_norm())
+    head = a.lm_head()
+    if head is not None:
+        cols(head)
+    rebuild(model, sd, hidden_size=len(keep), head_dim=a.head_dim)
+
+
+def slice_vocab(model: Model, keep: torch.Tensor, remap: dict[int, int]) -> None:
+    """Keep vocabulary rows ``keep`` (old ids, sorted) in the embeddings and lm_head; remap special ids."""
+    a = model.adapter
+    names = _names(model)
+    sd = _state(model)
+    emb = a.embeddings()
+    sd[_key(names, emb)] = _rows(sd[_key(names, emb)], keep)
+    head = a.lm_head()
+    if head is not None:
+        sd[_key(names, head)] = _rows(sd[_key(names, head)], keep)
+        if head.bias is not None:
+            sd[_key(names, head, "bias")] = _rows(sd[_key(names, head, "bias")], keep)
+    changes = {"vocab_size": len(keep)}
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        if hasattr(model.hf.config, attr):
+            changes[attr] = _remap(getattr(model.hf.config, attr), remap)
+    gen = model.hf.generation_config
+    rebuild(model, sd, **changes)
+    new_gen = copy.deepcopy(gen)
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+        if getattr(new_gen, attr, None) is not None:
+            setattr(new_gen, attr, _remap(getattr(new_gen, attr), remap))
+    model.hf.generation_config = new_gen
+
+
+def _remap(value, remap: dict[int, int]):
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [remap[v] for v in value if v in remap]
+    return remap.get(value)
