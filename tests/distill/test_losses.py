@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from slimlm.distill.losses import (
-    HiddenTransfer, attention_kl, causal_ce, class_kd_loss, group_heads, hidden_loss, kd_loss, mix,
-    relation_loss, teacher_topk, topk_kd_loss,
+    HiddenTransfer,
+    attention_kl,
+    causal_ce,
+    class_kd_loss,
+    group_heads,
+    hidden_loss,
+    kd_loss,
+    mix,
+    relation_loss,
+    teacher_topk,
+    topk_kd_loss,
 )
 
 torch.manual_seed(0)
@@ -101,7 +110,7 @@ def test_topk_equals_forward_kl_at_full_vocab_and_reference_below():
     k, T = 5, 1.5
     v, i = teacher_topk(t, k)
     ref = []
-    for row_s, row_t in zip(s.reshape(-1, 20), t.reshape(-1, 20)):
+    for row_s, row_t in zip(s.reshape(-1, 20), t.reshape(-1, 20), strict=False):
         top = row_t.double().topk(k).indices
         pt = torch.softmax(row_t.double()[top] / T, -1)
         ls = torch.log_softmax(row_s.double() / T, -1)[top]

@@ -12,7 +12,8 @@ to keep layers comparable); ``cosine`` (1 - cos) ignores scale and is the safer 
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

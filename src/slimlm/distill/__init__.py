@@ -1,0 +1,7 @@
+"""Distillation: losses (one module each), the trainer (teacher frozen, checkpoints, resume, data parallel)
+and schedules (iterative prune-distill, progressive)."""
+
+from slimlm.distill.config import DistillConfig
+from slimlm.distill.trainer import DistillResult, distill, distill_run, lr_factor
+
+__all__ = ["DistillConfig", "DistillResult", "distill", "distill_run", "lr_factor"]

@@ -1,0 +1,87 @@
+"""`DistillConfig`: everything a distillation run needs, typed, validated and YAML-round-trippable.
+
+One flat config rather than one class per loss: the losses combine (KD + CE + hidden + attention +
+relation weights), and a recipe that names ``loss: reverse-kl`` and ``hidden_weight: 1.0`` reads better
+than nested objects. The ``kind`` literal is the discriminator the recipe system dispatches on.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+LossName = Literal["kl", "reverse-kl", "jsd", "topk", "ce"]
+
+
+class DistillConfig(BaseModel):
+    """Configuration of `slimlm.distill.distill`.
+
+    Loss: ``loss`` picks the logit term (``kl`` forward KL(t||s), ``reverse-kl`` KL(s||t), ``jsd`` with
+    ``beta``, ``topk`` forward KL on the teacher's ``top_k`` logits (cacheable), ``ce`` hard labels only,
+    i.e. plain fine-tuning). ``alpha`` mixes in hard-label CE: ``L = alpha*CE + (1-alpha)*KD``. Extra
+    terms are added with their weights: hidden-state transfer (``hidden_weight``, ``hidden_loss``,
+    ``layer_map`` or derived from the pruning provenance), attention transfer on the last layer
+    (``attention_weight``), relation transfer on pooled last hidden states (``relation_weight``).
+
+    Optimisation: AdamW (``lr``, ``weight_decay``), linear warm-up for ``warmup_steps`` then cosine decay
+    to ``min_lr_ratio * lr`` at ``steps``; gradient clipping at ``clip`` (0: off); ``grad_accum``
+    micro-batches of ``batch_size`` sequences of ``seq_len`` tokens per step and process.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["distill"] = "distill"
+    version: int = 1
+    # loss
+    loss: LossName = "kl"
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.5, gt=0, lt=1)
+    alpha: float = Field(0.0, ge=0, le=1)
+    top_k: int = Field(64, ge=1)
+    hidden_weight: float = Field(0.0, ge=0)
+    hidden_loss: Literal["cosine", "mse"] = "cosine"
+    layer_map: list[tuple[int, int]] | None = None
+    attention_weight: float = Field(0.0, ge=0)
+    relation_weight: float = Field(0.0, ge=0)
+    # optimisation
+    steps: int = Field(100, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    clip: float = Field(1.0, ge=0)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    seq_len: int = Field(256, ge=2)
+    seed: int = 0
+    # evaluation, early stopping, checkpoints, caching
+    eval_every: int = Field(0, ge=0)
+    eval_tokens: int = Field(4096, ge=2)
+    eval_split: Literal["train", "calibration", "eval"] = "eval"
+    patience: int = Field(0, ge=0)
+    restore_best: bool = True
+    checkpoint_every: int = Field(0, ge=0)
+    cache_teacher: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillConfig:
+        if self.loss == "ce" and self.alpha not in (0.0, 1.0):
+            raise ValueError("loss='ce' is hard labels only; set alpha to 1.0 (or leave it 0) or pick a KD loss")
+        if self.cache_teacher and self.loss != "topk":
+            raise ValueError("cache_teacher stores the teacher's top-k logits: it needs loss='topk'")
+        if self.cache_teacher and (self.hidden_weight or self.attention_weight or self.relation_weight):
+            raise ValueError("cache_teacher keeps logits only: hidden/attention/relation weights need the live teacher")
+        if self.patience and not self.eval_every:
+            raise ValueError("patience (early stopping) needs eval_every > 0")
+        if self.warmup_steps >= self.steps and self.warmup_steps:
+            raise ValueError("warmup_steps must be smaller than steps")
+        return self
+
+    @property
+    def uses_teacher_outputs(self) -> bool:
+        return self.loss != "ce" or bool(self.hidden_weight or self.attention_weight or self.relation_weight)
+
+    @property
+    def ce_weight(self) -> float:
+        return 1.0 if self.loss == "ce" else self.alpha

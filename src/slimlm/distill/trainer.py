@@ -1,0 +1,438 @@
+"""The distillation trainer: ``distill(student, teacher, corpus, cfg)`` returns the trained student.
+
+A plain loop in the nanoGPT spirit rather than a ``transformers.Trainer`` subclass: the teacher forward,
+the loss mix and the checkpoint contents stay visible in one file, and resume is exact because everything
+a step depends on is either in the checkpoint (weights, AdamW moments, schedule, history) or a function of
+the step number (the data rows, see `slimlm.distill.data`, and the dropout RNG, reseeded every step).
+
+Data parallel: when ``torch.distributed`` is initialised (``torchrun``, ``accelerate launch``, or the
+gloo test), every rank reads its own micro-batches and gradients are averaged with one ``all_reduce`` per
+step over a flat buffer. That is simpler than wrapping in DDP (which also owns the hidden-transfer
+projections and needs ``no_sync`` for accumulation) at the price of no compute/communication overlap:
+fine on CPUs and small models; for large GPU runs DDP/FSDP would overlap the reduction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from slimlm._progress import or_noop
+from slimlm.data import Corpus
+from slimlm.distill.cache import open_cache
+from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from slimlm.distill.config import DistillConfig
+from slimlm.distill.data import ClassBatches, LMBatches
+from slimlm.distill.layer_map import derive_layer_map
+from slimlm.distill.losses import (
+    HiddenTransfer,
+    attention_kl,
+    causal_ce,
+    class_ce,
+    kd_loss,
+    mix,
+    pool,
+    relation_loss,
+    teacher_topk,
+    topk_kd_loss,
+)
+from slimlm.errors import ConfigError, DataError
+from slimlm.models import Model
+
+MetricsFn = Callable[[dict], None]
+_DIRECTION = {"kl": "forward", "reverse-kl": "reverse", "jsd": "jsd"}
+
+
+@dataclass
+class DistillResult:
+    """What a run did: the trained student plus numbers for the CLI, the benchmark and provenance."""
+
+    model: Model
+    steps: int
+    tokens: int
+    seconds: float
+    final_losses: dict
+    eval_curve: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+    best_step: int | None = None
+    resumed_from: int | None = None
+    cache: dict | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 2),
+                "final_losses": self.final_losses, "eval_curve": self.eval_curve,
+                "stopped_early": self.stopped_early, "best_step": self.best_step,
+                "resumed_from": self.resumed_from, "teacher_cache": self.cache}
+
+
+def lr_factor(step: int, cfg: DistillConfig) -> float:
+    """Linear warm-up to 1, then cosine to ``min_lr_ratio`` at ``cfg.steps`` (step is 0-based)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _check(student: Model, teacher: Model | None, corpus: Corpus, cfg: DistillConfig) -> str:
+    task = student.task
+    if task == "encoder":
+        raise DataError(f"{student.spec} has no task head to train; load it with a classification head "
+                        "(num_labels) or fine-tune one first (slimlm finetune).")
+    if task == "classification" and corpus.task != "classification":
+        raise DataError(f"data {corpus.name!r} has no labels; a classifier needs labelled data "
+                        "(shakespeare-genre, or .jsonl/.csv with a label field).")
+    if task == "causal-lm" and corpus.task == "classification":
+        raise DataError(f"data {corpus.name!r} is labelled passages; distil a causal LM on text data (shakespeare).")
+    if cfg.uses_teacher_outputs:
+        if teacher is None:
+            raise ConfigError(f"loss {cfg.loss!r} needs a teacher; pass --teacher or use --loss ce.")
+        if teacher.task != task:
+            raise ConfigError(f"the teacher is a {teacher.task} model but the student is a {task} model; "
+                              "give a teacher of the same kind.")
+        if task == "causal-lm" and teacher.adapter.vocab_size != student.adapter.vocab_size:
+            raise ConfigError(f"teacher vocabulary ({teacher.adapter.vocab_size}) differs from the student's "
+                              f"({student.adapter.vocab_size}); logit distillation needs the same tokenizer.")
+        if task == "classification" and teacher.hf.config.num_labels != student.hf.config.num_labels:
+            raise ConfigError("teacher and student heads have different numbers of classes.")
+    limit = student.adapter.max_positions
+    if limit and cfg.seq_len > limit:
+        raise ConfigError(f"seq_len {cfg.seq_len} exceeds the student's {limit} positions; use at most {limit}.")
+    if cfg.attention_weight and task == "causal-lm" and student.adapter.num_heads > teacher.adapter.num_heads:
+        raise ConfigError("attention transfer needs the student to have at most as many heads as the teacher.")
+    return task
+
+
+class _Step:
+    """Forward passes and the loss mix for one micro-batch."""
+
+    def __init__(self, student: Model, teacher: Model | None, cfg: DistillConfig, task: str, rank: int):
+        self.s, self.t, self.cfg, self.task = student, teacher, cfg, task
+        self.hidden: HiddenTransfer | None = None
+        if cfg.hidden_weight:
+            n_s, n_t = student.adapter.num_layers, teacher.adapter.num_layers
+            lmap = cfg.layer_map or derive_layer_map(n_s, n_t, student.provenance)
+            bad = [(i, j) for i, j in lmap if not (0 <= i < n_s and 0 <= j < n_t)]
+            if bad:
+                raise ConfigError(f"layer_map pairs {bad} are out of range (student {n_s}, teacher {n_t} layers).")
+            self.hidden = HiddenTransfer(lmap, student.adapter.hidden_size, teacher.adapter.hidden_size,
+                                         cfg.hidden_loss)
+        self.need_hidden = bool(cfg.hidden_weight or cfg.relation_weight)
+        self.need_attn = bool(cfg.attention_weight)
+        self.cache = None
+
+    def __call__(self, rows: torch.Tensor, inputs: dict) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        labels = inputs.pop("labels", None)
+        mask = inputs.get("attention_mask")
+        kw = {"output_hidden_states": self.need_hidden, "output_attentions": self.need_attn}
+        if self.task == "causal-lm":
+            kw["use_cache"] = False
+        s_out = self.s.hf(**inputs, **kw)
+        s_logits = s_out.logits  # (B, T, V) or (B, C)
+        parts: dict[str, torch.Tensor] = {}
+        t_out, t_logits, topk = None, None, None
+        if cfg.uses_teacher_outputs:
+            if self.cache is not None:
+                topk = self.cache.get(rows)
+            if topk is None:
+                with torch.no_grad():
+                    t_out = self.t.hf(**inputs, **kw)
+                t_logits = t_out.logits
+                if cfg.loss == "topk":
+                    topk = teacher_topk(t_logits, cfg.top_k)
+                    if self.cache is not None:
+                        self.cache.put(rows, *topk)
+        kd = None
+        if cfg.loss == "topk":
+            kd = topk_kd_loss(s_logits, *topk, temperature=cfg.temperature)
+        elif cfg.loss != "ce":
+            kd = kd_loss(s_logits, t_logits, temperature=cfg.temperature, direction=_DIRECTION[cfg.loss],
+                         beta=cfg.beta)
+        ce = None
+        if cfg.ce_weight > 0:
+            ce = causal_ce(s_logits, inputs["input_ids"]) if self.task == "causal-lm" else class_ce(s_logits, labels)
+        if kd is not None:
+            parts["kd"] = kd
+        if ce is not None:
+            parts["ce"] = ce
+        loss = mix(ce, kd, cfg.ce_weight if kd is not None else 1.0)
+        if self.hidden is not None:
+            parts["hidden"] = self.hidden(s_out.hidden_states, t_out.hidden_states, mask)
+            loss = loss + cfg.hidden_weight * parts["hidden"]
+        if cfg.attention_weight:
+            parts["attention"] = attention_kl(s_out.attentions[-1], t_out.attentions[-1], mask)
+            loss = loss + cfg.attention_weight * parts["attention"]
+        if cfg.relation_weight:
+            parts["relation"] = relation_loss(pool(s_out.hidden_states[-1], mask), pool(t_out.hidden_states[-1], mask))
+            loss = loss + cfg.relation_weight * parts["relation"]
+        return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _eval_score(student: Model, corpus: Corpus, cfg: DistillConfig, task: str) -> dict:
+    from slimlm.evaluate import evaluate
+
+    was_training = student.hf.training
+    student.hf.eval()
+    try:
+        seq = min(512, student.adapter.max_positions or 512)
+        res = evaluate(student, corpus, split=cfg.eval_split, seq_len=seq, max_tokens=cfg.eval_tokens,
+                       max_examples=256)
+    finally:
+        student.hf.train(was_training)
+    if task == "causal-lm":
+        return {"perplexity": res["perplexity"], "score": res["perplexity"]}
+    return {"accuracy": res["accuracy"], "f1": res["f1"], "score": -res["accuracy"]}
+
+
+def _same_config(saved: dict, cfg: DistillConfig) -> None:
+    now = cfg.model_dump(mode="json")
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        raise ConfigError(f"the checkpoint was written with different settings ({', '.join(diff)}); "
+                          "resume with the same options or start a new run in another --out directory.")
+
+
+def distill_run(
+    student: Model,
+    teacher: Model | None,
+    corpus: Corpus,
+    cfg: DistillConfig,
+    *,
+    eval_corpus: Corpus | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress=None,
+    on_metrics: MetricsFn | None = None,
+) -> DistillResult:
+    """Train ``student`` in place to imitate ``teacher`` on ``corpus``'s train split.
+
+    Args:
+        student: the model to train (a causal LM, or an encoder with a classification head).
+        teacher: frozen during training; may be None only for ``loss='ce'`` (plain fine-tuning).
+        corpus: train split for training, ``cfg.eval_split`` of ``eval_corpus`` (default: ``corpus``) for
+            periodic evaluation and early stopping.
+        cfg: a `DistillConfig`.
+        checkpoint_dir: where checkpoints go every ``cfg.checkpoint_every`` steps.
+        resume: continue from the checkpoint in ``checkpoint_dir`` if there is one.
+        progress: optional ``progress(desc, done, total)``.
+        on_metrics: optional callable receiving ``{"step", "loss", "lr", "tokens_per_s", "eta_s", ...}``
+            after every optimizer step and ``{"step", "eval": {...}}`` after every evaluation.
+
+    Returns:
+        A `DistillResult` whose ``model`` is ``student``, trained.
+    """
+    progress = or_noop(progress)
+    task = _check(student, teacher, corpus, cfg)
+    rank, world = _world()
+    eval_corpus = eval_corpus or corpus
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    if cfg.checkpoint_every and ckpt is None:
+        raise ConfigError("checkpoint_every needs a checkpoint directory (--out).")
+
+    Batches = LMBatches if task == "causal-lm" else ClassBatches
+    data = Batches(student.tokenizer, corpus, cfg.seq_len, cfg.seed)
+    micro_per_step = cfg.batch_size * cfg.grad_accum * world
+
+    torch.manual_seed(cfg.seed)  # the projections' init must not depend on the rank or on earlier work
+    step_fn = _Step(student, teacher, cfg, task, rank)
+    if cfg.cache_teacher:
+        if task != "causal-lm":
+            raise ConfigError("cache_teacher is for language models; classification teachers are cheap to run.")
+        step_fn.cache = open_cache(teacher.hash, data.rows, cfg.top_k, rank)
+    if teacher is not None:
+        teacher.hf.eval()
+        teacher.hf.requires_grad_(False)
+    attn_impl = None
+    if step_fn.need_attn:  # attention probabilities exist only in the eager implementation
+        attn_impl = [m.hf.config._attn_implementation for m in (student, teacher)]
+        for m in (student, teacher):
+            m.hf.set_attn_implementation("eager")
+
+    extra = step_fn.hidden
+    params = [p for p in student.hf.parameters() if p.requires_grad]
+    if extra is not None:
+        params += list(extra.parameters())
+    seen, unique = set(), []
+    for p in params:  # tied embeddings appear once
+        if id(p) not in seen:
+            seen.add(id(p))
+            unique.append(p)
+    params = unique
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+
+    start_step, history, eval_curve, tokens = 0, [], [], 0
+    best: dict = {"score": math.inf, "step": None, "state": None, "bad": 0}
+    resumed_from = None
+    if resume and ckpt is not None and has_checkpoint(ckpt):
+        state, meta = load_checkpoint(ckpt)
+        _same_config(meta["config"], cfg)
+        if meta.get("world", 1) != world:
+            raise ConfigError(f"the checkpoint was written by {meta['world']} processes; resume with the same number.")
+        student.hf.load_state_dict(state["model"])
+        if extra is not None:
+            extra.load_state_dict(state["extra"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_step, tokens = meta["step"], meta["tokens"]
+        history, eval_curve = meta["history"], meta["eval_curve"]
+        best.update(score=meta["best"]["score"], step=meta["best"]["step"], bad=meta["best"]["bad"],
+                    state=state.get("best_model"))
+        resumed_from = start_step
+    elif world > 1:  # every rank starts from rank 0's weights
+        with torch.no_grad():
+            for p in params:
+                dist.broadcast(p.data, 0)
+
+    student.hf.train()
+    t0 = time.perf_counter()
+    run_tokens, run_time, stopped = 0, 0.0, False
+    step = start_step
+    try:
+        for step in range(start_step, cfg.steps):
+            t_step = time.perf_counter()
+            torch.manual_seed(cfg.seed * 7919 + step * 31 + rank)  # dropout RNG: a function of the step
+            opt.zero_grad(set_to_none=True)
+            base = step * micro_per_step
+            losses: dict[str, float] = {}
+            step_tokens = 0
+            for a in range(cfg.grad_accum):
+                rows, inputs = data.batch(base + (a * world + rank) * cfg.batch_size, cfg.batch_size)
+                step_tokens += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else inputs["input_ids"].numel()
+                loss, parts = step_fn(rows, inputs)
+                (loss / cfg.grad_accum).backward()
+                parts["loss"] = float(loss.detach())
+                for k, v in parts.items():
+                    losses[k] = losses.get(k, 0.0) + v / cfg.grad_accum
+            if world > 1:
+                _all_reduce_grads(params, world)
+                counts = torch.tensor([float(step_tokens)])
+                dist.all_reduce(counts)
+                step_tokens = int(counts.item())
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            lr = opt.param_groups[0]["lr"]
+            opt.step()
+            sched.step()
+            if step_fn.cache is not None:
+                step_fn.cache.commit()
+            tokens += step_tokens
+            dt = time.perf_counter() - t_step
+            run_tokens += step_tokens
+            run_time += dt
+            history.append({"step": step + 1, "lr": lr, **{k: round(v, 6) for k, v in losses.items()}})
+            done = step + 1
+            metrics = {"step": done, "steps": cfg.steps, "lr": lr, "tokens_per_s": run_tokens / max(run_time, 1e-9),
+                       "eta_s": run_time / (done - start_step) * (cfg.steps - done), **losses}
+            if on_metrics:
+                on_metrics(metrics)
+            progress("distill", done, cfg.steps)
+
+            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                stopped = _evaluate_and_maybe_stop(student, eval_corpus, cfg, task, done, tokens, eval_curve,
+                                                   best, rank, world, on_metrics)
+            if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                if rank == 0:
+                    _save(ckpt, student, extra, opt, sched, cfg, done, tokens, history, eval_curve, best, world)
+                if world > 1:
+                    dist.barrier()
+            if stopped:
+                break
+    finally:
+        if attn_impl is not None:
+            for m, impl in zip((student, teacher), attn_impl, strict=True):
+                m.hf.set_attn_implementation(impl)
+        student.hf.eval()
+
+    if best["state"] is not None and cfg.restore_best and best["step"] != step + 1:
+        student.hf.load_state_dict(best["state"])
+    if best["state"] is not None and not cfg.restore_best:
+        best["step"] = None
+    student.rehash()
+    last = history[-10:]
+    keys = sorted({k for h in last for k in h if k not in ("step", "lr")})
+    final = {k: sum(h[k] for h in last if k in h) / len(last) for k in keys} if last else {}
+    cache = None
+    if step_fn.cache is not None:
+        cache = {"hits": step_fn.cache.hits, "misses": step_fn.cache.misses, "dir": str(step_fn.cache.root)}
+    return DistillResult(model=student, steps=len(history), tokens=tokens, seconds=time.perf_counter() - t0,
+                         final_losses=final, eval_curve=eval_curve, stopped_early=stopped,
+                         best_step=best["step"], resumed_from=resumed_from, cache=cache,
+                         history=history)
+
+
+def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    i = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[i : i + n].view_as(p).clone()
+        i += n
+
+
+def _evaluate_and_maybe_stop(student, corpus, cfg, task, step, tokens, curve, best, rank, world, on_metrics) -> bool:
+    stop = torch.zeros(1)
+    if rank == 0:
+        res = _eval_score(student, corpus, cfg, task)
+        entry = {"step": step, "tokens": tokens, **{k: v for k, v in res.items() if k != "score"}}
+        curve.append(entry)
+        if res["score"] < best["score"]:
+            best.update(score=res["score"], step=step, bad=0)
+            if cfg.patience:
+                best["state"] = {k: v.detach().clone() for k, v in student.hf.state_dict().items()}
+        else:
+            best["bad"] += 1
+        if on_metrics:
+            on_metrics({"step": step, "eval": entry})
+        stop[0] = float(bool(cfg.patience) and best["bad"] >= cfg.patience)
+    if world > 1:
+        dist.broadcast(stop, 0)
+    return bool(stop.item())
+
+
+def _save(ckpt, student, extra, opt, sched, cfg, step, tokens, history, eval_curve, best, world) -> None:
+    state = {"model": student.hf.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "rng": torch.get_rng_state()}
+    if extra is not None:
+        state["extra"] = extra.state_dict()
+    if best["state"] is not None:
+        state["best_model"] = best["state"]
+    meta = {"step": step, "tokens": tokens, "world": world, "config": cfg.model_dump(mode="json"),
+            "history": history, "eval_curve": eval_curve,
+            "best": {"score": best["score"], "step": best["step"], "bad": best["bad"]}}
+    save_checkpoint(ckpt, state, meta)
+
+
+def distill(student: Model, teacher: Model | None, corpus: Corpus, cfg: DistillConfig, **kwargs) -> Model:
+    """Distil ``teacher`` into ``student`` (in place) and return the student; see `distill_run` for options.
+
+    Example:
+        >>> from slimlm.models import load
+        >>> from slimlm.data import load_data
+        >>> teacher = load("tiny:llama?layers=4")
+        >>> student = load("tiny:llama?layers=2")
+        >>> distill(student, teacher, load_data("shakespeare"), DistillConfig(steps=2, seq_len=32))  # doctest: +SKIP
+    """
+    return distill_run(student, teacher, corpus, cfg, **kwargs).model
