@@ -88,6 +88,14 @@ def shakespeare_plays() -> dict[str, Path]:
     return plays
 
 
+def shakespeare_text_path(play: str) -> Path:
+    """Path of one play's Markdown, e.g. ``shakespeare_text_path("tragedies/macbeth")``."""
+    plays = shakespeare_plays()
+    if play not in plays:
+        raise DataError(f"unknown play {play!r}; plays are named genre/title, e.g. tragedies/macbeth.")
+    return plays[play]
+
+
 def _split_of(play: str) -> str:
     if play in SHAKESPEARE_EVAL:
         return "eval"

@@ -22,8 +22,13 @@ def check_safetensors(path: Path) -> None:
             if len(head) < 8:
                 raise ValueError("file shorter than its 8-byte header length")
             (n,) = struct.unpack("<Q", head)
-            if n > size - 8 or n > 100_000_000:
-                raise ValueError("header length points past the end of the file")
+            if n > 100_000_000:
+                raise ValueError("implausible header length")
+            if n > size - 8:
+                raise ModelFileError(
+                    f"{path} is truncated: its header alone needs {n + 8:,} bytes but the file has {size:,}; "
+                    "re-save or re-download it."
+                )
             header = json.loads(f.read(n))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path} is not a valid safetensors file ({exc}); re-save or re-download it.") from None

@@ -1,0 +1,77 @@
+"""The CLI run in-process: JSON keys, and one clear line with exit code 2 for each bad input."""
+
+import json
+
+import pytest
+
+from slimlm.cli.main import main
+from slimlm.models import load, save
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_evaluate_json_keys(capsys, text_file):
+    code, out, _ = run(capsys, "evaluate", "tiny:llama", "--data", str(text_file), "--seq-len", "64",
+                       "--max-tokens", "256", "--teacher", "tiny:llama?seed=1", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert {"model", "data", "perplexity", "tokens", "seq_len", "ece", "teacher_agreement"} <= data.keys()
+    assert data["tokens"] == 256 - 4 and data["seq_len"] == 64  # 4 windows of 64 predict 63 tokens each
+
+
+def test_evaluate_table(capsys, text_file):
+    code, out, _ = run(capsys, "evaluate", "tiny:llama", "--data", str(text_file), "--max-tokens", "128",
+                       "--seq-len", "64")
+    assert code == 0 and "perplexity" in out
+
+
+def test_profile_two_models_json(capsys):
+    code, out, _ = run(capsys, "profile", "tiny:llama", "tiny:llama?layers=2", "--shapes", "1x16",
+                       "--decode-tokens", "4", "--repeats", "2", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert isinstance(data, list) and len(data) == 2
+    assert {"params", "nonzero_params", "disk_mb", "peak_rss_mb", "latency_ms", "decode_tokens_per_s",
+            "energy_j_per_1k_tokens", "roofline", "machine"} <= data[1].keys()
+    assert data[1]["ratios"]["params"] < 1
+
+
+def _bad_inputs(tmp_path, text_file):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    arch = tmp_path / "gpt2"
+    arch.mkdir()
+    (arch / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    trunc = tmp_path / "trunc"
+    save(load("tiny:llama"), trunc)
+    w = trunc / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    return [
+        (["evaluate", str(tmp_path / "missing")], "does not exist"),
+        (["evaluate", str(arch), "--data", str(text_file)], "architecture 'gpt2' is not supported"),
+        (["evaluate", str(trunc), "--data", str(text_file)], "truncated"),
+        (["evaluate", "tiny:llama", "--data", str(empty)], "is empty"),
+        (["evaluate", "tiny:llama?max_pos=64", "--data", str(text_file), "--seq-len", "512"], "exceeds the model's maximum"),
+        (["profile", "tiny:llama", "--shapes", "1xZ"], "--shapes"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_bad_input_prints_one_line_and_exits_2(capsys, tmp_path, text_file, case):
+    args, message = _bad_inputs(tmp_path, text_file)[case]
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and message in " ".join(err.split())
+    assert "Traceback" not in err
+
+
+def test_debug_shows_traceback(tmp_path):
+    from slimlm.errors import SpecError
+
+    with pytest.raises(SpecError):
+        main(["evaluate", str(tmp_path / "missing"), "--debug"])

@@ -1,0 +1,99 @@
+import json
+
+import pytest
+import torch
+
+from slimlm.data import (
+    GENRES, SHAKESPEARE_CALIBRATION, SHAKESPEARE_EVAL, calibration_batch, eval_windows, load_data, pack,
+)
+from slimlm.errors import DataError
+from slimlm.models import load
+
+
+def test_shakespeare_split_is_fixed_and_disjoint():
+    c = load_data("shakespeare")
+    names = {s: {d.source for d in c.split(s)} for s in ("train", "calibration", "eval")}
+    assert names["eval"] == set(SHAKESPEARE_EVAL)
+    assert names["calibration"] == set(SHAKESPEARE_CALIBRATION)
+    assert len(names["train"]) == 26
+    assert not (names["train"] & names["eval"]) and not (names["calibration"] & names["eval"])
+    assert not c.overlapping and c.task == "lm"
+
+
+def test_shakespeare_genre_labels_come_from_folders():
+    c = load_data("shakespeare-genre")
+    assert c.labels == list(GENRES) and c.task == "classification"
+    ev = c.split("eval")
+    assert {d.label for d in ev} == set(range(6))  # one eval play per genre
+    d = ev[0]
+    assert GENRES[d.label] == d.source.split("/")[0]
+
+
+def test_pydoc_is_out_of_domain_english():
+    c = load_data("pydoc")
+    assert len(c.split("eval")) >= 5
+    assert "thee" not in " ".join(c.texts("eval")).split()[:2000]
+
+
+def test_text_file_and_folder(tmp_path, text_file):
+    c = load_data(str(text_file))
+    assert c.overlapping and c.texts("eval") == [text_file.read_text()]
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.md").write_text("alpha")
+    (tmp_path / "sub" / "b.txt").write_text("beta")
+    assert load_data(str(tmp_path / "sub")).texts("eval") == ["alpha", "beta"]
+
+
+def test_jsonl_and_csv_with_labels_and_overridable_fields(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text("\n".join(json.dumps({"body": f"text {i}", "y": "pos" if i % 2 else "neg"}) for i in range(6)))
+    c = load_data(f"{p}?text=body&label=y")
+    assert c.labels == ["neg", "pos"] and [d.label for d in c.split("eval")] == [0, 1, 0, 1, 0, 1]
+    q = tmp_path / "d.csv"
+    q.write_text("text,label,split\nhello,a,train\nworld,b,eval\n")
+    c = load_data(str(q))
+    assert [d.text for d in c.split("eval")] == ["world"] and not c.overlapping
+
+
+@pytest.mark.parametrize("content,name", [("", "e.txt"), ("   \n", "e.md"), ('{"other": 1}\n', "e.jsonl")])
+def test_empty_data_fails_before_work(tmp_path, content, name):
+    p = tmp_path / name
+    p.write_text(content)
+    with pytest.raises(DataError, match="empty"):
+        load_data(str(p))
+
+
+def test_missing_and_unsupported(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(str(tmp_path / "nope.txt"))
+    (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    with pytest.raises(DataError, match="unsupported file type"):
+        load_data(str(tmp_path / "x.parquet"))
+
+
+def test_windows_budget_and_packing(text_file):
+    tok = load("tiny:llama").tokenizer
+    text = text_file.read_text()
+    w = eval_windows(tok, [text], seq_len=64, max_tokens=300)
+    assert sum(len(x) for x in w) == 300 and all(len(x) <= 64 for x in w)
+    assert torch.equal(torch.cat(w), torch.tensor(tok(text, add_special_tokens=False)["input_ids"][:300]))
+    rows = pack(tok, [text, text], 32)
+    assert rows.shape[1] == 32 and rows.dtype == torch.long
+
+
+def test_budget_is_spread_over_documents():
+    tok = load("tiny:llama").tokenizer
+    w = eval_windows(tok, ["a" * 1000, "b" * 1000], seq_len=100, max_tokens=400)
+    joined = tok.decode(torch.cat(w))
+    assert joined.count("a") == 200 and joined.count("b") == 200
+
+
+def test_calibration_sampler_is_seeded(text_file):
+    tok = load("tiny:llama").tokenizer
+    c = load_data(str(text_file))
+    a = calibration_batch(tok, c, 4, 32, seed=0)
+    b = calibration_batch(tok, c, 4, 32, seed=0)
+    d = calibration_batch(tok, c, 4, 32, seed=1)
+    assert a.shape == (4, 32) and torch.equal(a, b) and not torch.equal(a, d)
+    big = calibration_batch(tok, c, 500, 32, seed=0)  # more than the text has: overlapping windows
+    assert big.shape == (500, 32)

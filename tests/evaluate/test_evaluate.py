@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+
+from slimlm.data import Corpus, Document, eval_windows, load_data
+from slimlm.errors import DataError
+from slimlm.evaluate import ECEAccumulator, evaluate, kl_teacher_student, macro_f1
+from slimlm.models import load
+
+
+def test_perplexity_matches_plain_hf_loss(text_file):
+    m = load("tiny:llama")
+    corpus = load_data(str(text_file))
+    res = evaluate(m, corpus, seq_len=64, max_tokens=1000)
+    windows = eval_windows(m.tokenizer, corpus.texts("eval"), 64, 1000)
+    nll = n = 0
+    with torch.no_grad():
+        for w in windows:
+            nll += m.hf(w[None], labels=w[None]).loss.item() * (len(w) - 1)
+            n += len(w) - 1
+    assert res["tokens"] == n
+    assert res["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-4)
+
+
+def test_self_agreement_is_perfect_and_other_model_is_not(text_file):
+    m = load("tiny:llama")
+    corpus = load_data(str(text_file))
+    same = evaluate(m, corpus, seq_len=64, max_tokens=300, teacher=load("tiny:llama"))
+    assert same["teacher_agreement"]["top1"] == 1.0
+    assert same["teacher_agreement"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    other = evaluate(m, corpus, seq_len=64, max_tokens=300, teacher=load("tiny:llama?seed=3"))
+    assert other["teacher_agreement"]["top1"] < 0.9 and other["teacher_agreement"]["kl"] > 0.01
+
+
+def test_seq_len_beyond_model_maximum_fails(text_file):
+    m = load("tiny:llama?max_pos=128")
+    with pytest.raises(DataError, match="exceeds the model's maximum of 128"):
+        evaluate(m, load_data(str(text_file)), seq_len=256)
+
+
+def test_ece_on_known_bins():
+    e = ECEAccumulator(bins=10)
+    # 4 predictions at confidence 0.95, half right: |0.95 - 0.5| = 0.45; 4 at 0.55, all right: 0.45
+    e.update(torch.tensor([0.95] * 4 + [0.55] * 4), torch.tensor([1, 1, 0, 0, 1, 1, 1, 1]).bool())
+    assert e.value() == pytest.approx(0.45)
+    perfect = ECEAccumulator()
+    perfect.update(torch.tensor([1.0, 1.0]), torch.tensor([True, True]))
+    assert perfect.value() == pytest.approx(0.0)
+
+
+def test_kl_and_macro_f1_against_hand_values():
+    t = torch.tensor([[0.0, math.log(3.0)]])  # teacher probs 1/4, 3/4
+    s = torch.tensor([[0.0, 0.0]])  # student probs 1/2, 1/2
+    expected = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    assert kl_teacher_student(t, s).item() == pytest.approx(expected, rel=1e-5)
+    pred, target = torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 0])
+    # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp0 fn1 -> 0.8; class 2: tp0 fp1 fn0 -> 0
+    assert macro_f1(pred, target, 3) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_classifier_accuracy_f1_and_calibration():
+    m = load("tiny:bert?labels=2")
+    docs = [Document("good " * (i % 5 + 1), f"d{i}", i % 2) for i in range(20)]
+    corpus = Corpus("toy", {"train": docs, "calibration": docs, "eval": docs}, labels=["a", "b"])
+    res = evaluate(m, corpus, seq_len=32, batch_size=8)
+    assert res["examples"] == 20 and 0 <= res["accuracy"] <= 1 and 0 <= res["f1"] <= 1
+    with torch.no_grad():
+        enc = m.tokenizer([d.text for d in docs], padding=True, return_tensors="pt")
+        acc = (m.hf(**enc).logits.argmax(-1) == torch.tensor([d.label for d in docs])).float().mean().item()
+    assert res["accuracy"] == pytest.approx(acc)
+    assert res["perplexity"] is None and res["ece"] >= 0
+
+
+def test_classifier_needs_labels_and_encoder_needs_head(text_file):
+    with pytest.raises(DataError, match="no labels"):
+        evaluate(load("tiny:bert?labels=2"), load_data(str(text_file)))
+    with pytest.raises(DataError, match="without a task head"):
+        evaluate(load("tiny:bert"), load_data(str(text_file)))
+    with pytest.raises(DataError, match="6 labels"):
+        evaluate(load("tiny:bert?labels=2"), load_data("shakespeare-genre"), max_examples=4)
