@@ -77,7 +77,8 @@ class Model:
             if id(p) not in seen:
                 seen.add(id(p))
                 total += p.numel()
-        return total
+        # quantized layers (slimlm.quantize) hold their weights in buffers; count the weights they represent
+        return total + sum(m.logical_params() for m in self.hf.modules() if hasattr(m, "logical_params"))
 
 
 # -- builtins ----------------------------------------------------------------------------------------
@@ -248,6 +249,8 @@ def load(
     if num_labels and getattr(hf, "classifier", None) is None and hf.config.model_type == "bert":
         raise SpecError(f"{spec} could not be given a classification head.")
     prov = {"spec": meta.get("spec", spec), "stages": meta.get("stages", []), "parent": meta.get("parent")}
+    if meta.get("vocab_map"):  # vocabulary-trimmed variant: student id -> parent (teacher) id
+        prov["vocab_map"] = meta["vocab_map"]
     if "hash" in meta and not num_labels:
         prov["hash"] = meta["hash"]
     if meta.get("quantization"):
@@ -309,6 +312,12 @@ def save(model: Model, out_dir: str | Path, *, stage: dict | None = None, metric
     out_dir = Path(out_dir)
     parent = {"spec": model.provenance.get("spec", model.spec), "hash": model.provenance.get("hash")}
     stages = list(model.provenance.get("stages", []))
+    extra = dict(extra or {})
+    if "quantization" not in extra:  # a quantized model always records how to restore its layers
+        from slimlm.quantize.saving import describe
+
+        if qmeta := describe(model.hf):
+            extra["quantization"] = qmeta
     if stage is not None:
         stages.append(stage)
     with atomic_dir(out_dir) as tmp:

@@ -73,8 +73,27 @@ def prune_(model: Model, config, calib=None, *, progress=None) -> dict:
             "seconds": time.perf_counter() - start, **report}
 
 
+def save_kwargs(config, report: dict, model: Model | None = None) -> dict:
+    """Keyword arguments for `slimlm.models.save` recording a pruning stage: config, measured sparsity, vocab map.
+
+    Example:
+        >>> save(model, "out/wanda50", **save_kwargs(cfg, report, model))
+    """
+    metrics = {k: report[k] for k in ("sparsity", "sparsity_all_params", "params", "nonzero_params") if k in report}
+    if "layers" in report and isinstance(report["layers"], list):
+        metrics["sparsity_per_layer"] = [
+            {k: row[k] for k in ("layer", "target", "achieved") if k in row} for row in report["layers"]
+        ]
+    summary = {k: v for k, v in report.items() if k not in ("modules", "layers") or k == "layers" and
+               isinstance(v, dict)}
+    extra: dict = {"prune": summary}
+    if model is not None and model.provenance.get("vocab_map"):
+        extra["vocab_map"] = model.provenance["vocab_map"]
+    return {"stage": {"kind": "prune", "config": config.model_dump()}, "metrics": metrics, "extra": extra}
+
+
 __all__ = [
     "Calibration", "MagnitudeConfig", "ScheduleConfig", "SparseGPTConfig", "StructuredConfig", "WandaConfig",
-    "config_from_dict", "make_calibration", "make_config", "parse_structured", "prune_", "run_schedule",
+    "config_from_dict", "make_calibration", "make_config", "parse_structured", "prune_", "run_schedule", "save_kwargs",
     "sparsity_report",
 ]

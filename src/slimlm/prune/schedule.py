@@ -49,7 +49,8 @@ def run_schedule(model: Model, config, calib=None, schedule: ScheduleConfig | No
         progress: optional ``progress(desc, done, total)``.
 
     Returns:
-        ``[{"step", "sparsity_target", "sparsity", "seconds", "metrics"?}, ...]``.
+        ``[{"step", "sparsity_target", "sparsity", "seconds", "report", "metrics"?}, ...]`` where
+        ``report`` is `prune_`'s full report for that step.
     """
     from slimlm.prune import prune_
 
@@ -67,7 +68,7 @@ def run_schedule(model: Model, config, calib=None, schedule: ScheduleConfig | No
         report = prune_(model, cfg, calib, progress=progress)
         rec = {"step": step, "sparsity_target": target if target is not None else getattr(config, "sparsity", None),
                "sparsity": report.get("sparsity"), "params_after": report["params_after"],
-               "seconds": time.perf_counter() - start}
+               "seconds": time.perf_counter() - start, "report": report}
         if between is not None:
             between(step, model)
         if evaluate is not None:
