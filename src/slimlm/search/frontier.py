@@ -1,0 +1,293 @@
+"""Pareto frontier, hypervolume and operating-point selection over measured variants (pure functions, no I/O).
+
+Every objective is minimised: ``quality_drop`` (relative to the base model: perplexity / base − 1 for LMs,
+1 − accuracy / base for classifiers) and one or more costs (``latency_p50_ms``, ``disk_mb``, ``peak_rss_mb``,
+``energy_j_per_1k_tokens``). A point is a flat metrics dict or a variant dict with a ``metrics`` dict; a point
+with a missing (``None``/NaN) objective is never on the front, because "unknown" must not look like "free".
+
+Selection follows DESIGN.md §7: inside the quality tier and the SLOs, take the best variant on one cost.
+When nothing qualifies, `select` still names the closest variant, so a run always ends with something to
+ship or to improve on, and says plainly that the bar was not met.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slimlm.errors import ConfigError
+
+TIERS: dict[str, float] = {"critical": 0.005, "high": 0.01, "medium": 0.03}
+"""Maximum relative quality drop per tier (0.03 = perplexity up by at most 3%)."""
+
+OBJECTIVES: dict[str, str] = {
+    "latency": "latency_p50_ms",
+    "size": "disk_mb",
+    "memory": "peak_rss_mb",
+    "energy": "energy_j_per_1k_tokens",
+}
+"""Selection objective name → the metric it minimises."""
+
+HV_DROP_CAP = 0.10
+"""Quality drop at the hypervolume reference point: variants losing more than 10% count for nothing."""
+
+_BEST = {"latency": "fastest", "size": "smallest on disk", "memory": "lowest peak memory",
+         "energy": "lowest energy per 1k tokens"}
+
+
+def value(point: Mapping[str, Any], key: str) -> float | None:
+    """``point[key]`` (or ``point["metrics"][key]``) as a float, or None when missing, null or NaN."""
+    v = point.get(key)
+    if v is None and isinstance(point.get("metrics"), Mapping):
+        v = point["metrics"].get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+        return None
+    return float(v)
+
+
+def _vector(point: Mapping[str, Any], objectives: Sequence[str]) -> tuple[float, ...] | None:
+    vals = tuple(value(point, k) for k in objectives)
+    return None if any(v is None for v in vals) else vals  # type: ignore[return-value]
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+def pareto_front(points: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> list[int]:
+    """Indices of the non-dominated points, all objectives minimised, in input order.
+
+    Points with a missing objective are left out (and dominate nothing). Points with identical objective
+    values are all kept: neither dominates the other.
+
+    Args:
+        points: flat metric dicts, or variant dicts carrying a ``metrics`` dict.
+        objectives: metric names, e.g. ``["quality_drop", "latency_p50_ms"]``.
+
+    Returns:
+        Indices into ``points``.
+
+    Example:
+        >>> pareto_front([{"a": 1, "b": 3}, {"a": 2, "b": 2}, {"a": 3, "b": 3}], ["a", "b"])
+        [0, 1]
+    """
+    vecs = [_vector(p, objectives) for p in points]
+    known = [(i, v) for i, v in enumerate(vecs) if v is not None]
+    return [i for i, v in known if not any(_dominates(w, v) for j, w in known if j != i)]
+
+
+def _hv(vecs: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
+    """Exact dominated volume by slicing along the last objective (O(n^d); fine for a few hundred points)."""
+    vecs = [v for v in vecs if all(x < r for x, r in zip(v, ref, strict=True))]
+    if not vecs:
+        return 0.0
+    if len(ref) == 1:
+        return ref[0] - min(v[0] for v in vecs)
+    vecs.sort(key=lambda v: v[-1])
+    total = 0.0
+    for i, v in enumerate(vecs):
+        upper = vecs[i + 1][-1] if i + 1 < len(vecs) else ref[-1]
+        if upper > v[-1]:
+            total += _hv([w[:-1] for w in vecs[: i + 1]], ref[:-1]) * (upper - v[-1])
+    return total
+
+
+def hypervolume(points: Sequence[Mapping[str, Any]], objectives: Sequence[str],
+                reference: Mapping[str, float] | Sequence[float]) -> float:
+    """Volume of objective space dominated by the points and bounded by ``reference`` (exact, any dimension).
+
+    Points with a missing objective, or not strictly better than the reference in every objective, add
+    nothing. For a unit-free number use `normalised_hypervolume`.
+
+    Args:
+        points: flat metric dicts or variant dicts.
+        objectives: metric names, all minimised.
+        reference: the worst acceptable value of each objective (dict by name, or a sequence in order).
+
+    Returns:
+        The volume, in the product of the objectives' units.
+
+    Example:
+        >>> hypervolume([{"a": 1, "b": 3}, {"a": 2, "b": 2}], ["a", "b"], [4, 4])
+        5.0
+    """
+    ref = tuple(float(reference[k]) for k in objectives) if isinstance(reference, Mapping) else tuple(map(float, reference))
+    if len(ref) != len(objectives):
+        raise ValueError(f"reference has {len(ref)} values for {len(objectives)} objectives")
+    vecs = [v for v in (_vector(p, objectives) for p in points) if v is not None]
+    return _hv(vecs, ref)
+
+
+def normalised_hypervolume(variants: Sequence[Mapping[str, Any]], objectives: Sequence[str], *,
+                           drop_cap: float = HV_DROP_CAP) -> float | None:
+    """Hypervolume as a share of the unit box between the ideal model and the baseline, in [0, 1].
+
+    Each cost is divided by the baseline's (so the baseline sits at 1.0) and ``quality_drop`` by
+    ``drop_cap`` (so a 10% drop sits at 1.0 by default). The reference point is 1.0 in every objective: a
+    variant no cheaper than the baseline, or losing ``drop_cap`` or more, adds nothing. Values below 0 (a
+    variant better than the baseline) are clipped to 0, the ideal. 1.0 would be a free, lossless model.
+
+    Args:
+        variants: variant dicts; the one with ``is_baseline: true`` sets the scale.
+        objectives: metric names, all minimised; ``quality_drop`` is scaled by ``drop_cap``.
+        drop_cap: quality drop at the reference point.
+
+    Returns:
+        The share, or None without a baseline that has every cost measured.
+    """
+    base = next((v for v in variants if v.get("is_baseline")), None)
+    if base is None:
+        return None
+    scale = {}
+    for k in objectives:
+        s = drop_cap if k == "quality_drop" else value(base, k)
+        if not s or s <= 0:
+            return None
+        scale[k] = s
+    pts = []
+    for v in variants:
+        vec = _vector(v, objectives)
+        if vec is not None:
+            pts.append({k: max(0.0, x / scale[k]) for k, x in zip(objectives, vec, strict=True)})
+    return hypervolume(pts, objectives, [1.0] * len(objectives))
+
+
+def parse_drop(text: str | float) -> float:
+    """Parse a quality bar: ``"1%"`` → 0.01, ``"0.01"`` → 0.01, or a tier name (``"medium"`` → 0.03).
+
+    Raises:
+        ConfigError: for anything else, including a bare number ≥ 1 (``3`` could mean 3% or 300%).
+    """
+    if isinstance(text, (int, float)):
+        raw, pct = float(text), False
+    else:
+        s = str(text).strip().lower()
+        if s in TIERS:
+            return TIERS[s]
+        pct = s.endswith("%")
+        try:
+            raw = float(s.rstrip("%").strip())
+        except ValueError:
+            raise ConfigError(f"--max-drop {text!r} is not a number; write 1% or 0.01, or a tier "
+                              f"({', '.join(TIERS)}).") from None
+    drop = raw / 100 if pct else raw
+    if math.isnan(drop) or drop < 0:
+        raise ConfigError(f"--max-drop {text!r} must be zero or positive; write 1% or 0.01.")
+    if not pct and drop >= 1:
+        raise ConfigError(f"--max-drop {text!r} is ambiguous; write {raw:g}% for a percentage or a fraction "
+                          "below 1 such as 0.03.")
+    return drop
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The operating point and why.
+
+    Attributes:
+        chosen: the selected variant, or None when nothing meets the bar.
+        met: whether ``chosen`` meets the quality tier and every SLO.
+        rule: the rule in one sentence, e.g. "fastest variant with perplexity drop ≤ 3% and p50 latency ≤ 200 ms".
+        closest: when nothing meets the bar, the variant nearest to it (else None).
+        reason: one or two sentences on the outcome.
+        objective: ``latency`` | ``size`` | ``memory`` | ``energy``.
+        max_drop: the quality bar (relative drop).
+    """
+
+    chosen: dict | None
+    met: bool
+    rule: str
+    closest: dict | None
+    reason: str
+    objective: str
+    max_drop: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary with variant ids instead of whole variants."""
+        return {"selected": (self.chosen or {}).get("id"), "met": self.met, "rule": self.rule,
+                "closest": (self.closest or {}).get("id"), "reason": self.reason,
+                "objective": self.objective, "max_drop": self.max_drop}
+
+
+def drop_name(variants: Sequence[Mapping[str, Any]]) -> str:
+    """``perplexity drop`` for language models, ``accuracy drop`` for classifiers."""
+    if any(value(v, "perplexity") is not None for v in variants):
+        return "perplexity drop"
+    if any(value(v, "accuracy") is not None for v in variants):
+        return "accuracy drop"
+    return "quality drop"
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.3g}%"
+
+
+def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective: str = "latency",
+           max_latency_ms: float | None = None, max_memory_mb: float | None = None) -> Selection:
+    """The best variant on ``objective`` among those within ``max_drop`` and the SLOs.
+
+    The baseline is a candidate too: when no compressed variant beats it under the rule, keeping it is the
+    right answer. A variant with an unknown quality drop never qualifies; one with an unknown SLO metric
+    fails that SLO. Ties on the objective go to the smaller quality drop.
+
+    Args:
+        variants: variant dicts (``id``, ``label``, ``is_baseline``, ``metrics``).
+        max_drop: largest allowed relative quality drop (see `TIERS`, `parse_drop`).
+        objective: ``latency`` (p50 at the primary shape), ``size`` (disk MB), ``memory`` (peak RSS MB) or
+            ``energy`` (J per 1k tokens).
+        max_latency_ms: optional p50 latency SLO.
+        max_memory_mb: optional peak-memory SLO.
+
+    Returns:
+        A `Selection`.
+
+    Example:
+        >>> sel = select(variants, max_drop=TIERS["medium"], objective="latency", max_latency_ms=200)
+        >>> sel.chosen["id"] if sel.met else sel.closest["id"]
+    """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective {objective!r} is unknown; use one of {', '.join(OBJECTIVES)}.")
+    metric = OBJECTIVES[objective]
+    conds = [f"{drop_name(variants)} ≤ {_pct(max_drop)}"]
+    if max_latency_ms is not None:
+        conds.append(f"p50 latency ≤ {max_latency_ms:g} ms")
+    if max_memory_mb is not None:
+        conds.append(f"peak memory ≤ {max_memory_mb:g} MB")
+    rule = f"{_BEST[objective]} variant with {' and '.join(conds)}"
+
+    def meets_slos(v) -> bool:
+        lat, mem = value(v, "latency_p50_ms"), value(v, "peak_rss_mb")
+        return ((max_latency_ms is None or (lat is not None and lat <= max_latency_ms))
+                and (max_memory_mb is None or (mem is not None and mem <= max_memory_mb)))
+
+    rated = [v for v in variants if value(v, "quality_drop") is not None]
+    ok = [v for v in rated if value(v, "quality_drop") <= max_drop + 1e-12 and meets_slos(v)]
+
+    def key(v):
+        cost = value(v, metric)
+        return (cost is None, cost if cost is not None else 0.0, value(v, "quality_drop"), str(v.get("id")))
+
+    if ok:
+        best = dict(min(ok, key=key))
+        name = best.get("label") or best.get("id")
+        if best.get("is_baseline"):
+            reason = (f"No compressed variant beats the baseline under this rule; keep the baseline "
+                      f"({len(ok)} of {len(variants)} variants qualify).")
+        else:
+            reason = f"{name} is the {_BEST[objective]} of the {len(ok)} of {len(variants)} variants that qualify."
+        if value(best, metric) is None:
+            reason += f" Its {metric} was not measured, so it was chosen on quality alone."
+        return Selection(best, True, rule, None, reason, objective, max_drop)
+
+    slo_ok = [v for v in rated if meets_slos(v)]
+    pool = slo_ok or rated
+    closest = dict(min(pool, key=lambda v: (value(v, "quality_drop"), key(v)))) if pool else None
+    if closest is None:
+        reason = "No variant has a measured quality drop, so none can be selected; check the run's evaluation."
+    else:
+        d = value(closest, "quality_drop")
+        where = "among those meeting the SLOs" if slo_ok else "and no variant meets the SLOs"
+        reason = (f"No variant meets the bar. Closest: {closest.get('label') or closest.get('id')} with a "
+                  f"{_pct(d)} drop ({where}); relax the tier, the SLOs, or add recovery (distillation).")
+    return Selection(None, False, rule, closest, reason, objective, max_drop)
