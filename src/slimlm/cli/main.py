@@ -35,6 +35,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "demo_cmd", "demo_command"),
     ("prune", "prune_cmd", "prune_command"),
     ("sensitivity", "sensitivity_cmd", "sensitivity_command"),
+    ("report", "report_cmd", "report_command"),
 ]
 
 

@@ -1,0 +1,121 @@
+"""The decision record (``decision.md``): what to deploy, the rule that chose it, the evidence, and the way back.
+
+It is written for a reviewer who will not open the HTML: plain Markdown, the numbers beside the baseline's,
+and the outcome in the first line. When nothing meets the bar it says so before anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from slimlm.report.business import Inputs
+from slimlm.report.html import fmt, hardware_note, pct, stage_text
+from slimlm.search.frontier import Selection, drop_name, value
+
+
+def _path(run_dir: Path, v: Mapping[str, Any] | None) -> str:
+    if not v or not v.get("path"):
+        return "(not saved)"
+    p = Path(v["path"])
+    return str(p if p.is_absolute() else run_dir / p)
+
+
+def _evidence(v: Mapping[str, Any], base: Mapping[str, Any] | None, shape: str, dname: str) -> list[str]:
+    rows = [("measure", "this variant", "baseline", "change"), ("---", "---:", "---:", "---:")]
+
+    def add(label, key, unit="", change=None, show=fmt):
+        a, b = value(v, key), value(base, key) if base else None
+        if a is None and b is None:
+            return
+        ch = change(a, b) if change and a is not None and b is not None else ""
+        rows.append((label, f"{show(a)}{unit}" if a is not None else "–", f"{show(b)}{unit}" if b is not None else "–", ch))
+
+    def rel(a, b):
+        return f"{(a / b - 1) * 100:+.1f}%" if b else ""
+
+    add("perplexity (in domain)", "perplexity", change=lambda a, b: f"{pct(value(v, 'quality_drop'))} {dname}")
+    add("perplexity (out of domain)", "ood_perplexity", change=lambda a, b: f"{pct(value(v, 'ood_quality_drop'))} {dname}")
+    add("accuracy", "accuracy", change=rel)
+    add("F1", "f1", change=rel)
+    add("calibration (ECE)", "ece", change=lambda a, b: f"{a - b:+.3f}")
+    add("teacher top-1 agreement", "teacher_top1", show=lambda x: pct(x, signed=False))
+    add(f"latency p50 {shape}", "latency_p50_ms", " ms", lambda a, b: f"{b / a:.2f}× faster" if a else "")
+    add(f"latency p99 {shape}", "latency_p99_ms", " ms", rel)
+    add("decode", "decode_tokens_per_s", " tok/s", lambda a, b: f"{a / b:.2f}×" if b else "")
+    add("disk", "disk_mb", " MB", rel)
+    add("peak memory", "peak_rss_mb", " MB", rel)
+    add("params", "params", "", rel)
+    add("energy per 1k tokens", "energy_j_per_1k_tokens", " J", rel)
+    return ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base: Mapping[str, Any] | None,
+                    biz: Mapping[str, Mapping[str, Any]], inputs: Inputs, dname: str | None = None) -> str:
+    """Markdown for ``decision.md``.
+
+    Args:
+        run_dir: the run directory (variant paths are relative to it).
+        info: ``run.json``.
+        sel: the selection.
+        base: the baseline variant, if any.
+        biz: `business_table` output by variant id.
+        inputs: the business assumptions.
+        dname: name of the quality measure (``perplexity drop``); derived when None.
+    """
+    v = sel.chosen or sel.closest
+    dname = dname or drop_name([x for x in (v, base) if x])
+    shape = inputs.primary_shape
+    lines = [f"# Decision: {info.get('model', 'model')} on {info.get('data', 'data')}", ""]
+    if sel.met and sel.chosen is not None:
+        if sel.chosen.get("is_baseline"):
+            lines += ["**Keep the baseline.** No compressed variant beats it under the rule.", ""]
+        else:
+            lines += [f"**Deploy `{sel.chosen.get('id')}`: {stage_text(sel.chosen)}.**", "",
+                      f"- Path: `{_path(run_dir, sel.chosen)}`"]
+    else:
+        lines += ["**No variant meets the bar.** Nothing is recommended for deployment under this rule.", ""]
+        if v is not None:
+            lines += [f"- Closest variant: `{v.get('id')}`: {stage_text(v)}", f"- Path: `{_path(run_dir, v)}`"]
+    lines += [f"- Rule: {sel.rule}.", f"- Outcome: {sel.reason}", ""]
+    if v is None:
+        return "\n".join(lines) + "\n"
+
+    lines += ["## Evidence", "", *_evidence(v, base, shape, dname), ""]
+    b, bb = biz.get(str(v.get("id"))) or {}, biz.get(str((base or {}).get("id"))) or {}
+    if b.get("usd_per_month") is not None:
+        lines += [f"At {fmt(inputs.traffic_per_day)} requests/day ({inputs.prefill_tokens} + {inputs.decode_tokens} tokens), "
+                  f"USD {inputs.price_per_hour:.2f}/machine-hour and {inputs.grid_gco2_per_kwh:g} g CO2e/kWh: "
+                  f"USD {b['usd_per_month']:.2f}/month"
+                  + (f" vs {bb['usd_per_month']:.2f} for the baseline" if bb.get("usd_per_month") is not None else "")
+                  + (f" (saves USD {b['savings_usd_per_month']:.2f}/month, {pct(b['savings_pct'], False)})"
+                     if b.get("savings_usd_per_month") is not None else "")
+                  + (f"; saves {fmt(b['savings_kg_co2e_per_year'])} kg CO2e/year"
+                     if b.get("savings_kg_co2e_per_year") is not None else "") + ".", ""]
+
+    lines += ["## What was traded", ""]
+    stages = v.get("stages") or []
+    if stages:
+        lines += [f"- Stages: {' → '.join(str(s.get('kind')) for s in stages)} ({stage_text(v)})."]
+    d, od = value(v, "quality_drop"), value(v, "ood_quality_drop")
+    if d is not None:
+        lines += [f"- In-domain {dname}: {pct(d)}" + (f"; out of domain: {pct(od)}" if od is not None else "")
+                  + ("; the out-of-domain drop is larger: check the inputs you serve resemble the eval data."
+                     if od is not None and od > 1.5 * max(d, 0.001) else ".")]
+    rec = v.get("recovery") or {}
+    if value(rec, "tokens") is not None or value(rec, "seconds") is not None:
+        lines += [f"- Recovery cost: {fmt(value(rec, 'tokens'))} distillation tokens, "
+                  f"{fmt((value(rec, 'seconds') or 0) / 60)} min."]
+    lines += [f"- Hardware: {hardware_note(v, shape)}.", ""]
+
+    lines += ["## Roll back", "",
+              "Serve the baseline again:" if base else "No baseline was recorded in this run; roll back to the model you started from:",
+              ""]
+    if base:
+        lines += [f"- Baseline `{base.get('id')}`: `{info.get('model', '?')}`" + (f", saved at `{_path(run_dir, base)}`" if base.get("path") else ""),
+                  f"- Reload it with `slimlm.models.load({str(_path(run_dir, base) if base.get('path') else info.get('model', '?'))!r})`."]
+    else:
+        lines += [f"- `{info.get('model', '?')}`"]
+    lines += ["", f"Full report with plots: `{run_dir / 'report.html'}`."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,130 @@
+"""write_report on a realistic run directory: the HTML (plots, table, offline), decision.md, errors and the CLI."""
+
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+from _fixture_run import make_run, run_info, variants
+
+from slimlm.cli.main import main
+from slimlm.errors import ConfigError, SlimlmError
+from slimlm.report import RunDirError, write_report
+
+
+class _Refs(HTMLParser):
+    """Every src/href attribute and every tag name (script bodies are data, not tags)."""
+
+    def __init__(self):
+        super().__init__()
+        self.refs, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def test_report_has_plots_table_and_is_offline(run_dir):
+    res = write_report(run_dir)
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    # plots: plotly.js inlined once, a div per Pareto plot, the heat map and the curves
+    assert "plotly.js v" in html and len(html) > 1_000_000
+    assert html.count('class="plotly-graph-div"') == 4 + 1 + 1
+    assert 'id="pareto-latency_p50_ms"' in html and 'id="sensitivity-0"' in html and 'id="curves"' in html
+    # the comparison table, baseline first, with the derived hardware note
+    assert '<table class="cmp">' in html and "hardware suitability" in html and "latency p50 (1x128)" in html
+    table = html[html.index('<table class="cmp">'):]
+    assert table.index("a0b1c2d3") < table.index("f1e2d3c4")
+    assert "int8 GEMMs need AVX-512 VNNI/AMX" in html
+    assert "Business translation" in html and "Methodology" in html and "AMD EPYC 9R14" in html
+    # offline: nothing to fetch
+    p = _Refs()
+    p.feed(html)
+    assert not [r for r in p.refs if re.match(r"\s*(https?:)?//", r)], "network reference in src/href"
+    assert "link" not in p.tags and "img" not in p.tags and "iframe" not in p.tags
+    assert "cdn" not in html.lower() and "@import" not in html and "url(http" not in html
+    assert res["selected"] == "f1e2d3c4" and res["met"] is True
+    assert res["frontier"] == ["a0b1c2d3", "5e21a9f0", "c41d77e2", "f1e2d3c4"]
+    assert 0 < res["hypervolume"] < 1
+
+
+def test_decision_when_met(run_dir):
+    write_report(run_dir, tier="medium")
+    md = (run_dir / "decision.md").read_text(encoding="utf-8")
+    first = [line for line in md.splitlines()[1:] if line.strip()][0]
+    assert first.startswith("**Deploy `f1e2d3c4`")
+    assert str(run_dir / "cache" / "f1e2d3c4") in md  # the chosen path
+    assert "fastest variant with perplexity drop ≤ 3%" in md
+    assert "| perplexity (in domain) | 39.20 | 38.20 | +2.62% perplexity drop |" in md
+    assert "perplexity (out of domain)" in md and "## What was traded" in md
+    assert "## Roll back" in md and str(run_dir / "cache" / "a0b1c2d3") in md and "builtin:smollm2-135m" in md
+    assert "saves USD" in md
+
+
+def test_decision_when_nothing_meets_the_bar(run_dir):
+    res = write_report(run_dir, tier="critical", max_latency_ms=50)
+    md = (run_dir / "decision.md").read_text(encoding="utf-8")
+    first = [line for line in md.splitlines()[1:] if line.strip()][0]
+    assert first == "**No variant meets the bar.** Nothing is recommended for deployment under this rule."
+    assert res["met"] is False and res["selected"] is None and res["closest"] == "c41d77e2"
+    assert "Closest variant: `c41d77e2`" in md and "p50 latency ≤ 50 ms" in md
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "No variant meets the bar" in html and "closest" in html
+
+
+def test_arguments_override_run_json(tmp_path):
+    d = make_run(tmp_path / "r", info=run_info(tier="high", max_drop=None))
+    assert write_report(d)["selection"]["max_drop"] == 0.01  # from run.json
+    assert write_report(d, max_drop="0.5%")["selection"]["max_drop"] == 0.005
+    assert write_report(d, objective="size")["selected"] == "77c0de11"  # int8-weight: 190 MB, 0.26% drop
+    with pytest.raises(ConfigError):
+        write_report(d, tier="relaxed")
+
+
+def test_missing_metrics_and_no_sensitivity(tmp_path):
+    vs = variants()[:3] + [{"id": "bare", "metrics": None}, {"id": "nulls", "metrics": {"quality_drop": None}}]
+    d = make_run(tmp_path / "r", vs=vs, with_sensitivity=False)
+    (d / "run.json").unlink()
+    res = write_report(d)
+    html = (d / "report.html").read_text(encoding="utf-8")
+    assert "sensitivity-0" not in html and "run.json is missing" in html
+    assert "bare" in html and res["selected"] == "5e21a9f0"
+
+
+def test_unknown_sensitivity_format_is_skipped(tmp_path):
+    d = make_run(tmp_path / "r")
+    (d / "sensitivity.json").write_text(json.dumps({"layers": [0.1, 0.2]}))
+    write_report(d)
+    html = (d / "report.html").read_text(encoding="utf-8")
+    assert "sensitivity-0" not in html and "heat map skipped" in html
+
+
+def test_run_dir_errors(tmp_path):
+    with pytest.raises(RunDirError, match="no variants.jsonl"):
+        write_report(tmp_path)
+    (tmp_path / "variants.jsonl").write_text('{"id": "a"}\n{not json\n')
+    with pytest.raises(SlimlmError, match="line 2"):
+        write_report(tmp_path)
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_json_and_table(capsys, run_dir):
+    code, out, _ = run(capsys, "report", str(run_dir), "--json", "--traffic", "1000000", "--max-drop", "1%")
+    assert code == 0
+    data = json.loads(out)
+    assert {"report", "decision", "selected", "met", "frontier", "hypervolume"} <= data.keys()
+    assert data["selected"] == "a0b1c2d3" and data["met"] is True  # within 1% nothing beats the baseline's 92 ms
+    code, out, _ = run(capsys, "report", str(run_dir))
+    assert code == 0 and "f1e2d3c4" in out and "report.html" in out
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path, run_dir):
+    code, out, err = run(capsys, "report", str(tmp_path / "nope"))
+    assert code == 2 and "is not a directory" in err and "Traceback" not in err
+    code, out, err = run(capsys, "report", str(run_dir), "--max-drop", "3")
+    assert code == 2 and "ambiguous" in err
