@@ -236,7 +236,8 @@ def render_html(run: Run, sel: Selection, *, frontier_ids: list[str], objectives
     plots = []
     for cost, title in (("latency_p50_ms", f"p50 latency {shape} (ms)"), ("disk_mb", "disk size (MB)"),
                         ("energy_j_per_1k_tokens", "energy per 1k tokens (J)"), ("peak_rss_mb", "peak memory (MB)")):
-        div = pareto_div(variants, cost, title, chosen_id=point_id, drop_title=dname, div_id=f"pareto-{cost}")
+        div = pareto_div(variants, cost, title, chosen_id=point_id, drop_title=dname, div_id=f"pareto-{cost}",
+                         point_name="operating point" if sel.met else "closest variant")
         if div:
             plots.append({"title": f"{dname} vs {title}", "div": div})
     heatmaps = [sensitivity_div(t, f"sensitivity-{i}") for i, t in enumerate(run.sensitivity)]

@@ -29,7 +29,7 @@ def _name(v: Mapping[str, Any]) -> str:
 
 
 def pareto_div(variants: Sequence[Mapping[str, Any]], cost: str, cost_title: str, *, chosen_id: str | None,
-               drop_title: str, div_id: str) -> str | None:
+               drop_title: str, div_id: str, point_name: str = "operating point") -> str | None:
     """Quality drop (%) against one cost: every variant, the 2-D frontier as a staircase, the operating
     point and the tier bands. None when no variant has both numbers."""
     import plotly.graph_objects as go
@@ -56,7 +56,7 @@ def pareto_div(variants: Sequence[Mapping[str, Any]], cost: str, cost_title: str
               ("other variants", [v for v in pts if id(v) not in front_ids and not v.get("is_baseline")],
                dict(color="#8c959f", size=9)),
               ("baseline", [v for v in pts if v.get("is_baseline")], dict(color="#1f2328", size=12, symbol="diamond")),
-              ("operating point", [v for v in pts if chosen_id is not None and v.get("id") == chosen_id],
+              (point_name, [v for v in pts if chosen_id is not None and v.get("id") == chosen_id],
                dict(color="#cf222e", size=20, symbol="star", line=dict(color="white", width=1)))]
     for name, vs, marker in groups:
         if not vs:
