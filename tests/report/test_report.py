@@ -128,3 +128,32 @@ def test_cli_errors_are_one_line(capsys, tmp_path, run_dir):
     assert code == 2 and "is not a directory" in err and "Traceback" not in err
     code, out, err = run(capsys, "report", str(run_dir), "--max-drop", "3")
     assert code == 2 and "ambiguous" in err
+
+
+def test_several_sensitivity_tables(tmp_path):
+    rows = [{"layer": i, "ratio": r, "value": 30 + i * r, "ratio_to_baseline": 1 + i * r / 30} for i in range(4) for r in (0.25, 0.5)]
+    tables = [{"kind": "ffn", "metric": "perplexity", "ratios": [0.25, 0.5], "rows": rows},
+              {"kind": "layers", "metric": "perplexity", "ratios": [1.0],
+               "rows": [{"layer": i, "ratio": 1.0, "value": 40.0, "ratio_to_baseline": 1.3} for i in range(4)]}]
+    d = make_run(tmp_path / "r")
+    (d / "sensitivity.json").write_text(json.dumps(tables))
+    write_report(d)
+    html = (d / "report.html").read_text(encoding="utf-8")
+    assert 'id="sensitivity-0"' in html and 'id="sensitivity-1"' in html and "ffn pruned alone" in html
+
+
+def test_classifier_run_speaks_of_accuracy(tmp_path):
+    vs = [{"id": "b", "is_baseline": True, "label": "baseline",
+           "metrics": {"accuracy": 0.90, "quality_drop": 0.0, "latency_p50_ms": 10.0, "disk_mb": 90.0}},
+          {"id": "q", "label": "int8-dynamic", "stages": [{"kind": "quantize", "config": {"scheme": "int8-dynamic"}}],
+           "metrics": {"accuracy": 0.89, "quality_drop": 1 - 0.89 / 0.90, "latency_p50_ms": 6.0, "disk_mb": 25.0}}]
+    d = make_run(tmp_path / "r", vs=vs, info={"model": "builtin:minilm-l6", "data": "shakespeare-genre"},
+                 with_sensitivity=False)
+    res = write_report(d, tier="high")  # 1.1% drop: just outside 1%, so keep the baseline
+    assert res["selected"] == "b" and "accuracy drop ≤ 1%" in res["rule"]
+    md = (d / "decision.md").read_text(encoding="utf-8")
+    assert "**Keep the baseline.**" in md
+    res = write_report(d, tier="medium")
+    assert res["selected"] == "q"
+    html = (d / "report.html").read_text(encoding="utf-8")
+    assert "accuracy drop (%)" in html and "prefill only" in html

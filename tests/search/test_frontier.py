@@ -46,6 +46,19 @@ def test_hypervolume_3d_inclusion_exclusion():
     assert hypervolume(pts, ["a", "b", "c"], [3, 3, 3]) == pytest.approx(4.0)
 
 
+def test_hypervolume_4d_against_cell_count():
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    keys = ["a", "b", "c", "d"]
+    pts = [{k: rng.randrange(5) for k in keys} for _ in range(8)]
+    # integer corners: the dominated volume is the number of unit cells whose lower corner some point reaches
+    cells = sum(any(all(p[k] <= c[i] for i, k in enumerate(keys)) for p in pts)
+                for c in itertools.product(range(5), repeat=4))
+    assert hypervolume(pts, keys, [5, 5, 5, 5]) == pytest.approx(cells)
+
+
 def test_hypervolume_ignores_points_beyond_reference():
     assert hypervolume([{"a": 5, "b": 0}], ["a", "b"], [4, 4]) == 0.0
 
