@@ -31,7 +31,7 @@ def loss(model: Model, windows: torch.Tensor) -> float:
         return model.hf(input_ids=windows, labels=windows, use_cache=False).loss.item()
 
 
-def train(model: Model, rows: torch.Tensor, steps: int = 80, lr: float = 1e-2, batch: int = 8) -> None:
+def train(model: Model, rows: torch.Tensor, steps: int = 200, lr: float = 5e-3, batch: int = 16) -> None:
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW(model.hf.parameters(), lr=lr)
     model.hf.train()

@@ -53,7 +53,8 @@ def rebuild(model: Model, sd: dict[str, torch.Tensor], **changes) -> None:
             if src is None or src.shape != buf.shape:
                 raise RuntimeError(f"cannot carry buffer {name} through surgery")
             buf.copy_(src)
-    new.generation_config = copy.deepcopy(old.generation_config)
+    if getattr(old, "generation_config", None) is not None:
+        new.generation_config = copy.deepcopy(old.generation_config)
     new.eval()
     model.hf = new
     model.rehash()
@@ -182,8 +183,10 @@ def slice_vocab(model: Model, keep: torch.Tensor, remap: dict[int, int]) -> None
     for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
         if hasattr(model.hf.config, attr):
             changes[attr] = _remap(getattr(model.hf.config, attr), remap)
-    gen = model.hf.generation_config
+    gen = getattr(model.hf, "generation_config", None)
     rebuild(model, sd, **changes)
+    if gen is None:
+        return
     new_gen = copy.deepcopy(gen)
     for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
         if getattr(new_gen, attr, None) is not None:

@@ -7,6 +7,9 @@ Coupled groups (what surgery removes together):
   - a hidden channel: one column of the embeddings (and of a tied lm_head), of every q/k/v/gate/up, one
     row of every o/down, and one entry of every norm;
   - a block: everything in it.
+transformers' Llama config also requires ``hidden_size % num_attention_heads == 0`` (head_dim is explicit,
+but the check remains): head counts that break it are refused, and the hidden width is rounded to the
+nearest multiple of the number of heads (the report gives the width actually kept).
 Widths stay uniform across layers (the config has one ``intermediate_size``, one ``num_attention_heads``),
 so every layer loses the same number of units, each layer choosing its own least important ones.
 `plan` checks every requested ratio before any statistic is computed.
@@ -56,23 +59,31 @@ def _count(total: int, ratio: float, what: str, tol: float = 0.1) -> int:
     return k
 
 
-def head_plan(heads: int, kv: int, ratio: float, mode: str) -> HeadPlan:
-    """Resolve a head ratio for ``heads`` query heads in ``kv`` KV groups, or fail listing the valid ratios."""
+def head_plan(heads: int, kv: int, ratio: float, mode: str, hidden: int | None = None) -> HeadPlan:
+    """Resolve a head ratio for ``heads`` query heads in ``kv`` KV groups, or fail listing the valid ratios.
+
+    ``hidden``: transformers' Llama config requires ``hidden_size % num_attention_heads == 0``, so head
+    counts that do not divide the hidden size are not offered.
+    """
     g = heads // kv
-    valid_groups = [k * g / heads for k in range(1, kv)]
-    valid_query = [r * kv / heads for r in range(1, g)]
+
+    def fits(remaining: int) -> bool:
+        return hidden is None or hidden % remaining == 0
+
+    valid_groups = [k * g / heads for k in range(1, kv) if fits(heads - k * g)]
+    valid_query = [r * kv / heads for r in range(1, g) if fits(heads - r * kv)]
     options = []
     if valid_groups:
         options.append("whole KV groups (head_mode=groups): " + ", ".join(f"{v:.4g}" for v in valid_groups))
     if valid_query:
         options.append("query heads evenly per group (head_mode=query): " + ", ".join(f"{v:.4g}" for v in valid_query))
-    hint = "; ".join(options) or "none (a single head cannot be pruned)"
+    hint = "; ".join(options) or "none for this model"
     n = ratio * heads
     k = int(round(n))
     if abs(n - k) <= 0.1 and k > 0:
-        if mode in ("auto", "groups") and k % g == 0 and k // g < kv:
+        if mode in ("auto", "groups") and k % g == 0 and k // g < kv and fits(heads - k):
             return HeadPlan("groups", groups=k // g)
-        if mode in ("auto", "query") and k % kv == 0 and k // kv < g:
+        if mode in ("auto", "query") and k % kv == 0 and k // kv < g and fits(heads - k):
             return HeadPlan("query", per_group=k // kv)
     raise ConfigError(
         f"heads={ratio:g} with head_mode={mode} cannot be expressed for {heads} query heads in {kv} KV groups "
@@ -95,7 +106,7 @@ def plan(model: Model, cfg: StructuredConfig) -> StructuredPlan:
                 "heads pruning is not available for BERT-family models: their config derives the head size from "
                 "hidden_size / num_attention_heads, so fewer heads cannot be expressed; prune layers or ffn instead."
             )
-        heads = head_plan(a.num_heads, a.num_kv_heads, cfg.heads, cfg.head_mode)
+        heads = head_plan(a.num_heads, a.num_kv_heads, cfg.heads, cfg.head_mode, a.hidden_size)
     ffn_keep = None
     if cfg.ffn:
         ffn_keep = a.intermediate_size - int(round(cfg.ffn * a.intermediate_size))
@@ -108,7 +119,15 @@ def plan(model: Model, cfg: StructuredConfig) -> StructuredPlan:
                 f"hidden-width pruning supports Llama-family models only ({a.family} ties the head size to the "
                 "hidden size); prune layers or ffn instead."
             )
-        hidden_keep = a.hidden_size - int(round(cfg.hidden * a.hidden_size))
+        # the config needs hidden_size % num_attention_heads == 0: keep the nearest multiple of the heads
+        n_heads = heads.remaining(a.num_heads, a.num_kv_heads)[0] if heads else a.num_heads
+        hidden_keep = int(round((1 - cfg.hidden) * a.hidden_size / n_heads)) * n_heads
+        if not 0 < hidden_keep < a.hidden_size:
+            raise ConfigError(
+                f"hidden={cfg.hidden:g} of {a.hidden_size} channels rounds to {hidden_keep} (a multiple of the "
+                f"{n_heads} heads, as the config requires); use a ratio between {n_heads / a.hidden_size:.3g} "
+                f"and {1 - n_heads / a.hidden_size:.3g}."
+            )
     if cfg.vocab and not a.causal:
         raise ConfigError("vocab=domain supports causal LMs with a BPE tokenizer only; drop vocab for encoders.")
     return StructuredPlan(layers=layers, heads=heads, ffn_keep=ffn_keep, hidden_keep=hidden_keep, vocab=bool(cfg.vocab))
