@@ -72,6 +72,18 @@ def test_decision_when_nothing_meets_the_bar(run_dir):
     assert "No variant meets the bar" in html and "closest" in html
 
 
+def test_baseline_given_as_a_spec_is_not_a_path(tmp_path):
+    vs = variants()
+    vs[0]["path"] = "builtin:smollm2-135m"
+    vs[1]["recovery"] = {"tokens": 0, "seconds": 0.0}  # what the pipeline writes for an untrained variant
+    d = make_run(tmp_path / "r", vs=vs)
+    write_report(d, max_drop="2%")
+    md = (d / "decision.md").read_text(encoding="utf-8")
+    assert md.startswith("# Decision") and "**Deploy `5e21a9f0`" in md
+    assert "slimlm.models.load('builtin:smollm2-135m')" in md and str(d / "builtin:") not in md
+    assert "Recovery cost" not in md
+
+
 def test_arguments_override_run_json(tmp_path):
     d = make_run(tmp_path / "r", info=run_info(tier="high", max_drop=None))
     assert write_report(d)["selection"]["max_drop"] == 0.01  # from run.json
@@ -152,7 +164,7 @@ def test_classifier_run_speaks_of_accuracy(tmp_path):
     res = write_report(d, tier="high")  # 1.1% drop: just outside 1%, so keep the baseline
     assert res["selected"] == "b" and "accuracy drop ≤ 1%" in res["rule"]
     md = (d / "decision.md").read_text(encoding="utf-8")
-    assert "**Keep the baseline.**" in md
+    assert "**Keep the baseline.**" in md and "Nothing to roll back" in md and "## Evidence" not in md
     res = write_report(d, tier="medium")
     assert res["selected"] == "q"
     html = (d / "report.html").read_text(encoding="utf-8")

@@ -6,6 +6,7 @@ and the outcome in the first line. When nothing meets the bar it says so before 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from slimlm.search.frontier import Selection, drop_name, value
 def _path(run_dir: Path, v: Mapping[str, Any] | None) -> str:
     if not v or not v.get("path"):
         return "(not saved)"
+    if re.match(r"^[a-z][a-z0-9+.-]*:", v["path"]):  # a model spec (builtin:…, tiny:…), not a directory
+        return str(v["path"])
     p = Path(v["path"])
     return str(p if p.is_absolute() else run_dir / p)
 
@@ -81,6 +84,10 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
     lines += [f"- Rule: {sel.rule}.", f"- Outcome: {sel.reason}", ""]
     if v is None:
         return "\n".join(lines) + "\n"
+    if v.get("is_baseline"):
+        return "\n".join(lines + ["Nothing to roll back: the baseline stays in service. Every variant and its trade-off "
+                                  f"is in `{run_dir / 'report.html'}`; a looser tier or another objective may change the "
+                                  "answer (`slimlm report --tier`, `--objective`)."]) + "\n"
 
     lines += ["## Evidence", "", *_evidence(v, base, shape, dname), ""]
     b, bb = biz.get(str(v.get("id"))) or {}, biz.get(str((base or {}).get("id"))) or {}
@@ -104,7 +111,7 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
                   + ("; the out-of-domain drop is larger: check the inputs you serve resemble the eval data."
                      if od is not None and od > 1.5 * max(d, 0.001) else ".")]
     rec = v.get("recovery") or {}
-    if value(rec, "tokens") is not None or value(rec, "seconds") is not None:
+    if value(rec, "tokens") or value(rec, "seconds"):
         lines += [f"- Recovery cost: {fmt(value(rec, 'tokens'))} distillation tokens, "
                   f"{fmt((value(rec, 'seconds') or 0) / 60)} min."]
     lines += [f"- Hardware: {hardware_note(v, shape)}.", ""]
@@ -113,7 +120,8 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
               "Serve the baseline again:" if base else "No baseline was recorded in this run; roll back to the model you started from:",
               ""]
     if base:
-        lines += [f"- Baseline `{base.get('id')}`: `{info.get('model', '?')}`" + (f", saved at `{_path(run_dir, base)}`" if base.get("path") else ""),
+        saved = base.get("path") and _path(run_dir, base) != info.get("model")
+        lines += [f"- Baseline `{base.get('id')}`: `{info.get('model', '?')}`" + (f", saved at `{_path(run_dir, base)}`" if saved else ""),
                   f"- Reload it with `slimlm.models.load({str(_path(run_dir, base) if base.get('path') else info.get('model', '?'))!r})`."]
     else:
         lines += [f"- `{info.get('model', '?')}`"]

@@ -86,8 +86,9 @@ def stage_detail(v: Mapping[str, Any]) -> str:
     parts = []
     for st in v.get("stages") or []:
         cfg = st.get("config") or {}
-        opts = [f"{k}={val}" for k, val in cfg.items()
-                if k != "version" and val is not None and not isinstance(val, (dict, list, tuple))]
+        first = [k for k in ("method", "scheme") if k in cfg]  # what it is, then how much
+        opts = [f"{k}={cfg[k]}" for k in [*first, *(k for k in cfg if k not in first)]
+                if k != "version" and cfg[k] not in (None, False, "") and not isinstance(cfg[k], (dict, list, tuple))]
         parts.append(f"{st.get('kind', '?')}" + (f": {', '.join(opts[:5])}" if opts else ""))
     return " → ".join(parts) or ("none (the uncompressed model)" if v.get("is_baseline") else "–")
 
@@ -210,7 +211,7 @@ def comparison_rows(variants: Sequence[Mapping[str, Any]], base: Mapping[str, An
     def recovery(v):
         r = v.get("recovery") or {}
         tok, sec = value(r, "tokens"), value(r, "seconds")
-        if tok is None and sec is None:
+        if not tok and not sec:  # the pipeline writes zeros for variants without training
             return _cell("none" if not v.get("is_baseline") else "–")
         return _cell(f"{fmt(int(tok)) if tok is not None else '–'} tokens", f"{sec / 60:.1f} min" if sec is not None else "")
     row("recovery (distillation)", recovery)
