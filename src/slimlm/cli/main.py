@@ -33,6 +33,7 @@ def _register() -> None:
 _COMMANDS: list[tuple[str, str, str]] = [
     ("profile", "profile_cmd", "profile_command"),
     ("demo", "demo_cmd", "demo_command"),
+    ("quantize", "quantize_cmd", "quantize_command"),
     ("prune", "prune_cmd", "prune_command"),
     ("sensitivity", "sensitivity_cmd", "sensitivity_command"),
     ("report", "report_cmd", "report_command"),

@@ -102,6 +102,13 @@ class FamilyAdapter:
     def lm_head(self) -> nn.Linear | None:
         return None
 
+    def smoothing_pairs(self, layer: nn.Module) -> list[tuple[nn.Module, list[nn.Linear]]]:
+        """``(producer, consumers)`` pairs where scaling the producer's output channels by ``1/s`` and the
+        consumers' input columns by ``s`` leaves the model's function unchanged (SmoothQuant, AWQ).
+        The producer is a norm with a per-channel ``weight`` or a Linear whose output rows feed the
+        consumers' input columns one to one. Empty where the family has no such pairs (post-norm BERT)."""
+        return []
+
     def block_linears(self) -> dict[str, nn.Linear]:
         """Every Linear inside the transformer blocks, by qualified name (no embeddings, no head)."""
         prefix = {id(m): n for n, m in self.model.named_modules()}
@@ -158,6 +165,14 @@ class LlamaAdapter(FamilyAdapter):
 
     def lm_head(self) -> nn.Linear | None:
         return getattr(self.model, "lm_head", None)
+
+    def smoothing_pairs(self, layer: nn.Module) -> list[tuple[nn.Module, list[nn.Linear]]]:
+        a, m = self.attention(layer), self.mlp(layer)
+        pairs = [(layer.input_layernorm, [a.q, a.k, a.v]), (layer.post_attention_layernorm, [m.gate, m.up]),
+                 (m.up, [m.down])]  # down reads act(gate) * up: scaling up's rows scales down's input
+        if self.num_kv_heads == self.num_heads:  # o reads v's channels one to one only without GQA
+            pairs.append((a.v, [a.o]))
+        return pairs
 
 
 class BertAdapter(FamilyAdapter):

@@ -77,7 +77,8 @@ class Model:
             if id(p) not in seen:
                 seen.add(id(p))
                 total += p.numel()
-        return total
+        # quantized layers (slimlm.quantize) hold their weights in buffers; count the weights they represent
+        return total + sum(m.logical_params() for m in self.hf.modules() if hasattr(m, "logical_params"))
 
 
 # -- builtins ----------------------------------------------------------------------------------------

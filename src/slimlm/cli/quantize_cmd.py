@@ -1,0 +1,83 @@
+"""`slimlm quantize`: quantize a model with one scheme and save the variant."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+from rich.table import Table
+
+from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
+
+
+def quantize_command(
+    model: str = typer.Argument(..., help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
+    scheme: str = typer.Option(..., "--scheme", help="int8-dynamic, int8-weight or int4-weight."),
+    out_dir: str = typer.Option(..., "--out", help="Directory for the quantized variant."),
+    data: str | None = typer.Option(None, "--data", help="Calibration data spec (needed by gptq, smoothquant, fallback, qat)."),
+    skip: str = typer.Option("lm_head,embed", "--skip", help="Parts kept in fp32: lm_head, embed, both, or 'none'."),
+    exclude: str = typer.Option("", "--exclude", help="Comma-separated module names or suffixes kept in fp32."),
+    group_size: int = typer.Option(32, "--group-size", help="int4-weight: input columns per scale (must divide every width)."),
+    method: str = typer.Option("gptq", "--method", help="int4-weight: gptq (calibrated) or rtn (round to nearest)."),
+    smoothquant: float | None = typer.Option(None, "--smoothquant", help="int8-dynamic: SmoothQuant alpha in [0, 1]."),
+    tolerance: float | None = typer.Option(None, "--tolerance", help="Per-layer fallback: allowed perplexity increase (0.01 = 1%)."),
+    max_fallback: int | None = typer.Option(None, "--max-fallback", help="Fallback: at most this many layers in fp32."),
+    qat_steps: int = typer.Option(0, "--qat-steps", help="QAT: distillation steps after PTQ (0: no QAT)."),
+    qat_if_drop_above: float | None = typer.Option(None, "--qat-if-drop-above", help="Hybrid: train only if the PTQ drop exceeds this."),
+    qat_lr: float = typer.Option(1e-5, "--qat-lr", help="QAT learning rate."),
+    calib_rows: int = typer.Option(32, "--calib-rows", help="Calibration windows."),
+    calib_len: int = typer.Option(512, "--calib-len", help="Calibration window length (tokens)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the calibration sample and QAT batches."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Quantize MODEL (int8 dynamic, int8 / int4 weight-only; SmoothQuant, GPTQ, per-layer fallback, QAT)."""
+    from slimlm.models import load
+    from slimlm.quantize import check_config, logical_params, parse_config, quantize_, save
+
+    start = time.perf_counter()
+    cfg: dict = {"scheme": scheme, "skip": skip, "exclude": [e for e in exclude.split(",") if e]}
+    if scheme == "int4-weight":
+        cfg.update(group_size=group_size, method=method)
+    if smoothquant is not None:
+        cfg["smoothquant"] = smoothquant
+    if tolerance is not None or max_fallback is not None:
+        cfg["fallback"] = {"tolerance": tolerance if tolerance is not None else 0.01, "max_layers": max_fallback}
+    if qat_steps or qat_if_drop_above is not None:
+        cfg = {"scheme": "qat", "target": cfg, "steps": max(qat_steps, 1), "lr": qat_lr,
+               "only_if_drop_above": qat_if_drop_above}
+    config = parse_config(cfg)  # a bad option fails before anything is loaded
+    corpus = None
+    if data:
+        from slimlm.data import load_data
+
+        corpus = load_data(data)
+    m = load(model, progress=status)
+    check_config(m, config)
+    params_before = m.num_params()
+    calib = None
+    if corpus is not None:
+        from slimlm.data import calibration_batch
+
+        calib = calibration_batch(m.tokenizer, corpus, calib_rows, calib_len, seed=seed)
+    with progress_bars(not as_json) as bar:
+        report = quantize_(m, config, calib, progress=bar)
+    path = save(m, out_dir, config, report)
+    disk_mb = sum(p.stat().st_size for p in path.rglob("*.safetensors")) / 2**20
+    res = {"out": str(path), "params_before": params_before, "params_after": logical_params(m.hf),
+           "seconds": time.perf_counter() - start, "scheme": scheme, "weights_mb": disk_mb,
+           **{k: v for k, v in report.items() if k not in ("scheme", "seconds")}}
+    if as_json:
+        emit_json(res)
+        return
+    table = Table(title=f"{model} -> {path} ({scheme})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in ("params_before", "params_after", "quantized", "weights_mb", "seconds"):
+        table.add_row(key, fmt(res[key]))
+    table.add_row("fp32 layers", str(len(res["fp32_layers"])))
+    for point in (res.get("fallback") or {}).get("frontier", []):
+        table.add_row(f"fallback: {point['fp32_layers']} fp32 layers", f"ppl x{point['ppl_ratio']:.4f}")
+    if "qat" in res:
+        for k, v in res["qat"].items():
+            table.add_row(f"qat {k}", fmt(v) if not isinstance(v, str) else v)
+    out.print(table)

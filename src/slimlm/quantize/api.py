@@ -1,0 +1,201 @@
+"""``quantize_(model, config, calib)``: one in-place verb, dispatched on the config's type.
+
+Each scheme is a config class (configs.py) and a handler registered beside it in ``HANDLERS``. PTQ handlers
+follow prepare -> calibrate -> convert: hooks gather statistics on the calibration batch (SmoothQuant's
+activation maxima, GPTQ's Hessians), the weights are quantized into the modules of modules.py and swapped
+in, and an optional per-layer fallback puts the most sensitive layers back in fp32.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from slimlm.errors import ConfigError
+from slimlm.models.adapters import FamilyAdapter, adapter_for
+from slimlm.quantize.calibrate import InputStats, run_batches
+from slimlm.quantize.configs import Int4WeightConfig, Int8DynamicConfig, Int8WeightConfig, QATConfig
+from slimlm.quantize.fallback import lm_loss, set_module, walk
+from slimlm.quantize.gptq import gptq_int4
+from slimlm.quantize.modules import Int4WeightLinear, Int8DynamicLinear, Int8Embedding, Int8WeightLinear
+from slimlm.quantize.smoothquant import smooth_
+
+
+def _hf(model) -> nn.Module:
+    return getattr(model, "hf", model)
+
+
+def select_targets(hf: nn.Module, config) -> dict[str, nn.Module]:
+    """The modules a scheme quantizes, by qualified name: every block Linear, plus lm_head / embeddings
+    unless ``config.skip`` keeps them, minus ``config.exclude`` (names or name suffixes)."""
+    ad = adapter_for(hf)
+    names = {id(m): n for n, m in hf.named_modules()}
+    out: dict[str, nn.Module] = dict(ad.block_linears())
+    head = ad.lm_head()
+    if head is not None and "lm_head" not in config.skip and isinstance(head, nn.Linear):
+        out[names[id(head)]] = head
+    emb = ad.embeddings()
+    if "embed" not in config.skip and isinstance(emb, nn.Embedding):
+        out[names[id(emb)]] = emb
+    return {n: m for n, m in out.items() if not any(n == e or n.endswith("." + e) for e in config.exclude)}
+
+
+def valid_group_sizes(widths: list[int]) -> list[int]:
+    g = 0
+    for w in widths:
+        g = math.gcd(g, w)
+    return [d for d in range(2, g + 1, 2) if g % d == 0]
+
+
+def check_config(model, config) -> None:
+    """Fail before any heavy work if the config cannot apply to this model (e.g. a group size that does
+    not divide every quantized layer's input width: the message lists the valid ones)."""
+    hf = _hf(model)
+    cfg = config.target if isinstance(config, QATConfig) else config
+    targets = select_targets(hf, cfg)
+    linears = {n: m for n, m in targets.items() if isinstance(m, nn.Linear)}
+    if not targets:
+        raise ConfigError("nothing to quantize: every layer is skipped or excluded; remove some --exclude names.")
+    if isinstance(cfg, Int4WeightConfig):
+        bad = [(n, m.in_features) for n, m in linears.items() if m.in_features % cfg.group_size]
+        if bad:
+            valid = valid_group_sizes([m.in_features for m in linears.values()])
+            raise ConfigError(
+                f"group size {cfg.group_size} does not divide the input width {bad[0][1]} of {bad[0][0]}; "
+                f"valid group sizes for this model: {', '.join(map(str, valid)) or 'none (odd widths)'}."
+            )
+
+
+def _split_calib(calib: torch.Tensor | None, holdout: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if calib is None:
+        return None, None
+    if calib.shape[0] <= holdout:
+        raise ConfigError(
+            f"the calibration batch has {calib.shape[0]} rows but {holdout} are held out to check quality; "
+            f"give at least {holdout + 1} rows (e.g. --calib-rows {max(holdout * 4, 16)})."
+        )
+    return calib[:-holdout], calib[-holdout:]
+
+
+def _untie_if_needed(hf: nn.Module, ad: FamilyAdapter, targets: dict[str, nn.Module]) -> None:
+    """Quantizing the embeddings of a tied model gives lm_head its own weight (and the config says so)."""
+    emb, head = ad.embeddings(), ad.lm_head()
+    if head is None or emb not in targets.values() or getattr(head, "weight", None) is not emb.weight:
+        return
+    if head not in targets.values():
+        head.weight = nn.Parameter(emb.weight.detach().clone(), requires_grad=False)
+    hf.config.tie_word_embeddings = False
+    if hasattr(hf.config, "get_text_config"):
+        hf.config.get_text_config().tie_word_embeddings = False
+
+
+def _build(name: str, mod: nn.Module, config, stats: InputStats | None, progress) -> nn.Module:
+    if isinstance(mod, nn.Embedding):
+        return Int8Embedding.from_float(mod)
+    if isinstance(config, Int8DynamicConfig):
+        return Int8DynamicLinear.from_float(mod)
+    if isinstance(config, Int8WeightConfig):
+        return Int8WeightLinear.from_float(mod)
+    if isinstance(config, Int4WeightConfig):
+        if config.method == "gptq":
+            q, s, z = gptq_int4(mod.weight, stats.hessian(name), config.group_size, config.damp, config.act_order)
+            return Int4WeightLinear.from_quantized(q, s, z, config.group_size, mod.bias)
+        return Int4WeightLinear.from_float(mod, config.group_size)
+    raise TypeError(f"no builder for {type(config).__name__}")
+
+
+def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dict:
+    """Post-training quantization for int8-dynamic, int8-weight and int4-weight (RTN or GPTQ)."""
+    start = time.perf_counter()
+    hf = _hf(model)
+    ad = adapter_for(hf)
+    check_config(hf, config)
+    targets = select_targets(hf, config)
+    linears = {n: m for n, m in targets.items() if isinstance(m, nn.Linear)}
+    fb = config.fallback
+    rows, holdout = _split_calib(calib, fb.holdout) if fb else (calib, None)
+    smooth = getattr(config, "smoothquant", None)
+    gptq = isinstance(config, Int4WeightConfig) and config.method == "gptq"
+    if (smooth is not None or gptq or fb) and rows is None:
+        what = "GPTQ" if gptq else "SmoothQuant" if smooth is not None else "the per-layer fallback"
+        hint = " (or --method rtn, which needs none)" if gptq else ""
+        raise ConfigError(f"{config.scheme} with {what} needs calibration data; pass --data SPEC{hint}.")
+    report: dict = {"scheme": config.scheme}
+    stats = None
+    if smooth is not None or gptq:
+        with InputStats(linears, gram=gptq, absmax=smooth is not None) as stats:
+            run_batches(hf, rows, progress=progress)
+    if smooth is not None:
+        absmax = {id(m): stats.act_absmax(n) for n, m in linears.items()}
+        report["smoothquant_pairs"] = smooth_(ad, absmax, smooth, only={id(m) for m in linears.values()})
+    _untie_if_needed(hf, ad, targets)
+    quantized: dict[str, nn.Module] = {}
+    for i, (name, mod) in enumerate(targets.items()):
+        quantized[name] = _build(name, mod, config, stats, progress)
+        progress and progress("quantize", i + 1, len(targets))
+    del stats
+    for name, q in quantized.items():
+        set_module(hf, name, q)
+    fp32: list[str] = []
+    if fb is not None:
+        res = walk(hf, targets, quantized, holdout, fb.tolerance, fb.max_layers, progress=progress)
+        fp32 = res["fp32_layers"]
+        report["fallback"] = {k: v for k, v in res.items() if k != "sensitivity"}
+        report["fallback"]["sensitivity_top"] = sorted(res["sensitivity"].items(), key=lambda kv: -kv[1])[:10]
+    report.update(quantized=len(targets) - len(fp32), fp32_layers=fp32, seconds=time.perf_counter() - start)
+    return report
+
+
+def qat_(model, config: QATConfig, calib: torch.Tensor | None = None, progress=None) -> dict:
+    from slimlm.quantize.qat import qat_
+
+    return qat_(model, config, calib, progress)
+
+
+# config type -> handler; a new scheme registers here, beside its config
+HANDLERS: dict[type, Callable[..., dict]] = {
+    Int8DynamicConfig: ptq_,
+    Int8WeightConfig: ptq_,
+    Int4WeightConfig: ptq_,
+    QATConfig: qat_,
+}
+
+
+def quantize_(model, config, calib: torch.Tensor | None = None, progress=None) -> dict:
+    """Quantize ``model`` in place according to ``config``.
+
+    Args:
+        model: a `slimlm.models.Model` or its HF module.
+        config: ``Int8DynamicConfig``, ``Int8WeightConfig``, ``Int4WeightConfig`` or ``QATConfig``.
+        calib: token ids ``(n, seq_len)`` from `slimlm.data.calibration_batch`; needed by SmoothQuant, GPTQ,
+            the fallback (its last ``holdout`` rows check the tolerance) and QAT.
+        progress: optional ``progress(desc, done, total)``.
+
+    Returns:
+        A report: ``{"scheme", "quantized", "fp32_layers", "seconds", ...}`` plus ``fallback`` (the frontier
+        walked) or ``qat`` (losses) where they apply.
+
+    Example:
+        >>> m = load("tiny:llama")
+        >>> quantize_(m, Int8DynamicConfig())["quantized"]
+        28
+    """
+    handler = HANDLERS.get(type(config))
+    if handler is None:
+        raise ConfigError(f"unknown quantization config {type(config).__name__}; use one of "
+                          f"{', '.join(c.__name__ for c in HANDLERS)}.")
+    hf = _hf(model)
+    hf.eval()
+    report = handler(model, config, calib, progress)
+    if hasattr(model, "provenance"):
+        model.provenance.pop("hash", None)
+    return report
+
+
+def holdout_ppl_ratio(hf: nn.Module, reference: nn.Module, rows: torch.Tensor) -> float:
+    """Perplexity of ``hf`` over that of ``reference`` on ``rows``."""
+    return math.exp(lm_loss(hf, rows) - lm_loss(reference, rows))

@@ -1,0 +1,221 @@
+"""Quantized layers that replace ``nn.Linear`` / ``nn.Embedding`` in place.
+
+Why our own modules rather than torchao tensor subclasses: the layers hold plain int8 / packed-uint8 / bf16
+buffers, so ``save_pretrained`` writes them to safetensors as they are (an honest file size, int4 packed two
+per byte) and `slimlm.quantize.restore` rebuilds the same modules bit for bit; and the eager forward is a
+handful of aten ops with no tensor-subclass dispatch in Python, which is where torchao's eager int8 path loses
+most of its speed on CPU. The kernels are the same ones torchao dispatches to on CPU (``torch._int_mm`` for
+int8 x int8; ``torch._weight_int4pack_mm_for_cpu`` for int4 weights).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimlm.quantize.primitives import (
+    INT8_MAX,
+    int4_dequantize,
+    int4_group_params,
+    int4_quantize,
+    int8_per_channel,
+    pack_int4,
+    unpack_int4,
+)
+
+
+class QuantModule(nn.Module):
+    """Base: ``kind`` names the saved format; ``meta()`` is what `restore` needs beyond the tensors."""
+
+    kind: ClassVar[str]
+
+    def meta(self) -> dict:
+        return {"kind": self.kind}
+
+    def logical_params(self) -> int:
+        """The number of weights this layer represents (int4 packs two per stored byte)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict) -> QuantModule:
+        raise NotImplementedError
+
+
+class _QuantLinear(QuantModule):
+    def __init__(self, in_features: int, out_features: int, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+
+    def logical_params(self) -> int:
+        return self.in_features * self.out_features + (0 if self.bias is None else self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Int8DynamicLinear(_QuantLinear):
+    """int8 x int8 -> int32 matmul: activations quantized per token at run time, weights per channel."""
+
+    kind = "int8-dynamic"
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__(qweight.shape[1], qweight.shape[0], bias)
+        self.register_buffer("qweight", qweight.to(torch.int8).contiguous())  # (out, in)
+        self.register_buffer("scale", scale.float().contiguous())  # (out,)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear) -> Int8DynamicLinear:
+        q, s = int8_per_channel(linear.weight.detach().float())
+        return cls(q, s, linear.bias)
+
+    @classmethod
+    def from_state(cls, t: dict, meta: dict) -> Int8DynamicLinear:
+        return cls(t["qweight"], t["scale"], t.get("bias"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).float()  # (M, in)
+        s = x2.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12).div_(INT8_MAX)  # (M, 1)
+        q = torch.round(x2 / s).to(torch.int8)  # |x / s| <= 127 by construction
+        y = torch._int_mm(q, self.qweight.t())  # (M, out) int32
+        y = y.to(torch.float32).mul_(s).mul_(self.scale)
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+
+class Int8WeightLinear(_QuantLinear):
+    """Weight-only int8 per channel: ``y = (x @ q^T) * scale``, so only a cast of ``q`` per call."""
+
+    kind = "int8-weight"
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__(qweight.shape[1], qweight.shape[0], bias)
+        self.register_buffer("qweight", qweight.to(torch.int8).contiguous())
+        self.register_buffer("scale", scale.float().contiguous())
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear) -> Int8WeightLinear:
+        q, s = int8_per_channel(linear.weight.detach().float())
+        return cls(q, s, linear.bias)
+
+    @classmethod
+    def from_state(cls, t: dict, meta: dict) -> Int8WeightLinear:
+        return cls(t["qweight"], t["scale"], t.get("bias"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x.float(), self.qweight.to(torch.float32)) * self.scale
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype)
+
+
+class Int4WeightLinear(_QuantLinear):
+    """Weight-only int4, packed two per byte, asymmetric per group of ``group_size`` input columns.
+
+    ``kernel``: ``dequant`` unpacks to fp32 and runs an fp32 matmul (exact reference, slow);
+    ``int4pack`` runs ``torch._weight_int4pack_mm_for_cpu`` with bf16 activations (torchao's CPU int4
+    kernel; it keeps a second, kernel-specific copy of the packed weight in memory).
+    """
+
+    kind = "int4-weight"
+    KERNELS: ClassVar[tuple[str, ...]] = ("dequant", "int4pack")
+
+    def __init__(self, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int,
+                 bias: torch.Tensor | None = None, kernel: str = "dequant"):
+        super().__init__(packed.shape[1] * 2, packed.shape[0], bias)
+        self.group_size = group_size
+        self.register_buffer("qweight", packed.to(torch.uint8).contiguous())  # (out, in // 2)
+        self.register_buffer("scale", scale.to(torch.bfloat16).contiguous())  # (out, groups)
+        self.register_buffer("zero", zero.to(torch.uint8).contiguous())  # (out, groups)
+        self.set_kernel(kernel)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, group_size: int, kernel: str = "dequant") -> Int4WeightLinear:
+        w = linear.weight.detach().float()
+        scale, zero = int4_group_params(w, group_size)
+        q = int4_quantize(w, scale, zero, group_size)
+        return cls(pack_int4(q), scale, zero, group_size, linear.bias, kernel)
+
+    @classmethod
+    def from_quantized(cls, q: torch.Tensor, scale, zero, group_size: int, bias=None, kernel: str = "dequant"):
+        return cls(pack_int4(q), scale, zero, group_size, bias, kernel)
+
+    @classmethod
+    def from_state(cls, t: dict, meta: dict) -> Int4WeightLinear:
+        return cls(t["qweight"], t["scale"], t["zero"], int(meta["group_size"]), t.get("bias"),
+                   meta.get("kernel", "dequant"))
+
+    def meta(self) -> dict:
+        return {"kind": self.kind, "group_size": self.group_size, "kernel": self.kernel}
+
+    def dequantized(self) -> torch.Tensor:
+        return int4_dequantize(unpack_int4(self.qweight), self.scale.float(), self.zero, self.group_size)
+
+    def set_kernel(self, kernel: str) -> None:
+        if kernel not in self.KERNELS:
+            raise ValueError(f"kernel must be one of {self.KERNELS}")
+        self.kernel = kernel
+        self._packed = self._sz = None
+        if kernel == "int4pack":
+            q = unpack_int4(self.qweight).to(torch.int32)
+            self._packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
+            # the kernel computes (q - 8) * s + z', so z' = (8 - zero) * s
+            s = self.scale.float()
+            zp = (8 - self.zero.float()) * s
+            self._sz = torch.stack([s, zp], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)  # (G, out, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "int4pack":
+            shape = x.shape
+            x2 = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+            y = torch._weight_int4pack_mm_for_cpu(x2, self._packed, self.group_size, self._sz)
+            y = y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        else:
+            y = F.linear(x, self.dequantized().to(x.dtype))
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y
+
+
+class Int8Embedding(QuantModule):
+    """Embedding table in int8 with one scale per row (per token id)."""
+
+    kind = "int8-embedding"
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None = None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = qweight.shape
+        self.padding_idx = padding_idx
+        self.register_buffer("qweight", qweight.to(torch.int8).contiguous())
+        self.register_buffer("scale", scale.float().contiguous())
+
+    @classmethod
+    def from_float(cls, emb: nn.Embedding) -> Int8Embedding:
+        q, s = int8_per_channel(emb.weight.detach().float())
+        return cls(q, s, emb.padding_idx)
+
+    @classmethod
+    def from_state(cls, t: dict, meta: dict) -> Int8Embedding:
+        return cls(t["qweight"], t["scale"], meta.get("padding_idx"))
+
+    def meta(self) -> dict:
+        return {"kind": self.kind, "padding_idx": self.padding_idx}
+
+    def logical_params(self) -> int:
+        return self.num_embeddings * self.embedding_dim
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.qweight).float() * self.scale[ids].unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+KINDS: dict[str, type[QuantModule]] = {
+    m.kind: m for m in (Int8DynamicLinear, Int8WeightLinear, Int4WeightLinear, Int8Embedding)
+}

@@ -1,0 +1,146 @@
+"""Quantization-aware training: fake quantization with a straight-through estimator, then convert.
+
+prepare: every Linear the scheme quantized becomes a `FakeQuantLinear` whose fp32 latent weight starts from
+the PTQ result (so QAT never starts worse than PTQ) and whose forward rounds exactly as the real module will;
+train: a few steps of distillation, forward KL from the unquantized teacher, on the calibration rows;
+convert: round the latent weights with the same arithmetic into the real quantized modules.
+The hybrid path (``only_if_drop_above``) stops after PTQ when its drop is already within tolerance.
+
+The training loop is `kd_train`, a deliberately small stand-in: it takes (student, teacher, rows) and can be
+swapped for `slimlm.distill`'s trainer (checkpoints, schedules) once that lands, without touching the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimlm._progress import or_noop
+from slimlm.quantize.configs import Int4WeightConfig, QATConfig
+from slimlm.quantize.fallback import lm_loss, set_module
+from slimlm.quantize.modules import Int4WeightLinear, Int8DynamicLinear, Int8WeightLinear, _QuantLinear
+from slimlm.quantize.primitives import fake_int4_group, fake_int8_per_channel, fake_int8_per_token
+
+
+class FakeQuantLinear(nn.Module):
+    """A Linear that trains an fp32 latent weight but computes with its quantized value (STE gradient)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scheme: str, group_size: int = 0):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().float().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        zeros = self.weight.detach() == 0
+        self.register_buffer("mask", (~zeros).float() if bool(zeros.any()) else None)  # pruned weights stay 0
+        self.scheme, self.group_size = scheme, group_size
+
+    def latent(self) -> torch.Tensor:
+        return self.weight if self.mask is None else self.weight * self.mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.latent()
+        if self.scheme == "int4-weight":
+            w = fake_int4_group(w, self.group_size)
+        else:
+            w = fake_int8_per_channel(w)
+        if self.scheme == "int8-dynamic":
+            x = fake_int8_per_token(x)
+        return F.linear(x, w, self.bias)
+
+    def convert(self) -> nn.Module:
+        lin = nn.Linear(self.weight.shape[1], self.weight.shape[0], bias=self.bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(self.latent())
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        if self.scheme == "int4-weight":
+            return Int4WeightLinear.from_float(lin, self.group_size)
+        return (Int8DynamicLinear if self.scheme == "int8-dynamic" else Int8WeightLinear).from_float(lin)
+
+
+def _dequantized(m: _QuantLinear) -> torch.Tensor:
+    if isinstance(m, Int4WeightLinear):
+        return m.dequantized()
+    return m.qweight.float() * m.scale[:, None]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Forward KL(teacher || student) per token at ``temperature`` (scaled by T^2)."""
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return (t.exp() * (t - s)).sum(-1).mean() * temperature**2
+
+
+def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: int, lr: float, batch_size: int,
+             temperature: float = 1.0, seed: int = 0, progress=None) -> list[float]:
+    """Distil ``teacher`` into ``student`` on random batches of ``rows``; returns the loss per step."""
+    progress = or_noop(progress)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in range(steps):
+        x = rows[torch.randint(0, rows.shape[0], (min(batch_size, rows.shape[0]),), generator=g)]
+        with torch.no_grad():
+            t_logits = teacher(x).logits
+        loss = kd_loss(student(x).logits, t_logits, temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        progress("qat", step + 1, steps)
+    return losses
+
+
+def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) -> dict:
+    from slimlm.errors import ConfigError
+    from slimlm.quantize.api import _split_calib, ptq_
+
+    if calib is None:
+        raise ConfigError("QAT needs training data for distillation; pass --data.")
+    start = time.perf_counter()
+    hf = getattr(model, "hf", model)
+    target = config.target
+    rows, holdout = _split_calib(calib, config.holdout)
+    teacher = copy.deepcopy(hf).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    ptq = ptq_(hf, target, rows, progress)
+    base = lm_loss(teacher, holdout)
+    before = math.exp(lm_loss(hf, holdout) - base)
+    report = {"scheme": "qat", "target": target.scheme, "quantized": ptq["quantized"],
+              "fp32_layers": ptq["fp32_layers"], "qat": {"ppl_ratio_ptq": before}}
+    if "fallback" in ptq:
+        report["fallback"] = ptq["fallback"]
+    if config.only_if_drop_above is not None and before - 1 <= config.only_if_drop_above:
+        report["qat"].update(trained=False, reason=f"PTQ drop {before - 1:.4f} is within {config.only_if_drop_above}")
+        report["seconds"] = time.perf_counter() - start
+        return report
+    # prepare
+    group = target.group_size if isinstance(target, Int4WeightConfig) else 0
+    for p in hf.parameters():
+        p.requires_grad_(False)
+    fakes = {}
+    for name, m in list(hf.named_modules()):
+        if isinstance(m, _QuantLinear):
+            fakes[name] = FakeQuantLinear(_dequantized(m), m.bias, target.scheme, group)
+    for name, f in fakes.items():
+        set_module(hf, name, f)
+    # train
+    losses = kd_train(hf, teacher, rows, config.steps, config.lr, config.batch_size, config.temperature,
+                      progress=progress)
+    # convert
+    with torch.no_grad():
+        for name, f in fakes.items():
+            set_module(hf, name, f.convert())
+    hf.eval()
+    after = math.exp(lm_loss(hf, holdout) - base)
+    report["qat"].update(trained=True, steps=config.steps, kd_loss_first=losses[0], kd_loss_last=losses[-1],
+                         ppl_ratio_after=after)
+    report["seconds"] = time.perf_counter() - start
+    return report

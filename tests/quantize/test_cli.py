@@ -1,0 +1,48 @@
+"""`slimlm quantize` in-process: JSON keys, a reloadable variant, and one clear line for bad options."""
+
+import json
+
+import torch
+
+from slimlm.cli.main import main
+from slimlm.models import load
+
+TINY = "tiny:llama?layers=2&hidden=64&heads=4&kv_heads=2&ffn=128&seed=0"
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_quantize_json_and_reload(capsys, tmp_path, text_file):
+    out_dir = tmp_path / "q"
+    code, out, _ = run(capsys, "quantize", TINY, "--scheme", "int4-weight", "--group-size", "16", "--data",
+                       str(text_file), "--calib-rows", "8", "--calib-len", "64", "--out", str(out_dir), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert {"out", "params_before", "params_after", "seconds", "scheme", "quantized", "fp32_layers"} <= data.keys()
+    assert data["params_after"] == data["params_before"] and data["quantized"] == 14
+    m = load(out_dir)
+    assert m.provenance["stages"][-1]["config"]["method"] == "gptq"
+    with torch.inference_mode():
+        assert torch.isfinite(m.hf(torch.randint(0, 250, (1, 16))).logits).all()
+
+
+def test_invalid_group_size_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "quantize", TINY, "--scheme", "int4-weight", "--group-size", "24", "--method", "rtn",
+                       "--out", str(tmp_path / "q"))
+    assert code == 2
+    assert "valid group sizes for this model: 2, 4, 8, 16, 32, 64" in err and "Traceback" not in err
+
+
+def test_gptq_without_data_says_how_to_fix(capsys, tmp_path):
+    code, _, err = run(capsys, "quantize", TINY, "--scheme", "int4-weight", "--group-size", "16", "--out",
+                       str(tmp_path / "q"))
+    assert code == 2 and "--data" in err
+
+
+def test_unknown_scheme(capsys, tmp_path):
+    code, _, err = run(capsys, "quantize", TINY, "--scheme", "int3", "--out", str(tmp_path / "q"))
+    assert code == 2 and "scheme" in err

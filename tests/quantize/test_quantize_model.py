@@ -1,0 +1,142 @@
+"""quantize_ on tiny models: quality against fp32, what is skipped, and save -> load giving identical outputs."""
+
+import pytest
+import torch
+from torch import nn
+
+from slimlm.models import load
+from slimlm.quantize import (
+    FallbackConfig,
+    Int4WeightConfig,
+    Int8DynamicConfig,
+    Int8WeightConfig,
+    describe,
+    logical_params,
+    quantize_,
+    save,
+)
+from slimlm.quantize.modules import Int8Embedding, QuantModule
+from slimlm.quantize.primitives import sqnr
+
+TINY = "tiny:llama?layers=2&hidden=64&heads=4&kv_heads=2&ffn=128&seed=0"
+
+CASES = [
+    (Int8DynamicConfig(), 30.0),
+    (Int8DynamicConfig(smoothquant=0.5), 30.0),
+    (Int8WeightConfig(), 35.0),
+    (Int4WeightConfig(method="rtn", group_size=16), 18.0),
+    (Int4WeightConfig(method="gptq", group_size=16), 18.0),
+]
+
+
+@pytest.mark.parametrize("config, threshold", CASES, ids=lambda c: getattr(c, "scheme", ""))
+def test_logits_sqnr_and_reload_identical(tiny, ids, calib, tmp_path, config, threshold):
+    with torch.inference_mode():
+        ref = tiny.hf(ids).logits
+    params = tiny.num_params()
+    report = quantize_(tiny, config, calib)
+    assert report["quantized"] == 14  # 7 Linears in each of 2 blocks; lm_head and embeddings stay fp32
+    assert isinstance(tiny.hf.lm_head, nn.Linear) and isinstance(tiny.hf.model.embed_tokens, nn.Embedding)
+    assert tiny.num_params() == params == logical_params(tiny.hf)
+    with torch.inference_mode():
+        out = tiny.hf(ids).logits
+    assert sqnr(ref, out) > threshold
+    path = save(tiny, tmp_path / "q", config, report)
+    back = load(path)
+    assert describe(back.hf) == describe(tiny.hf)
+    with torch.inference_mode():
+        assert torch.equal(back.hf(ids).logits, out)
+    assert back.hash == tiny.hash
+
+
+def test_lm_head_and_embeddings_on_request_tied_model(tiny, ids, tmp_path):
+    assert tiny.hf.lm_head.weight is tiny.hf.model.embed_tokens.weight
+    with torch.inference_mode():
+        ref = tiny.hf(ids).logits
+    report = quantize_(tiny, Int8DynamicConfig(skip=()))
+    assert report["quantized"] == 16
+    assert isinstance(tiny.hf.model.embed_tokens, Int8Embedding) and isinstance(tiny.hf.lm_head, QuantModule)
+    with torch.inference_mode():
+        out = tiny.hf(ids).logits
+    assert sqnr(ref, out) > 25
+    back = load(save(tiny, tmp_path / "q", Int8DynamicConfig(skip=())))
+    with torch.inference_mode():
+        assert torch.equal(back.hf(ids).logits, out)
+
+
+def test_embeddings_only_unties_lm_head(tiny, ids, tmp_path):
+    quantize_(tiny, Int8WeightConfig(skip=("lm_head",)))
+    assert isinstance(tiny.hf.model.embed_tokens, Int8Embedding)
+    assert isinstance(tiny.hf.lm_head, nn.Linear) and tiny.hf.lm_head.weight.dtype == torch.float32
+    with torch.inference_mode():
+        out = tiny.hf(ids).logits
+    back = load(save(tiny, tmp_path / "q"))
+    with torch.inference_mode():
+        assert torch.equal(back.hf(ids).logits, out)
+
+
+def test_disk_size_is_honest(tmp_path):
+    spec = "tiny:llama?layers=2&hidden=128&heads=4&kv_heads=2&ffn=256"
+    sizes = {}
+    for name, cfg in [("int8", Int8WeightConfig()), ("int4", Int4WeightConfig(method="rtn", group_size=32))]:
+        m = load(spec)
+        quantize_(m, cfg)
+        sizes[name] = (save(m, tmp_path / name) / "model.safetensors").stat().st_size
+    m = load(spec)
+    sizes["fp32"] = (save(m, tmp_path / "fp32") / "model.safetensors").stat().st_size
+    block = sum(lin.weight.numel() for lin in m.adapter.block_linears().values())
+    # the quantized layers shrink by ~3 bytes per weight (int8) and ~3.4 bytes per weight (int4 + scales)
+    assert sizes["fp32"] - sizes["int8"] == pytest.approx(3 * block, rel=0.05)
+    assert sizes["fp32"] - sizes["int4"] == pytest.approx((4 - 0.5 - 3 / 32) * block, rel=0.05)
+
+
+def test_bert_classifier_int8_dynamic(ids, tmp_path):
+    m = load("tiny:bert?labels=3")
+    x = torch.randint(5, 250, (2, 20))
+    with torch.inference_mode():
+        ref = m.hf(x).logits
+    report = quantize_(m, Int8DynamicConfig())
+    assert report["quantized"] == 4 * 6 and isinstance(m.hf.classifier, nn.Linear)
+    with torch.inference_mode():
+        out = m.hf(x).logits
+    assert sqnr(ref, out) > 25
+    back = load(save(m, tmp_path / "b"))
+    with torch.inference_mode():
+        assert torch.equal(back.hf(x).logits, out)
+
+
+def test_smoothquant_alone_preserves_the_function(tiny, ids, calib):
+    from slimlm.quantize.calibrate import InputStats, run_batches
+    from slimlm.quantize.smoothquant import smooth_
+
+    lin = tiny.adapter.block_linears()
+    with torch.inference_mode():
+        ref = tiny.hf(ids).logits
+    with InputStats(lin, absmax=True) as st:
+        run_batches(tiny.hf, calib)
+    with torch.no_grad():
+        n = smooth_(tiny.adapter, {id(m): st.act_absmax(k) for k, m in lin.items()}, 0.5)
+    assert n == 2 * 3  # norm->qkv, norm->gate/up, up->down per block (o is skipped under GQA)
+    with torch.inference_mode():
+        assert torch.allclose(tiny.hf(ids).logits, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_fallback_meets_tolerance_and_reports_frontier(tiny, calib):
+    report = quantize_(tiny, Int4WeightConfig(method="rtn", group_size=16,
+                                              fallback=FallbackConfig(tolerance=2e-5, holdout=4)), calib)
+    fb = report["fallback"]
+    assert fb["met"] and fb["ppl_ratio"] <= 1 + 2e-5
+    assert fb["frontier"][0]["fp32_layers"] == 0 and fb["frontier"][0]["ppl_ratio"] > 1 + 2e-5
+    assert len(report["fp32_layers"]) >= 1 and report["quantized"] == 14 - len(report["fp32_layers"])
+    kept = dict(tiny.hf.named_modules())
+    assert all(isinstance(kept[n], nn.Linear) for n in report["fp32_layers"])
+
+
+def test_exclude_keeps_named_layers(tiny):
+    report = quantize_(tiny, Int8DynamicConfig(exclude=("down_proj",)))
+    assert report["quantized"] == 12
+    assert all(isinstance(layer.mlp.down_proj, nn.Linear) for layer in tiny.adapter.layers())
+
+
+def test_reload_is_independent_of_spec():
+    assert load(TINY).num_params() > 0
