@@ -41,7 +41,7 @@ def _headline(sel: Selection, base: dict | None, biz: dict) -> dict[str, str]:
         if not a or not b:
             return "–"
         r = (a / b) if invert else (b / a)
-        return f"{r:.2f}× {word_lo}"
+        return f"{r:.2f}× {word_lo}" if r >= 1 or word_lo != "faster" else f"{1 / r:.2f}× slower"
 
     size = "–"
     a, b = value(v, "disk_mb"), value(base, "disk_mb") if base else None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from slimlm.report.business import Inputs
-from slimlm.report.html import fmt, hardware_note, pct, stage_text
+from slimlm.report.html import duration, fmt, hardware_note, pct, stage_text
 from slimlm.search.frontier import Selection, drop_name, value
 
 
@@ -44,7 +44,7 @@ def _evidence(v: Mapping[str, Any], base: Mapping[str, Any] | None, shape: str, 
     add("F1", "f1", change=rel)
     add("calibration (ECE)", "ece", change=lambda a, b: f"{a - b:+.3f}")
     add("teacher top-1 agreement", "teacher_top1", show=lambda x: pct(x, signed=False))
-    add(f"latency p50 {shape}", "latency_p50_ms", " ms", lambda a, b: f"{b / a:.2f}× faster" if a else "")
+    add(f"latency p50 {shape}", "latency_p50_ms", " ms", lambda a, b: (f"{b / a:.2f}× faster" if b >= a else f"{a / b:.2f}× slower") if a else "")
     add(f"latency p99 {shape}", "latency_p99_ms", " ms", rel)
     add("decode", "decode_tokens_per_s", " tok/s", lambda a, b: f"{a / b:.2f}×" if b else "")
     add("disk", "disk_mb", " MB", rel)
@@ -112,8 +112,8 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
                      if od is not None and od > 1.5 * max(d, 0.001) else ".")]
     rec = v.get("recovery") or {}
     if value(rec, "tokens") or value(rec, "seconds"):
-        lines += [f"- Recovery cost: {fmt(value(rec, 'tokens'))} distillation tokens, "
-                  f"{fmt((value(rec, 'seconds') or 0) / 60)} min."]
+        lines += [f"- Recovery cost: {fmt(int(value(rec, 'tokens') or 0))} distillation tokens, "
+                  f"{duration(value(rec, 'seconds') or 0)} of training."]
     lines += [f"- Hardware: {hardware_note(v, shape)}.", ""]
 
     lines += ["## Roll back", "",

@@ -59,10 +59,22 @@ def fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def duration(seconds: float | None) -> str:
+    """"42 s", "10.2 min", "3.1 h"; "–" when missing."""
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
 def pct(v: float | None, signed: bool = True) -> str:
     if v is None:
         return "–"
     return f"{v * 100:+.2f}%" if signed else f"{v * 100:.1f}%"
+
+
+_OPPOSITE = {"faster": "slower"}
 
 
 def _ratio(v: float | None, b: float | None, better_low: bool = True, word: str = "") -> str:
@@ -70,7 +82,11 @@ def _ratio(v: float | None, b: float | None, better_low: bool = True, word: str 
     if v is None or b is None or v <= 0 or b <= 0:
         return ""
     r = b / v if better_low else v / b
-    return "same" if abs(r - 1) < 0.005 else f"{r:.2f}× {word}".strip()
+    if abs(r - 1) < 0.005:
+        return "same"
+    if r < 1 and word in _OPPOSITE:  # "0.61× faster" reads wrong: say "1.64× slower"
+        return f"{1 / r:.2f}× {_OPPOSITE[word]}"
+    return f"{r:.2f}× {word}".strip()
 
 
 def _change(v: float | None, b: float | None) -> str:
@@ -88,7 +104,7 @@ def stage_detail(v: Mapping[str, Any]) -> str:
         cfg = st.get("config") or {}
         first = [k for k in ("method", "scheme") if k in cfg]  # what it is, then how much
         opts = [f"{k}={cfg[k]}" for k in [*first, *(k for k in cfg if k not in first)]
-                if k != "version" and cfg[k] not in (None, False, "") and not isinstance(cfg[k], (dict, list, tuple))]
+                if k not in ("version", "kind") and cfg[k] not in (None, False, "") and not isinstance(cfg[k], (dict, list, tuple))]
         parts.append(f"{st.get('kind', '?')}" + (f": {', '.join(opts[:5])}" if opts else ""))
     return " → ".join(parts) or ("none (the uncompressed model)" if v.get("is_baseline") else "–")
 
@@ -213,9 +229,9 @@ def comparison_rows(variants: Sequence[Mapping[str, Any]], base: Mapping[str, An
         tok, sec = value(r, "tokens"), value(r, "seconds")
         if not tok and not sec:  # the pipeline writes zeros for variants without training
             return _cell("none" if not v.get("is_baseline") else "–")
-        return _cell(f"{fmt(int(tok)) if tok is not None else '–'} tokens", f"{sec / 60:.1f} min" if sec is not None else "")
+        return _cell(f"{fmt(int(tok)) if tok is not None else '–'} tokens", duration(sec) if sec is not None else "")
     row("recovery (distillation)", recovery)
-    row("pipeline time", lambda v: _cell(f"{value(v, 'seconds') / 60:.1f} min"
+    row("pipeline time", lambda v: _cell(duration(value(v, "seconds"))
                                          if value(v, "seconds") is not None and not v.get("is_baseline") else "–"))
     return rows
 
