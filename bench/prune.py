@@ -1,0 +1,237 @@
+"""Pruning benchmark: every variant of the pruning issue side by side, in one process, on one machine.
+
+Quality: perplexity on the Shakespeare eval split (in domain) and on stdlib docstrings (``pydoc``, out of
+domain), ratios against the dense model measured in the same run. Calibration windows come from the
+Shakespeare calibration split. Efficiency: `slimlm.profile.compare` interleaves the dense model and the
+structured variants (plus one unstructured variant, to show that zeros stored densely buy no speed).
+
+Run:  .venv/bin/python bench/prune.py            (writes bench/results/prune.json and prune.md)
+      .venv/bin/python bench/prune.py --model tiny:llama --calib-samples 4 --eval-tokens 512 --out /tmp/b
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from slimlm.data import load_data
+from slimlm.evaluate import evaluate
+from slimlm.models import Model, load
+from slimlm.profile import compare, machine_info
+from slimlm.prune import make_calibration, make_config, parse_structured, prune_
+
+UNSTRUCTURED = [
+    ("magnitude 50%", "magnitude", {"sparsity": 0.5}),
+    ("magnitude 50% OWL", "magnitude", {"sparsity": 0.5, "allocation": "owl"}),
+    ("wanda 50%", "wanda", {"sparsity": 0.5}),
+    ("wanda 50% OWL", "wanda", {"sparsity": 0.5, "allocation": "owl"}),
+    ("sparsegpt 50%", "sparsegpt", {"sparsity": 0.5}),
+    ("sparsegpt 50% OWL", "sparsegpt", {"sparsity": 0.5, "allocation": "owl"}),
+    ("wanda 2:4", "wanda", {"pattern": "2:4"}),
+    ("sparsegpt 2:4", "sparsegpt", {"pattern": "2:4"}),
+]
+STRUCTURED = [
+    ("layers -20%", "layers=0.2"),
+    ("ffn -25%", "ffn=0.25"),
+    ("heads -33%", "heads=0.33"),
+    ("hidden -10%", "hidden=0.1"),
+    ("vocab=domain", "vocab=domain"),
+]
+TARGETS = {
+    "unstructured_50": "SparseGPT or Wanda+OWL at 50% within 1.5x dense perplexity (Shakespeare eval)",
+    "nm_24": "2:4 (Wanda and SparseGPT) within 2.5x dense perplexity",
+    "speedup_vs_flops": "every structured variant's prefill time saving >= 80% of its FLOP saving (1x128)",
+    "vocab_params": "vocab=domain removes >= 12% of the parameters",
+    "vocab_speed": "vocab=domain speeds up prefill (1x128)",
+    "vocab_quality": "vocab=domain perplexity on the domain <= 1.01x dense",
+}
+
+
+def _copy(m: Model, name: str) -> Model:
+    return Model(hf=copy.deepcopy(m.hf), tokenizer=m.tokenizer, spec=name, provenance={"spec": name, "stages": []})
+
+
+def _quality(m: Model, corpora: dict, tokens: int) -> dict:
+    out = {}
+    for name, corpus in corpora.items():
+        r = evaluate(m, corpus, max_tokens=tokens)
+        out[name] = {"perplexity": r["perplexity"], "tokens": r["tokens"]}
+    return out
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="builtin:smollm2-135m")
+    ap.add_argument("--calib-samples", type=int, default=32)
+    ap.add_argument("--calib-seq-len", type=int, default=512)
+    ap.add_argument("--eval-tokens", type=int, default=8192)
+    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--resume", action="store_true", help="reuse quality rows of a previous partial run")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / "prune.partial.json"
+    rows: dict[str, dict] = json.loads(partial.read_text()) if args.resume and partial.exists() else {}
+
+    def keep(name: str, row: dict) -> None:
+        rows[name] = row
+        partial.write_text(json.dumps(rows, indent=1))
+
+    corpora = {"shakespeare": load_data("shakespeare"), "pydoc": load_data("pydoc")}
+    dense = load(args.model)
+    calib = make_calibration(dense, corpora["shakespeare"], args.calib_samples, args.calib_seq_len)
+    _log(f"calibration {tuple(calib.tokens.shape)}; dense quality")
+    if "dense" not in rows:
+        keep("dense", {"kind": "dense", "params": dense.num_params(), "prune_seconds": 0.0,
+                       "quality": _quality(dense, corpora, args.eval_tokens)})
+
+    for name, method, fields in UNSTRUCTURED:
+        if name in rows:
+            continue
+        _log(f"prune {name}")
+        m = _copy(dense, name)
+        cfg = make_config(method, **fields)
+        rep = prune_(m, cfg, calib)
+        row = {"kind": "unstructured", "config": cfg.model_dump(), "params": m.num_params(),
+               "prune_seconds": rep["seconds"], "sparsity": rep["sparsity"],
+               "layer_sparsity": [round(r["achieved"], 4) for r in rep["layers"]],
+               "layer_target": [round(r["target"], 4) for r in rep["layers"]]}
+        _log(f"  {rep['seconds']:.0f} s; quality")
+        row["quality"] = _quality(m, corpora, args.eval_tokens)
+        keep(name, row)
+        del m
+
+    structured_models = []
+    for name, spec in STRUCTURED:
+        _log(f"prune {name}")
+        m = _copy(dense, name)
+        cfg = parse_structured(spec)
+        rep = prune_(m, cfg, calib)
+        structured_models.append(m)
+        row = rows.get(name, {})
+        row.update({"kind": "structured", "config": cfg.model_dump(), "params": m.num_params(),
+                    "prune_seconds": rep["seconds"], "shape": rep["shape_after"]})
+        if "layers" in rep:
+            row["removed_layers"] = rep["layers"]["removed"]
+        if "vocab" in rep:
+            row["vocab"] = rep["vocab"]
+        if "quality" not in row:
+            _log(f"  {rep['seconds']:.0f} s; quality")
+            row["quality"] = _quality(m, corpora, args.eval_tokens)
+        keep(name, row)
+
+    _log("latency (interleaved)")
+    sparse_ref = _copy(dense, "wanda 50% (zeros stored dense)")
+    prune_(sparse_ref, make_config("wanda", sparsity=0.5), calib)
+    models = [dense, *structured_models, sparse_ref]
+    dense.spec = "dense"
+    prof = compare(models, shapes=((1, 128), (8, 128)), decode_tokens=64, threads=args.threads,
+                   repeats=args.repeats, memory=True)
+    names = ["dense"] + [n for n, _ in STRUCTURED] + ["wanda 50% (zeros stored dense)"]
+    for name, p in zip(names, prof):
+        row = rows.setdefault(name, {"kind": "unstructured"})
+        row["profile"] = {k: p.get(k) for k in ("params", "nonzero_params", "disk_mb", "peak_rss_mb",
+                                                  "decode_tokens_per_s", "ratios")}
+        row["profile"]["latency_p50_ms"] = {k: v["p50"] for k, v in p["latency_ms"].items()}
+        row["profile"]["latency_p90_ms"] = {k: v["p90"] for k, v in p["latency_ms"].items()}
+        row["profile"]["gflops"] = {k: v / 1e9 for k, v in p["flops"].items()}
+    machine = {**prof[0]["machine"], "threads": prof[0]["threads"],
+               "roofline": {k: prof[0]["roofline"][k] for k in ("peak_gflops", "peak_gb_s")}}
+    result = _summarise(rows, args, machine)
+    (out_dir / "prune.json").write_text(json.dumps(result, indent=1))
+    md = _markdown(result)
+    (out_dir / "prune.md").write_text(md)
+    print(md)
+    partial.unlink(missing_ok=True)
+
+
+def _summarise(rows: dict, args, machine: dict) -> dict:
+    base = rows["dense"]["quality"]
+    for row in rows.values():
+        q = row.get("quality")
+        if q:
+            row["ppl_ratio"] = {k: q[k]["perplexity"] / base[k]["perplexity"] for k in q}
+        prof = row.get("profile")
+        if prof and prof.get("ratios"):
+            r = prof["ratios"]
+            flop_saving = 1 - r["flops_1x128"]
+            time_saving = 1 - 1 / r["prefill_speedup_1x128"]
+            row["realised_share_of_flop_saving"] = time_saving / flop_saving if flop_saving > 1e-9 else None
+    ratio = {n: r.get("ppl_ratio", {}).get("shakespeare") for n, r in rows.items()}
+    met = {}
+    met["unstructured_50"] = min(ratio["sparsegpt 50%"], ratio["wanda 50% OWL"], ratio["sparsegpt 50% OWL"]) <= 1.5
+    met["nm_24"] = max(ratio["wanda 2:4"], ratio["sparsegpt 2:4"]) <= 2.5
+    shares = [rows[n].get("realised_share_of_flop_saving") for n, _ in STRUCTURED]
+    met["speedup_vs_flops"] = all(s is not None and s >= 0.8 for s in shares)
+    v = rows["vocab=domain"]
+    met["vocab_params"] = 1 - v["params"] / rows["dense"]["params"] >= 0.12
+    met["vocab_speed"] = v["profile"]["ratios"]["prefill_speedup_1x128"] > 1.0
+    met["vocab_quality"] = ratio["vocab=domain"] <= 1.01
+    return {"benchmark": "prune", "model": args.model, "data": "shakespeare (calibration split -> eval split)",
+            "out_of_domain": "pydoc (Python stdlib docstrings, eval split)",
+            "settings": {"calibration": f"{args.calib_samples} x {args.calib_seq_len} tokens",
+                         "eval_tokens": args.eval_tokens, "eval_seq_len": 512, "latency_repeats": args.repeats,
+                         "threads": args.threads},
+            "machine": machine, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "targets": {k: {"target": TARGETS[k], "met": bool(met[k])} for k in TARGETS}, "variants": rows}
+
+
+def _f(v, d=2):
+    return "-" if v is None else f"{v:.{d}f}"
+
+
+def _markdown(res: dict) -> str:
+    rows = res["variants"]
+    m = res["machine"]
+    lines = [f"# Pruning benchmark ({res['model']})", "",
+             f"Measured {res['measured_at']} on {m.get('cpu')} ({m.get('cores')} cores, {m.get('threads')} threads; "
+             f"roofline {m['roofline']['peak_gflops']:.0f} GFLOP/s, {m['roofline']['peak_gb_s']:.1f} GB/s), "
+             f"torch {m.get('torch')}. The machine was shared with other jobs: latencies are noisy, ratios come "
+             "from interleaved runs in one process.", "",
+             f"Calibration: {res['settings']['calibration']} from the Shakespeare calibration split. Perplexity: "
+             f"{res['settings']['eval_tokens']} tokens, windows of 512, on the Shakespeare eval split (in domain) "
+             "and on stdlib docstrings (`pydoc`, out of domain). Command: `.venv/bin/python bench/prune.py`.", "",
+             "## Quality", "",
+             "| variant | params | sparsity | ppl shakespeare | × dense | ppl pydoc | × dense | prune s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        if "quality" not in r:
+            continue
+        q, pr = r["quality"], r.get("ppl_ratio", {})
+        lines.append(f"| {name} | {r['params'] / 1e6:.1f}M | {_f(r.get('sparsity'))} | "
+                     f"{_f(q['shakespeare']['perplexity'])} | {_f(pr.get('shakespeare'), 3)} | "
+                     f"{_f(q['pydoc']['perplexity'])} | {_f(pr.get('pydoc'), 3)} | {_f(r.get('prune_seconds'), 0)} |")
+    lines += ["", "## Efficiency (interleaved, ratios against dense)", "",
+              "| variant | params | disk MB | GFLOP 1x128 | p50 ms 1x128 | speedup 1x128 | p50 ms 8x128 | speedup 8x128 "
+              "| decode tok/s | decode speedup | share of FLOP saving realised |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        p = r.get("profile")
+        if not p:
+            continue
+        ra = p["ratios"]
+        lines.append(f"| {name} | {p['params'] / 1e6:.1f}M | {_f(p.get('disk_mb'), 0)} | {_f(p['gflops']['1x128'], 1)} | "
+                     f"{_f(p['latency_p50_ms']['1x128'], 0)} | {_f(ra.get('prefill_speedup_1x128'))} | "
+                     f"{_f(p['latency_p50_ms']['8x128'], 0)} | {_f(ra.get('prefill_speedup_8x128'))} | "
+                     f"{_f(p.get('decode_tokens_per_s'), 1)} | {_f(ra.get('decode_speedup'))} | "
+                     f"{_f(r.get('realised_share_of_flop_saving'))} |")
+    lines += ["", "## Targets", ""]
+    for k, t in res["targets"].items():
+        lines.append(f"- {'MET' if t['met'] else 'MISSED'}: {t['target']}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
