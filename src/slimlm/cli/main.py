@@ -27,6 +27,9 @@ def _register() -> None:
     for name, module, attr in _COMMANDS:
         mod = __import__(f"slimlm.cli.{module}", fromlist=[attr])
         app.command(name)(getattr(mod, attr))
+    from slimlm.cli.recipes_cmd import recipes_app
+
+    app.add_typer(recipes_app, name="recipes")
 
 
 # (command name, module under slimlm.cli, function): one line per command, added by each feature
@@ -37,6 +40,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("prune", "prune_cmd", "prune_command"),
     ("sensitivity", "sensitivity_cmd", "sensitivity_command"),
     ("report", "report_cmd", "report_command"),
+    ("compress", "compress_cmd", "compress_command"),
 ]
 
 

@@ -1,0 +1,300 @@
+"""The compress pipeline: run recipes through a content-keyed stage cache, then measure every variant.
+
+Run directory (DESIGN.md §4): ``run.json`` (model, data, options), ``variants.jsonl`` (one line per
+variant: stages, metrics), ``cache/<key>/`` (saved variants), ``report.html`` and ``decision.md``.
+
+A stage's key hashes its input's key with the stage's full config and calibration settings and the data
+spec, so a second recipe sharing a prefix (or a rerun) loads the cached output instead of recomputing it.
+Every file is written atomically, so a run killed at any point resumes by running the same command: finished
+stages and finished evaluations are reused, only the unfinished ones run again.
+
+Trade-off: variants are profiled together at the end, interleaved in one process (comparable ratios),
+rather than right after each stage; a killed run re-profiles on resume because timings are only comparable
+within one session.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from slimlm._io import write_json_atomic, write_text_atomic
+from slimlm.data import load_data
+from slimlm.errors import ConfigError
+from slimlm.models import META_FILE, Model, load
+from slimlm.recipes.recipe import Recipe
+from slimlm.recipes.stages import StageContext, run_stage, save_stage_output
+
+
+@dataclass
+class RunOptions:
+    """What every variant is measured on. Changing these makes a new run, not a resumed one."""
+
+    data: str = "shakespeare"
+    ood_data: str | None = "pydoc"
+    eval_tokens: int = 8192
+    seq_len: int = 512
+    shapes: tuple = ((1, 128), (8, 128))
+    decode_tokens: int = 64
+    repeats: int = 5
+    threads: int | None = None
+    profile: bool = True
+    teacher_agreement: bool = True
+
+    def measure_key(self) -> dict:
+        d = asdict(self)
+        d["shapes"] = [list(s) for s in self.shapes]
+        return d
+
+
+@dataclass
+class Variant:
+    id: str
+    label: str
+    parent: str | None
+    stages: list[dict]
+    path: str | None
+    is_baseline: bool = False
+    metrics: dict = field(default_factory=dict)
+    recovery: dict = field(default_factory=lambda: {"tokens": 0, "seconds": 0.0})
+    curves: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    cached: bool = False
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("cached")
+        return d
+
+
+def _stage_key(parent_key: str, stage_key: str, data: str) -> str:
+    return hashlib.sha256(f"{parent_key}|{stage_key}|{data}".encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    """Runs recipes for one model and data spec inside one run directory.
+
+    Args:
+        model: model spec of the baseline (the teacher).
+        out: run directory (created; reused when it belongs to the same model and options).
+        options: `RunOptions`.
+        progress: ``progress(desc, done, total)`` for long steps.
+        log: ``log(message)`` for one-line status messages (stage started, cached, finished).
+    """
+
+    def __init__(self, model: str, out: str | Path, options: RunOptions | None = None,
+                 progress: Callable | None = None, log: Callable[[str], None] | None = None):
+        self.spec = model
+        self.out = Path(out)
+        self.opts = options or RunOptions()
+        self.progress = progress
+        self.log = log or (lambda msg: None)
+        self.corpus = load_data(self.opts.data)  # fail on bad data before loading weights
+        self.ood = load_data(self.opts.ood_data) if self.opts.ood_data else None
+        self._check_run_dir()
+        self.base = load(model, progress=self.log)
+        self.variants: dict[str, Variant] = {}
+        self._load_previous()
+        base_id = f"base-{self.base.hash[:8]}"
+        if base_id not in self.variants:
+            self.variants[base_id] = Variant(id=base_id, label=f"baseline ({model})", parent=None, stages=[],
+                                             path=str(self.base.path) if self.base.path else model, is_baseline=True)
+        self.base_id = base_id
+
+    # -- run directory ---------------------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        run = self.out / "run.json"
+        if run.exists():
+            prev = json.loads(run.read_text())
+            if prev.get("model") != self.spec or prev.get("options") != self.opts.measure_key():
+                raise ConfigError(
+                    f"{self.out} holds a run of {prev.get('model')} with other options; use another --out "
+                    "or the same model and options to resume it."
+                )
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "cache").mkdir(exist_ok=True)
+
+    def _load_previous(self) -> None:
+        path = self.out / "variants.jsonl"
+        if not path.exists():
+            return
+        for line in path.read_text().splitlines():
+            if line.strip():
+                d = json.loads(line)
+                self.variants[d["id"]] = Variant(**d)
+
+    def write_state(self, recipes: list[str], extra: dict | None = None) -> None:
+        from slimlm.profile import machine_info
+
+        prev = {}
+        if (self.out / "run.json").exists():
+            prev = json.loads((self.out / "run.json").read_text())
+        run = {"model": self.spec, "data": self.opts.data, "ood_data": self.opts.ood_data,
+               "options": self.opts.measure_key(), "recipes": sorted(set(prev.get("recipes", [])) | set(recipes)),
+               "created": prev.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
+               "primary_shape": "x".join(map(str, self.opts.shapes[0])), "baseline": self.base_id,
+               **{k: v for k, v in prev.items() if k in ("selection",)}, **(extra or {})}
+        write_json_atomic(self.out / "run.json", run)
+        lines = [json.dumps(v.to_json(), default=str) for v in self.variants.values()]
+        write_text_atomic(self.out / "variants.jsonl", "\n".join(lines) + "\n")
+
+    # -- stages ----------------------------------------------------------------------------------------
+    def run_recipe(self, recipe: Recipe) -> list[str]:
+        """Run (or reuse) every stage of ``recipe``; return the variant ids it produced, in order."""
+        parent_key, parent_dir = self.base.hash, None
+        parent_id = self.base_id
+        ids = []
+        lineage: list[dict] = []
+        for i, stage in enumerate(recipe.stages):
+            key = _stage_key(parent_key, stage.key(), self.opts.data)
+            vdir = self.out / "cache" / key
+            lineage = lineage + [{"kind": stage.kind, "config": stage.config_dict(), "label": stage.label()}]
+            label = " → ".join(s["label"] for s in lineage)
+            if (vdir / META_FILE).exists():
+                self.log(f"[{recipe.name}] stage {i + 1}/{len(recipe.stages)} {stage.label()}: cached ({key})")
+                v = self.variants.get(key) or Variant(id=key, label=label, parent=parent_id, stages=lineage,
+                                                      path=f"cache/{key}")
+                v.cached = True
+                self._fill_stage_info(v, vdir)
+            else:
+                self.log(f"[{recipe.name}] stage {i + 1}/{len(recipe.stages)} {stage.label()}: running")
+                model = load(parent_dir) if parent_dir else self._fresh_base()
+                ctx = StageContext(corpus=self.corpus, teacher=self.base, progress=self.progress,
+                                   checkpoint_dir=self.out / "cache" / f".{key}.ckpt")
+                t = time.perf_counter()
+                report, save_info = run_stage(model, stage, ctx)
+                seconds = time.perf_counter() - t
+                save_stage_output(model, vdir, save_info, metrics={"stage_seconds": seconds})
+                import shutil
+
+                shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)
+                v = Variant(id=key, label=label, parent=parent_id, stages=lineage, path=f"cache/{key}")
+                self._fill_stage_info(v, vdir)
+                self.log(f"[{recipe.name}] stage {i + 1} done in {seconds:.0f} s: "
+                         f"{report.get('params_before', 0):,} → {report.get('params_after', model.num_params()):,} params")
+                del model
+            parent = self.variants.get(parent_id)
+            v.seconds = (parent.seconds if parent else 0.0) + v.seconds
+            v.recovery = {"tokens": (parent.recovery["tokens"] if parent else 0) + v.recovery["tokens"],
+                          "seconds": (parent.recovery["seconds"] if parent else 0.0) + v.recovery["seconds"]}
+            if key in self.variants:  # keep measured metrics from an earlier run
+                v.metrics = self.variants[key].metrics or v.metrics
+            self.variants[key] = v
+            ids.append(key)
+            parent_key, parent_dir, parent_id = key, vdir, key
+        return ids
+
+    def _fresh_base(self) -> Model:
+        m = copy.deepcopy(self.base)
+        m.provenance = copy.deepcopy(self.base.provenance)
+        return m
+
+    @staticmethod
+    def _fill_stage_info(v: Variant, vdir: Path) -> None:
+        meta = json.loads((vdir / META_FILE).read_text())
+        v.seconds = float(meta.get("metrics", {}).get("stage_seconds", 0.0))
+        d = meta.get("distill")
+        if d:
+            v.recovery = {"tokens": int(d.get("tokens", 0)), "seconds": float(d.get("seconds", 0.0))}
+            curve = d.get("eval_curve") or []
+            if curve:
+                v.curves = {"distill": {"step": [c.get("step") for c in curve],
+                                        "eval_perplexity": [c.get("perplexity") for c in curve]}}
+        else:
+            v.recovery = {"tokens": 0, "seconds": 0.0}
+
+    # -- measurement -----------------------------------------------------------------------------------
+    def _model_of(self, v: Variant) -> Model:
+        return self.base if v.is_baseline else load(self.out / v.path)
+
+    def evaluate_all(self, ids: list[str] | None = None) -> None:
+        """Quality of every variant not yet measured (cached in its ``metrics``)."""
+        from slimlm.evaluate import evaluate
+
+        todo = [v for v in self.variants.values() if (ids is None or v.id in ids or v.is_baseline)
+                and "perplexity" not in v.metrics and "accuracy" not in v.metrics]
+        for n, v in enumerate(todo):
+            self.log(f"evaluating {v.label} ({n + 1}/{len(todo)})")
+            m = self._model_of(v)
+            teacher = self.base if (self.opts.teacher_agreement and not v.is_baseline) else None
+            q = evaluate(m, self.corpus, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
+                         teacher=teacher, progress=self.progress)
+            metrics = {"perplexity": q.get("perplexity"), "ece": q.get("ece"), "accuracy": q.get("accuracy"),
+                       "f1": q.get("f1"), "eval_tokens": q.get("tokens")}
+            if q.get("teacher_agreement"):
+                metrics["teacher_top1"] = q["teacher_agreement"]["top1"]
+                metrics["teacher_kl"] = q["teacher_agreement"]["kl"]
+            if self.ood is not None and m.task == "causal-lm":
+                o = evaluate(m, self.ood, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
+                             progress=self.progress)
+                metrics["ood_perplexity"] = o["perplexity"]
+            v.metrics.update(metrics)
+            self._drops()
+            self.write_state([])
+
+    def _drops(self) -> None:
+        base = self.variants[self.base_id].metrics
+        for v in self.variants.values():
+            m = v.metrics
+            if base.get("perplexity") and m.get("perplexity"):
+                m["quality_drop"] = m["perplexity"] / base["perplexity"] - 1
+            elif base.get("accuracy") and m.get("accuracy") is not None:
+                m["quality_drop"] = 1 - m["accuracy"] / base["accuracy"]
+            if base.get("ood_perplexity") and m.get("ood_perplexity"):
+                m["ood_quality_drop"] = m["ood_perplexity"] / base["ood_perplexity"] - 1
+
+    def profile_all(self, ids: list[str] | None = None) -> None:
+        """Profile the baseline and the given variants together, interleaved (see module docstring)."""
+        from slimlm.profile import compare
+
+        chosen = [v for v in self.variants.values() if v.is_baseline or ids is None or v.id in ids]
+        chosen.sort(key=lambda v: not v.is_baseline)
+        self.log(f"profiling {len(chosen)} variants side by side (latency, decode, peak memory)")
+        models = [self._model_of(v) for v in chosen]
+        results = compare(models, shapes=self.opts.shapes, decode_tokens=self.opts.decode_tokens,
+                          threads=self.opts.threads, repeats=self.opts.repeats, progress=self.progress)
+        primary = "x".join(map(str, self.opts.shapes[0]))
+        for v, r in zip(chosen, results):
+            lat = r["latency_ms"].get(primary, {})
+            v.metrics.update({
+                "params": r["params"], "nonzero_params": r["nonzero_params"], "disk_mb": r["disk_mb"],
+                "peak_rss_mb": r["peak_rss_mb"], "latency_ms": r["latency_ms"], "latency_p50_ms": lat.get("p50"),
+                "latency_p99_ms": lat.get("p99"), "decode_tokens_per_s": r["decode_tokens_per_s"],
+                "flops": r["flops"], "energy_j_per_1k_tokens": r["energy_j_per_1k_tokens"],
+                "co2e_g_per_1k_tokens": r["co2e_g_per_1k_tokens"], "energy_source": r["energy_source"],
+                "roofline": r["roofline"], "ratios": r["ratios"], "threads": r["threads"],
+            })
+            if v.is_baseline and v.path and not v.path.startswith(("builtin:", "tiny:")):
+                v.metrics["disk_mb"] = r["disk_mb"]
+        del models
+        self.write_state([])
+
+
+def compress(model: str, recipes: list[Recipe], out: str | Path, options: RunOptions | None = None, *,
+             progress: Callable | None = None, log: Callable[[str], None] | None = None) -> Pipeline:
+    """Run ``recipes`` on ``model`` in run directory ``out``; evaluate and profile every variant.
+
+    Returns the `Pipeline`, whose ``variants`` hold every measured variant (the baseline first). Selection
+    and the report are separate steps (`slimlm.search.select`, `slimlm.report.write_report`).
+
+    Example:
+        >>> p = compress("tiny:llama", [load_recipe("int8-only")], "runs/demo")  # doctest: +SKIP
+    """
+    p = Pipeline(model, out, options, progress=progress, log=log)
+    names = [r.name for r in recipes]
+    p.write_state(names)
+    ids: list[str] = []
+    for r in recipes:
+        ids += p.run_recipe(r)
+        p.write_state(names)
+    p.evaluate_all()
+    if p.opts.profile:
+        p.profile_all()
+    p.write_state(names)
+    return p

@@ -1,0 +1,200 @@
+"""Recipes: an ordered list of stages (prune, distill, quantize), each with its method's typed config.
+
+A recipe is YAML that round-trips through the typed configs of each method package:
+
+    name: quick
+    description: one-shot structured prune, short distillation, int8
+    stages:
+      - prune: {method: structured, layers: 6, ffn: 0.25}
+        calibration: {samples: 32, seq_len: 256}
+      - distill: {steps: 40, loss: kl}
+      - quantize: {scheme: int8-dynamic}
+
+Validation happens here, before any model is loaded: a typo fails with the path of the bad field
+(``stages[2].quantize: ...``). Each stage kind parses with its own package's parser, so a new method needs no
+change here; a new *kind* of stage is one entry in ``_PARSERS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slimlm.errors import ConfigError
+
+RECIPE_VERSION = 1
+
+
+def _parse_prune(d: dict) -> BaseModel:
+    from slimlm.prune import config_from_dict
+
+    return config_from_dict(d)
+
+
+def _parse_distill(d: dict) -> BaseModel:
+    from slimlm.distill.config import DistillConfig
+
+    try:
+        return DistillConfig(**d)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise ConfigError(f"field {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}.") from None
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _parse_quantize(d: dict) -> BaseModel:
+    from slimlm.quantize import parse_config
+
+    return parse_config(d)
+
+
+_PARSERS: dict[str, Callable[[dict], BaseModel]] = {
+    "prune": _parse_prune,
+    "distill": _parse_distill,
+    "quantize": _parse_quantize,
+}
+KINDS = tuple(_PARSERS)
+
+
+class CalibrationSpec(BaseModel):
+    """Calibration data for a stage that needs it (pruning, SmoothQuant, GPTQ, the fallback, QAT)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    samples: int = Field(64, ge=1)
+    seq_len: int = Field(512, ge=2)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str
+    config: BaseModel
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
+
+    def config_dict(self) -> dict:
+        return self.config.model_dump(mode="json")
+
+    def to_dict(self) -> dict:
+        body = self.config.model_dump(mode="json", exclude_defaults=True)
+        for key in ("method", "scheme"):  # discriminators must survive exclude_defaults
+            if hasattr(self.config, key):
+                body[key] = getattr(self.config, key)
+        body.pop("kind", None)
+        out: dict[str, Any] = {self.kind: body}
+        if self.calibration != CalibrationSpec():
+            out["calibration"] = self.calibration.model_dump(exclude_defaults=True)
+        return out
+
+    def key(self) -> str:
+        """Stable digest of everything that determines this stage's output given its input."""
+        blob = json.dumps({"kind": self.kind, "config": self.config_dict(),
+                           "calibration": self.calibration.model_dump()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def label(self) -> str:
+        c = self.config_dict()
+        if self.kind == "prune":
+            if c.get("method") == "structured":
+                parts = [f"{k}={c[k]:g}" if isinstance(c[k], float) else f"{k}={c[k]}"
+                         for k in ("layers", "heads", "ffn", "hidden", "vocab") if c.get(k)]
+                return "prune " + ",".join(parts)
+            pat = c.get("pattern")
+            return f"{c['method']} {pat}" if pat else f"{c['method']} {c.get('sparsity', 0):.0%}"
+        if self.kind == "distill":
+            return f"distill {c['loss']} {c['steps']} steps"
+        scheme = c.get("scheme")
+        if scheme == "qat":
+            return f"qat {c['target']['scheme']}"
+        extra = f" g{c['group_size']} {c.get('method', '')}".rstrip() if scheme == "int4-weight" else ""
+        if c.get("smoothquant") is not None:
+            extra += f" sq{c['smoothquant']:g}"
+        return f"{scheme}{extra}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    stages: tuple[Stage, ...]
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "version": RECIPE_VERSION,
+                "stages": [s.to_dict() for s in self.stages]}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+
+
+def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
+    """Validate a parsed recipe; every error names the path of the bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a recipe is a mapping with 'name' and 'stages'.")
+    unknown = set(data) - {"name", "description", "version", "stages"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level field(s) {sorted(unknown)}; use name, description, stages.")
+    if data.get("version", RECIPE_VERSION) != RECIPE_VERSION:
+        raise ConfigError(f"{source}: version {data['version']} is not supported (this slimlm reads {RECIPE_VERSION}).")
+    stages_raw = data.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise ConfigError(f"{source}: 'stages' must be a non-empty list of prune / distill / quantize stages.")
+    stages = []
+    for i, raw in enumerate(stages_raw):
+        where = f"{source}: stages[{i}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be a mapping such as {{prune: {{method: wanda, sparsity: 0.5}}}}.")
+        kinds = [k for k in raw if k in _PARSERS]
+        extra = set(raw) - set(_PARSERS) - {"calibration"}
+        if len(kinds) != 1 or extra:
+            raise ConfigError(f"{where} must have exactly one of {', '.join(KINDS)} (and optionally calibration); "
+                              f"got {sorted(raw)}.")
+        kind = kinds[0]
+        body = raw[kind] or {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}.{kind} must be a mapping of config fields.")
+        try:
+            config = _PARSERS[kind](dict(body))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{kind}: {exc}") from None
+        try:
+            calib = CalibrationSpec(**(raw.get("calibration") or {}))
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            raise ConfigError(f"{where}.calibration.{'.'.join(map(str, e['loc']))}: {e['msg']}.") from None
+        stages.append(Stage(kind, config, calib))
+    name = str(data.get("name") or source)
+    return Recipe(name=name, stages=tuple(stages), description=str(data.get("description") or ""))
+
+
+def builtin_names() -> list[str]:
+    root = resources.files("slimlm.recipes") / "builtin"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A builtin recipe by name (``quick``) or a YAML file."""
+    text = None
+    source = str(name_or_path)
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist.")
+        text = path.read_text(encoding="utf-8")
+    elif source in builtin_names():
+        text = (resources.files("slimlm.recipes") / "builtin" / f"{source}.yaml").read_text(encoding="utf-8")
+    else:
+        raise ConfigError(f"unknown recipe {source!r}; builtin recipes: {', '.join(builtin_names())}, or give a YAML file.")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{at}.") from None
+    return recipe_from_dict(data, source=path.name if path.exists() else source)

@@ -1,0 +1,88 @@
+"""The compress pipeline on tiny models: cache reuse across recipes, resume after a kill, the run dir."""
+
+import json
+
+import pytest
+
+from slimlm.recipes import recipe_from_dict
+from slimlm.recipes import stages as stages_mod
+from slimlm.recipes.pipeline import RunOptions, compress
+
+PRUNE = {"prune": {"method": "structured", "layers": 1, "ffn": 0.25}, "calibration": {"samples": 4, "seq_len": 32}}
+DISTILL = {"distill": {"steps": 2, "seq_len": 32, "batch_size": 2}}
+INT8 = {"quantize": {"scheme": "int8-dynamic"}}
+
+
+def opts(text_file, **kw):
+    return RunOptions(data=str(text_file), ood_data=None, eval_tokens=128, seq_len=32, shapes=((1, 16),),
+                      decode_tokens=2, repeats=2, profile=kw.pop("profile", False), teacher_agreement=False, **kw)
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    calls = []
+    for kind, fn in list(stages_mod.RUNNERS.items()):
+        def wrapped(model, stage, ctx, _fn=fn, _kind=kind):
+            calls.append(_kind)
+            return _fn(model, stage, ctx)
+        monkeypatch.setitem(stages_mod.RUNNERS, kind, wrapped)
+    return calls
+
+
+def test_second_recipe_reuses_the_shared_prefix(tmp_path, text_file, counting):
+    a = recipe_from_dict({"name": "a", "stages": [PRUNE, DISTILL]})
+    b = recipe_from_dict({"name": "b", "stages": [PRUNE, DISTILL, INT8]})
+    p = compress("tiny:llama", [a], tmp_path / "run", opts(text_file))
+    assert counting == ["prune", "distill"]
+    p2 = compress("tiny:llama", [b], tmp_path / "run", opts(text_file))
+    assert counting == ["prune", "distill", "quantize"]  # prune and distill came from the cache
+    ids = [v.id for v in p2.variants.values()]
+    assert len(ids) == 4 and ids[0].startswith("base-")
+    lines = (tmp_path / "run" / "variants.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    final = json.loads(lines[-1])
+    assert [s["kind"] for s in final["stages"]] == ["prune", "distill", "quantize"]
+    assert final["recovery"]["tokens"] == 2 * 2 * 32  # inherited from the distill stage
+    assert final["metrics"]["perplexity"] > 1 and "quality_drop" in final["metrics"]
+    base = json.loads(lines[0])
+    assert base["is_baseline"] and base["metrics"]["quality_drop"] == 0
+
+
+def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, text_file, counting, monkeypatch):
+    r = recipe_from_dict({"name": "r", "stages": [PRUNE, DISTILL, INT8]})
+    real = stages_mod.RUNNERS["distill"]
+
+    def killed(model, stage, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(stages_mod.RUNNERS, "distill", killed)
+    with pytest.raises(KeyboardInterrupt):
+        compress("tiny:llama", [r], tmp_path / "run", opts(text_file))
+    cache = tmp_path / "run" / "cache"
+    finished = [d for d in cache.iterdir() if not d.name.startswith(".")]
+    assert len(finished) == 1  # the prune output; nothing half-written beside it
+    assert not [d for d in cache.iterdir() if d.name.endswith(".tmp")]
+    monkeypatch.setitem(stages_mod.RUNNERS, "distill", real)
+    counting.clear()
+    p = compress("tiny:llama", [r], tmp_path / "run", opts(text_file))
+    assert counting == ["distill", "quantize"]  # the finished prune stage came from the cache
+    assert len([d for d in cache.iterdir() if not d.name.startswith(".")]) == 3
+    assert all("perplexity" in v.metrics for v in p.variants.values())
+
+
+def test_profile_fills_efficiency_metrics(tmp_path, text_file):
+    r = recipe_from_dict({"name": "r", "stages": [PRUNE]})
+    p = compress("tiny:llama", [r], tmp_path / "run", opts(text_file, profile=True))
+    base, pruned = list(p.variants.values())
+    assert pruned.metrics["params"] < base.metrics["params"]
+    assert pruned.metrics["latency_p50_ms"] > 0 and pruned.metrics["ratios"]["flops_1x16"] < 1
+    assert pruned.metrics["disk_mb"] < base.metrics["disk_mb"]
+
+
+def test_run_dir_of_another_model_is_refused(tmp_path, text_file):
+    from slimlm.errors import ConfigError
+
+    r = recipe_from_dict({"name": "r", "stages": [INT8]})
+    compress("tiny:llama", [r], tmp_path / "run", opts(text_file))
+    with pytest.raises(ConfigError, match="another --out"):
+        compress("tiny:llama?layers=2", [r], tmp_path / "run", opts(text_file))
