@@ -22,7 +22,7 @@ import torch
 from slimlm.data import load_data
 from slimlm.evaluate import evaluate
 from slimlm.models import Model, load
-from slimlm.profile import compare, machine_info
+from slimlm.profile import compare
 from slimlm.prune import make_calibration, make_config, parse_structured, prune_
 
 UNSTRUCTURED = [
@@ -140,7 +140,7 @@ def main() -> None:
     prof = compare(models, shapes=((1, 128), (8, 128)), decode_tokens=64, threads=args.threads,
                    repeats=args.repeats, memory=True)
     names = ["dense"] + [n for n, _ in STRUCTURED] + ["wanda 50% (zeros stored dense)"]
-    for name, p in zip(names, prof):
+    for name, p in zip(names, prof, strict=True):
         row = rows.setdefault(name, {"kind": "unstructured"})
         row["profile"] = {k: p.get(k) for k in ("params", "nonzero_params", "disk_mb", "peak_rss_mb",
                                                   "decode_tokens_per_s", "ratios")}
@@ -228,7 +228,7 @@ def _markdown(res: dict) -> str:
                      f"{_f(p.get('decode_tokens_per_s'), 1)} | {_f(ra.get('decode_speedup'))} | "
                      f"{_f(r.get('realised_share_of_flop_saving'))} |")
     lines += ["", "## Targets", ""]
-    for k, t in res["targets"].items():
+    for t in res["targets"].values():
         lines.append(f"- {'MET' if t['met'] else 'MISSED'}: {t['target']}")
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from slimlm.cli.main import main
 from slimlm.errors import ConfigError
@@ -13,8 +12,8 @@ from slimlm.prune.sensitivity import sensitivity
 def test_cubic_ramp_front_loads_and_ends_at_the_target():
     ramp = cubic_ramp(0.5, 4)
     assert ramp[-1] == pytest.approx(0.5)
-    steps = [b - a for a, b in zip([0.0] + ramp, ramp)]
-    assert all(x > y for x, y in zip(steps, steps[1:]))  # each step prunes less than the one before
+    steps = [b - a for a, b in zip([0.0] + ramp, ramp, strict=False)]
+    assert all(x > y for x, y in zip(steps, steps[1:], strict=False))  # each step prunes less than the one before
 
 
 def test_iterative_schedule_records_each_step(trained, calib, eval_windows, lm_loss):

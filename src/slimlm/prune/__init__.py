@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from slimlm.errors import ConfigError
 from slimlm.models import Model

@@ -11,8 +11,8 @@ running each block twice (statistics, then outputs after the edit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -115,7 +115,7 @@ class LayerRunner:
     @torch.inference_mode()
     def run(self, layer: nn.Module) -> list[torch.Tensor]:
         outs = []
-        for h, kw in zip(self.hidden, self.kwargs):
+        for h, kw in zip(self.hidden, self.kwargs, strict=True):
             o = layer(h, **kw)
             outs.append(o[0] if isinstance(o, tuple) else o)
         return outs

@@ -8,7 +8,7 @@ a config from YAML (`config_from_dict`). Validation errors name the field (`Conf
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -140,7 +140,7 @@ class StructuredConfig(_Base):
 
 
 PruneConfig = Annotated[
-    Union[MagnitudeConfig, WandaConfig, SparseGPTConfig, StructuredConfig], Field(discriminator="method")
+    MagnitudeConfig | WandaConfig | SparseGPTConfig | StructuredConfig, Field(discriminator="method")
 ]
 UNSTRUCTURED = {"magnitude": MagnitudeConfig, "wanda": WandaConfig, "sparsegpt": SparseGPTConfig}
 

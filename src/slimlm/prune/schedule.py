@@ -11,7 +11,8 @@ fixes the sparsity, and structured ratios would have to be re-expressed at every
 from __future__ import annotations
 
 import time
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -67,7 +67,7 @@ class _Quality:
                 nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum").item()
                 n += b[:, 1:].numel()
             return math.exp(nll / n)
-        drift = [1 - F.cosine_similarity(o, r, dim=-1).mean().item() for o, r in zip(self._outputs(), self.reference)]
+        drift = [1 - F.cosine_similarity(o, r, dim=-1).mean().item() for o, r in zip(self._outputs(), self.reference, strict=True)]
         return sum(drift) / len(drift)
 
 

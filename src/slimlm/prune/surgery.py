@@ -107,7 +107,7 @@ def slice_heads(model: Model, keep_q: list[list[int]], keep_kv: list[list[int]])
     names = _names(model)
     sd = _state(model)
     hd = a.head_dim
-    for layer, q_keep, kv_keep in zip(a.layers(), keep_q, keep_kv):
+    for layer, q_keep, kv_keep in zip(a.layers(), keep_q, keep_kv, strict=True):
         p = a.attention(layer)
         qi, kvi = _head_idx(q_keep, hd), _head_idx(kv_keep, hd)
         for lin, idx in ((p.q, qi), (p.k, kvi), (p.v, kvi)):
@@ -123,7 +123,7 @@ def slice_ffn(model: Model, keep: list[torch.Tensor]) -> None:
     a = model.adapter
     names = _names(model)
     sd = _state(model)
-    for layer, idx in zip(a.layers(), keep):
+    for layer, idx in zip(a.layers(), keep, strict=True):
         m = a.mlp(layer)
         for lin in (m.gate, m.up):
             if lin is None:

@@ -101,7 +101,7 @@ def prune_unstructured(model: Model, cfg: _Unstructured, calib: Calibration | No
                    "sparsity_target": cfg.sparsity,
                    "calibration_tokens": runner.tokens if runner else (calib.tokens.numel() if outliers else 0)})
     if outliers is not None:
-        for row, r in zip(report["layers"], outliers):
+        for row, r in zip(report["layers"], outliers, strict=True):
             row["outlier_ratio"] = r
     model.rehash()
     return report

@@ -79,8 +79,8 @@ def _is_byte_level(j: dict) -> bool:
 
 def trim_tokenizer(tokenizer, keep: list[int]):
     """A working tokenizer over the kept ids only, renumbered 0..len(keep)-1 in the original order."""
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
 
     j = _bpe_json(tokenizer)
     new_id = {old: new for new, old in enumerate(keep)}

@@ -4,6 +4,6 @@ Scores never touch the model's structure; `slimlm.prune.structure` decides what 
 `slimlm.prune.surgery` removes it.
 """
 
-from slimlm.prune.importance.scores import magnitude, owl_allocation, outlier_ratio, wanda
+from slimlm.prune.importance.scores import magnitude, outlier_ratio, owl_allocation, wanda
 
 __all__ = ["magnitude", "outlier_ratio", "owl_allocation", "wanda"]

@@ -31,7 +31,7 @@ def block_influence(model: Model, calib: Calibration, progress=None) -> list[flo
     scores = []
     for i, layer in enumerate(layers):
         outs = runner.run(layer)
-        cos = [F.cosine_similarity(h.float(), o.float(), dim=-1).mean() for h, o in zip(runner.hidden, outs)]
+        cos = [F.cosine_similarity(h.float(), o.float(), dim=-1).mean() for h, o in zip(runner.hidden, outs, strict=True)]
         scores.append(1.0 - torch.stack(cos).mean().item())
         runner.advance(outs=outs)
         progress("block influence", i + 1, len(layers))
