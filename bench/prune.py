@@ -22,7 +22,7 @@ import torch
 from slimlm.data import load_data
 from slimlm.evaluate import evaluate
 from slimlm.models import Model, load
-from slimlm.profile import compare
+from slimlm.profile import compare, parse_shapes
 from slimlm.prune import make_calibration, make_config, parse_structured, prune_
 
 UNSTRUCTURED = [
@@ -71,10 +71,11 @@ def _log(msg: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="builtin:smollm2-135m")
-    ap.add_argument("--calib-samples", type=int, default=32)
+    ap.add_argument("--calib-samples", type=int, default=16)
     ap.add_argument("--calib-seq-len", type=int, default=512)
-    ap.add_argument("--eval-tokens", type=int, default=8192)
-    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--eval-tokens", type=int, default=4096)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--shapes", default="1x128", help="prefill shapes BxS (the targets use 1x128)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--resume", action="store_true", help="reuse quality rows of a previous partial run")
@@ -113,6 +114,18 @@ def main() -> None:
         keep(name, row)
         del m
 
+    profiled = all(rows.get(n, {}).get("profile") for n in ["dense"] + [n for n, _ in STRUCTURED])
+    if not profiled:
+        _measure_structured(dense, calib, corpora, rows, keep, args)
+    machine = rows.pop("_machine")
+    result = _summarise(rows, args, machine)
+    (out_dir / "prune.json").write_text(json.dumps(result, indent=1))
+    md = _markdown(result)
+    (out_dir / "prune.md").write_text(md)
+    print(md)
+
+
+def _measure_structured(dense, calib, corpora, rows, keep, args) -> None:
     structured_models = []
     for name, spec in STRUCTURED:
         _log(f"prune {name}")
@@ -137,7 +150,7 @@ def main() -> None:
     prune_(sparse_ref, make_config("wanda", sparsity=0.5), calib)
     models = [dense, *structured_models, sparse_ref]
     dense.spec = "dense"
-    prof = compare(models, shapes=((1, 128), (8, 128)), decode_tokens=64, threads=args.threads,
+    prof = compare(models, shapes=parse_shapes(args.shapes), decode_tokens=64, threads=args.threads,
                    repeats=args.repeats, memory=True)
     names = ["dense"] + [n for n, _ in STRUCTURED] + ["wanda 50% (zeros stored dense)"]
     for name, p in zip(names, prof, strict=True):
@@ -147,14 +160,9 @@ def main() -> None:
         row["profile"]["latency_p50_ms"] = {k: v["p50"] for k, v in p["latency_ms"].items()}
         row["profile"]["latency_p90_ms"] = {k: v["p90"] for k, v in p["latency_ms"].items()}
         row["profile"]["gflops"] = {k: v / 1e9 for k, v in p["flops"].items()}
-    machine = {**prof[0]["machine"], "threads": prof[0]["threads"],
-               "roofline": {k: prof[0]["roofline"][k] for k in ("peak_gflops", "peak_gb_s")}}
-    result = _summarise(rows, args, machine)
-    (out_dir / "prune.json").write_text(json.dumps(result, indent=1))
-    md = _markdown(result)
-    (out_dir / "prune.md").write_text(md)
-    print(md)
-    partial.unlink(missing_ok=True)
+        keep(name, row)
+    keep("_machine", {**prof[0]["machine"], "threads": prof[0]["threads"],
+                      "roofline": {k: prof[0]["roofline"][k] for k in ("peak_gflops", "peak_gb_s")}})
 
 
 def _summarise(rows: dict, args, machine: dict) -> dict:
@@ -183,7 +191,7 @@ def _summarise(rows: dict, args, machine: dict) -> dict:
             "out_of_domain": "pydoc (Python stdlib docstrings, eval split)",
             "settings": {"calibration": f"{args.calib_samples} x {args.calib_seq_len} tokens",
                          "eval_tokens": args.eval_tokens, "eval_seq_len": 512, "latency_repeats": args.repeats,
-                         "threads": args.threads},
+                         "threads": args.threads, "shapes": args.shapes},
             "machine": machine, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "targets": {k: {"target": TARGETS[k], "met": bool(met[k])} for k in TARGETS}, "variants": rows}
 
@@ -213,18 +221,19 @@ def _markdown(res: dict) -> str:
         lines.append(f"| {name} | {r['params'] / 1e6:.1f}M | {_f(r.get('sparsity'))} | "
                      f"{_f(q['shakespeare']['perplexity'])} | {_f(pr.get('shakespeare'), 3)} | "
                      f"{_f(q['pydoc']['perplexity'])} | {_f(pr.get('pydoc'), 3)} | {_f(r.get('prune_seconds'), 0)} |")
+    shapes = [k for k in next(r["profile"]["latency_p50_ms"] for r in rows.values() if r.get("profile"))]
+    head = "| variant | params | disk MB | " + " | ".join(f"GFLOP {k} | p50 ms {k} | speedup {k}" for k in shapes)
     lines += ["", "## Efficiency (interleaved, ratios against dense)", "",
-              "| variant | params | disk MB | GFLOP 1x128 | p50 ms 1x128 | speedup 1x128 | p50 ms 8x128 | speedup 8x128 "
-              "| decode tok/s | decode speedup | share of FLOP saving realised |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              head + " | decode tok/s | decode speedup | share of FLOP saving realised (1x128) |",
+              "|---|---|---|" + "---|---|---|" * len(shapes) + "---|---|---|"]
     for name, r in rows.items():
         p = r.get("profile")
         if not p:
             continue
         ra = p["ratios"]
-        lines.append(f"| {name} | {p['params'] / 1e6:.1f}M | {_f(p.get('disk_mb'), 0)} | {_f(p['gflops']['1x128'], 1)} | "
-                     f"{_f(p['latency_p50_ms']['1x128'], 0)} | {_f(ra.get('prefill_speedup_1x128'))} | "
-                     f"{_f(p['latency_p50_ms']['8x128'], 0)} | {_f(ra.get('prefill_speedup_8x128'))} | "
+        cells = " | ".join(f"{_f(p['gflops'][k], 1)} | {_f(p['latency_p50_ms'][k], 0)} | "
+                           f"{_f(ra.get('prefill_speedup_' + k))}" for k in shapes)
+        lines.append(f"| {name} | {p['params'] / 1e6:.1f}M | {_f(p.get('disk_mb'), 0)} | {cells} | "
                      f"{_f(p.get('decode_tokens_per_s'), 1)} | {_f(ra.get('decode_speedup'))} | "
                      f"{_f(r.get('realised_share_of_flop_saving'))} |")
     lines += ["", "## Targets", ""]
