@@ -97,3 +97,19 @@ def test_int8_embedding():
     q = Int8Embedding.from_float(emb)
     ids = torch.randint(0, 300, (3, 7))
     assert sqnr(emb(ids), q(ids)) > 38
+
+
+def test_siblings_quantize_a_shared_input_once(tiny):
+    from slimlm.quantize import Int8DynamicConfig, quantize_
+    from slimlm.quantize.modules import ActCache
+
+    ids = torch.randint(0, 250, (2, 24))
+    with torch.inference_mode():
+        quantize_(tiny, Int8DynamicConfig())
+        a = tiny.adapter.attention(tiny.adapter.layers()[0])
+        assert isinstance(a.q.act_cache, ActCache) and a.q.act_cache is a.k.act_cache is a.v.act_cache
+        cached = tiny.hf(ids).logits
+        for m in tiny.hf.modules():
+            if isinstance(m, Int8DynamicLinear):
+                m.act_cache = None
+        assert torch.equal(cached, tiny.hf(ids).logits)

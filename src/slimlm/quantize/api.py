@@ -21,7 +21,13 @@ from slimlm.quantize.calibrate import InputStats, run_batches
 from slimlm.quantize.configs import Int4WeightConfig, Int8DynamicConfig, Int8WeightConfig, QATConfig
 from slimlm.quantize.fallback import lm_loss, set_module, walk
 from slimlm.quantize.gptq import gptq_int4
-from slimlm.quantize.modules import Int4WeightLinear, Int8DynamicLinear, Int8Embedding, Int8WeightLinear
+from slimlm.quantize.modules import (
+    Int4WeightLinear,
+    Int8DynamicLinear,
+    Int8Embedding,
+    Int8WeightLinear,
+    share_input_quantization,
+)
 from slimlm.quantize.smoothquant import smooth_
 
 
@@ -191,6 +197,7 @@ def quantize_(model, config, calib: torch.Tensor | None = None, progress=None) -
     hf = _hf(model)
     hf.eval()
     report = handler(model, config, calib, progress)
+    share_input_quantization(hf)
     if hasattr(model, "provenance"):
         model.provenance.pop("hash", None)
     return report
@@ -199,3 +206,15 @@ def quantize_(model, config, calib: torch.Tensor | None = None, progress=None) -
 def holdout_ppl_ratio(hf: nn.Module, reference: nn.Module, rows: torch.Tensor) -> float:
     """Perplexity of ``hf`` over that of ``reference`` on ``rows``."""
     return math.exp(lm_loss(hf, rows) - lm_loss(reference, rows))
+
+
+def compile_(model, **kwargs):
+    """Attach ``model.runner = torch.compile(model.hf)``: `slimlm.profile.compare` times prefill through it.
+
+    Inductor fuses the per-token activation quantization and the rescaling around ``torch._int_mm`` (the
+    eager int8 path runs them as separate aten ops). Compilation costs about 100 s per input shape on a
+    2-core CPU, so it is a deployment step, not something `quantize_` does. Decode (``generate``) stays eager.
+    """
+    share_input_quantization(model.hf, enable=False)
+    model.runner = torch.compile(model.hf, dynamic=False, **kwargs)
+    return model

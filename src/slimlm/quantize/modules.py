@@ -57,6 +57,25 @@ class _QuantLinear(QuantModule):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class ActCache:
+    """The last input a group of sibling layers saw (q/k/v, gate/up read the same tensor) and its int8 form.
+
+    Eager only: siblings quantize their shared input once instead of three times. It holds a strong
+    reference to that input, so an identity check cannot be fooled by a freed tensor's reused address.
+    """
+
+    __slots__ = ("x", "q", "s")
+
+    def __init__(self):
+        self.x = self.q = self.s = None
+
+
+def quantize_per_token(x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per row: ``(q int8 (M, K), scale fp32 (M, 1))``."""
+    s = x2.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12).div_(INT8_MAX)  # (M, 1)
+    return torch.round(x2 / s).to(torch.int8), s  # |x / s| <= 127 by construction
+
+
 class Int8DynamicLinear(_QuantLinear):
     """int8 x int8 -> int32 matmul: activations quantized per token at run time, weights per channel."""
 
@@ -66,6 +85,7 @@ class Int8DynamicLinear(_QuantLinear):
         super().__init__(qweight.shape[1], qweight.shape[0], bias)
         self.register_buffer("qweight", qweight.to(torch.int8).contiguous())  # (out, in)
         self.register_buffer("scale", scale.float().contiguous())  # (out,)
+        self.act_cache: ActCache | None = None  # set by `share_input_quantization`
 
     @classmethod
     def from_float(cls, linear: nn.Linear) -> Int8DynamicLinear:
@@ -78,14 +98,40 @@ class Int8DynamicLinear(_QuantLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, shape[-1]).float()  # (M, in)
-        s = x2.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12).div_(INT8_MAX)  # (M, 1)
-        q = torch.round(x2 / s).to(torch.int8)  # |x / s| <= 127 by construction
+        c = self.act_cache
+        if c is not None and c.x is x:
+            q, s = c.q, c.s
+        else:
+            q, s = quantize_per_token(x.reshape(-1, shape[-1]).float())  # (M, in), (M, 1)
+            if c is not None:
+                c.x, c.q, c.s = x, q, s
         y = torch._int_mm(q, self.qweight.t())  # (M, out) int32
-        y = y.to(torch.float32).mul_(s).mul_(self.scale)
+        y = torch.mul(y, s).mul_(self.scale)  # int32 * fp32 -> fp32
         if self.bias is not None:
             y.add_(self.bias)
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+
+def share_input_quantization(hf: nn.Module, enable: bool = True) -> int:
+    """Give int8-dynamic siblings that read one input (per the adapter's smoothing pairs) a shared cache.
+
+    Returns the number of groups linked. ``enable=False`` unlinks them (before ``torch.compile``, which
+    removes the duplicate work itself and should not trace a Python-side cache).
+    """
+    from slimlm.models.adapters import adapter_for
+
+    groups = 0
+    ad = adapter_for(hf)
+    for layer in ad.layers():
+        for _, consumers in ad.smoothing_pairs(layer):
+            mods = [m for m in consumers if isinstance(m, Int8DynamicLinear)]
+            if len(mods) < 2:
+                continue
+            cache = ActCache() if enable else None
+            for m in mods:
+                m.act_cache = cache
+            groups += 1
+    return groups
 
 
 class Int8WeightLinear(_QuantLinear):

@@ -17,7 +17,7 @@ from torch import nn
 
 from slimlm.errors import ModelFileError
 from slimlm.quantize.fallback import set_module
-from slimlm.quantize.modules import KINDS, QuantModule
+from slimlm.quantize.modules import KINDS, QuantModule, share_input_quantization
 
 FORMAT = 1
 
@@ -65,6 +65,7 @@ def restore(hf: nn.Module, meta: dict, path: str | Path | None) -> nn.Module:
         set_module(hf, name, cls.from_state(tensors[name], info))
     if "tie_word_embeddings" in meta:
         hf.config.tie_word_embeddings = meta["tie_word_embeddings"]
+    share_input_quantization(hf)
     return hf
 
 
