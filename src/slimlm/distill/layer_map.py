@@ -1,9 +1,13 @@
 """Which teacher layer each student layer should imitate.
 
-A student made by dropping layers keeps the others in order; if the pruning provenance lists the kept
-teacher layers, student layer i maps to kept[i] (its own origin). Otherwise layers are matched uniformly by
-depth, last to last: student i <-> teacher round((i+1) * Lt / Ls) - 1, the usual choice for students built
-from scratch (DistilBERT, TinyBERT).
+A student made by dropping layers keeps the others in order; if the pruning provenance says which teacher
+layers were kept (or removed), student layer i maps to its own origin. Otherwise layers are matched
+uniformly by depth, last to last: student i <-> teacher round((i+1) * Lt / Ls) - 1, the usual choice for
+students built from scratch (DistilBERT, TinyBERT).
+
+Provenance shapes understood, per stage (also under the stage's ``report`` / ``result``):
+``{"kept_layers": [...]}``, or the structured pruning report
+``{"layers": {"removed": [...]}, "shape_before": {"layers": N}}``. Several pruning stages compose.
 """
 
 from __future__ import annotations
@@ -11,18 +15,24 @@ from __future__ import annotations
 _KEYS = ("kept_layers", "layers_kept", "keep_layers")
 
 
+def _kept_in_stage(stage: dict) -> list[int] | None:
+    for where in (stage, stage.get("report") or {}, stage.get("result") or {}, stage.get("config") or {}):
+        for key in _KEYS:
+            if isinstance(where.get(key), list):
+                return [int(i) for i in where[key]]
+        layers = where.get("layers")
+        n_before = (where.get("shape_before") or {}).get("layers")
+        if isinstance(layers, dict) and isinstance(layers.get("removed"), list) and n_before:
+            removed = set(layers["removed"])
+            return [i for i in range(int(n_before)) if i not in removed]
+    return None
+
+
 def kept_layers_from_provenance(provenance: dict) -> list[int] | None:
-    """Compose the kept-layer lists of all pruning stages (a second prune indexes the first's survivors)."""
+    """Teacher layer index of every student layer, composed over all pruning stages; None if unknown."""
     kept: list[int] | None = None
     for stage in provenance.get("stages") or []:
-        found = None
-        for where in (stage, stage.get("result") or {}, stage.get("config") or {}):
-            for key in _KEYS:
-                if isinstance(where.get(key), list):
-                    found = [int(i) for i in where[key]]
-                    break
-            if found is not None:
-                break
+        found = _kept_in_stage(stage)
         if found is not None:
             kept = found if kept is None else [kept[i] for i in found]
     return kept
