@@ -35,6 +35,19 @@ def test_layer_map_from_provenance_and_uniform():
     assert derive_layer_map(2, 6, {}) == [(0, 2), (1, 5)]  # uniform, last to last
 
 
+def test_layer_map_from_a_saved_prune_report(tmp_path):
+    from slimlm.distill.layer_map import model_provenance
+    from slimlm.models import save
+
+    t = load(TEACHER)
+    s = drop_layers(t, [0, 2])
+    s.provenance["stages"] = []  # as `slimlm prune` saves it: the layers live in the top-level report
+    save(s, tmp_path / "p", stage={"kind": "prune", "config": {}},
+         extra={"prune": {"layers": {"removed": [1, 3]}, "shape_before": {"layers": 4}}})
+    loaded = load(tmp_path / "p")
+    assert derive_layer_map(2, 4, model_provenance(loaded)) == [(0, 0), (1, 2)]
+
+
 def test_schedule_parsing_and_structured_ramp():
     from slimlm.prune import StructuredConfig
 

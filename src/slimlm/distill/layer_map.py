@@ -12,6 +12,9 @@ Provenance shapes understood, per stage (also under the stage's ``report`` / ``r
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 _KEYS = ("kept_layers", "layers_kept", "keep_layers")
 
 
@@ -36,6 +39,23 @@ def kept_layers_from_provenance(provenance: dict) -> list[int] | None:
         if found is not None:
             kept = found if kept is None else [kept[i] for i in found]
     return kept
+
+
+def model_provenance(model) -> dict:
+    """The model's provenance, plus the layer report `slimlm prune` saves beside it (top-level ``prune`` key of
+    ``slimlm.json``) when the stages themselves do not say which layers were kept. That report describes the
+    last pruning stage only, so it is used when the model went through exactly one."""
+    prov = model.provenance
+    if kept_layers_from_provenance(prov) is not None or model.path is None:
+        return prov
+    meta_file = Path(model.path) / "slimlm.json"
+    if not meta_file.is_file():
+        return prov
+    report = json.loads(meta_file.read_text()).get("prune") or {}
+    prunes = [st for st in prov.get("stages") or [] if st.get("kind") == "prune"]
+    if len(prunes) != 1 or _kept_in_stage(report) is None:
+        return prov
+    return {**prov, "stages": [{"kind": "prune", "report": report}]}
 
 
 def derive_layer_map(student_layers: int, teacher_layers: int, provenance: dict | None = None) -> list[tuple[int, int]]:

@@ -30,7 +30,7 @@ from slimlm.distill.cache import open_cache
 from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from slimlm.distill.config import DistillConfig
 from slimlm.distill.data import ClassBatches, LMBatches
-from slimlm.distill.layer_map import derive_layer_map
+from slimlm.distill.layer_map import derive_layer_map, model_provenance
 from slimlm.distill.losses import (
     HiddenTransfer,
     attention_kl,
@@ -125,7 +125,7 @@ class _Step:
         self.hidden: HiddenTransfer | None = None
         if cfg.hidden_weight:
             n_s, n_t = student.adapter.num_layers, teacher.adapter.num_layers
-            lmap = cfg.layer_map or derive_layer_map(n_s, n_t, student.provenance)
+            lmap = cfg.layer_map or derive_layer_map(n_s, n_t, model_provenance(student))
             bad = [(i, j) for i, j in lmap if not (0 <= i < n_s and 0 <= j < n_t)]
             if bad:
                 raise ConfigError(f"layer_map pairs {bad} are out of range (student {n_s}, teacher {n_t} layers).")
