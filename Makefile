@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml constraints.txt requirements/embedded.txt
 
 venv: $(STAMP)
 
+# The main job on the embedded defaults: prune -> distill -> int8 SmolLM2-135M, measure every variant,
+# pick the operating point, and write demo-run/report.html and demo-run/decision.md (rerun to resume).
 demo: $(STAMP)
-	$(BIN)/slimlm demo
+	$(BIN)/slimlm compress builtin:smollm2-135m --recipe quick --data shakespeare --out demo-run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -25,6 +27,9 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/prune.py
+	$(BIN)/python bench/quantize.py
+	$(BIN)/python bench/distill.py
+	$(BIN)/python bench/search.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -11,7 +11,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get wide tables
 err = Console(stderr=True)
 
 

@@ -29,6 +29,8 @@ def variants_table(variants: list[dict], frontier: list[str], selected: str | No
         t.add_column(col, justify=justify, overflow="fold")
     for v in variants:
         m = v.get("metrics", {})
+        if not m:
+            continue  # a stage output nobody measured (e.g. a prefix cached by another recipe)
         mark = "★" if v["id"] == selected else ("◆" if v["id"] in frontier else "")
         ratios = m.get("ratios") or {}
         speed = next((r for k, r in ratios.items() if k.startswith("prefill_speedup_")), None)

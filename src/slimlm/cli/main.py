@@ -41,6 +41,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("sensitivity", "sensitivity_cmd", "sensitivity_command"),
     ("report", "report_cmd", "report_command"),
     ("compress", "compress_cmd", "compress_command"),
+    ("search", "search_cmd", "search_command"),
     ("distill", "distill_cmd", "distill_command"),
     ("finetune", "finetune_cmd", "finetune_command"),
 ]

@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -72,6 +73,19 @@ class Variant:
         return d
 
 
+@contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock (several search workers may share one run directory)."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _stage_key(parent_key: str, stage_key: str, data: str) -> str:
     return hashlib.sha256(f"{parent_key}|{stage_key}|{data}".encode()).hexdigest()[:16]
 
@@ -99,6 +113,8 @@ class Pipeline:
         self._check_run_dir()
         self.base = load(model, progress=self.log)
         self.variants: dict[str, Variant] = {}
+        self._unrecorded: dict[str, Variant] = {}  # stage outputs seen this session, recorded or not
+        self.stage_seconds_run = 0.0  # stage time actually spent in this session (not served from cache)
         self._load_previous()
         base_id = f"base-{self.base.hash[:8]}"
         if base_id not in self.variants:
@@ -129,24 +145,46 @@ class Pipeline:
                 self.variants[d["id"]] = Variant(**d)
 
     def write_state(self, recipes: list[str], extra: dict | None = None) -> None:
+        """Write run.json and variants.jsonl, merging with what other workers wrote (under a file lock)."""
         from slimlm.profile import machine_info
 
-        prev = {}
-        if (self.out / "run.json").exists():
-            prev = json.loads((self.out / "run.json").read_text())
-        run = {"model": self.spec, "data": self.opts.data, "ood_data": self.opts.ood_data,
-               "options": self.opts.measure_key(), "recipes": sorted(set(prev.get("recipes", [])) | set(recipes)),
-               "created": prev.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
-               "primary_shape": "x".join(map(str, self.opts.shapes[0])), "baseline": self.base_id,
-               **{k: v for k, v in prev.items() if k in ("selection",)}, **(extra or {})}
-        write_json_atomic(self.out / "run.json", run)
-        lines = [json.dumps(v.to_json(), default=str) for v in self.variants.values()]
-        write_text_atomic(self.out / "variants.jsonl", "\n".join(lines) + "\n")
+        with _locked(self.out / ".lock"):
+            prev = {}
+            if (self.out / "run.json").exists():
+                prev = json.loads((self.out / "run.json").read_text())
+            run = {"model": self.spec, "data": self.opts.data, "ood_data": self.opts.ood_data,
+                   "options": self.opts.measure_key(),
+                   "recipes": sorted(set(prev.get("recipes", [])) | set(recipes)),
+                   "created": prev.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
+                   "primary_shape": "x".join(map(str, self.opts.shapes[0])), "baseline": self.base_id,
+                   **{k: v for k, v in prev.items() if k in ("selection", "objectives", "search")}, **(extra or {})}
+            write_json_atomic(self.out / "run.json", run)
+            merged = {}
+            path = self.out / "variants.jsonl"
+            if path.exists():  # another worker (search) may have added variants since we read the file
+                for line in path.read_text().splitlines():
+                    if line.strip():
+                        d = json.loads(line)
+                        merged[d["id"]] = d
+            for v in self.variants.values():
+                old = merged.get(v.id)
+                new = v.to_json()
+                if old and len(old.get("metrics", {})) > len(new["metrics"]):
+                    new["metrics"] = {**new["metrics"], **old["metrics"]}
+                merged[v.id] = new
+            base = [d for d in merged.values() if d.get("is_baseline")]
+            rest = [d for d in merged.values() if not d.get("is_baseline")]
+            lines = [json.dumps(d, default=str) for d in base + rest]
+            write_text_atomic(path, "\n".join(lines) + "\n")
 
     # -- stages ----------------------------------------------------------------------------------------
-    def run_recipe(self, recipe: Recipe) -> list[str]:
-        """Run (or reuse) every stage of ``recipe``; return the variant ids it produced, in order."""
+    def run_recipe(self, recipe: Recipe, record_intermediate: bool = True) -> list[str]:
+        """Run (or reuse) every stage of ``recipe``; return the variant ids it produced, in order.
+
+        With ``record_intermediate=False`` (search) only the last stage's output becomes a variant of the
+        run; earlier outputs are still cached for reuse.
+        """
         parent_key, parent_dir = self.base.hash, None
         parent_id = self.base_id
         ids = []
@@ -170,6 +208,7 @@ class Pipeline:
                 t = time.perf_counter()
                 report, save_info = run_stage(model, stage, ctx)
                 seconds = time.perf_counter() - t
+                self.stage_seconds_run += seconds
                 save_stage_output(model, vdir, save_info, metrics={"stage_seconds": seconds})
                 import shutil
 
@@ -179,13 +218,15 @@ class Pipeline:
                 self.log(f"[{recipe.name}] stage {i + 1} done in {seconds:.0f} s: "
                          f"{report.get('params_before', 0):,} → {report.get('params_after', model.num_params()):,} params")
                 del model
-            parent = self.variants.get(parent_id)
+            parent = self.variants.get(parent_id) or self._unrecorded.get(parent_id)
             v.seconds = (parent.seconds if parent else 0.0) + v.seconds
             v.recovery = {"tokens": (parent.recovery["tokens"] if parent else 0) + v.recovery["tokens"],
                           "seconds": (parent.recovery["seconds"] if parent else 0.0) + v.recovery["seconds"]}
             if key in self.variants:  # keep measured metrics from an earlier run
                 v.metrics = self.variants[key].metrics or v.metrics
-            self.variants[key] = v
+            if record_intermediate or i == len(recipe.stages) - 1 or key in self.variants:
+                self.variants[key] = v
+            self._unrecorded[key] = v
             ids.append(key)
             parent_key, parent_dir, parent_id = key, vdir, key
         return ids

@@ -11,8 +11,10 @@ from slimlm.search.frontier import (
     parse_drop,
     select,
 )
+from slimlm.search.space import Space, load_space, space_from_dict
+from slimlm.search.study import parse_duration, search
 
 __all__ = [
     "HV_DROP_CAP", "OBJECTIVES", "TIERS", "Selection", "hypervolume", "normalised_hypervolume", "pareto_front",
-    "parse_drop", "select",
+    "parse_drop", "parse_duration", "search", "select", "Space", "load_space", "space_from_dict",
 ]

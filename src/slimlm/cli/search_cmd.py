@@ -1,0 +1,72 @@
+"""`slimlm search`: a multi-objective study over recipe parameters; frontier, operating point, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from slimlm.cli._out import emit_json, out, progress_bars, status
+
+
+def search_command(
+    model: str = typer.Argument(..., help="Model spec of the baseline (the teacher)."),
+    out_dir: Path = typer.Option(..., "--out", help="Run directory, shared by every worker of the study."),
+    space: str = typer.Option("builtin", "--space", help="Search space YAML file, or 'builtin'."),
+    trials: int = typer.Option(12, "--trials", help="Complete trials wanted, across all workers."),
+    objectives: str = typer.Option("latency", "--objectives", help="Costs besides quality: latency,size,memory,energy."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL (default: sqlite in --out)."),
+    study: str = typer.Option("slimlm", "--study", help="Study name to create or join."),
+    timeout: Optional[str] = typer.Option(None, "--timeout", help="Stop starting trials after e.g. 30m; best so far is kept."),
+    data: str = typer.Option("shakespeare", "--data", help="Data for calibration, training and evaluation."),
+    ood_data: str = typer.Option("pydoc", "--ood-data", help="Out-of-domain data ('none': skip)."),
+    eval_tokens: int = typer.Option(4096, "--eval-tokens", help="Perplexity token budget per variant and corpus."),
+    shapes: str = typer.Option("1x128", "--shapes", help="Prefill shapes to profile; the first is primary."),
+    decode_tokens: int = typer.Option(16, "--decode-tokens", help="Decode tokens per profile run."),
+    repeats: int = typer.Option(5, "--repeats", help="Timed runs per shape and variant."),
+    tier: Optional[str] = typer.Option(None, "--tier", help="critical (<0.5%), high (<1%) or medium (<3%)."),
+    max_drop: Optional[str] = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 1%."),
+    objective: str = typer.Option("latency", "--objective", help="What the operating point minimises."),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="p50 latency SLO."),
+    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Peak memory SLO."),
+    traffic: float = typer.Option(100_000, "--traffic", help="Requests per day, for the business figures."),
+    price_per_hour: float = typer.Option(0.10, "--price-per-hour", help="USD per machine-hour."),
+    grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", help="Grid carbon intensity."),
+    seed: int = typer.Option(0, "--seed", help="Sampler seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Search prune → distill → quantize recipes for the Pareto frontier of quality against cost."""
+    from slimlm.cli._runs import finish, load_variants, selection_settings, variants_table
+    from slimlm.profile import parse_shapes
+    from slimlm.recipes.pipeline import RunOptions
+    from slimlm.search import load_space, parse_duration, search
+
+    settings = selection_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb)
+    sp = load_space(space)
+    timeout_s = parse_duration(timeout)
+    objs = tuple(o.strip() for o in objectives.split(",") if o.strip())
+    opts = RunOptions(data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
+                      shapes=parse_shapes(shapes), decode_tokens=decode_tokens, repeats=repeats)
+    log = (lambda msg: None) if as_json else status
+
+    def after(p) -> None:  # anytime: a report of the best so far after every trial
+        p.write_state([], extra={"selection": settings})
+        finish(out_dir, settings, traffic, price_per_hour, grid)
+
+    with progress_bars(not as_json) as bar:
+        res = search(model, sp, out_dir, trials=trials, objectives=objs, storage=storage, study_name=study,
+                     timeout_s=timeout_s, options=opts, seed=seed, progress=bar, log=log, after_trial=after)
+    rep = finish(out_dir, settings, traffic, price_per_hour, grid)
+    variants = load_variants(out_dir)
+    if as_json:
+        emit_json({"out": str(out_dir), "variants": variants, "frontier": rep["frontier"],
+                   "selected": rep["selected"], "met": rep["met"], "closest": rep["closest"], "rule": rep["rule"],
+                   "hypervolume": rep["hypervolume"], "study": res, "report": rep["report"],
+                   "decision": rep["decision"]})
+        return
+    out.print(variants_table(variants, rep["frontier"], rep["selected"], f"search of {model}: "
+                             f"{res['completed']} trials ({res['ran_here']} here)"))
+    out.print(f"★ selected: {rep['selected'] or '-'}  ◆ frontier; hypervolume {rep['hypervolume'] or 0:.3f} — "
+              f"{'meets' if rep['met'] else 'NOTHING meets'} the bar: {rep['rule']}")
+    out.print(f"report: {rep['report']}\ndecision record: {rep['decision']}")

@@ -1,0 +1,183 @@
+"""The multi-objective search: an Optuna study whose trials are recipes run through the cached pipeline.
+
+Objectives (all minimised): the relative quality drop, plus one or more costs. Latency and energy enter
+as ratios to the baseline *measured in the same interleaved profile* as the trial's variant, so a trial
+that ran while the machine was busy is not penalised; size and memory are absolute (MB). At the end the
+frontier's variants are profiled again side by side with the baseline so that the report's numbers are
+comparable with each other.
+
+Several workers (processes, machines) share a study by pointing at the same ``storage`` (SQLite by default,
+in the run directory; any SQLAlchemy URL such as ``postgresql://...`` works) and ``study`` name. The trial
+budget is exact: a worker that finds the budget taken by lower-numbered trials gives its trial up (marked
+FAIL with the user attribute ``abandoned``), so N complete trials are run between all workers, none twice.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from slimlm.errors import ConfigError
+from slimlm.recipes.pipeline import Pipeline, RunOptions
+from slimlm.search.frontier import OBJECTIVES
+from slimlm.search.space import Space
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``30m``, ``2h``, ``90s`` or plain seconds -> seconds."""
+    if text is None:
+        return None
+    t = str(text).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(t[:-1]) * units[t[-1]] if t[-1] in units else float(t)
+    except (ValueError, IndexError):
+        raise ConfigError(f"--timeout {text!r} is not a duration; use e.g. 90s, 30m or 2h.") from None
+
+
+def _storage(url: str):
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def _objective_value(metrics: dict, objective: str, primary: str) -> float | None:
+    r = metrics.get("ratios") or {}
+    if objective == "latency":
+        s = r.get(f"prefill_speedup_{primary}")
+        return 1 / s if s else None
+    if objective == "energy":
+        return metrics.get("energy_ratio")
+    return metrics.get(OBJECTIVES[objective])
+
+
+def _in_flight_rank(study, number: int) -> int:
+    from optuna.trial import TrialState
+
+    live = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
+    return sum(1 for n in live if n < number)
+
+
+def search(
+    model: str,
+    space: Space,
+    out: str | Path,
+    *,
+    trials: int,
+    objectives: tuple[str, ...] = ("latency",),
+    storage: str | None = None,
+    study_name: str = "slimlm",
+    timeout_s: float | None = None,
+    options: RunOptions | None = None,
+    seed: int = 0,
+    progress: Callable | None = None,
+    log: Callable[[str], None] | None = None,
+    after_trial: Callable[[Pipeline], None] | None = None,
+) -> dict:
+    """Run (or join) a study until ``trials`` trials are complete or ``timeout_s`` passes.
+
+    Args:
+        model: baseline model spec.
+        space: a `Space` (see `slimlm.search.space`).
+        out: the run directory (shared by all workers of the study).
+        trials: total complete trials wanted across all workers.
+        objectives: costs besides quality drop: ``latency``, ``size``, ``memory``, ``energy``.
+        storage: an SQLAlchemy URL; default ``sqlite:///<out>/study.db``.
+        study_name: the study to create or join.
+        timeout_s: stop starting new trials after this many seconds (the best so far is saved).
+        after_trial: called after each trial with the pipeline (the CLI writes the report there).
+
+    Returns:
+        ``{"study", "storage", "completed", "ran_here", "trials": [{"number", "params", "variant", "values"}]}``.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    bad = [o for o in objectives if o not in OBJECTIVES]
+    if bad or not objectives:
+        raise ConfigError(f"--objectives {','.join(bad) or '(none)'}: use one or more of {', '.join(OBJECTIVES)}.")
+    if trials < 1:
+        raise ConfigError("--trials must be at least 1.")
+    log = log or (lambda m: None)
+    out = Path(out)
+    p = Pipeline(model, out, options, progress=progress, log=log)
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(6, trials // 2)))
+    study = optuna.create_study(study_name=study_name, storage=_storage(url), load_if_exists=True,
+                                directions=["minimize"] * (1 + len(objectives)), sampler=sampler)
+    study.set_metric_names(["quality_drop", *objectives])
+    p.write_state([], extra={"objectives": ["quality_drop", *[OBJECTIVES[o] for o in objectives]],
+                             "search": {"study": study_name, "storage": url, "space": space.name,
+                                        "trials": trials}})
+    primary = "x".join(map(str, p.opts.shapes[0]))
+    start = time.monotonic()
+    ran = 0
+    while True:
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if done >= trials:
+            break
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            log(f"time budget reached after {ran} trial(s) here; the best so far is saved")
+            break
+        trial = study.ask()
+        if _in_flight_rank(study, trial.number) >= trials:  # another worker holds the last slots
+            trial.set_user_attr("abandoned", "trial budget taken by lower-numbered trials")
+            study.tell(trial, state=TrialState.FAIL)
+            if len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) == 0:
+                continue
+            time.sleep(1.0)
+            continue
+        params = {k: trial.suggest_categorical(k, v) for k, v in space.choices.items()}
+        recipe = space.build(params)
+        log(f"trial {trial.number}: " + (" → ".join(s.label() for s in recipe.stages) if recipe else "baseline"))
+        try:
+            vid = p.run_recipe(recipe, record_intermediate=False)[-1] if recipe else p.base_id
+            p.evaluate_all([vid])
+            if p.opts.profile:
+                p.profile_all([vid])
+            base = p.variants[p.base_id].metrics
+            m = p.variants[vid].metrics
+            if m.get("energy_j_per_1k_tokens") and base.get("energy_j_per_1k_tokens"):
+                m["energy_ratio"] = m["energy_j_per_1k_tokens"] / base["energy_j_per_1k_tokens"]
+            values = [m.get("quality_drop")] + [_objective_value(m, o, primary) for o in objectives]
+            if any(v is None for v in values):
+                raise ConfigError(f"trial {trial.number}: an objective could not be measured ({values}).")
+        except KeyboardInterrupt:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed trial must not lose the study; it is recorded
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            study.tell(trial, state=TrialState.FAIL)
+            log(f"trial {trial.number} failed: {type(exc).__name__}: {exc}")
+            continue
+        trial.set_user_attr("variant", vid)
+        study.tell(trial, values)
+        ran += 1
+        p.write_state([])
+        if after_trial:
+            after_trial(p)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if p.opts.profile and complete:
+        _reprofile_frontier(p, [t.user_attrs.get("variant") for t in complete])
+    p.write_state([])
+    return {"study": study_name, "storage": url, "completed": len(complete), "ran_here": ran,
+            "stage_seconds_run": p.stage_seconds_run,
+            "trials": [{"number": t.number, "params": t.params, "variant": t.user_attrs.get("variant"),
+                        "values": t.values} for t in complete]}
+
+
+def _reprofile_frontier(p: Pipeline, ids: list[str | None]) -> None:
+    """Profile the frontier's variants side by side with the baseline, so the report compares like with like."""
+    from slimlm.search.frontier import pareto_front
+
+    variants = [p.variants[i].to_json() for i in dict.fromkeys(ids) if i and i in p.variants]
+    if not variants:
+        return
+    objs = ["quality_drop", "latency_p50_ms"]
+    front = [variants[i]["id"] for i in pareto_front(variants, objs)]
+    front = [i for i in front if i != p.base_id]
+    if front:
+        p.profile_all(front)

@@ -1,0 +1,86 @@
+"""The Optuna study over a tiny model: budget exactness with two workers on one SQLite file, space errors."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from slimlm.errors import ConfigError
+from slimlm.recipes.pipeline import RunOptions
+from slimlm.search import load_space, parse_duration, search, space_from_dict
+
+SPACE = {"name": "t", "choices": {"quantize": ["none", "int8-dynamic", "int8-weight"], "layers": [0, 1]},
+         "fixed": {"calibration": {"samples": 4, "seq_len": 32}}}
+
+
+def _opts(data):
+    return RunOptions(data=str(data), ood_data=None, eval_tokens=64, seq_len=32, shapes=((1, 8),),
+                      decode_tokens=0, repeats=1, profile=False, teacher_agreement=False)
+
+
+def test_space_builds_recipes_and_baseline():
+    sp = space_from_dict(SPACE, "t")
+    assert sp.build({"layers": 0, "quantize": "none"}) is None  # nothing to do: the baseline
+    r = sp.build({"layers": 1, "quantize": "int8-dynamic"})
+    assert [s.kind for s in r.stages] == ["prune", "quantize"]
+    b = space_from_dict({"choices": {"unstructured": ["wanda:0.5", "sparsegpt:2:4"], "quantize": ["int4-weight"],
+                                     "group_size": [64]}}, "u")
+    r = b.build({"unstructured": "sparsegpt:2:4", "quantize": "int4-weight", "group_size": 64})
+    assert r.stages[0].config.method == "sparsegpt" and r.stages[1].config.group_size == 64
+    assert load_space("builtin").choices["quantize"]
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({"choices": {"layrs": [1]}}, "unknown choice"),
+    ({"choices": {"quantize": ["int5"]}}, "quantize"),
+    ({"choices": {"layers": []}}, "non-empty list"),
+    ({"nope": 1}, "choices"),
+])
+def test_bad_spaces_fail_clearly(bad, msg):
+    with pytest.raises(ConfigError, match=msg):
+        space_from_dict(bad, "s.yaml")
+
+
+def test_durations():
+    assert parse_duration("30m") == 1800 and parse_duration("90s") == 90 and parse_duration("2h") == 7200
+    with pytest.raises(ConfigError, match="duration"):
+        parse_duration("soon")
+
+
+def test_search_runs_exactly_n_trials_and_resumes(tmp_path, text_file):
+    sp = space_from_dict(SPACE, "t")
+    res = search("tiny:llama", sp, tmp_path / "run", trials=2, objectives=("size",), options=_opts(text_file))
+    assert res["completed"] == 2 and res["ran_here"] == 2
+    assert all(len(t["values"]) == 2 for t in res["trials"])
+    again = search("tiny:llama", sp, tmp_path / "run", trials=3, objectives=("size",), options=_opts(text_file))
+    assert again["completed"] == 3 and again["ran_here"] == 1  # the study resumed: one more trial only
+    lines = (tmp_path / "run" / "variants.jsonl").read_text().splitlines()
+    assert 1 <= len(lines) <= 4 and all('"metrics": {}' not in x for x in lines)
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path, text_file):
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from slimlm.recipes.pipeline import RunOptions
+        from slimlm.search import search, space_from_dict
+        opts = RunOptions(data={str(text_file)!r}, ood_data=None, eval_tokens=64, seq_len=32, shapes=((1, 8),),
+                          decode_tokens=0, repeats=1, profile=False, teacher_agreement=False)
+        res = search("tiny:llama", space_from_dict({SPACE!r}, "t"), {str(tmp_path / "run")!r}, trials=4,
+                     objectives=("size",), options=opts, seed=int(sys.argv[1]))
+        print("RAN", res["ran_here"])
+    """))
+    procs = [subprocess.Popen([sys.executable, str(script), str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    ran = [int(o[0].split("RAN")[-1]) for o in outs]
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name="slimlm", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4 and sum(ran) == 4  # no trial lost, none run twice
+    assert len({t.number for t in complete}) == 4
+    assert all(t.user_attrs.get("variant") for t in complete)
