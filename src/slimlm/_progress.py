@@ -6,7 +6,8 @@ own function. This keeps library functions free of I/O and of global state.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 
 class ProgressFn(Protocol):

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from slimlm.data import (
-    GENRES, SHAKESPEARE_CALIBRATION, SHAKESPEARE_EVAL, calibration_batch, eval_windows, load_data, pack,
+    GENRES,
+    SHAKESPEARE_CALIBRATION,
+    SHAKESPEARE_EVAL,
+    calibration_batch,
+    eval_windows,
+    load_data,
+    pack,
 )
 from slimlm.errors import DataError
 from slimlm.models import load

@@ -35,9 +35,8 @@ def test_saved_copy_reloads_with_plain_transformers(smol, tmp_path):
 
 
 def test_perplexity_matches_plain_hf_on_midsummer(smol):
-    from slimlm.data import load_data, shakespeare_text_path
+    from slimlm.data import eval_windows, load_data, shakespeare_text_path
     from slimlm.evaluate import evaluate
-    from slimlm.data import eval_windows
 
     path = shakespeare_text_path("comedies/a-midsummer-night-s-dream")
     res = evaluate(smol, load_data(str(path)), seq_len=512, max_tokens=4096)

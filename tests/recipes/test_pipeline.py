@@ -32,7 +32,7 @@ def counting(monkeypatch):
 def test_second_recipe_reuses_the_shared_prefix(tmp_path, text_file, counting):
     a = recipe_from_dict({"name": "a", "stages": [PRUNE, DISTILL]})
     b = recipe_from_dict({"name": "b", "stages": [PRUNE, DISTILL, INT8]})
-    p = compress("tiny:llama", [a], tmp_path / "run", opts(text_file))
+    compress("tiny:llama", [a], tmp_path / "run", opts(text_file))
     assert counting == ["prune", "distill"]
     p2 = compress("tiny:llama", [b], tmp_path / "run", opts(text_file))
     assert counting == ["prune", "distill", "quantize"]  # prune and distill came from the cache

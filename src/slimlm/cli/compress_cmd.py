@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,11 +20,11 @@ def compress_command(
     shapes: str = typer.Option("1x128,8x128", "--shapes", help="Prefill shapes to profile; the first is primary."),
     repeats: int = typer.Option(5, "--repeats", help="Timed runs per shape and variant."),
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Profile the variants (latency, memory)."),
-    tier: Optional[str] = typer.Option(None, "--tier", help="critical (<0.5%), high (<1%) or medium (<3%) drop."),
-    max_drop: Optional[str] = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 2% or 0.02."),
+    tier: str | None = typer.Option(None, "--tier", help="critical (<0.5%), high (<1%) or medium (<3%) drop."),
+    max_drop: str | None = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 2% or 0.02."),
     objective: str = typer.Option("latency", "--objective", help="What the operating point minimises: latency, size, memory, energy."),
-    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="p50 latency SLO at the primary shape."),
-    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Peak memory SLO."),
+    max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="p50 latency SLO at the primary shape."),
+    max_memory_mb: float | None = typer.Option(None, "--max-memory-mb", help="Peak memory SLO."),
     traffic: float = typer.Option(100_000, "--traffic", help="Requests per day, for the business figures."),
     price_per_hour: float = typer.Option(0.10, "--price-per-hour", help="USD per machine-hour."),
     grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", help="Grid carbon intensity."),

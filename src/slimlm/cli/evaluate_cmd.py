@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -15,9 +13,9 @@ def evaluate_command(
     data: str = typer.Option("shakespeare", "--data", help="Data spec: shakespeare, shakespeare-genre, pydoc, a file."),
     split: str = typer.Option("eval", help="Split to score: train, calibration or eval."),
     seq_len: int = typer.Option(512, "--seq-len", help="Window length (tokens) for perplexity."),
-    max_tokens: Optional[int] = typer.Option(16384, "--max-tokens", help="Token budget for perplexity (0: all)."),
-    max_examples: Optional[int] = typer.Option(512, "--max-examples", help="Example budget for classifiers (0: all)."),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Also report agreement with this model."),
+    max_tokens: int | None = typer.Option(16384, "--max-tokens", help="Token budget for perplexity (0: all)."),
+    max_examples: int | None = typer.Option(512, "--max-examples", help="Example budget for classifiers (0: all)."),
+    teacher: str | None = typer.Option(None, "--teacher", help="Also report agreement with this model."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Measure perplexity, calibration (ECE), teacher agreement, and accuracy / macro-F1 for classifiers."""

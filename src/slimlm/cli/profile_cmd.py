@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -49,7 +47,7 @@ def profile_command(
     models: list[str] = typer.Argument(..., help="One or more model specs; several are compared, interleaved."),
     shapes: str = typer.Option("1x128,8x128", "--shapes", help="Prefill shapes BxS, comma-separated."),
     decode_tokens: int = typer.Option(64, "--decode-tokens", help="New tokens per decode run (0 skips decode)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: usable cores)."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch threads (default: usable cores)."),
     repeats: int = typer.Option(10, "--repeats", help="Timed runs per shape after 2 warm-up runs."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: an object for one model, a list for several."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,20 +15,20 @@ def search_command(
     space: str = typer.Option("builtin", "--space", help="Search space YAML file, or 'builtin'."),
     trials: int = typer.Option(12, "--trials", help="Complete trials wanted, across all workers."),
     objectives: str = typer.Option("latency", "--objectives", help="Costs besides quality: latency,size,memory,energy."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL (default: sqlite in --out)."),
+    storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL (default: sqlite in --out)."),
     study: str = typer.Option("slimlm", "--study", help="Study name to create or join."),
-    timeout: Optional[str] = typer.Option(None, "--timeout", help="Stop starting trials after e.g. 30m; best so far is kept."),
+    timeout: str | None = typer.Option(None, "--timeout", help="Stop starting trials after e.g. 30m; best so far is kept."),
     data: str = typer.Option("shakespeare", "--data", help="Data for calibration, training and evaluation."),
     ood_data: str = typer.Option("pydoc", "--ood-data", help="Out-of-domain data ('none': skip)."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", help="Perplexity token budget per variant and corpus."),
     shapes: str = typer.Option("1x128", "--shapes", help="Prefill shapes to profile; the first is primary."),
     decode_tokens: int = typer.Option(16, "--decode-tokens", help="Decode tokens per profile run."),
     repeats: int = typer.Option(5, "--repeats", help="Timed runs per shape and variant."),
-    tier: Optional[str] = typer.Option(None, "--tier", help="critical (<0.5%), high (<1%) or medium (<3%)."),
-    max_drop: Optional[str] = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 1%."),
+    tier: str | None = typer.Option(None, "--tier", help="critical (<0.5%), high (<1%) or medium (<3%)."),
+    max_drop: str | None = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 1%."),
     objective: str = typer.Option("latency", "--objective", help="What the operating point minimises."),
-    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="p50 latency SLO."),
-    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Peak memory SLO."),
+    max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="p50 latency SLO."),
+    max_memory_mb: float | None = typer.Option(None, "--max-memory-mb", help="Peak memory SLO."),
     traffic: float = typer.Option(100_000, "--traffic", help="Requests per day, for the business figures."),
     price_per_hour: float = typer.Option(0.10, "--price-per-hour", help="USD per machine-hour."),
     grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", help="Grid carbon intensity."),

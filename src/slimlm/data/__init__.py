@@ -1,8 +1,15 @@
 """Data: corpora from specs, tokenising and packing, and the calibration sampler."""
 
 from slimlm.data.corpus import (
-    GENRES, SHAKESPEARE_CALIBRATION, SHAKESPEARE_EVAL, SPLITS, Corpus, Document, load_data,
-    shakespeare_plays, shakespeare_text_path,
+    GENRES,
+    SHAKESPEARE_CALIBRATION,
+    SHAKESPEARE_EVAL,
+    SPLITS,
+    Corpus,
+    Document,
+    load_data,
+    shakespeare_plays,
+    shakespeare_text_path,
 )
 from slimlm.data.tokens import calibration_batch, encode, eval_windows, pack
 

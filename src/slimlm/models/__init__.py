@@ -1,6 +1,13 @@
 """Models: ``load(spec) -> Model``, ``save(model, dir)``, and family adapters."""
 
-from slimlm.models.adapters import AttentionParts, BertAdapter, FamilyAdapter, LlamaAdapter, MLPParts, adapter_for
+from slimlm.models.adapters import (
+    AttentionParts,
+    BertAdapter,
+    FamilyAdapter,
+    LlamaAdapter,
+    MLPParts,
+    adapter_for,
+)
 from slimlm.models.loading import BUILTINS, META_FILE, Model, load, save
 
 __all__ = [

@@ -155,7 +155,7 @@ def compare(
         results = [_static(m) for m in models]
         if memory:
             big = max(shapes, key=lambda bs: bs[0] * bs[1])
-            for i, (m, r) in enumerate(zip(models, results)):
+            for i, (m, r) in enumerate(zip(models, results, strict=True)):
                 progress("memory", i, len(models))
                 path, temp = _disk_dir(m)
                 r["disk_mb"] = _dir_mb(path)

@@ -19,10 +19,10 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from slimlm._io import write_json_atomic, write_text_atomic
 from slimlm.data import load_data
@@ -301,7 +301,7 @@ class Pipeline:
         results = compare(models, shapes=self.opts.shapes, decode_tokens=self.opts.decode_tokens,
                           threads=self.opts.threads, repeats=self.opts.repeats, progress=self.progress)
         primary = "x".join(map(str, self.opts.shapes[0]))
-        for v, r in zip(chosen, results):
+        for v, r in zip(chosen, results, strict=True):
             lat = r["latency_ms"].get(primary, {})
             v.metrics.update({
                 "params": r["params"], "nonzero_params": r["nonzero_params"], "disk_mb": r["disk_mb"],

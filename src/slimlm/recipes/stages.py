@@ -6,9 +6,9 @@ a model the pipeline owns (never on the parent it may still need) and never touc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from slimlm.data import Corpus
 from slimlm.models import Model

@@ -15,8 +15,8 @@ FAIL with the user attribute ``abandoned``), so N complete trials are run betwee
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from slimlm.errors import ConfigError
 from slimlm.recipes.pipeline import Pipeline, RunOptions
