@@ -297,6 +297,9 @@ def main() -> None:
     p.add_argument("--hidden-weight", type=float, default=1.0)
     p.add_argument("--eval-tokens", type=int, default=4096)
     p.add_argument("--curve-tokens", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; 1 by default: on a CPU shared with other jobs, 2 OpenMP threads were 3-4x "
+                        "slower than 1 (SmolLM2 forward 2x256 tokens: 31-42 s vs 11-12 s, measured 2026-11-22)")
     p.add_argument("--fresh", action="store_true")
     p.add_argument("--results", default=str(RESULTS), help="output folder (default bench/results)")
     p.add_argument("--encoder", default="builtin:minilm-l6")
@@ -308,6 +311,7 @@ def main() -> None:
     from slimlm.cli._quiet import quiet
 
     quiet()
+    torch.set_num_threads(args.threads)
     if args.part == "lm":
         run_lm(args)
     elif args.part == "encoder":

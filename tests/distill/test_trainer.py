@@ -65,7 +65,7 @@ def _weights(model):
 
 def test_resume_after_kill_matches_uninterrupted_run(teacher, corpus, tmp_path):
     cfg = DistillConfig(steps=6, lr=3e-3, seq_len=64, batch_size=2, grad_accum=2, warmup_steps=2,
-                        checkpoint_every=2, hidden_weight=1.0, eval_every=3, eval_tokens=256)
+                        checkpoint_every=2, hidden_weight=1.0, eval_every=3, eval_tokens=128)
     ref = load(SMALL)
     ref_res = distill_run(ref, teacher, corpus, cfg, checkpoint_dir=tmp_path / "a")
 

@@ -74,6 +74,35 @@ def checkpoint_dir_for(out_dir: Path, resume: bool, checkpoint_every: int) -> Pa
     return ckpt
 
 
+def init_distributed() -> int:
+    """Join the process group that ``torchrun`` / ``accelerate launch`` describe in the environment; return the rank.
+
+    NCCL when this process has a GPU, gloo otherwise. Without ``WORLD_SIZE`` > 1 nothing happens (rank 0).
+    """
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.get_rank() if dist.is_initialized() else 0
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+    return dist.get_rank()
+
+
+def pick_device(device: str):
+    import os
+
+    import torch
+
+    if device == "auto":
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def parse_layer_map(text: str | None) -> list[tuple[int, int]] | None:
     from slimlm.errors import ConfigError
 
@@ -163,6 +192,7 @@ def distill_command(
     schedule: str | None = typer.Option(None, "--schedule", help="iterative:steps=N alternates pruning and distillation."),
     prune: str | None = typer.Option(None, "--prune", help="Pruning target for --schedule, e.g. layers=10,ffn=0.35."),
     seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto (GPU of this rank if any, else CPU), cpu, cuda:0."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Distil TEACHER into STUDENT on --data; save the student to --out with its provenance."""
@@ -199,8 +229,13 @@ def distill_command(
     s = load(student, progress=status, num_labels=num_labels if _is_encoder(student, num_labels) else None)
     t = load(teacher, progress=status, num_labels=None) if teacher else None
     params_before = s.num_params()
+    rank = init_distributed()
+    dev = pick_device(device)
+    s.hf.to(dev)
+    if t is not None:
+        t.hf.to(dev)
     start = time.perf_counter()
-    with train_bar(not as_json, "distill") as (progress, on_metrics):
+    with train_bar(not as_json and rank == 0, "distill") as (progress, on_metrics):
         if sched is not None:
             s, records = prune_distill(s, t, corpus, prune_cfg, cfg, sched, progress=progress, on_metrics=on_metrics)
             summary = {"steps": sum(r["distill"]["steps"] for r in records),
@@ -212,7 +247,10 @@ def distill_command(
             res = distill_run(s, t, corpus, cfg, checkpoint_dir=ckpt, resume=resume, progress=progress,
                               on_metrics=on_metrics)
             summary = res.summary()
-        final = final_eval(s, corpus, eval_tokens)
+    if rank != 0:
+        return  # rank 0 holds the same weights and writes the result
+    s.hf.to("cpu")
+    final = final_eval(s, corpus, eval_tokens)
     stage = {"kind": "distill", "config": cfg.model_dump(mode="json"),
              "teacher": {"spec": teacher, "hash": t.hash if t else None}, "data": data,
              "schedule": sched.model_dump() if sched else None,

@@ -82,6 +82,11 @@ def lr_factor(step: int, cfg: DistillConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _device(model: Model) -> torch.device:
+    """Training runs where the student's weights are (move student and teacher before calling)."""
+    return next(model.hf.parameters()).device
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -130,13 +135,15 @@ class _Step:
             if bad:
                 raise ConfigError(f"layer_map pairs {bad} are out of range (student {n_s}, teacher {n_t} layers).")
             self.hidden = HiddenTransfer(lmap, student.adapter.hidden_size, teacher.adapter.hidden_size,
-                                         cfg.hidden_loss)
+                                         cfg.hidden_loss).to(_device(student))
         self.need_hidden = bool(cfg.hidden_weight or cfg.relation_weight)
         self.need_attn = bool(cfg.attention_weight)
         self.cache = None
 
     def __call__(self, rows: torch.Tensor, inputs: dict) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
+        device = _device(self.s)
+        inputs = {k: v.to(device) for k, v in inputs.items()}
         labels = inputs.pop("labels", None)
         mask = inputs.get("attention_mask")
         kw = {"output_hidden_states": self.need_hidden, "output_attentions": self.need_attn}
@@ -149,6 +156,8 @@ class _Step:
         if cfg.uses_teacher_outputs:
             if self.cache is not None:
                 topk = self.cache.get(rows)
+                if topk is not None:
+                    topk = tuple(x.to(device) for x in topk)
             if topk is None:
                 with torch.no_grad():
                     t_out = self.t.hf(**inputs, **kw)
@@ -325,7 +334,7 @@ def distill_run(
                     losses[k] = losses.get(k, 0.0) + v / cfg.grad_accum
             if world > 1:
                 _all_reduce_grads(params, world)
-                counts = torch.tensor([float(step_tokens)])
+                counts = torch.tensor([float(step_tokens)], device=_device(student))
                 dist.all_reduce(counts)
                 step_tokens = int(counts.item())
             if cfg.clip:
@@ -393,7 +402,7 @@ def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
 
 
 def _evaluate_and_maybe_stop(student, corpus, cfg, task, step, tokens, curve, best, rank, world, on_metrics) -> bool:
-    stop = torch.zeros(1)
+    stop = torch.zeros(1, device=_device(student))
     if rank == 0:
         res = _eval_score(student, corpus, cfg, task)
         entry = {"step": step, "tokens": tokens, **{k: v for k, v in res.items() if k != "score"}}
