@@ -96,18 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="builtin:smollm2-135m")
     p.add_argument("--quick", action="store_true", help="tiny model, few tokens: checks the script only")
-    p.add_argument("--eval-tokens", type=int, default=16384)
-    p.add_argument("--ood-tokens", type=int, default=8192)
+    p.add_argument("--eval-tokens", type=int, default=8192)
+    p.add_argument("--ood-tokens", type=int, default=4096)
     p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--calib-rows", type=int, default=32)
+    p.add_argument("--calib-rows", type=int, default=16)
     p.add_argument("--calib-len", type=int, default=512)
     p.add_argument("--group-size", type=int, default=32)
     p.add_argument("--smoothquant", type=float, default=0.5)
     p.add_argument("--tolerance", type=float, default=0.01)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (~100 s per shape)")
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--fallback", action="store_true", help="add the per-layer fallback to the int8 target")
+    p.add_argument("--plain-int8", action="store_true", help="also int8-dynamic without SmoothQuant")
+    p.add_argument("--peers", default="torch.ao quantize_dynamic,torchao int8-dynamic",
+                   help="peers to run (also: torchao int8-weight, torchao int4-weight g32)")
     p.add_argument("--only", default="", help="comma-separated variant names to build (debugging)")
     p.add_argument("--out", default=str(ROOT / "results" / "quantize"))
     a = p.parse_args(argv)
@@ -140,37 +144,42 @@ def main(argv: list[str] | None = None) -> int:
     calib = calibration_batch(base.tokenizer, sh, a.calib_rows, a.calib_len, seed=0)
     fallback = FallbackConfig(tolerance=a.tolerance, holdout=4)
     g = a.group_size
+    int8_cfg = Int8DynamicConfig(smoothquant=a.smoothquant, fallback=fallback if a.fallback else None)
+    target_int8 = f"int8-dynamic sq{a.smoothquant}" + (f" fallback{a.tolerance}" if a.fallback else "")
     ours = {
-        "int8-dynamic": Int8DynamicConfig(),
-        f"int8-dynamic sq{a.smoothquant}": Int8DynamicConfig(smoothquant=a.smoothquant),
-        f"int8-dynamic sq{a.smoothquant} fallback{a.tolerance}": Int8DynamicConfig(smoothquant=a.smoothquant,
-                                                                                   fallback=fallback),
+        target_int8: int8_cfg,
         "int8-weight": Int8WeightConfig(),
         f"int4-weight rtn g{g}": Int4WeightConfig(method="rtn", group_size=g),
         f"int4-weight gptq g{g}": Int4WeightConfig(method="gptq", group_size=g),
     }
-    target_int8 = f"int8-dynamic sq{a.smoothquant} fallback{a.tolerance}"
+    if a.plain_int8:
+        ours = {"int8-dynamic": Int8DynamicConfig(), **ours}
     target_int4 = f"int4-weight gptq g{g}"
     only = {s for s in a.only.split(",") if s}
 
     rows: list[dict] = []
     models: list = []
 
-    def add(name: str, model, kind: str, **info) -> dict:
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def add(name: str, model, kind: str, ood: bool = False, **info) -> dict:
         row = {"variant": name, "kind": kind, **info}
         t = time.time()
         row["ppl"] = _ppl(model, sh, a.eval_tokens, a.seq_len)
-        row["ppl_ood"] = _ppl(model, pyd, a.ood_tokens, a.seq_len)
+        if ood:  # out of domain: for fp32 and the methods calibrated on Shakespeare
+            row["ppl_ood"] = _ppl(model, pyd, a.ood_tokens, a.seq_len)
         row["eval_seconds"] = time.time() - t
         rows.append(row)
         models.append(model)
+        out.with_suffix(".partial.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
         _log(f"{name}: ppl {row['ppl']:.3f} (ood {row.get('ppl_ood', float('nan')):.3f})")
         return row
 
-    add("fp32", base, "reference", disk_mb=_dir_mb(base.path) if base.path else None, path=str(base.path or ""))
+    add("fp32", base, "reference", ood=True, disk_mb=_dir_mb(base.path) if base.path else None, path=str(base.path or ""))
     probe = torch.randint(0, base.adapter.vocab_size, (1, 64), generator=torch.Generator().manual_seed(0))
 
-    def build(name: str, cfg, src=None, kind="ours", extra_info=None):
+    def build(name: str, cfg, src=None, kind="ours", extra_info=None, ood=False):
         m = _clone(src or base)
         t = time.time()
         report = quantize_(m, cfg, calib, progress=None)
@@ -186,13 +195,27 @@ def main(argv: list[str] | None = None) -> int:
             info["fallback_frontier"] = report["fallback"]["frontier"]
         del m
         _log(f"{name}: quantized in {secs:.0f} s, reload identical: {same}")
-        return add(name, back, kind, **info), back
+        return add(name, back, kind, ood=ood, **info), back
 
+    calibrated = {target_int8, f"int4-weight gptq g{g}", f"int4-weight rtn g{g}"}
     built = {}
     for name, cfg in ours.items():
         if only and name not in only:
             continue
-        built[name] = build(name, cfg)[1]
+        built[name] = build(name, cfg, ood=name in calibrated)[1]
+        if name.startswith("int4-weight rtn"):  # same kernel as GPTQ's variant: quality only, not timed
+            rows[-1]["not_timed"] = True
+            del models[-1]
+    # the int8 target with lm_head quantized too (on request; embeddings stay fp32): quantize_ on the saved
+    # variant only finds the lm_head left, so no second calibration pass is needed
+    if target_int8 in built:
+        head = Int8DynamicConfig(skip=("embed",))
+        hm = load(built[target_int8].path)
+        rep = quantize_(hm, head)
+        hpath = save(hm, work / "int8_lm_head", head, rep)
+        hm = load(hpath)
+        add(f"{target_int8} +lm_head", hm, "ours", disk_mb=_dir_mb(hpath), path=str(hpath),
+            note="the target variant, then lm_head quantized to int8-dynamic as well")
 
     # int4 with torchao's CPU int4 kernel (bf16 activations) instead of unpacking to fp32
     if target_int4 in built:
@@ -215,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         prune_(pruned, WandaConfig(sparsity=0.5), make_calibration(pruned, sh, n=a.calib_rows, seq_len=a.calib_len))
         masks = {n: (lin.weight == 0).clone() for n, lin in pruned.adapter.block_linears().items()}
         prow = add("pruned 50% (wanda, fp32)", pruned, "ours", disk_mb=None)
-        qrow, qpm = build(f"pruned 50% + {target_int8}", ours[target_int8], src=pruned)
+        qrow, qpm = build(f"pruned 50% + {target_int8}", ours[target_int8], src=pruned, ood=True)
         mods = dict(qpm.hf.named_modules())
         zeros_ok, total = 0, 0
         for n, mask in masks.items():
@@ -225,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             zeros_ok += int((w[mask] == 0).sum())
         compose = {"zeros_expected": total, "zeros_kept": zeros_ok}
         qrow["zeros_kept_share"] = zeros_ok / max(total, 1)
-        models.remove(pruned)  # timed rows: fp32 pruned is the same dense compute as fp32
+        del models[next(i for i, m in enumerate(models) if m is pruned)]  # same dense compute as fp32
         prow["not_timed"] = True
 
     compiled = None
@@ -233,20 +256,25 @@ def main(argv: list[str] | None = None) -> int:
         compiled = load(built[target_int8].path)
         compile_(compiled)
         t = time.time()
-        with torch.inference_mode():
-            for b, s in ((1, 128), (8, 128)):
-                compiled.runner(torch.zeros(b, s, dtype=torch.long), use_cache=False)
-        compiled.spec = f"{target_int8} + torch.compile"
-        row = dict(next(r for r in rows if r["variant"] == target_int8))
-        row.update(variant=compiled.spec, compile_seconds=time.time() - t,
-                   note="prefill through the compiled module; decode runs eager generate()")
-        rows.append(row)
-        models.append(compiled)
-        _log(f"compiled in {row['compile_seconds']:.0f} s")
+        try:
+            with torch.inference_mode():
+                for b, s in ((1, 128), (8, 128)):
+                    compiled.runner(torch.zeros(b, s, dtype=torch.long), use_cache=False)
+        except Exception as exc:  # noqa: BLE001 - report a failed compile, keep the eager results
+            rows.append({"variant": f"{target_int8} + torch.compile", "kind": "ours",
+                         "error": f"{type(exc).__name__}: {exc}"[:300]})
+            compiled = None
+        if compiled is not None:
+            compiled.spec = f"{target_int8} + torch.compile"
+            row = dict(next(r for r in rows if r["variant"] == target_int8))
+            row.update(variant=compiled.spec, compile_seconds=time.time() - t,
+                       note="prefill through the compiled module; decode runs eager generate()")
+            rows.append(row)
+            models.append(compiled)
+            _log(f"compiled in {row['compile_seconds']:.0f} s")
 
     if not a.no_peers and not only:
-        for name in ("torch.ao quantize_dynamic", "torchao int8-dynamic", "torchao int8-weight",
-                     "torchao int4-weight g32"):
+        for name in [n.strip() for n in a.peers.split(",") if n.strip()]:
             try:
                 add(name, _peer(base, name), "peer", disk_mb=None)
             except Exception as exc:  # noqa: BLE001 - a peer that fails is reported, not fatal
@@ -254,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
 
     _log(f"timing {len(models)} models interleaved")
     prof = compare(models, shapes=((1, 128), (8, 128)), decode_tokens=64, repeats=a.repeats, memory=False,
-                   threads=a.threads)
+                   threads=a.threads, decode_repeats=2)
     timed = [r for r in rows if "error" not in r and not r.get("not_timed")]
-    for r, pr in zip(timed, prof):
+    for r, pr in zip(timed, prof, strict=True):
         r["latency_ms"] = {k: v["p50"] for k, v in pr["latency_ms"].items()}
         r["decode_tokens_per_s"] = pr["decode_tokens_per_s"]
         r["ratios"] = {k: v for k, v in pr["ratios"].items() if not k.startswith("flops")}
@@ -267,12 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         if "ppl" in r:
             r["ppl_ratio"] = r["ppl"] / ref["ppl"]
-            r["ppl_ood_ratio"] = r["ppl_ood"] / ref["ppl_ood"]
+            if "ppl_ood" in r:
+                r["ppl_ood_ratio"] = r["ppl_ood"] / ref["ppl_ood"]
 
     by = {r["variant"]: r for r in rows}
     measured: dict = {}
     if target_int8 in by:
         t8 = by.get(f"{target_int8} + torch.compile", by[target_int8])
+        t8 = t8 if "ratios" in t8 else by[target_int8]
         measured["int8_ppl"] = by[target_int8]["ppl_ratio"]
         best = max((by[target_int8], t8), key=lambda r: r["ratios"]["prefill_speedup_1x128"])
         measured["int8_speed_1x128"] = best["ratios"]["prefill_speedup_1x128"]
@@ -296,8 +326,6 @@ def main(argv: list[str] | None = None) -> int:
               "eval_tokens": a.eval_tokens, "ood_tokens": a.ood_tokens, "seq_len": a.seq_len,
               "threads": a.threads, "machine": machine_info(), "rows": rows, "measured": measured,
               "targets": verdict, "seconds": time.time() - started, "command": " ".join(["bench/quantize.py", *sys.argv[1:]])}
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = _markdown(result)
     out.with_suffix(".md").write_text(md)

@@ -53,6 +53,12 @@ class _QuantLinear(QuantModule):
     def logical_params(self) -> int:
         return self.in_features * self.out_features + (0 if self.bias is None else self.out_features)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The stored weight (int8, or int4 packed two per byte), read-only: for code that sizes weights
+        (``slimlm.profile`` counts bytes per token). Use ``dequantized()`` for values."""
+        return self.qweight
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
