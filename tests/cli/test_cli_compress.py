@@ -1,0 +1,47 @@
+"""`slimlm compress` and `slimlm recipes` end to end on a tiny model, in-process."""
+
+import json
+
+from slimlm.cli.main import main
+
+RECIPE = """name: tiny
+stages:
+  - prune: {method: structured, layers: 1}
+    calibration: {samples: 4, seq_len: 32}
+  - quantize: {scheme: int8-weight}
+"""
+
+
+def test_compress_json_writes_run_dir_report_and_decision(capsys, tmp_path, text_file):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE)
+    out = tmp_path / "run"
+    code = main(["compress", "tiny:llama", "--recipe", str(recipe), "--data", str(text_file), "--ood-data", "none",
+                 "--out", str(out), "--eval-tokens", "128", "--seq-len", "32", "--no-profile", "--max-drop", "50%",
+                 "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {"out", "variants", "frontier", "selected", "met", "report", "decision"} <= data.keys()
+    assert len(data["variants"]) == 3 and data["variants"][0]["is_baseline"]
+    html = (out / "report.html").read_text()
+    assert "plotly" in html.lower() and "<table" in html
+    assert "decision" in (out / "decision.md").read_text().lower()
+    run = json.loads((out / "run.json").read_text())
+    assert run["selection"]["max_drop"] == 0.5
+
+
+def test_bad_recipe_fails_before_any_work(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstages:\n  - quantize: {scheme: int4-weight, group_size: 33}\n")
+    code = main(["compress", "./no-such-model", "--recipe", str(bad), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "stages[0].quantize" in err and "group_size" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_recipes_list_and_validate_json(capsys):
+    assert main(["recipes", "list", "--json"]) == 0
+    names = {r["name"] for r in json.loads(capsys.readouterr().out)}
+    assert {"quick", "balanced", "aggressive", "int8-only", "sparse-50"} <= names
+    assert main(["recipes", "validate", "quick", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["valid"] is True
