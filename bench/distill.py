@@ -200,12 +200,7 @@ def write_lm_report(data: dict, args) -> None:
         targets.append({"target": "best arm recovers >= 90% of the pruned-to-teacher gap within 30 minutes",
                         "measured": f"{best['arm']}: {100 * best['gap_recovered']:.1f}% in {best['seconds'] / 60:.1f} min",
                         "met": best["gap_recovered"] >= 0.9 and best["seconds"] <= 1800})
-    try:
-        from slimlm.profile import machine_info
-
-        machine = machine_info()
-    except Exception as exc:  # noqa: BLE001 - the description is informative
-        machine = {"error": str(exc)}
+    machine = _machine()
     out = {"benchmark": "distill", "teacher": args.teacher, "prune": PRUNE, "config": data["key"]["config"],
            "eval_tokens": data["key"]["eval_tokens"], "teacher_metrics": t, "arms": rows, "targets": targets,
            "machine": machine, "load_average": os.getloadavg(),
@@ -243,6 +238,15 @@ def write_lm_report(data: dict, args) -> None:
     print("\n".join(lines))
 
 
+def _machine() -> dict:
+    try:
+        from slimlm.profile import machine_info
+
+        return {**machine_info(), "threads": torch.get_num_threads()}
+    except Exception as exc:  # noqa: BLE001 - the description is informative
+        return {"error": str(exc)}
+
+
 def run_encoder(args) -> None:
     """MiniLM-L6 fine-tuned on shakespeare-genre, then distilled into a 3-layer student."""
     from slimlm._io import write_json_atomic
@@ -256,10 +260,10 @@ def run_encoder(args) -> None:
     corpus = load_data("shakespeare-genre")
     t0 = time.perf_counter()
     teacher = load(args.encoder, num_labels=len(corpus.labels))
-    ft_cfg = DistillConfig(loss="ce", alpha=1.0, steps=args.encoder_steps, lr=2e-4, batch_size=16, seq_len=128,
+    ft_cfg = DistillConfig(loss="ce", alpha=1.0, steps=args.encoder_steps, lr=args.encoder_lr, batch_size=16, seq_len=args.encoder_seq_len,
                            warmup_steps=max(1, args.encoder_steps // 10))
     ft = finetune(teacher, corpus, ft_cfg)
-    t_eval = evaluate(teacher, corpus, seq_len=128, max_examples=args.encoder_examples)
+    t_eval = evaluate(teacher, corpus, seq_len=args.encoder_seq_len, max_examples=args.encoder_examples)
     log("teacher", t_eval["accuracy"], t_eval["f1"])
     keep = list(range(0, teacher.adapter.num_layers, 2))  # every other layer: half the depth
     results = {"teacher": {"accuracy": t_eval["accuracy"], "f1": t_eval["f1"], "params": teacher.num_params(),
@@ -272,14 +276,15 @@ def run_encoder(args) -> None:
         if loss_cfg:
             cfg = ft_cfg.model_copy(update=loss_cfg)
             distill_run(student, None if name == "ce" else teacher, corpus, cfg)
-        ev = evaluate(student, corpus, seq_len=128, max_examples=args.encoder_examples, teacher=teacher)
+        ev = evaluate(student, corpus, seq_len=args.encoder_seq_len, max_examples=args.encoder_examples, teacher=teacher)
         results[name] = {"accuracy": ev["accuracy"], "f1": ev["f1"], "agreement": ev["teacher_agreement"]["top1"],
                          "accuracy_retained": ev["accuracy"] / t_eval["accuracy"], "params": student.num_params(),
                          "seconds": time.perf_counter() - t1}
         log(name, results[name])
-    results.update(encoder=args.encoder, layers_kept=keep, steps=args.encoder_steps, batch_size=16, seq_len=128,
+    results.update(encoder=args.encoder, layers_kept=keep, steps=args.encoder_steps, batch_size=16, seq_len=args.encoder_seq_len, lr=args.encoder_lr,
                    eval_examples=args.encoder_examples, seconds=time.perf_counter() - t0,
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    results["machine"] = _machine()
     write_json_atomic(RESULTS / "distill_encoder.json", results)
     print(json.dumps(results, indent=2))
 
@@ -305,6 +310,8 @@ def main() -> None:
     p.add_argument("--encoder", default="builtin:minilm-l6")
     p.add_argument("--encoder-steps", type=int, default=150)
     p.add_argument("--encoder-examples", type=int, default=512)
+    p.add_argument("--encoder-seq-len", type=int, default=128)
+    p.add_argument("--encoder-lr", type=float, default=2e-4)
     args = p.parse_args()
     RESULTS = Path(args.results)
     PARTIAL = RESULTS / "distill.partial.json"

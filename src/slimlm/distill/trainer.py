@@ -374,8 +374,6 @@ def distill_run(
 
     if best["state"] is not None and cfg.restore_best and best["step"] != step + 1:
         student.hf.load_state_dict(best["state"])
-    if best["state"] is not None and not cfg.restore_best:
-        best["step"] = None
     student.rehash()
     last = history[-10:]
     keys = sorted({k for h in last for k in h if k not in ("step", "lr")})
