@@ -97,7 +97,9 @@ def run_lm(args) -> None:
         """Prune once per benchmark (minutes on a loaded machine); every arm starts from a copy."""
         from slimlm.models import save
 
-        cached = RESULTS / ".student"
+        from slimlm._io import cache_dir
+
+        cached = cache_dir("bench") / "distill-student"  # outside the repository: 320 MB of weights
         if (cached / "config.json").exists() and data.get("student_hash"):
             s = load(cached)
             if s.hash == data["student_hash"]:
