@@ -95,9 +95,8 @@ def run_lm(args) -> None:
 
     def pruned_student():
         """Prune once per benchmark (minutes on a loaded machine); every arm starts from a copy."""
-        from slimlm.models import save
-
         from slimlm._io import cache_dir
+        from slimlm.models import save
 
         cached = cache_dir("bench") / "distill-student"  # outside the repository: 320 MB of weights
         if (cached / "config.json").exists() and data.get("student_hash"):
