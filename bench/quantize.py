@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoothquant", type=float, default=0.5)
     p.add_argument("--tolerance", type=float, default=0.01)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--decode-repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (~100 s per shape)")
     p.add_argument("--no-peers", action="store_true")
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"{name}: quantized in {secs:.0f} s, reload identical: {same}")
         return add(name, back, kind, ood=ood, **info), back
 
-    calibrated = {target_int8, f"int4-weight gptq g{g}", f"int4-weight rtn g{g}"}
+    calibrated = {target_int8, f"int4-weight gptq g{g}"}
     built = {}
     for name, cfg in ours.items():
         if only and name not in only:
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _log(f"timing {len(models)} models interleaved")
     prof = compare(models, shapes=((1, 128), (8, 128)), decode_tokens=64, repeats=a.repeats, memory=False,
-                   threads=a.threads, decode_repeats=2)
+                   threads=a.threads, decode_repeats=a.decode_repeats)
     timed = [r for r in rows if "error" not in r and not r.get("not_timed")]
     for r, pr in zip(timed, prof, strict=True):
         r["latency_ms"] = {k: v["p50"] for k, v in pr["latency_ms"].items()}

@@ -140,3 +140,11 @@ def test_exclude_keeps_named_layers(tiny):
 
 def test_reload_is_independent_of_spec():
     assert load(TINY).num_params() > 0
+
+
+def test_profile_counts_quantized_bytes(tiny):
+    from slimlm.profile import decode_bytes_per_token
+
+    fp32 = decode_bytes_per_token(tiny, 16)
+    quantize_(tiny, Int4WeightConfig(method="rtn", group_size=16, skip=("embed",)))
+    assert decode_bytes_per_token(tiny, 16) < 0.2 * fp32 + 2 * 2 * 2 * 16 * 16 * 4  # packed int4 + fp32 KV cache
