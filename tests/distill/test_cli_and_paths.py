@@ -128,3 +128,17 @@ def _small_file(tmp_path):
     path = tmp_path / "text.txt"
     path.write_text(small_corpus(chars=8000, plays=2).splits["train"][0].text)
     return path
+
+
+def test_cli_finetune_then_distill_a_classifier(tmp_path, capsys):
+    rows = [{"text": f"{w} " * 5, "label": w, "split": s} for s in ("train", "eval") for w in ("thee", "code") * 8]
+    data = tmp_path / "labelled.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    res = run_json(capsys, "finetune", "tiny:bert?layers=1&hidden=32&heads=2&ffn=64", "--data", str(data),
+                   "--out", str(tmp_path / "t"), "--steps", "15", "--lr", "1e-2", "--warmup", "1",
+                   "--batch-size", "8", "--seq-len", "16")
+    assert res["eval"]["accuracy"] == 1.0 and res["params_after"] == res["params_before"]
+    res = run_json(capsys, "distill", "tiny:bert?layers=1&hidden=32&heads=2&ffn=64&seed=3", "--teacher",
+                   str(tmp_path / "t"), "--data", str(data), "--out", str(tmp_path / "s"), "--steps", "15",
+                   "--lr", "1e-2", "--alpha", "0.5", "--temperature", "2", "--batch-size", "8", "--seq-len", "16")
+    assert res["eval"]["accuracy"] == 1.0 and {"accuracy", "f1"} <= set(res["eval"])

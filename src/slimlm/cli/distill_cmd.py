@@ -226,7 +226,7 @@ def distill_command(
     ckpt = checkpoint_dir_for(out_dir, resume, checkpoint_every)
     corpus = load_data(data)  # validate data before loading any weights
     num_labels = len(corpus.labels) if corpus.labels else None
-    s = load(student, progress=status, num_labels=num_labels if _is_encoder(student, num_labels) else None)
+    s = load_classifier(student, num_labels) if _is_encoder(student, num_labels) else load(student, progress=status)
     t = load(teacher, progress=status, num_labels=None) if teacher else None
     params_before = s.num_params()
     rank = init_distributed()
@@ -265,6 +265,16 @@ def distill_command(
         emit_json(result)
     else:
         print_result(f"distill {student} <- {teacher}", result)
+
+
+def load_classifier(spec: str, num_labels: int):
+    """``load(spec, num_labels=K)``; tiny specs take their head size as the ``labels`` option instead."""
+    from slimlm.models import load
+
+    if spec.startswith("tiny:bert") and "labels=" not in spec:
+        spec = f"{spec}{'&' if '?' in spec else '?'}labels={num_labels}"
+        return load(spec)
+    return load(spec, progress=status, num_labels=num_labels)
 
 
 def _is_encoder(spec: str, num_labels: int | None) -> bool:

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import typer
 
-from slimlm.cli._out import emit_json, status
-from slimlm.cli.distill_cmd import checkpoint_dir_for, final_eval, make_config, print_result, train_bar
+from slimlm.cli._out import emit_json
+from slimlm.cli.distill_cmd import (
+    checkpoint_dir_for,
+    final_eval,
+    load_classifier,
+    make_config,
+    print_result,
+    train_bar,
+)
 
 
 def finetune_command(
@@ -33,7 +40,7 @@ def finetune_command(
     from slimlm.data import load_data
     from slimlm.distill.finetune import finetune
     from slimlm.errors import DataError
-    from slimlm.models import load, save
+    from slimlm.models import save
 
     cfg = make_config(loss="ce", alpha=1.0, steps=steps, lr=lr, warmup_steps=min(warmup, steps - 1),
                       batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every,
@@ -43,7 +50,7 @@ def finetune_command(
     if not corpus.labels:
         raise DataError(f"data {data!r} has no labels; finetune needs labelled data (shakespeare-genre, or a "
                         ".jsonl/.csv with a label field).")
-    m = load(model, progress=status, num_labels=len(corpus.labels))
+    m = load_classifier(model, len(corpus.labels))
     params_before = m.num_params()
     start = time.perf_counter()
     with train_bar(not as_json, "finetune") as (progress, on_metrics):
