@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -42,16 +40,16 @@ def prune_command(
     calib_samples: int = typer.Option(128, "--calib-samples", help="Calibration windows."),
     calib_seq_len: int = typer.Option(512, "--calib-seq-len", help="Tokens per calibration window."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration sampler."),
-    method: Optional[str] = typer.Option(None, "--method", help="magnitude | wanda | sparsegpt (default wanda)."),
-    sparsity: Optional[float] = typer.Option(None, "--sparsity", help="Fraction of weights to zero (default 0.5)."),
-    pattern: Optional[str] = typer.Option(None, "--pattern", help="Semi-structured N:M, e.g. 2:4 or 4:8."),
+    method: str | None = typer.Option(None, "--method", help="magnitude | wanda | sparsegpt (default wanda)."),
+    sparsity: float | None = typer.Option(None, "--sparsity", help="Fraction of weights to zero (default 0.5)."),
+    pattern: str | None = typer.Option(None, "--pattern", help="Semi-structured N:M, e.g. 2:4 or 4:8."),
     allocation: str = typer.Option("uniform", "--allocation", help="uniform | owl (outlier-weighted per layer)."),
-    include: Optional[str] = typer.Option(None, "--include", help="Also prune: lm_head,embeddings (default: neither)."),
+    include: str | None = typer.Option(None, "--include", help="Also prune: lm_head,embeddings (default: neither)."),
     sequential: bool = typer.Option(True, "--sequential/--no-sequential",
                                     help="Calibrate each block on the outputs of the pruned blocks before it."),
     blocksize: int = typer.Option(128, "--blocksize", help="SparseGPT: columns per lazy update block."),
     damp: float = typer.Option(0.01, "--damp", help="SparseGPT: Hessian damping, fraction of the mean diagonal."),
-    structured: Optional[str] = typer.Option(None, "--structured",
+    structured: str | None = typer.Option(None, "--structured",
                                              help="Physical removal: layers=6,heads=0.33,ffn=0.25,hidden=0.1,vocab=domain."),
     layer_importance: str = typer.Option("block_influence", "--layer-importance", help="block_influence | perplexity."),
     head_mode: str = typer.Option("auto", "--head-mode", help="auto | groups (whole KV groups) | query (evenly per group)."),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -19,7 +17,7 @@ def sensitivity_command(
     calib_seq_len: int = typer.Option(256, "--calib-seq-len", help="Tokens per calibration window."),
     eval_samples: int = typer.Option(8, "--eval-samples", help="Eval windows for the quality measure."),
     eval_seq_len: int = typer.Option(256, "--eval-seq-len", help="Tokens per eval window."),
-    out_file: Optional[str] = typer.Option(None, "--out", help="Also write the JSON to this file."),
+    out_file: str | None = typer.Option(None, "--out", help="Also write the JSON to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Prune each block alone at each ratio and report the quality change (a table, or JSON for reports)."""
