@@ -148,3 +148,14 @@ def test_profile_counts_quantized_bytes(tiny):
     fp32 = decode_bytes_per_token(tiny, 16)
     quantize_(tiny, Int4WeightConfig(method="rtn", group_size=16, skip=("embed",)))
     assert decode_bytes_per_token(tiny, 16) < 0.2 * fp32 + 2 * 2 * 2 * 16 * 16 * 4  # packed int4 + fp32 KV cache
+
+
+def test_lm_head_only_on_tied_model_reloads(tiny, ids, tmp_path):
+    quantize_(tiny, Int8DynamicConfig(skip=("embed",)))
+    assert isinstance(tiny.hf.lm_head, QuantModule) and isinstance(tiny.hf.model.embed_tokens, nn.Embedding)
+    with torch.inference_mode():
+        out = tiny.hf(ids).logits
+    back = load(save(tiny, tmp_path / "q"))
+    assert isinstance(back.hf.lm_head, QuantModule)
+    with torch.inference_mode():
+        assert torch.equal(back.hf(ids).logits, out)
