@@ -7,7 +7,8 @@ Shakespeare eval split (in domain) and on `pydoc` (out of domain: modern technic
 
 Arms: none (no recovery), ce (fine-tuning, hard labels only), kd-forward, kd-reverse, kd-hidden (forward KL
 + hidden-state transfer through the layer map from the pruning provenance), iterative (3 prune steps on the
-cubic ramp, a distillation phase after each, same total steps).
+cubic ramp, a distillation phase after each, same total steps), and kd-ce (0.5 forward KL + 0.5 CE, added
+after the first run showed CE ahead of pure KD in domain at a short budget).
 
 Each finished arm is stored in bench/results/distill.partial.json, so an interrupted benchmark resumes
 where it stopped (`--fresh` starts over). Run:  .venv/bin/python bench/distill.py --steps 40
@@ -29,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 PARTIAL = RESULTS / "distill.partial.json"
-ARMS = ("none", "ce", "kd-forward", "iterative", "kd-reverse", "kd-hidden")  # run in this order
+ARMS = ("none", "ce", "kd-forward", "iterative", "kd-reverse", "kd-hidden", "kd-ce")  # run in this order
 PRUNE = {"layers": 10, "ffn": 0.35}
 
 
@@ -140,7 +141,6 @@ def run_lm(args) -> None:
                                             on_metrics=on_metrics)
             rec.update(tokens=sum(c["distill"]["tokens"] for c in cycles), steps=args.steps,
                        cycles=[{k: v for k, v in c.items() if k != "distill"} for c in cycles])
-            curve[:] = [dict(e, step=i + 1) for i, e in enumerate(curve)]  # steps restart per phase
         else:
             student, info = pruned_student()
             rec["prune"] = info
@@ -150,6 +150,8 @@ def run_lm(args) -> None:
                     cfg = base.model_copy(update={"loss": "ce", "alpha": 1.0})
                 elif arm == "kd-reverse":
                     cfg = base.model_copy(update={"loss": "reverse-kl"})
+                elif arm == "kd-ce":
+                    cfg = base.model_copy(update={"alpha": 0.5})
                 elif arm == "kd-hidden":
                     cfg = base.model_copy(update={"hidden_weight": args.hidden_weight})
                 res = distill_run(student, None if arm == "ce" else teacher, corpus, cfg, on_metrics=on_metrics)
@@ -201,6 +203,23 @@ def write_lm_report(data: dict, args) -> None:
         targets.append({"target": "best arm recovers >= 90% of the pruned-to-teacher gap within 30 minutes",
                         "measured": f"{best['arm']}: {100 * best['gap_recovered']:.1f}% in {best['seconds'] / 60:.1f} min",
                         "met": best["gap_recovered"] >= 0.9 and best["seconds"] <= 1800})
+    if "ce" in by:
+        kd_arms = [r for r in trained if r["arm"] not in ("ce",)]
+        if kd_arms:
+            best_ood = min(kd_arms, key=lambda r: r["ppl_ood"])
+            targets.append({"target": "distilling on Shakespeare does not ruin other English: the best distilled arm "
+                                      "keeps pydoc perplexity below CE-only's",
+                            "measured": f"{best_ood['arm']}: pydoc ppl {best_ood['ppl_ood']:.1f} vs CE {by['ce']['ppl_ood']:.1f} "
+                                        f"(teacher {t['ppl_ood']:.1f}, un-recovered {none['ppl_ood']:.1f})" if none else "",
+                            "met": best_ood["ppl_ood"] < by["ce"]["ppl_ood"]})
+    if trained:
+        curve = [e for e in best["curve"] if e.get("perplexity")]
+        if len(curve) >= 2:
+            a, b = curve[-2], curve[-1]
+            targets.append({"target": "what a longer budget gives (not a pass/fail target; from the best arm's curve)",
+                            "measured": f"{best['arm']}: curve ppl {a['perplexity']:.1f} at step {a['step']} -> "
+                                        f"{b['perplexity']:.1f} at step {b['step']}; a longer run was not measured",
+                            "met": None})
     machine = _machine()
     out = {"benchmark": "distill", "teacher": args.teacher, "prune": PRUNE, "config": data["key"]["config"],
            "eval_tokens": data["key"]["eval_tokens"], "teacher_metrics": t, "arms": rows, "targets": targets,
@@ -232,7 +251,8 @@ def write_lm_report(data: dict, args) -> None:
             lines.append(f"- {r['arm']}: {pts}")
     lines += ["", "Targets:", ""]
     for tg in targets:
-        lines.append(f"- {'MET' if tg['met'] else 'MISSED'}: {tg['target']} ({tg['measured']})")
+        verdict = "NOTE" if tg["met"] is None else "MET" if tg["met"] else "MISSED"
+        lines.append(f"- {verdict}: {tg['target']} ({tg['measured']})")
     lines += ["", f"Machine: {json.dumps(machine)}; load average at the end {os.getloadavg()} "
               "(the 2 cores were shared with other jobs, so wall times are upper bounds).", ""]
     write_text_atomic(RESULTS / "distill.md", "\n".join(lines))

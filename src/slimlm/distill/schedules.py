@@ -124,7 +124,7 @@ def prune_distill(
             raise ConfigError("an N:M pattern cannot be ramped; use a one-shot prune before distilling.")
         per_step = [prune_cfg.model_copy(update={"sparsity": s}) for s in cubic_ramp(prune_cfg.sparsity, schedule.steps)]
     records = []
-    tokens_before = 0
+    tokens_before = steps_before = 0
     for cycle, (pcfg, n_steps) in enumerate(zip(per_step, phases, strict=True), 1):
         rec: dict = {"cycle": cycle}
         if pcfg is not None:
@@ -138,16 +138,19 @@ def prune_distill(
         phase_cfg = distill_cfg.model_copy(update={"steps": n_steps,
                                                    "warmup_steps": min(distill_cfg.warmup_steps, n_steps - 1)})
 
-        def tag(m, cycle=cycle, base=tokens_before):
-            if on_metrics:
-                m = dict(m, cycle=cycle)
+        def tag(m, cycle=cycle, base=tokens_before, done=steps_before):
+            if on_metrics:  # steps and tokens counted over the whole schedule, not per phase
+                m = dict(m, cycle=cycle, step=m["step"] + done)
+                if "steps" in m:
+                    m["steps"] = distill_cfg.steps
                 if "eval" in m:
-                    m["eval"] = dict(m["eval"], tokens=m["eval"]["tokens"] + base)
+                    m["eval"] = dict(m["eval"], step=m["eval"]["step"] + done, tokens=m["eval"]["tokens"] + base)
                 on_metrics(m)
 
         res: DistillResult = distill_run(student, teacher, corpus, phase_cfg, progress=progress, on_metrics=tag,
                                          eval_corpus=eval_corpus)
         tokens_before += res.tokens
+        steps_before += res.steps
         rec["distill"] = res.summary()
         records.append(rec)
     return student, records
