@@ -60,7 +60,9 @@ def _evaluate_lm(model: Model, windows: list[torch.Tensor], teacher: Model | Non
         ece.update(conf.exp(), pred == target)
         count += target.numel()
         if teacher is not None:
-            t_logits = _teacher_logits_in_student_vocab(model, teacher.hf(x).logits[0, :-1].float())
+            vmap = model.provenance.get("vocab_map")
+            tx = x if not vmap else torch.as_tensor(vmap)[x]  # the teacher reads its own token ids
+            t_logits = _teacher_logits_in_student_vocab(model, teacher.hf(tx).logits[0, :-1].float())
             top1 += (t_logits.argmax(-1) == pred).sum().item()
             kl_sum += kl_teacher_student(t_logits, logits).sum().item()
         progress("evaluate", i + 1, len(windows))

@@ -336,6 +336,7 @@ def save(model: Model, out_dir: str | Path, *, stage: dict | None = None, metric
             "seed": torch.initial_seed(),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "metrics": metrics or {},
+            **({"vocab_map": model.provenance["vocab_map"]} if model.provenance.get("vocab_map") else {}),
             **(extra or {}),
         }
         write_json_atomic(tmp / META_FILE, meta)
