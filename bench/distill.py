@@ -249,6 +249,15 @@ def write_lm_report(data: dict, args) -> None:
         if r["curve"]:
             pts = ", ".join(f"{e['step']}: {e['perplexity']:.1f}" for e in r["curve"])
             lines.append(f"- {r['arm']}: {pts}")
+    lines += ["", "Notes:", "",
+              "- gap recovered = (ppl of the un-recovered one-shot student - ppl of the arm) / (that ppl - the teacher's);"
+              " the iterative arm never passes through the one-shot student but ends at the same size.",
+              "- the iterative curve's first points belong to a larger model (after 1 and 2 of its 3 pruning steps);"
+              " only its last point is comparable with the other arms.",
+              "- wall s: pruning (none: the shared one-shot prune; iterative: its three prunes), training, periodic"
+              " evaluation and the final evaluation; torch ran with 1 thread (faster than 2 on this shared CPU).",
+              "- the budget (16 steps) is what fitted the session on a CPU shared with three other engineers;"
+              " FACTS.md's hand-written loop used 60 steps, so the two are not compared here."]
     lines += ["", "Targets:", ""]
     for tg in targets:
         verdict = "NOTE" if tg["met"] is None else "MET" if tg["met"] else "MISSED"
