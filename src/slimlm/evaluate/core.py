@@ -50,8 +50,9 @@ def _teacher_logits_in_student_vocab(model: Model, logits: torch.Tensor) -> torc
 def _evaluate_lm(model: Model, windows: list[torch.Tensor], teacher: Model | None, progress) -> dict:
     nll, count, top1, kl_sum = 0.0, 0, 0, 0.0
     ece = ECEAccumulator()
+    device = next(model.hf.parameters()).device
     for i, w in enumerate(windows):
-        x = w.unsqueeze(0)  # (1, L)
+        x = w.unsqueeze(0).to(device)  # (1, L)
         logits = model.hf(x).logits[0, :-1].float()  # (L-1, V)
         target = x[0, 1:]
         logp = F.log_softmax(logits, dim=-1)
@@ -61,7 +62,7 @@ def _evaluate_lm(model: Model, windows: list[torch.Tensor], teacher: Model | Non
         count += target.numel()
         if teacher is not None:
             vmap = model.provenance.get("vocab_map")
-            tx = x if not vmap else torch.as_tensor(vmap)[x]  # the teacher reads its own token ids
+            tx = x if not vmap else torch.as_tensor(vmap, device=x.device)[x]  # the teacher reads its own token ids
             t_logits = _teacher_logits_in_student_vocab(model, teacher.hf(tx).logits[0, :-1].float())
             top1 += (t_logits.argmax(-1) == pred).sum().item()
             kl_sum += kl_teacher_student(t_logits, logits).sum().item()
@@ -89,12 +90,12 @@ def _evaluate_classifier(model: Model, corpus: Corpus, split: str, seq_len: int,
     for i in range(0, len(docs), batch_size):
         chunk = docs[i : i + batch_size]
         enc = model.tokenizer([d.text for d in chunk], truncation=True, max_length=seq_len, padding=True,
-                              return_tensors="pt")
+                              return_tensors="pt").to(next(model.hf.parameters()).device)
         tokens += int(enc["attention_mask"].sum())
         logits = model.hf(**enc).logits.float()  # (B, C)
         probs = logits.softmax(-1)
         conf, pred = probs.max(-1)
-        target = torch.tensor([d.label for d in chunk])
+        target = torch.tensor([d.label for d in chunk], device=logits.device)
         ece.update(conf, pred == target)
         preds.append(pred)
         targets.append(target)

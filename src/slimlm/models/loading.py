@@ -218,6 +218,8 @@ def load(
     meta: dict = {}
     path: Path | None = None
     if spec.startswith("tiny:"):
+        if num_labels and "labels=" not in spec:
+            spec = f"{spec}{'&' if '?' in spec else '?'}labels={num_labels}"
         hf, tok = build_tiny(spec)
     elif spec.startswith("builtin:"):
         name = spec.split(":", 1)[1]
