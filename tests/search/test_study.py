@@ -84,3 +84,15 @@ def test_two_workers_share_one_sqlite_study(tmp_path, text_file):
     assert len(complete) == 4 and sum(ran) == 4  # no trial lost, none run twice
     assert len({t.number for t in complete}) == 4
     assert all(t.user_attrs.get("variant") for t in complete)
+
+
+def test_systematic_trial_failures_stop_the_worker(tmp_path, text_file, monkeypatch):
+    from slimlm.recipes import pipeline
+
+    def broken(self, recipe, record_intermediate=True):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(pipeline.Pipeline, "run_recipe", broken)
+    sp = space_from_dict({"choices": {"quantize": ["int8-dynamic", "int8-weight"]}}, "t")
+    with pytest.raises(ConfigError, match="disk on fire"):
+        search("tiny:llama", sp, tmp_path / "run", trials=2, objectives=("size",), options=_opts(text_file))

@@ -73,6 +73,20 @@ class Variant:
         return d
 
 
+def _disk_mb(model: Model) -> float:
+    """Size on disk of the model's saved form (saved to a temporary directory if it has none)."""
+    import shutil
+
+    from slimlm.profile.core import _dir_mb, _disk_dir
+
+    path, temp = _disk_dir(model)
+    try:
+        return _dir_mb(path)
+    finally:
+        if temp:
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+
 @contextmanager
 def _locked(path: Path):
     """An exclusive advisory lock (several search workers may share one run directory)."""
@@ -271,6 +285,8 @@ class Pipeline:
             if q.get("teacher_agreement"):
                 metrics["teacher_top1"] = q["teacher_agreement"]["top1"]
                 metrics["teacher_kl"] = q["teacher_agreement"]["kl"]
+            metrics["params"] = m.num_params()
+            metrics["disk_mb"] = _disk_mb(m)  # static size; profile_all adds the rest
             if self.ood is not None and m.task == "causal-lm":
                 o = evaluate(m, self.ood, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
                              progress=self.progress)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slimlm.errors import ConfigError
-from slimlm.recipes.pipeline import Pipeline, RunOptions
+from slimlm.recipes.pipeline import Pipeline, RunOptions, _locked
 from slimlm.search.frontier import OBJECTIVES
 from slimlm.search.space import Space
 
@@ -106,15 +106,17 @@ def search(
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(6, trials // 2)))
-    study = optuna.create_study(study_name=study_name, storage=_storage(url), load_if_exists=True,
-                                directions=["minimize"] * (1 + len(objectives)), sampler=sampler)
-    study.set_metric_names(["quality_drop", *objectives])
+    with _locked(out / ".lock"):  # workers starting together must not both create the schema of a new DB
+        study = optuna.create_study(study_name=study_name, storage=_storage(url), load_if_exists=True,
+                                    directions=["minimize"] * (1 + len(objectives)), sampler=sampler)
+        study.set_metric_names(["quality_drop", *objectives])
     p.write_state([], extra={"objectives": ["quality_drop", *[OBJECTIVES[o] for o in objectives]],
                              "search": {"study": study_name, "storage": url, "space": space.name,
                                         "trials": trials}})
     primary = "x".join(map(str, p.opts.shapes[0]))
     start = time.monotonic()
-    ran = 0
+    ran = failed = 0
+    max_failures = max(3, trials)
     while True:
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         if done >= trials:
@@ -152,6 +154,10 @@ def search(
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
             study.tell(trial, state=TrialState.FAIL)
             log(f"trial {trial.number} failed: {type(exc).__name__}: {exc}")
+            failed += 1
+            if failed >= max_failures:  # a systematic error: stop instead of failing forever
+                raise ConfigError(f"{failed} trials failed in this worker; the last: {type(exc).__name__}: "
+                                  f"{exc}. See the study's trial attributes for all errors.") from exc
             continue
         trial.set_user_attr("variant", vid)
         study.tell(trial, values)
