@@ -22,8 +22,10 @@ def tensor_bytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _linears(model: Model) -> list[nn.Linear]:
-    mods = list(model.adapter.block_linears().values())
+def _linears(model: Model) -> list[nn.Module]:
+    # every matmul module in the blocks: nn.Linear or a quantized replacement (same in/out_features)
+    mods = [m for layer in model.adapter.layers() for m in layer.modules()
+            if hasattr(m, "in_features") and hasattr(m, "out_features") and hasattr(m, "weight")]
     head = model.adapter.lm_head() if model.task == "causal-lm" else None
     if head is not None:
         mods.append(head)
