@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,8 +72,19 @@ def _disk_dir(model: Model) -> tuple[Path, bool]:
     return tmp, True
 
 
-def _dir_mb(path: Path) -> float:
+def dir_mb(path: Path) -> float:
+    """Total size of the files under ``path`` in MiB."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def disk_mb(model: Model) -> float:
+    """Size on disk of the model's saved form (saved to a temporary directory if it has none)."""
+    path, temp = _disk_dir(model)
+    try:
+        return dir_mb(path)
+    finally:
+        if temp:
+            shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def _peak_rss(path: Path, shape: tuple[int, int], decode: int, threads: int) -> dict:
@@ -158,13 +170,11 @@ def compare(
             for i, (m, r) in enumerate(zip(models, results, strict=True)):
                 progress("memory", i, len(models))
                 path, temp = _disk_dir(m)
-                r["disk_mb"] = _dir_mb(path)
+                r["disk_mb"] = dir_mb(path)
                 mem = _peak_rss(path, big, decode_tokens if m.task == "causal-lm" else 0, threads)
                 r["peak_rss_mb"] = mem.get("peak_rss_mb")
                 r["memory_probe"] = {"shape": f"{big[0]}x{big[1]}", **{k: v for k, v in mem.items() if k != "peak_rss_mb"}}
                 if temp:
-                    import shutil
-
                     shutil.rmtree(path.parent, ignore_errors=True)
             progress("memory", len(models), len(models))
         meters = [EnergyMeter(threads) for _ in models]

@@ -28,6 +28,7 @@ from slimlm._io import write_json_atomic, write_text_atomic
 from slimlm.data import load_data
 from slimlm.errors import ConfigError
 from slimlm.models import META_FILE, Model, load
+from slimlm.profile import disk_mb
 from slimlm.recipes.recipe import Recipe
 from slimlm.recipes.stages import StageContext, run_stage, save_stage_output
 
@@ -71,20 +72,6 @@ class Variant:
         d = asdict(self)
         d.pop("cached")
         return d
-
-
-def _disk_mb(model: Model) -> float:
-    """Size on disk of the model's saved form (saved to a temporary directory if it has none)."""
-    import shutil
-
-    from slimlm.profile.core import _dir_mb, _disk_dir
-
-    path, temp = _disk_dir(model)
-    try:
-        return _dir_mb(path)
-    finally:
-        if temp:
-            shutil.rmtree(path.parent, ignore_errors=True)
 
 
 @contextmanager
@@ -286,7 +273,7 @@ class Pipeline:
                 metrics["teacher_top1"] = q["teacher_agreement"]["top1"]
                 metrics["teacher_kl"] = q["teacher_agreement"]["kl"]
             metrics["params"] = m.num_params()
-            metrics["disk_mb"] = _disk_mb(m)  # static size; profile_all adds the rest
+            metrics["disk_mb"] = disk_mb(m)  # static size; profile_all adds the rest
             if self.ood is not None and m.task == "causal-lm":
                 o = evaluate(m, self.ood, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
                              progress=self.progress)
