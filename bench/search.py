@@ -28,7 +28,7 @@ SPACE = {
     "choices": {
         "layers": [0, 4, 8],
         "ffn": [0.0, 0.25],
-        "distill_steps": [0, 10],
+        "distill_steps": [0, 20],
         "quantize": ["none", "int8-dynamic", "int4-weight"],
         "group_size": [32],
     },
@@ -45,6 +45,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS / "search-run"))
     ap.add_argument("--eval-tokens", type=int, default=2048)
     ap.add_argument("--keep", action="store_true", help="resume an existing run directory")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on this 2-core machine a second job usually shares the CPU)")
     a = ap.parse_args()
 
     from slimlm.cli._quiet import quiet
@@ -52,7 +54,7 @@ def main() -> int:
     quiet()
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     from slimlm.profile import machine_info
     from slimlm.recipes.pipeline import RunOptions
     from slimlm.report import write_report
