@@ -98,7 +98,7 @@ def test_bert_layers_and_ffn(tmp_path):
     ("layers=4", "tiny:llama", "would remove all 4 layers"),
     ("layers=2.5", "tiny:llama", "whole count"),
     ("heads=0.5", "tiny:bert", "BERT"),
-    ("hidden=0.1", "tiny:bert", "Llama-family"),
+    ("hidden=0.1", "tiny:bert", "together with whole heads"),
     ("vocab=domain", "tiny:bert", "causal LMs"),
 ])
 def test_invalid_ratios_fail_before_any_work(spec, model_spec, match):

@@ -3,6 +3,8 @@
 Every ratio is checked first (`structure.plan`); then each kind, in turn, scores its units on the current
 model (so FFN importance is measured after layers were dropped), keeps the best ones, and calls surgery.
 Layer removal is one-shot (ShortGPT): rank all blocks once and drop the lowest, no re-scoring in between.
+On BERT, heads and hidden width are one step at the heads' place: both are scored on the same model and
+removed in one rebuild, since its config cannot describe fewer heads at the old width (`structure`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from slimlm.prune.calibrate import Calibration
 from slimlm.prune.config import StructuredConfig
 from slimlm.prune.importance import structured as imp
 from slimlm.prune.structure import HeadPlan, plan
-from slimlm.prune.surgery import drop_layers, slice_ffn, slice_heads, slice_hidden
+from slimlm.prune.surgery import drop_layers, slice_bert_width, slice_ffn, slice_heads, slice_hidden
 from slimlm.prune.vocab import trim_vocab
 
 
@@ -59,15 +61,20 @@ def prune_structured(model: Model, cfg: StructuredConfig, calib: Calibration | N
         heads, kv = a.num_heads, a.num_kv_heads
         scores = imp.head_activation(model, calib, progress)
         chosen = [choose_heads(s, heads, kv, p.heads) for s in scores]
-        slice_heads(model, [c[0] for c in chosen], [c[1] for c in chosen])
-        report["heads"] = {"mode": p.heads.mode, "kept_query_heads": [c[0] for c in chosen],
-                           "kept_kv_heads": [c[1] for c in chosen]}
+        keep_q, keep_kv = [c[0] for c in chosen], [c[1] for c in chosen]
+        report["heads"] = {"mode": p.heads.mode, "kept_query_heads": keep_q, "kept_kv_heads": keep_kv}
+        if p.joint_width:
+            hidden = _top(imp.hidden_activation(model, calib, progress), p.hidden_keep)
+            slice_bert_width(model, keep_q, hidden)
+            report["hidden"] = {"kept": p.hidden_keep}
+        else:
+            slice_heads(model, keep_q, keep_kv)
     if p.ffn_keep is not None:
         fn = imp.ffn_activation if cfg.ffn_importance == "activation" else imp.ffn_taylor
         scores = fn(model, calib, progress)
         slice_ffn(model, [_top(s, p.ffn_keep) for s in scores])
         report["ffn"] = {"importance": cfg.ffn_importance, "kept": p.ffn_keep}
-    if p.hidden_keep is not None:
+    if p.hidden_keep is not None and not p.joint_width:
         scores = imp.hidden_activation(model, calib, progress)
         slice_hidden(model, _top(scores, p.hidden_keep))
         report["hidden"] = {"kept": p.hidden_keep}

@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import nn
 
-from slimlm.models import Model
+from slimlm.models import FamilyAdapter, Model
 
 
 def _names(model: Model) -> dict[int, str]:
@@ -31,8 +31,10 @@ def rebuild(model: Model, sd: dict[str, torch.Tensor], **changes) -> None:
     cfg = copy.deepcopy(old.config)
     for k, v in changes.items():
         setattr(cfg, k, v)
+    # a BertModel built without its pooler (add_pooling_layer=False, as tiny:bert is) is rebuilt without it
+    kwargs = {"add_pooling_layer": False} if getattr(old, "pooler", True) is None else {}
     with torch.device("meta"):
-        new = type(old)(cfg)
+        new = type(old)(cfg, **kwargs)
     new.to_empty(device="cpu")
     tied = bool(getattr(cfg, "tie_word_embeddings", False)) and new.get_output_embeddings() is not None
     if tied:
@@ -97,6 +99,48 @@ def _head_idx(heads: list[int], head_dim: int) -> torch.Tensor:
     return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
 
 
+def _slice_rows(sd: dict, names: dict[int, str], mod: nn.Module, idx: torch.Tensor) -> None:
+    sd[_key(names, mod)] = _rows(sd[_key(names, mod)], idx)
+    if getattr(mod, "bias", None) is not None:
+        sd[_key(names, mod, "bias")] = _rows(sd[_key(names, mod, "bias")], idx)
+
+
+def _slice_cols(sd: dict, names: dict[int, str], mod: nn.Module, idx: torch.Tensor) -> None:
+    sd[_key(names, mod)] = _cols(sd[_key(names, mod)], idx)
+
+
+def _head_slices(a: FamilyAdapter, names: dict[int, str], sd: dict, keep_q: list[list[int]],
+                 keep_kv: list[list[int]]) -> None:
+    """In ``sd``: keep the q rows of heads ``keep_q[layer]``, k/v rows of ``keep_kv[layer]``, o columns of ``keep_q``."""
+    hd = a.head_dim
+    for layer, q_keep, kv_keep in zip(a.layers(), keep_q, keep_kv, strict=True):
+        p = a.attention(layer)
+        qi, kvi = _head_idx(q_keep, hd), _head_idx(kv_keep, hd)
+        for lin, idx in ((p.q, qi), (p.k, kvi), (p.v, kvi)):
+            _slice_rows(sd, names, lin, idx)
+        _slice_cols(sd, names, p.o, qi)
+
+
+def _hidden_slices(a: FamilyAdapter, names: dict[int, str], sd: dict, keep: torch.Tensor) -> None:
+    """In ``sd``: keep hidden channels ``keep`` in the embeddings, every block's inputs, outputs and norms,
+    the final norm and the lm_head."""
+    _slice_cols(sd, names, a.embeddings(), keep)
+    for layer in a.layers():
+        p, m = a.attention(layer), a.mlp(layer)
+        for lin in (p.q, p.k, p.v, m.gate, m.up):
+            if lin is not None:
+                _slice_cols(sd, names, lin, keep)
+        _slice_rows(sd, names, p.o, keep)
+        _slice_rows(sd, names, m.down, keep)
+        for norm in a.norms(layer):
+            _slice_rows(sd, names, norm, keep)
+    if a.final_norm() is not None:
+        _slice_rows(sd, names, a.final_norm(), keep)
+    head = a.lm_head()
+    if head is not None:
+        _slice_cols(sd, names, head, keep)
+
+
 def slice_heads(model: Model, keep_q: list[list[int]], keep_kv: list[list[int]]) -> None:
     """Keep query heads ``keep_q[layer]`` and KV heads ``keep_kv[layer]`` (same counts in every layer).
 
@@ -104,18 +148,9 @@ def slice_heads(model: Model, keep_q: list[list[int]], keep_kv: list[list[int]])
     group, so that query head j of the new layer still reads KV head j // (heads / kv_heads).
     """
     a = model.adapter
-    names = _names(model)
     sd = _state(model)
-    hd = a.head_dim
-    for layer, q_keep, kv_keep in zip(a.layers(), keep_q, keep_kv, strict=True):
-        p = a.attention(layer)
-        qi, kvi = _head_idx(q_keep, hd), _head_idx(kv_keep, hd)
-        for lin, idx in ((p.q, qi), (p.k, kvi), (p.v, kvi)):
-            sd[_key(names, lin)] = _rows(sd[_key(names, lin)], idx)
-            if lin.bias is not None:
-                sd[_key(names, lin, "bias")] = _rows(sd[_key(names, lin, "bias")], idx)
-        sd[_key(names, p.o)] = _cols(sd[_key(names, p.o)], qi)
-    rebuild(model, sd, num_attention_heads=len(keep_q[0]), num_key_value_heads=len(keep_kv[0]), head_dim=hd)
+    _head_slices(a, _names(model), sd, keep_q, keep_kv)
+    rebuild(model, sd, num_attention_heads=len(keep_q[0]), num_key_value_heads=len(keep_kv[0]), head_dim=a.head_dim)
 
 
 def slice_ffn(model: Model, keep: list[torch.Tensor]) -> None:
@@ -138,33 +173,39 @@ def slice_ffn(model: Model, keep: list[torch.Tensor]) -> None:
 def slice_hidden(model: Model, keep: torch.Tensor) -> None:
     """Keep hidden channels ``keep`` everywhere: embeddings, every block's inputs and outputs, norms, lm_head."""
     a = model.adapter
+    sd = _state(model)
+    _hidden_slices(a, _names(model), sd, keep)
+    rebuild(model, sd, hidden_size=len(keep), head_dim=a.head_dim)
+
+
+def slice_bert_width(model: Model, keep_heads: list[list[int]], keep_hidden: torch.Tensor) -> None:
+    """BERT: keep heads ``keep_heads[layer]`` and hidden channels ``keep_hidden`` in one rebuild.
+
+    The config derives the head size as hidden_size / num_attention_heads, so the two can only change
+    together, with ``len(keep_hidden) == kept heads x head size``; in between, the model would not match
+    its config. Besides what the shared hidden slicing covers, BERT's hidden width also runs through the
+    position and token-type embeddings, the embeddings LayerNorm, the pooler and the classifier's inputs.
+    """
+    a = model.adapter
+    hd = a.head_dim
+    if len(keep_hidden) != len(keep_heads[0]) * hd:
+        raise ValueError(f"BERT keeps {len(keep_heads[0])} heads of {hd}: keep {len(keep_heads[0]) * hd} hidden "
+                         f"channels, not {len(keep_hidden)}")
     names = _names(model)
     sd = _state(model)
-
-    def cols(mod):
-        sd[_key(names, mod)] = _cols(sd[_key(names, mod)], keep)
-
-    def rows(mod):
-        sd[_key(names, mod)] = _rows(sd[_key(names, mod)], keep)
-        if getattr(mod, "bias", None) is not None:
-            sd[_key(names, mod, "bias")] = _rows(sd[_key(names, mod, "bias")], keep)
-
-    cols(a.embeddings())
-    for layer in a.layers():
-        p, m = a.attention(layer), a.mlp(layer)
-        for lin in (p.q, p.k, p.v, m.gate, m.up):
-            if lin is not None:
-                cols(lin)
-        rows(p.o)
-        rows(m.down)
-        for norm in a.norms(layer):
-            rows(norm)
-    if a.final_norm() is not None:
-        rows(a.final_norm())
-    head = a.lm_head()
-    if head is not None:
-        cols(head)
-    rebuild(model, sd, hidden_size=len(keep), head_dim=a.head_dim)
+    _head_slices(a, names, sd, keep_heads, keep_heads)
+    _hidden_slices(a, names, sd, keep_hidden)
+    emb = a.base().embeddings
+    _slice_cols(sd, names, emb.position_embeddings, keep_hidden)
+    _slice_cols(sd, names, emb.token_type_embeddings, keep_hidden)
+    _slice_rows(sd, names, emb.LayerNorm, keep_hidden)
+    pooler = getattr(a.base(), "pooler", None)
+    if pooler is not None:
+        _slice_rows(sd, names, pooler.dense, keep_hidden)
+        _slice_cols(sd, names, pooler.dense, keep_hidden)
+    if a.classifier() is not None:
+        _slice_cols(sd, names, a.classifier(), keep_hidden)
+    rebuild(model, sd, num_attention_heads=len(keep_heads[0]), hidden_size=len(keep_hidden))
 
 
 def slice_vocab(model: Model, keep: torch.Tensor, remap: dict[int, int]) -> None:

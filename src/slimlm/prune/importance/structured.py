@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimlm._progress import or_noop
-from slimlm.models import Model
+from slimlm.models import FamilyAdapter, Model
 from slimlm.prune.calibrate import Calibration, LayerRunner, _forward_kwargs
 
 
@@ -168,6 +168,17 @@ def ffn_taylor(model: Model, calib: Calibration, progress=None, batch_size: int 
     return [s.float() for s in scores]
 
 
+def _hidden_norms(a: FamilyAdapter) -> list[nn.Module]:
+    """Norms whose outputs span the hidden channels: every block's, the final one, and BERT's embeddings
+    LayerNorm (post-norm: block 0 reads it; the block norms' outputs are the residual stream itself)."""
+    norms = [n for layer in a.layers() for n in a.norms(layer)]
+    if a.final_norm() is not None:
+        norms.append(a.final_norm())
+    if a.family == "bert":
+        norms.append(a.base().embeddings.LayerNorm)
+    return norms
+
+
 def hidden_activation(model: Model, calib: Calibration, progress=None) -> torch.Tensor:
     """(hidden,) Σ over norms of mean |normed activation| per channel (Minitron's embedding-channel importance)."""
     progress = or_noop(progress)
@@ -177,9 +188,7 @@ def hidden_activation(model: Model, calib: Calibration, progress=None) -> torch.
     def fn(x):
         acc.add_(x.reshape(-1, x.shape[-1]).abs().mean(0).double())
 
-    norms = [n for layer in a.layers() for n in a.norms(layer)]
-    if a.final_norm() is not None:
-        norms.append(a.final_norm())
+    norms = _hidden_norms(a)
     handles = [_hook_outputs(n, fn) for n in norms]
     try:
         with torch.inference_mode():

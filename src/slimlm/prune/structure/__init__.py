@@ -10,6 +10,9 @@ Coupled groups (what surgery removes together):
 transformers' Llama config also requires ``hidden_size % num_attention_heads == 0`` (head_dim is explicit,
 but the check remains): head counts that break it are refused, and the hidden width is rounded to the
 nearest multiple of the number of heads (the report gives the width actually kept).
+BERT's config derives the head size as ``hidden_size / num_attention_heads`` (and transformers 5 has no
+``pruned_heads``), so on BERT heads and hidden width are removed together, by the same ratio: a kept hidden
+width of exactly ``kept heads x head size`` keeps the head size, and surgery does both in one rebuild.
 Widths stay uniform across layers (the config has one ``intermediate_size``, one ``num_attention_heads``),
 so every layer loses the same number of units, each layer choosing its own least important ones.
 `plan` checks every requested ratio before any statistic is computed.
@@ -20,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slimlm.errors import ConfigError
-from slimlm.models import Model
+from slimlm.models import FamilyAdapter, Model
 from slimlm.prune.config import StructuredConfig
 
 
@@ -41,11 +44,14 @@ class HeadPlan:
 
 @dataclass(frozen=True)
 class StructuredPlan:
+    """What to remove; ``joint_width``: heads and hidden width go in one step (BERT)."""
+
     layers: int = 0
     heads: HeadPlan | None = None
     ffn_keep: int | None = None
     hidden_keep: int | None = None
     vocab: bool = False
+    joint_width: bool = False
 
 
 def _count(total: int, ratio: float, what: str, tol: float = 0.1) -> int:
@@ -91,6 +97,31 @@ def head_plan(heads: int, kv: int, ratio: float, mode: str, hidden: int | None =
     )
 
 
+def _bert_width(a: FamilyAdapter, cfg: StructuredConfig) -> tuple[HeadPlan, int]:
+    """BERT: ``heads=R,hidden=R`` removes whole heads with their share of the hidden width; anything else fails."""
+    n, hd = a.num_heads, a.head_dim
+    if not cfg.heads:
+        valid = ", ".join(f"{k / n:.4g}" for k in range(1, n))
+        raise ConfigError(
+            f"hidden={cfg.hidden:g} on BERT is removed together with whole heads (BERT's head size is "
+            f"hidden_size/num_attention_heads): give heads=R,hidden=R with R one of {valid}."
+        )
+    hp = head_plan(n, a.num_kv_heads, cfg.heads, cfg.head_mode)
+    if not cfg.hidden:
+        raise ConfigError(
+            f"give hidden={cfg.heads:g} too (BERT's head size is hidden_size/num_attention_heads): "
+            f"heads={cfg.heads:g},hidden={cfg.heads:g}"
+        )
+    removed = hp.groups  # MHA: every KV group is one head
+    if abs(cfg.hidden * a.hidden_size - removed * hd) > 0.1 * hd:
+        raise ConfigError(
+            f"hidden={cfg.hidden:g} must remove the width of the {removed} heads that heads={cfg.heads:g} removes "
+            f"({removed * hd} of {a.hidden_size} channels; BERT's head size is hidden_size/num_attention_heads): "
+            f"give heads={cfg.heads:g},hidden={cfg.heads:g}."
+        )
+    return hp, (n - removed) * hd
+
+
 def plan(model: Model, cfg: StructuredConfig) -> StructuredPlan:
     """Check every part of ``cfg`` against ``model`` before any work; return what will be removed."""
     a = model.adapter
@@ -99,26 +130,18 @@ def plan(model: Model, cfg: StructuredConfig) -> StructuredPlan:
         layers = int(cfg.layers) if cfg.layers >= 1 else _count(a.num_layers, cfg.layers, "layers", tol=0.5)
         if layers >= a.num_layers:
             raise ConfigError(f"layers={cfg.layers:g} would remove all {a.num_layers} layers; remove at most {a.num_layers - 1}.")
-    heads = None
-    if cfg.heads:
-        if a.family == "bert":
-            raise ConfigError(
-                "heads pruning is not available for BERT-family models: their config derives the head size from "
-                "hidden_size / num_attention_heads, so fewer heads cannot be expressed; prune layers or ffn instead."
-            )
+    heads, hidden_keep = None, None
+    joint = a.family == "bert" and bool(cfg.heads or cfg.hidden)
+    if joint:
+        heads, hidden_keep = _bert_width(a, cfg)
+    elif cfg.heads:
         heads = head_plan(a.num_heads, a.num_kv_heads, cfg.heads, cfg.head_mode, a.hidden_size)
     ffn_keep = None
     if cfg.ffn:
         ffn_keep = a.intermediate_size - int(round(cfg.ffn * a.intermediate_size))
         if cfg.ffn_importance == "taylor" and not a.causal:
             raise ConfigError("ffn_importance=taylor needs a causal LM loss; use ffn_importance=activation for encoders.")
-    hidden_keep = None
-    if cfg.hidden:
-        if a.family != "llama":
-            raise ConfigError(
-                f"hidden-width pruning supports Llama-family models only ({a.family} ties the head size to the "
-                "hidden size); prune layers or ffn instead."
-            )
+    if cfg.hidden and not joint:
         # the config needs hidden_size % num_attention_heads == 0: keep the nearest multiple of the heads
         n_heads = heads.remaining(a.num_heads, a.num_kv_heads)[0] if heads else a.num_heads
         hidden_keep = int(round((1 - cfg.hidden) * a.hidden_size / n_heads)) * n_heads
@@ -130,4 +153,5 @@ def plan(model: Model, cfg: StructuredConfig) -> StructuredPlan:
             )
     if cfg.vocab and not a.causal:
         raise ConfigError("vocab=domain supports causal LMs with a BPE tokenizer only; drop vocab for encoders.")
-    return StructuredPlan(layers=layers, heads=heads, ffn_keep=ffn_keep, hidden_keep=hidden_keep, vocab=bool(cfg.vocab))
+    return StructuredPlan(layers=layers, heads=heads, ffn_keep=ffn_keep, hidden_keep=hidden_keep,
+                          vocab=bool(cfg.vocab), joint_width=joint)
