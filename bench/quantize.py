@@ -302,13 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     by = {r["variant"]: r for r in rows}
     measured: dict = {}
     if target_int8 in by:
-        t8 = by.get(f"{target_int8} + torch.compile", by[target_int8])
-        t8 = t8 if "ratios" in t8 else by[target_int8]
+        # the speed targets hold for an int8-dynamic variant that also meets the quality target: the default
+        # config, the same compiled, or with lm_head quantized on request (its own perplexity is measured)
+        cands = [r for r in (by[target_int8], by.get(f"{target_int8} + torch.compile"), by.get(f"{target_int8} +lm_head"))
+                 if r and "ratios" in r and r.get("ppl_ratio", by[target_int8]["ppl_ratio"]) <= 1.02]
         measured["int8_ppl"] = by[target_int8]["ppl_ratio"]
-        best = max((by[target_int8], t8), key=lambda r: r["ratios"]["prefill_speedup_1x128"])
-        measured["int8_speed_1x128"] = best["ratios"]["prefill_speedup_1x128"]
-        measured["int8_speed_8x128"] = max(by[target_int8]["ratios"]["prefill_speedup_8x128"],
-                                           t8["ratios"]["prefill_speedup_8x128"])
+        if cands:
+            best = max(cands, key=lambda r: r["ratios"]["prefill_speedup_1x128"])
+            measured["int8_speed_variant"] = best["variant"]
+            measured["int8_speed_variant_ppl"] = best.get("ppl_ratio", by[target_int8]["ppl_ratio"])
+            measured["int8_speed_1x128"] = best["ratios"]["prefill_speedup_1x128"]
+            measured["int8_speed_8x128"] = best["ratios"]["prefill_speedup_8x128"]
         measured["int8_speed_eager_1x128"] = by[target_int8]["ratios"]["prefill_speedup_1x128"]
     if target_int4 in by:
         measured["int4_ppl"] = by[target_int4]["ppl_ratio"]
@@ -370,7 +374,7 @@ def _markdown(res: dict) -> str:
               f"{_f(ref.get('decode_tokens_per_s'), '{:.1f}')} tok/s.", "", "## Targets", ""]
     for label, ok in res["targets"].items():
         lines.append(f"- {'MET' if ok else 'MISSED' if ok is not None else 'not measured'}: {label}")
-    lines += ["", "Measured: " + ", ".join(f"{k} = {v:.4f}" for k, v in res["measured"].items())]
+    lines += ["", "Measured: " + ", ".join(f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}" for k, v in res["measured"].items())]
     for r in res["rows"]:
         if r.get("fallback_frontier"):
             pts = ", ".join(f"{p['fp32_layers']} fp32 → ×{p['ppl_ratio']:.4f}" for p in r["fallback_frontier"])

@@ -159,3 +159,26 @@ def test_lm_head_only_on_tied_model_reloads(tiny, ids, tmp_path):
     assert isinstance(back.hf.lm_head, QuantModule)
     with torch.inference_mode():
         assert torch.equal(back.hf(ids).logits, out)
+
+
+def test_nonzero_count_sees_quantized_weights_and_pruned_zeros(tiny):
+    from slimlm.profile.core import _nonzero
+
+    lin = tiny.hf.model.layers[0].mlp.up_proj
+    with torch.no_grad():
+        lin.weight[:, ::2] = 0  # half of one layer's weights pruned
+    before = _nonzero(tiny)
+    quantize_(tiny, Int8DynamicConfig())
+    assert isinstance(tiny.hf.model.layers[0].mlp.up_proj, QuantModule)
+    # symmetric int8 keeps every pruned zero; a few tiny weights may round to zero as well
+    after = _nonzero(tiny)
+    assert before - 0.01 * before <= after <= before
+
+
+def test_flops_and_bytes_accept_torch_ao_dynamic_linears(tiny):
+    from slimlm.profile import decode_bytes_per_token, prefill_flops
+
+    fp32_flops, fp32_bytes = prefill_flops(tiny, 1, 16), decode_bytes_per_token(tiny, 16)
+    tiny.hf = torch.ao.quantization.quantize_dynamic(tiny.hf, {nn.Linear}, dtype=torch.qint8)
+    assert prefill_flops(tiny, 1, 16) == fp32_flops  # same matmuls, weight() is a method there
+    assert decode_bytes_per_token(tiny, 16) < fp32_bytes

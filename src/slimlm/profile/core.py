@@ -104,7 +104,8 @@ def _nonzero(model: Model) -> int:
         seen.add(id(p))
         nz += int(torch.count_nonzero(p.detach()).item()) if type(p) in (torch.Tensor, torch.nn.Parameter) \
             else p.numel()
-    return nz
+    # slimlm.quantize layers hold their weights in buffers (as `Model.num_params` counts them)
+    return nz + sum(m.nonzero_params() for m in model.hf.modules() if hasattr(m, "nonzero_params"))
 
 
 def _inputs(model: Model, b: int, s: int) -> torch.Tensor:

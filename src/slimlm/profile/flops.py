@@ -32,10 +32,15 @@ def _linears(model: Model) -> list[nn.Module]:
     return mods
 
 
+def _weight(m: nn.Module) -> torch.Tensor:
+    w = m.weight
+    return w() if callable(w) and not isinstance(w, torch.Tensor) else w  # torch.ao dynamic Linear: a method
+
+
 def _in_out(m: nn.Module) -> tuple[int, int]:
     if hasattr(m, "in_features"):
         return m.in_features, m.out_features
-    w = m.weight
+    w = _weight(m)
     return w.shape[1], w.shape[0]
 
 
@@ -48,6 +53,6 @@ def prefill_flops(model: Model, batch: int, seq: int) -> int:
 
 def decode_bytes_per_token(model: Model, context: int) -> int:
     a = model.adapter
-    weights = sum(tensor_bytes(m.weight) for m in _linears(model))
+    weights = sum(tensor_bytes(_weight(m)) for m in _linears(model))
     kv = 2 * a.num_layers * a.num_kv_heads * a.head_dim * context * 4  # fp32 cache, K and V
     return weights + kv

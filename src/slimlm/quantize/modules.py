@@ -39,6 +39,13 @@ class QuantModule(nn.Module):
         """The number of weights this layer represents (int4 packs two per stored byte)."""
         raise NotImplementedError
 
+    def nonzero_params(self) -> int:
+        """Weights (and bias entries) that are not exactly zero after quantization: pruned zeros survive
+        symmetric int8 exactly; int4's asymmetric grid may not hold an exact zero, which this then shows."""
+        values = self.dequantized() if hasattr(self, "dequantized") else self.qweight
+        bias = getattr(self, "bias", None)
+        return int(torch.count_nonzero(values)) + (0 if bias is None else int(torch.count_nonzero(bias)))
+
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict) -> QuantModule:
         raise NotImplementedError
