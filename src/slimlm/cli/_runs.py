@@ -59,3 +59,28 @@ def load_variants(run_dir: Path) -> list[dict]:
 
     path = run_dir / "variants.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def check_tracking(track: str | None, tracking_uri: str | None) -> None:
+    """Fail before any heavy work when tracking was asked for and cannot happen (unknown backend, no MLflow)."""
+    from slimlm.report.tracking import TrackingError, check_backend
+
+    if track is None:
+        if tracking_uri is not None:
+            raise TrackingError("--tracking-uri needs --track mlflow; add it, or drop --tracking-uri.")
+        return
+    check_backend(track)
+
+
+def track_run(run_dir: Path, track: str | None, tracking_uri: str | None, rep: dict) -> dict | None:
+    """Log the run directory to the tracker after its report is written; None when not asked to."""
+    if track is None:
+        return None
+    from slimlm.report.tracking import track_run as log_run
+
+    return log_run(run_dir, backend=track, tracking_uri=tracking_uri, summary=rep)
+
+
+def tracking_line(tracking: dict) -> str:
+    return (f"tracked: {tracking['backend']} run {tracking['run_id']} ({len(tracking['variant_runs'])} variants) "
+            f"in experiment {tracking['experiment']!r} at {tracking['tracking_uri']}")

@@ -29,14 +29,25 @@ def compress_command(
     price_per_hour: float = typer.Option(0.10, "--price-per-hour", help="USD per machine-hour."),
     grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", help="Grid carbon intensity."),
     resume: bool = typer.Option(False, "--resume", help="Resume a run (rerunning the same command does the same)."),
+    track: str | None = typer.Option(None, "--track", help="Also log every variant to a tracker: mlflow (pip install 'slimlm[track]')."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run compression recipes on MODEL; evaluate and profile every variant; select and report."""
-    from slimlm.cli._runs import finish, load_variants, selection_settings, variants_table
+    from slimlm.cli._runs import (
+        check_tracking,
+        finish,
+        load_variants,
+        selection_settings,
+        track_run,
+        tracking_line,
+        variants_table,
+    )
     from slimlm.profile import parse_shapes
     from slimlm.recipes import load_recipe
     from slimlm.recipes.pipeline import RunOptions, compress
 
+    check_tracking(track, tracking_uri)
     settings = selection_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb)
     recipes = [load_recipe(r) for r in recipe]  # validate everything before any heavy work
     opts = RunOptions(data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
@@ -46,11 +57,13 @@ def compress_command(
         p = compress(model, recipes, out_dir, opts, progress=bar, log=log)
     p.write_state([r.name for r in recipes], extra={"selection": settings})
     rep = finish(out_dir, settings, traffic, price_per_hour, grid)
+    tracking = track_run(out_dir, track, tracking_uri, rep)
     variants = load_variants(out_dir)
     if as_json:
         emit_json({"out": str(out_dir), "variants": variants, "frontier": rep["frontier"],
                    "selected": rep["selected"], "met": rep["met"], "closest": rep["closest"], "rule": rep["rule"],
-                   "hypervolume": rep["hypervolume"], "report": rep["report"], "decision": rep["decision"]})
+                   "hypervolume": rep["hypervolume"], "report": rep["report"], "decision": rep["decision"]}
+                  | ({"tracking": tracking} if tracking else {}))
         return
     out.print(variants_table(variants, rep["frontier"], rep["selected"], f"variants of {model} ({out_dir})"))
     verdict = "meets" if rep["met"] else "NOTHING meets"
@@ -58,3 +71,5 @@ def compress_command(
     if not rep["met"]:
         out.print(f"[yellow]{rep['reason']}[/yellow]")
     out.print(f"report: {rep['report']}\ndecision record: {rep['decision']}")
+    if tracking:
+        out.print(tracking_line(tracking), highlight=False)

@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     except SlimlmError as exc:
         if debug:
             raise
+        from rich.markup import escape
+
         from slimlm.cli._out import err
 
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)  # keeps [extras]
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

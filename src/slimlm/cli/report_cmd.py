@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
@@ -18,17 +20,22 @@ def report_command(
     objective: str | None = typer.Option(None, "--objective", help="latency | size | memory | energy."),
     max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="p50 latency SLO (ms)."),
     max_memory_mb: float | None = typer.Option(None, "--max-memory-mb", help="Peak memory SLO (MB)."),
+    track: str | None = typer.Option(None, "--track", help="Log the run and every variant to a tracker: mlflow (pip install 'slimlm[track]')."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Write report.html (Pareto plots, comparison, business figures) and decision.md; print the choice."""
+    from slimlm.cli._runs import check_tracking, track_run, tracking_line
     from slimlm.report import load_run, write_report
 
+    check_tracking(track, tracking_uri)
     res = write_report(run_dir, traffic_per_day=traffic, price_per_hour=price_per_hour, grid_gco2_per_kwh=grid,
                        tier=tier, max_drop=max_drop, objective=objective, max_latency_ms=max_latency_ms,
                        max_memory_mb=max_memory_mb)
+    tracking = track_run(Path(run_dir), track, tracking_uri, res)
     if as_json:
         emit_json({k: res[k] for k in ("report", "decision", "selected", "met", "frontier", "hypervolume")}
-                  | {"closest": res["closest"], "rule": res["rule"]})
+                  | {"closest": res["closest"], "rule": res["rule"]} | ({"tracking": tracking} if tracking else {}))
         return
     run = load_run(run_dir)
     point = res["selected"] or res["closest"]
@@ -49,3 +56,5 @@ def report_command(
     verdict = "[bold green]met[/bold green]" if res["met"] else "[bold red]NOT met[/bold red]"
     out.print(f"Rule: {res['rule']}: {verdict}. {res['reason']}", highlight=False)
     out.print(f"Report: {res['report']}\nDecision: {res['decision']}", highlight=False)
+    if tracking:
+        out.print(tracking_line(tracking), highlight=False)

@@ -33,14 +33,25 @@ def search_command(
     price_per_hour: float = typer.Option(0.10, "--price-per-hour", help="USD per machine-hour."),
     grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", help="Grid carbon intensity."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed."),
+    track: str | None = typer.Option(None, "--track", help="Also log every variant to a tracker: mlflow (pip install 'slimlm[track]')."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Search prune → distill → quantize recipes for the Pareto frontier of quality against cost."""
-    from slimlm.cli._runs import finish, load_variants, selection_settings, variants_table
+    from slimlm.cli._runs import (
+        check_tracking,
+        finish,
+        load_variants,
+        selection_settings,
+        track_run,
+        tracking_line,
+        variants_table,
+    )
     from slimlm.profile import parse_shapes
     from slimlm.recipes.pipeline import RunOptions
     from slimlm.search import load_space, parse_duration, search
 
+    check_tracking(track, tracking_uri)
     settings = selection_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb)
     sp = load_space(space)
     timeout_s = parse_duration(timeout)
@@ -57,15 +68,18 @@ def search_command(
         res = search(model, sp, out_dir, trials=trials, objectives=objs, storage=storage, study_name=study,
                      timeout_s=timeout_s, options=opts, seed=seed, progress=bar, log=log, after_trial=after)
     rep = finish(out_dir, settings, traffic, price_per_hour, grid)
+    tracking = track_run(out_dir, track, tracking_uri, rep)
     variants = load_variants(out_dir)
     if as_json:
         emit_json({"out": str(out_dir), "variants": variants, "frontier": rep["frontier"],
                    "selected": rep["selected"], "met": rep["met"], "closest": rep["closest"], "rule": rep["rule"],
                    "hypervolume": rep["hypervolume"], "study": res, "report": rep["report"],
-                   "decision": rep["decision"]})
+                   "decision": rep["decision"]} | ({"tracking": tracking} if tracking else {}))
         return
     out.print(variants_table(variants, rep["frontier"], rep["selected"], f"search of {model}: "
                              f"{res['completed']} trials ({res['ran_here']} here)"))
     out.print(f"★ selected: {rep['selected'] or '-'}  ◆ frontier; hypervolume {rep['hypervolume'] or 0:.3f} — "
               f"{'meets' if rep['met'] else 'NOTHING meets'} the bar: {rep['rule']}")
     out.print(f"report: {rep['report']}\ndecision record: {rep['decision']}")
+    if tracking:
+        out.print(tracking_line(tracking), highlight=False)
