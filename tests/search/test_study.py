@@ -1,5 +1,6 @@
 """The Optuna study over a tiny model: budget exactness with two workers on one SQLite file, space errors."""
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -96,3 +97,22 @@ def test_systematic_trial_failures_stop_the_worker(tmp_path, text_file, monkeypa
     sp = space_from_dict({"choices": {"quantize": ["int8-dynamic", "int8-weight"]}}, "t")
     with pytest.raises(ConfigError, match="disk on fire"):
         search("tiny:llama", sp, tmp_path / "run", trials=2, objectives=("size",), options=_opts(text_file))
+
+
+def test_a_repeated_pick_reuses_its_measurement(tmp_path, text_file, monkeypatch):
+    import slimlm.recipes.pipeline as pipeline
+
+    profiled: list = []
+    real = pipeline.Pipeline.profile_all
+    monkeypatch.setattr(pipeline.Pipeline, "profile_all",
+                        lambda self, ids=None: (profiled.append(ids), real(self, ids))[1])
+    sp = space_from_dict({"name": "one", "choices": {"quantize": ["int8-dynamic"]}}, "one")  # one point only
+    opts = dataclasses.replace(_opts(text_file), profile=True)
+    logs: list[str] = []
+    res = search("tiny:llama", sp, tmp_path / "run", trials=2, objectives=("size",), options=opts,
+                 log=logs.append)
+    assert res["completed"] == 2
+    assert res["trials"][0]["values"] == res["trials"][1]["values"]
+    # trial 0 profiles the variant, trial 1 reuses it, the end re-profiles the frontier side by side once
+    assert len(profiled) == 2
+    assert any("measurements are reused" in m for m in logs)

@@ -138,8 +138,10 @@ def search(
         try:
             vid = p.run_recipe(recipe, record_intermediate=False)[-1] if recipe else p.base_id
             p.evaluate_all([vid])
-            if p.opts.profile:
-                p.profile_all([vid])
+            if p.opts.profile and "latency_ms" not in p.variants[vid].metrics:
+                p.profile_all([vid])  # a repeated pick (TPE resamples categorical spaces) reuses its measurement
+            elif p.opts.profile:
+                log(f"trial {trial.number}: same variant as an earlier trial; its measurements are reused")
             base = p.variants[p.base_id].metrics
             m = p.variants[vid].metrics
             if m.get("energy_j_per_1k_tokens") and base.get("energy_j_per_1k_tokens"):
