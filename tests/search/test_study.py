@@ -116,3 +116,32 @@ def test_a_repeated_pick_reuses_its_measurement(tmp_path, text_file, monkeypatch
     # trial 0 profiles the variant, trial 1 reuses it, the end re-profiles the frontier side by side once
     assert len(profiled) == 2
     assert any("measurements are reused" in m for m in logs)
+
+
+def test_siblings_of_a_trial_reuse_its_stages(tmp_path, text_file):
+    sp = space_from_dict(SPACE, "t")
+    logs: list[str] = []
+    res = search("tiny:llama", sp, tmp_path / "run", trials=3, objectives=("size",), options=_opts(text_file),
+                 log=logs.append)
+    picks = [t["params"] for t in res["trials"]]
+    # trials 1 and 2 are trial 0's quantization siblings: same prune, the other two schemes
+    assert len({p["layers"] for p in picks}) == 1
+    assert sorted(p["quantize"] for p in picks) == sorted(SPACE["choices"]["quantize"])
+    if picks[0]["layers"]:
+        assert sum("cached" in m for m in logs) >= 2  # the shared prune stage ran once
+    import optuna
+
+    st = optuna.load_study(study_name="slimlm", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert [t.user_attrs.get("sibling_of") for t in st.trials if t.number in (1, 2)] == [0, 0]
+
+
+def test_expand_off_queues_nothing(tmp_path, text_file):
+    import optuna
+
+    sp = space_from_dict(SPACE, "t")
+    res = search("tiny:llama", sp, tmp_path / "run", trials=2, objectives=("size",), options=_opts(text_file),
+                 expand=())
+    assert res["completed"] == 2
+    st = optuna.load_study(study_name="slimlm", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert all("sibling_of" not in t.user_attrs for t in st.trials)
+    assert not [t for t in st.trials if t.state == optuna.trial.TrialState.WAITING]

@@ -33,6 +33,8 @@ def search_command(
     price_per_hour: float = typer.Option(0.10, "--price-per-hour", help="USD per machine-hour."),
     grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", help="Grid carbon intensity."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed."),
+    expand: str = typer.Option("quantize", "--expand", help="After each trial, queue its siblings that differ only in "
+                               "these keys (reusing its cached stages); 'none' turns it off."),
     track: str | None = typer.Option(None, "--track", help="Also log every variant to a tracker: mlflow (pip install 'slimlm[track]')."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -54,6 +56,7 @@ def search_command(
     check_tracking(track, tracking_uri)
     settings = selection_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb)
     sp = load_space(space)
+    expand_keys = _expand_keys(expand, sp)
     timeout_s = parse_duration(timeout)
     objs = tuple(o.strip() for o in objectives.split(",") if o.strip())
     opts = RunOptions(data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
@@ -66,7 +69,8 @@ def search_command(
 
     with progress_bars(not as_json) as bar:
         res = search(model, sp, out_dir, trials=trials, objectives=objs, storage=storage, study_name=study,
-                     timeout_s=timeout_s, options=opts, seed=seed, progress=bar, log=log, after_trial=after)
+                     timeout_s=timeout_s, options=opts, seed=seed, progress=bar, log=log, after_trial=after,
+                     expand=expand_keys)
     rep = finish(out_dir, settings, traffic, price_per_hour, grid)
     tracking = track_run(out_dir, track, tracking_uri, rep)
     variants = load_variants(out_dir)
@@ -83,3 +87,14 @@ def search_command(
     out.print(f"report: {rep['report']}\ndecision record: {rep['decision']}")
     if tracking:
         out.print(tracking_line(tracking), highlight=False)
+
+
+def _expand_keys(value: str, sp) -> tuple[str, ...]:
+    from slimlm.errors import ConfigError
+
+    keys = tuple(k.strip() for k in value.split(",") if k.strip() and k.strip() != "none")
+    bad = [k for k in keys if k not in sp.choices]
+    if bad:
+        raise ConfigError(f"--expand {','.join(bad)}: not a choice of space {sp.name}; use some of "
+                          f"{', '.join(sp.choices)} or none.")
+    return keys

@@ -75,6 +75,7 @@ def search(
     progress: Callable | None = None,
     log: Callable[[str], None] | None = None,
     after_trial: Callable[[Pipeline], None] | None = None,
+    expand: tuple[str, ...] = ("quantize",),
 ) -> dict:
     """Run (or join) a study until ``trials`` trials are complete or ``timeout_s`` passes.
 
@@ -88,6 +89,9 @@ def search(
         study_name: the study to create or join.
         timeout_s: stop starting new trials after this many seconds (the best so far is saved).
         after_trial: called after each trial with the pipeline (the CLI writes the report there).
+        expand: cost-aware sampling: after a trial completes, its siblings that differ only in these keys are
+            queued next (skipped when already tried). Quantization is the last and cheapest stage, so its
+            siblings reuse the cached prune and distill outputs the trial paid for; ``()`` turns this off.
 
     Returns:
         ``{"study", "storage", "completed", "ran_here", "trials": [{"number", "params", "variant", "values"}]}``.
@@ -163,6 +167,7 @@ def search(
             continue
         trial.set_user_attr("variant", vid)
         study.tell(trial, values)
+        _queue_siblings(study, space, params, expand, trial.number)
         ran += 1
         p.write_state([])
         if after_trial:
@@ -175,6 +180,14 @@ def search(
             "stage_seconds_run": p.stage_seconds_run,
             "trials": [{"number": t.number, "params": t.params, "variant": t.user_attrs.get("variant"),
                         "values": t.values} for t in complete]}
+
+
+def _queue_siblings(study, space: Space, params: dict, keys: tuple[str, ...], number: int) -> None:
+    """Queue the picks that differ from ``params`` only in ``keys`` (Optuna skips those already tried)."""
+    for key in keys:
+        for value in space.choices.get(key, []):
+            if value != params.get(key, value):
+                study.enqueue_trial({**params, key: value}, user_attrs={"sibling_of": number}, skip_if_exists=True)
 
 
 def _reprofile_frontier(p: Pipeline, ids: list[str | None]) -> None:
