@@ -24,12 +24,13 @@ RESULTS = ROOT / "bench" / "results"
 
 SPACE = {
     "name": "bench",
-    "description": "joint structured prune, short KD, PTQ; sized for a 2-core CPU",
+    "description": "joint structured prune, short KD, PTQ (lm_head/embeddings in fp32 or quantized); sized for a 2-core CPU",
     "choices": {
         "layers": [0, 4, 8],
         "ffn": [0.0, 0.25],
         "distill_steps": [0, 20],
         "quantize": ["none", "int8-dynamic", "int4-weight"],
+        "quantize_skip": ["lm_head,embed", "none"],
         "group_size": [32],
     },
     "fixed": {
@@ -37,6 +38,7 @@ SPACE = {
         "distill": {"loss": "kl", "lr": 3.0e-4, "batch_size": 4, "seq_len": 256, "warmup_steps": 1},
     },
 }
+EXPAND = ("quantize", "quantize_skip")  # cost-aware sampling: a trial's quantization siblings reuse its stages
 
 
 def main() -> int:
@@ -77,7 +79,7 @@ def main() -> int:
     t0 = time.perf_counter()
     res = search("builtin:smollm2-135m", space_from_dict(SPACE, "bench"), out, trials=a.trials,
                  objectives=("latency", "size"), options=opts, log=lambda m: print(m, flush=True),
-                 after_trial=after)
+                 after_trial=after, expand=EXPAND)
     wall = time.perf_counter() - t0
 
     variants = {json.loads(x)["id"]: json.loads(x) for x in (out / "variants.jsonl").read_text().splitlines() if x}
@@ -102,7 +104,7 @@ def main() -> int:
         "machine": machine_info(), "trials": res["completed"], "wall_s": wall,
         "uncached_sum_s": uncached_total, "cache_saving": 1 - wall / uncached_total if uncached_total else None,
         "frontier_size": len(rep["frontier"]), "hypervolume": rep["hypervolume"], "tiers": tiers,
-        "space": SPACE, "eval_tokens": a.eval_tokens,
+        "space": SPACE, "expand": EXPAND, "eval_tokens": a.eval_tokens,
         "targets": {
             "cache_halves_time": bool(uncached_total and wall <= uncached_total / 2),
             "moonshot_medium_3x_prefill": bool(med["met"] and (med["prefill_speedup"] or 0) >= 3),

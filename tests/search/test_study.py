@@ -145,3 +145,12 @@ def test_expand_off_queues_nothing(tmp_path, text_file):
     st = optuna.load_study(study_name="slimlm", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     assert all("sibling_of" not in t.user_attrs for t in st.trials)
     assert not [t for t in st.trials if t.state == optuna.trial.TrialState.WAITING]
+
+
+def test_quantize_skip_choice_reaches_the_stage_and_its_label():
+    sp = space_from_dict({"choices": {"quantize": ["int8-dynamic"], "quantize_skip": ["lm_head,embed", "none"]}}, "q")
+    default = sp.build({"quantize": "int8-dynamic", "quantize_skip": "lm_head,embed"}).stages[0]
+    everything = sp.build({"quantize": "int8-dynamic", "quantize_skip": "none"}).stages[0]
+    assert default.config.skip == ("lm_head", "embed") and everything.config.skip == ()
+    assert default.label() == "int8-dynamic" and everything.label() == "int8-dynamic +lm_head+embed"
+    assert default.key() != everything.key()  # separate cache entries

@@ -117,6 +117,9 @@ class Stage:
         extra = f" g{c['group_size']} {c.get('method', '')}".rstrip() if scheme == "int4-weight" else ""
         if c.get("smoothquant") is not None:
             extra += f" sq{c['smoothquant']:g}"
+        quantized_too = [p for p in ("lm_head", "embed") if p not in c.get("skip", ("lm_head", "embed"))]
+        if quantized_too:  # the default keeps both in fp32; name what was quantized on request
+            extra += " +" + "+".join(quantized_too)
         return f"{scheme}{extra}"
 
 

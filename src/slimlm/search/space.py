@@ -11,6 +11,7 @@ A space file:
       distill_steps: [0, 20]      # distillation after pruning (skipped when nothing was pruned)
       distill_loss: [kl]
       quantize: [none, int8-dynamic, int8-weight, int4-weight]
+      quantize_skip: ["lm_head,embed", embed, none]   # parts kept in fp32 (default both; none: quantize all)
       group_size: [32, 64]        # int4 only
     fixed:                        # settings every trial shares
       calibration: {samples: 32, seq_len: 256}
@@ -32,9 +33,10 @@ import yaml
 from slimlm.errors import ConfigError
 from slimlm.recipes import Recipe, recipe_from_dict
 
-KEYS = ("layers", "ffn", "heads", "unstructured", "distill_steps", "distill_loss", "quantize", "group_size")
+KEYS = ("layers", "ffn", "heads", "unstructured", "distill_steps", "distill_loss", "quantize", "quantize_skip",
+        "group_size")
 OFF = {"layers": 0, "ffn": 0.0, "heads": 0.0, "unstructured": "none", "distill_steps": 0, "distill_loss": "kl",
-       "quantize": "none", "group_size": 32}
+       "quantize": "none", "quantize_skip": "lm_head,embed", "group_size": 32}
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class Space:
             q: dict[str, Any] = {"scheme": p["quantize"], **self.fixed.get("quantize", {})}
             if p["quantize"] == "int4-weight":
                 q["group_size"] = int(p["group_size"])
+            if "quantize_skip" in params:
+                q["skip"] = str(p["quantize_skip"])
             stages.append({"quantize": q, "calibration": cal})
         if not stages:
             return None
