@@ -125,6 +125,19 @@ def main() -> int:
         lines.append(f"| {tier} | {t['label']} | {t['met']} | {fmt(t['quality_drop'], '+.2%')} | "
                      f"{fmt(t['ood_quality_drop'], '+.2%')} | {fmt(t['prefill_speedup'], '.2f')}× | "
                      f"{fmt(t['disk_reduction'], '.2f')}× |")
+    base_disk = next(v for v in variants.values() if v.get("is_baseline"))["metrics"].get("disk_mb")
+    lines += ["", "Every measured variant (final side-by-side profile for the frontier; ◆ frontier):", "",
+              "| variant | ppl drop | OOD drop | prefill speedup 1x128 | disk MB | disk reduction | stage s (uncached) |",
+              "|---|---|---|---|---|---|---|"]
+    for vid, v in variants.items():
+        m = v.get("metrics", {})
+        if "quality_drop" not in m:
+            continue
+        sp = (m.get("ratios") or {}).get("prefill_speedup_1x128")
+        red = base_disk / m["disk_mb"] if base_disk and m.get("disk_mb") else None
+        mark = "◆ " if vid in rep["frontier"] else ""
+        lines.append(f"| {mark}{v['label']} | {m['quality_drop']:+.2%} | {m.get('ood_quality_drop') or 0:+.2%} | "
+                     f"{sp or 0:.2f}× | {m.get('disk_mb') or 0:.0f} | {red or 0:.2f}× | {v.get('seconds') or 0:.0f} |")
     lines += ["", "Targets:"] + [f"- {k}: {'met' if v else 'MISSED'}" for k, v in result["targets"].items()]
     (RESULTS / "search.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
