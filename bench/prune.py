@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import time
 from pathlib import Path
 
@@ -49,6 +50,17 @@ TARGETS = {
     "vocab_params": "vocab=domain removes >= 12% of the parameters",
     "vocab_speed": "vocab=domain speeds up prefill (1x128)",
     "vocab_quality": "vocab=domain perplexity on the domain <= 1.01x dense",
+}
+
+
+WHY_SLOW = {  # the issue asks to say why a structured variant realises less than 80% of its FLOP saving
+    "heads -33%": "probable causes (not profiled op by op): the saving is small (one of 3 KV groups, 7.6% of "
+                  "the FLOPs) and sits in the q/k/v/o GEMMs, whose output width drops from 576 to 384 columns; "
+                  "the per-layer attention work that does not scale with FLOPs (rotary embedding, SDPA dispatch, "
+                  "repeating K/V for GQA) stays. With a 7.6% saving, +-2% timing noise moves the share by +-0.25 "
+                  "(the previous run of this benchmark measured 1.25).",
+    "vocab=domain": "the saving is one GEMM (the LM head, 49,152 -> ~20k rows); the previous run of this benchmark, "
+                    "on a machine with 4-7 other jobs, measured 0.77, quieter runs 1.01-1.03.",
 }
 
 
@@ -168,7 +180,7 @@ def _measure_structured(dense, calib, corpora, rows, keep, args) -> None:
         row["profile"]["latency_p90_ms"] = {k: v["p90"] for k, v in p["latency_ms"].items()}
         row["profile"]["gflops"] = {k: v / 1e9 for k, v in p["flops"].items()}
         keep(name, row)
-    keep("_machine", {**prof[0]["machine"], "threads": prof[0]["threads"],
+    keep("_machine", {**prof[0]["machine"], "threads": prof[0]["threads"], "load_average": list(os.getloadavg()),
                       "roofline": {k: prof[0]["roofline"][k] for k in ("peak_gflops", "peak_gb_s")}})
 
 
@@ -268,8 +280,12 @@ def _markdown(res: dict) -> str:
               "no longer spreads mass over removed tokens). On pydoc the trimmed tokenizer splits unseen tokens "
               "into smaller kept pieces, so that perplexity is over a different, longer token sequence.",
               "- Structured variants are measured as cut, with no retraining.",
-              "- Absolute latencies come from a CPU shared with other jobs (load average about 10 on 2 cores); "
-              "only the interleaved ratios are comparable."]
+              f"- Latencies: {m.get('context') or 'load average at the end of the timings ' + str(m.get('load_average'))};"
+              " only the interleaved ratios are comparable."]
+    for name, why in WHY_SLOW.items():
+        share = rows.get(name, {}).get("realised_share_of_flop_saving")
+        if share is not None and share < 0.8:
+            lines.append(f"- {name} realised {share:.2f} of its FLOP saving: {why}")
     lines += ["", "## Targets", ""]
     for t in res["targets"].values():
         lines.append(f"- {'MET' if t['met'] else 'MISSED'}: {t['target']} (measured: {t['measured']})")
