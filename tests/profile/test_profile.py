@@ -47,3 +47,24 @@ def test_parse_shapes_and_errors():
 def test_percentiles_interpolate():
     p = _percentiles([0.001 * i for i in range(1, 101)])
     assert p["p50"] == pytest.approx(50.5) and p["p90"] == pytest.approx(90.1) and p["n"] == 100
+
+
+def test_compare_times_an_attached_runner_without_asking_its_truth_value():
+    from slimlm.models import load
+    from slimlm.profile import compare
+
+    m = load("tiny:llama")
+    calls = []
+
+    class Runner:  # like torch.compile's OptimizedModule: callable, and len() raises
+        def __len__(self):
+            raise TypeError("LlamaForCausalLM does not support len()")
+
+        def __call__(self, ids, **kw):
+            calls.append(ids.shape)
+            return m.hf(ids, **kw)
+
+    m.runner = Runner()
+    res = compare([m], shapes=((1, 8),), decode_tokens=0, repeats=2, warmup=1, memory=False)
+    assert res[0]["latency_ms"]["1x8"]["p50"] > 0
+    assert len(calls) == 3  # warm-up + 2 timed prefills went through the runner

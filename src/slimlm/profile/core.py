@@ -115,7 +115,9 @@ def _inputs(model: Model, b: int, s: int) -> torch.Tensor:
 
 def _forward(model: Model, ids: torch.Tensor) -> None:
     kw = {"use_cache": False} if model.task == "causal-lm" else {}
-    fn = getattr(model, "runner", None) or model.hf  # a compiled callable, if a stage attached one
+    fn = getattr(model, "runner", None)  # a compiled callable, if a stage attached one
+    if fn is None:  # not `or`: a torch.compile module has no truth value (its __len__ raises)
+        fn = model.hf
     fn(ids, **kw)
 
 
