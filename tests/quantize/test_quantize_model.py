@@ -182,3 +182,12 @@ def test_flops_and_bytes_accept_torch_ao_dynamic_linears(tiny):
     tiny.hf = torch.ao.quantization.quantize_dynamic(tiny.hf, {nn.Linear}, dtype=torch.qint8)
     assert prefill_flops(tiny, 1, 16) == fp32_flops  # same matmuls, weight() is a method there
     assert decode_bytes_per_token(tiny, 16) < fp32_bytes
+
+
+def test_a_fully_quantized_model_is_profiled(tiny):
+    from slimlm.profile import compare
+
+    quantize_(tiny, Int8DynamicConfig(skip=()))  # embeddings become Int8Embedding (no .weight)
+    assert isinstance(tiny.hf.model.embed_tokens, Int8Embedding)
+    r = compare([tiny], shapes=((1, 8),), decode_tokens=2, repeats=1, warmup=1, memory=False)[0]
+    assert r["latency_ms"]["1x8"]["p50"] > 0 and r["params"] == tiny.num_params()

@@ -71,7 +71,7 @@ class FamilyAdapter:
 
     @property
     def vocab_size(self) -> int:
-        return self.embeddings().weight.shape[0]
+        return self.embeddings().num_embeddings  # nn.Embedding and slimlm.quantize's Int8Embedding both have it
 
     @property
     def max_positions(self) -> int:
