@@ -191,3 +191,20 @@ def test_a_fully_quantized_model_is_profiled(tiny):
     assert isinstance(tiny.hf.model.embed_tokens, Int8Embedding)
     r = compare([tiny], shapes=((1, 8),), decode_tokens=2, repeats=1, warmup=1, memory=False)[0]
     assert r["latency_ms"]["1x8"]["p50"] > 0 and r["params"] == tiny.num_params()
+
+
+def test_int4pack_kernel_from_the_config_survives_save_and_load(tiny, ids, tmp_path):
+    from slimlm.quantize.modules import Int4WeightLinear
+
+    ref = load(TINY)
+    quantize_(ref, Int4WeightConfig(method="rtn", group_size=32))
+    quantize_(tiny, Int4WeightConfig(method="rtn", group_size=32, kernel="int4pack"))
+    mods = [m for m in tiny.hf.modules() if isinstance(m, Int4WeightLinear)]
+    assert mods and all(m.kernel == "int4pack" for m in mods)
+    with torch.inference_mode():
+        fast, exact = tiny.hf(ids).logits, ref.hf(ids).logits
+    assert sqnr(exact, fast) > 25  # same weights; only the bf16 activations differ
+    back = load(save(tiny, tmp_path / "q4"))
+    assert all(m.kernel == "int4pack" for m in back.hf.modules() if isinstance(m, Int4WeightLinear))
+    with torch.inference_mode():
+        assert torch.equal(back.hf(ids).logits, fast)

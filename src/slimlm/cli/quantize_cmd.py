@@ -19,6 +19,7 @@ def quantize_command(
     exclude: str = typer.Option("", "--exclude", help="Comma-separated module names or suffixes kept in fp32."),
     group_size: int = typer.Option(32, "--group-size", help="int4-weight: input columns per scale (must divide every width)."),
     method: str = typer.Option("gptq", "--method", help="int4-weight: gptq (calibrated) or rtn (round to nearest)."),
+    kernel: str = typer.Option("dequant", "--kernel", help="int4-weight: dequant (fp32 reference) or int4pack (CPU int4 kernel, faster)."),
     smoothquant: float | None = typer.Option(None, "--smoothquant", help="int8-dynamic: SmoothQuant alpha in [0, 1]."),
     tolerance: float | None = typer.Option(None, "--tolerance", help="Per-layer fallback: allowed perplexity increase (0.01 = 1%)."),
     max_fallback: int | None = typer.Option(None, "--max-fallback", help="Fallback: at most this many layers in fp32."),
@@ -37,7 +38,7 @@ def quantize_command(
     start = time.perf_counter()
     cfg: dict = {"scheme": scheme, "skip": skip, "exclude": [e for e in exclude.split(",") if e]}
     if scheme == "int4-weight":
-        cfg.update(group_size=group_size, method=method)
+        cfg.update(group_size=group_size, method=method, kernel=kernel)
     if smoothquant is not None:
         cfg["smoothquant"] = smoothquant
     if tolerance is not None or max_fallback is not None:

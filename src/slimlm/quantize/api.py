@@ -109,8 +109,8 @@ def _build(name: str, mod: nn.Module, config, stats: InputStats | None, progress
     if isinstance(config, Int4WeightConfig):
         if config.method == "gptq":
             q, s, z = gptq_int4(mod.weight, stats.hessian(name), config.group_size, config.damp, config.act_order)
-            return Int4WeightLinear.from_quantized(q, s, z, config.group_size, mod.bias)
-        return Int4WeightLinear.from_float(mod, config.group_size)
+            return Int4WeightLinear.from_quantized(q, s, z, config.group_size, mod.bias, config.kernel)
+        return Int4WeightLinear.from_float(mod, config.group_size, config.kernel)
     raise TypeError(f"no builder for {type(config).__name__}")
 
 
