@@ -28,7 +28,7 @@ SPACE = {
     "choices": {
         "layers": [0, 4, 8],
         "ffn": [0.0, 0.25],
-        "distill_steps": [0, 20],
+        "distill_steps": [0, 40],
         "quantize": ["none", "int8-dynamic", "int4-weight"],
         "quantize_skip": ["lm_head,embed", "none"],
         "group_size": [32],

@@ -124,6 +124,7 @@ def test_siblings_of_a_trial_reuse_its_stages(tmp_path, text_file):
     res = search("tiny:llama", sp, tmp_path / "run", trials=3, objectives=("size",), options=_opts(text_file),
                  log=logs.append)
     picks = [t["params"] for t in res["trials"]]
+    assert picks[0] == {"quantize": "none", "layers": 0}  # a new study starts at every key's first value
     # trials 1 and 2 are trial 0's quantization siblings: same prune, the other two schemes
     assert len({p["layers"] for p in picks}) == 1
     assert sorted(p["quantize"] for p in picks) == sorted(SPACE["choices"]["quantize"])

@@ -91,7 +91,8 @@ def search(
         after_trial: called after each trial with the pipeline (the CLI writes the report there).
         expand: cost-aware sampling: after a trial completes, its siblings that differ only in these keys are
             queued next (skipped when already tried). Quantization is the last and cheapest stage, so its
-            siblings reuse the cached prune and distill outputs the trial paid for; ``()`` turns this off.
+            siblings reuse the cached prune and distill outputs the trial paid for. A new study's first trial
+            is every key's first value. ``()`` turns both off (pure sampler).
 
     Returns:
         ``{"study", "storage", "completed", "ran_here", "trials": [{"number", "params", "variant", "values"}]}``.
@@ -114,6 +115,11 @@ def search(
         study = optuna.create_study(study_name=study_name, storage=_storage(url), load_if_exists=True,
                                     directions=["minimize"] * (1 + len(objectives)), sampler=sampler)
         study.set_metric_names(["quality_drop", *objectives])
+        if expand and not study.get_trials(deepcopy=False):
+            # a new study starts at the cheapest corner (every key at its first value, the space's "off" by
+            # convention): with its expanded siblings that is quantization alone, the likeliest variants
+            # inside a tight quality tier
+            study.enqueue_trial({k: v[0] for k, v in space.choices.items()}, user_attrs={"start": True})
     p.write_state([], extra={"objectives": ["quality_drop", *[OBJECTIVES[o] for o in objectives]],
                              "search": {"study": study_name, "storage": url, "space": space.name,
                                         "trials": trials}})
