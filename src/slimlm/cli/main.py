@@ -44,6 +44,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("search", "search_cmd", "search_command"),
     ("distill", "distill_cmd", "distill_command"),
     ("finetune", "finetune_cmd", "finetune_command"),
+    ("export", "export_cmd", "export_command"),
 ]
 
 

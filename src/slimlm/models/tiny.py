@@ -108,8 +108,7 @@ _DECODERS = {
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {}),
     "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"sliding_window": 16, "query_pre_attn_scalar": 16,
                                                      "hidden_activation": "gelu_pytorch_tanh"}),
-    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", {"sliding_window": 16, "query_pre_attn_scalar": 16,
-                                                         "sliding_window_pattern": 2}),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", {"sliding_window": 16, "query_pre_attn_scalar": 16}),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {"sliding_window": 512}),
 }
 
