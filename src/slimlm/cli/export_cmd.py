@@ -10,7 +10,8 @@ from slimlm.cli._out import emit_json, fmt, out, status
 
 def export_command(
     model: str = typer.Argument(..., help="Variant to export: a variant directory, a .gguf file, builtin:/tiny: spec."),
-    fmt_: str = typer.Option(..., "--format", help="gguf, onnx or openvino."),
+    fmt_: str = typer.Option(..., "--format", help="gguf, onnx, openvino, or transformers (torchao copy of a "
+                             "slimlm-quantized variant that plain from_pretrained loads)."),
     out_dir: str = typer.Option(..., "--out", help="Output directory (new, or one an earlier export wrote)."),
     precision: str | None = typer.Option(
         None, "--type", "--precision",

@@ -12,6 +12,9 @@ precision, files, sizes and the check.
   checked with ONNX Runtime. Needs ``pip install 'slimlm[export]'``.
 - ``openvino``: ``fp32``, ``int8`` or ``int4`` weight compression (NNCF) via ``openvino.convert_model``;
   checked with OpenVINO's CPU plugin. Needs ``pip install 'slimlm[export]'``.
+- ``transformers``: a slimlm-quantized variant (int8-weight, int8-dynamic, int4-weight) in torchao's format,
+  which plain ``AutoModelForCausalLM.from_pretrained`` loads with no slimlm installed
+  (`slimlm.quantize.portable`); checked by loading it back that way.
 
 optimum-onnx / optimum-intel are not used: their releases pin transformers below the 5.x this project runs.
 The ONNX and OpenVINO graphs take ``input_ids`` (batch, sequence) and return logits (batch, sequence, vocab),
@@ -37,7 +40,8 @@ from slimlm.export.check import (
 
 FORMATS = {"gguf": ("f16", ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1")),
            "onnx": ("fp32", ("fp32", "int8")),
-           "openvino": ("fp32", ("fp32", "int8", "int4"))}
+           "openvino": ("fp32", ("fp32", "int8", "int4")),
+           "transformers": ("auto", ("auto",))}
 MANIFEST = "export.json"
 
 
@@ -90,7 +94,7 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
     _check_out(out)
     if fmt in ("onnx", "openvino"):
         _need("onnx" if fmt == "onnx" else "openvino")
-    from slimlm.export._weights import float_model
+    from slimlm.quantize.portable import float_model
 
     start = time.perf_counter()
     hf = float_model(model.hf)
@@ -111,6 +115,14 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
             path, info = write_onnx(hf, tmp, precision)
             model.tokenizer.save_pretrained(tmp)
             runner = (lambda: (onnx_logits_fn(path), "onnxruntime")) if check else None
+        elif fmt == "transformers":
+            from slimlm.quantize.portable import save_transformers
+
+            say("writing a torchao copy for plain transformers")
+            info = save_transformers(model, tmp)
+            precision = info["scheme"]
+            path = tmp / "model.safetensors"
+            runner = (lambda: (_plain_logits_fn(tmp), "plain transformers from_pretrained")) if check else None
         else:
             from slimlm.export.openvino import openvino_logits_fn, write_openvino
 
@@ -134,6 +146,14 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
         write_json_atomic(tmp / MANIFEST, manifest)
     return {"out": str(out), "format": fmt, "precision": precision, "main_file": str(out / path.name),
             "files": files, "check": result, "seconds": time.perf_counter() - start, **info}
+
+
+def _plain_logits_fn(directory: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    return torch_logits(hf.eval())
 
 
 def read_manifest(out: str | Path) -> dict:

@@ -232,6 +232,10 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
     _check_arch(raw.get("model_type"), str(path), raw)
     files = weight_files(path, allow_pickle=allow_pickle)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if (raw.get("quantization_config") or {}).get("quant_method") == "slimlm":
+        model = _load_slimlm_quantized(path, config, files)
+        tok = AutoTokenizer.from_pretrained(path)
+        return _converted(model.eval()), tok, _meta(path, files)
     kwargs: dict = {"dtype": torch.float32, "trust_remote_code": trust_remote_code,
                     "use_safetensors": files[0].suffix == ".safetensors"}
     if num_labels:
@@ -243,12 +247,16 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
         raise ModelFileError(f"could not load weights from {path}: {str(exc).splitlines()[0]}") from None
     tok = AutoTokenizer.from_pretrained(path)
     model = _converted(model.eval())
+    return model, tok, _meta(path, files)
+
+
+def _meta(path: Path, files: list[Path]) -> dict:
     meta = {}
     if (path / META_FILE).is_file():
         meta = json.loads((path / META_FILE).read_text())
         if meta.get("weights") != fingerprint(files):  # weights changed since the hash was taken
             meta.pop("hash", None)
-    return model, tok, meta
+    return meta
 
 
 def load(
@@ -345,6 +353,48 @@ def _load_hub(repo: str, *, trust_remote_code: bool, num_labels: int | None):
     return _converted(hf.eval()), AutoTokenizer.from_pretrained(repo)
 
 
+QUANT_WEIGHTS = "slimlm-quantized.safetensors"
+
+
+def _mark_slimlm_quantized(directory: Path) -> None:
+    """Keep slimlm's packed int8/int4 layers away from plain ``from_pretrained``: it would load the directory
+    with every quantized layer missing and randomly initialised (transformers only warns). The weights go
+    to ``slimlm-quantized.safetensors``, a name transformers does not look for, so it stops with "no file
+    named model.safetensors"; config.json says why and how to get a copy it loads."""
+    from slimlm.quantize.portable import QUANT_METHOD
+
+    cfg_file = directory / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["quantization_config"] = {
+        "quant_method": QUANT_METHOD,
+        "note": "slimlm-packed int8/int4 layers in slimlm-quantized.safetensors: load with "
+                "slimlm.models.load(dir); for plain transformers, write a torchao copy with "
+                "`slimlm export DIR --format transformers --out OUT`",
+    }
+    write_json_atomic(cfg_file, cfg)
+    shards = sorted(directory.glob("model*.safetensors"))
+    if len(shards) == 1:
+        shards[0].rename(directory / QUANT_WEIGHTS)
+    elif (directory / "model.safetensors.index.json").exists():  # sharded: hide the index
+        (directory / "model.safetensors.index.json").rename(directory / f"{QUANT_WEIGHTS}.index.json")
+
+
+def _load_slimlm_quantized(path: Path, config, files: list[Path]):
+    """The fp32 skeleton of a slimlm-quantized variant with its fp32 tensors loaded; `restore` then swaps the
+    quantized layers in (their tensors are read there)."""
+    from safetensors.torch import load_file
+
+    del config.quantization_config
+    cls = _auto_class(config, None)
+    model = cls.from_config(config, dtype=torch.float32)
+    sd: dict = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    model.load_state_dict(sd, strict=False)  # quantized layers' qweight/scale are read by `restore`
+    model.tie_weights()
+    return model
+
+
 def library_versions() -> dict:
     import transformers
 
@@ -387,6 +437,8 @@ def save(model: Model, out_dir: str | Path, *, stage: dict | None = None, metric
         stages.append(stage)
     with atomic_dir(out_dir) as tmp:
         model.hf.save_pretrained(tmp)
+        if extra.get("quantization"):
+            _mark_slimlm_quantized(tmp)
         model.tokenizer.save_pretrained(tmp)
         files = weight_files(tmp)
         new_hash = weights_hash(model.hf)

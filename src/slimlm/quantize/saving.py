@@ -1,7 +1,7 @@
 """The saved format of a quantized variant, and ``restore`` (called by `slimlm.models.load`).
 
 A quantized variant is a normal slimlm variant directory: ``save_pretrained`` writes every tensor of the
-state dict, so quantized layers land in ``model.safetensors`` as they are held in memory (int8 weights,
+state dict, so quantized layers land in the safetensors file as they are held in memory (int8 weights,
 int4 weights packed two per byte, bf16 group scales, uint8 zero points) and fp32 layers as fp32. The
 ``quantization`` key of ``slimlm.json`` lists each quantized module with its kind and options. On load,
 transformers builds the fp32 skeleton (it ignores the quantized tensors and leaves those layers at their
