@@ -43,6 +43,7 @@ class QuantModule(nn.Module):
     """Base: ``kind`` names the saved format; ``meta()`` is what `restore` needs beyond the tensors."""
 
     kind: ClassVar[str]
+    structural: ClassVar[bool] = False  # True: rebuilt from meta alone (its children may be saved layers too)
 
     def meta(self) -> dict:
         return {"kind": self.kind}
@@ -355,7 +356,7 @@ def restore(hf: nn.Module, meta: dict, path: str | Path | None) -> nn.Module:
     for name in sorted(wanted, key=lambda n: n.count(".")):  # outer layers first (a factor inside one)
         info = wanted[name]
         cls = KINDS.get(info["kind"]) or _layer_class(info.get("impl"))
-        if cls is None or not tensors[name]:
+        if cls is None or (not tensors[name] and not cls.structural):
             raise ModelFileError(f"{path}: saved layer {name} ({info['kind']}) is missing from the weights; "
                                  "the directory is incomplete: save the variant again.")
         set_module(hf, name, cls.from_state(tensors[name], info))

@@ -29,6 +29,7 @@ class LowRankLinear(QuantModule):
     """``x ↦ up(down(x))``: a rank-``r`` replacement for an ``nn.Linear`` (its parameters are trainable)."""
 
     kind = "lowrank"
+    structural = True
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool):
         super().__init__()
