@@ -113,7 +113,8 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     from slimlm.data import load_data
     from slimlm.distill.schedules import prune_distill
     from slimlm.distill.trainer import distill_run
-    from slimlm.models import load, save
+    from slimlm.methods import StageResult
+    from slimlm.models import load
 
     if schedule is not None and prune is None:
         raise ConfigError("--schedule iterative needs a pruning target; add --prune layers=N,ffn=F.")
@@ -151,12 +152,14 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
         return None  # rank 0 holds the same weights and writes the result
     s.hf.to("cpu")
     final = final_eval(s, corpus, eval_tokens)
-    stage = {"kind": "distill", "config": cfg.model_dump(mode="json"),
-             "teacher": {"spec": teacher, "hash": t.hash if t else None}, "data": data,
+    # recorded exactly as the pipeline records a distill stage (config, report, and the summary under
+    # "distill"), plus what only a standalone run knows: the teacher, the data, the schedule
+    record = {k: summary[k] for k in ("steps", "tokens", "final_losses") if k in summary}
+    record["seconds"] = summary.get("seconds", round(time.perf_counter() - start, 2))
+    extra = {"distill": summary, "teacher": {"spec": teacher, "hash": t.hash if t else None}, "data": data,
              "schedule": schedule.model_dump() if schedule else None,
-             "prune": prune.model_dump(mode="json") if prune else None,
-             "result": {k: v for k, v in summary.items() if k != "eval_curve"}}
-    save(s, out, stage=stage, metrics={"eval": final})
+             "prune": prune.model_dump(mode="json") if prune else None}
+    cfg.save_output(s, out, StageResult(report=summary, extra=extra, record=record), metrics={"eval": final})
     if ckpt.exists():
         shutil.rmtree(ckpt)  # the run finished; the saved student supersedes its checkpoint
     return {"out": str(out), "params_before": params_before, "params_after": s.num_params(),
@@ -183,7 +186,7 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
     final = final_eval(m, corpus, 4096)
     summary = res.summary()
     stage = {"kind": "finetune", "config": cfg.model_dump(mode="json"), "data": data, "labels": corpus.labels,
-             "result": {k: v for k, v in summary.items() if k != "eval_curve"}}
+             "report": {k: v for k, v in summary.items() if k != "eval_curve"}}
     m.hf.config.id2label = dict(enumerate(corpus.labels))
     m.hf.config.label2id = {v: k for k, v in m.hf.config.id2label.items()}
     save(m, out, stage=stage, metrics={"eval": final})
