@@ -84,3 +84,18 @@ def track_run(run_dir: Path, track: str | None, tracking_uri: str | None, rep: d
 def tracking_line(tracking: dict) -> str:
     return (f"tracked: {tracking['backend']} run {tracking['run_id']} ({len(tracking['variant_runs'])} variants) "
             f"in experiment {tracking['experiment']!r} at {tracking['tracking_uri']}")
+
+
+def prepare_run_dir(out_dir: Path, force: bool) -> Path:
+    """Check ``--out`` of compress/search before heavy work; ``--force`` discards an earlier run there."""
+    from slimlm._io import check_out, discard
+
+    out_dir = check_out(out_dir, kind="run")
+    if force and (out_dir / "run.json").is_file():
+        discard(out_dir)
+    return out_dir
+
+
+def has_stage_output(run_dir: Path) -> bool:
+    """True once a run holds work worth resuming (a finished stage in its cache)."""
+    return any((d / "slimlm.json").is_file() for d in (run_dir / "cache").glob("*"))

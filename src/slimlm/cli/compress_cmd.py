@@ -31,13 +31,17 @@ def compress_command(
     resume: bool = typer.Option(False, "--resume", help="Resume a run (rerunning the same command does the same)."),
     track: str | None = typer.Option(None, "--track", help="Also log every variant to a tracker: mlflow (pip install 'slimlm[track]')."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir)."),
+    force: bool = typer.Option(False, "--force", help="Start over: discard an earlier run at --out (its cache too)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run compression recipes on MODEL; evaluate and profile every variant; select and report."""
+    from slimlm._io import remove_on_error
     from slimlm.cli._runs import (
         check_tracking,
         finish,
+        has_stage_output,
         load_variants,
+        prepare_run_dir,
         selection_settings,
         track_run,
         tracking_line,
@@ -50,10 +54,11 @@ def compress_command(
     check_tracking(track, tracking_uri)
     settings = selection_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb)
     recipes = [load_recipe(r) for r in recipe]  # validate everything before any heavy work
+    out_dir = prepare_run_dir(out_dir, force)
     opts = RunOptions(data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
                       seq_len=seq_len, shapes=parse_shapes(shapes), repeats=repeats, profile=profile)
     log = (lambda msg: None) if as_json else status
-    with progress_bars(not as_json) as bar:
+    with remove_on_error(out_dir, keep=lambda: has_stage_output(out_dir)), progress_bars(not as_json) as bar:
         p = compress(model, recipes, out_dir, opts, progress=bar, log=log)
     p.write_state([r.name for r in recipes], extra={"selection": settings})
     rep = finish(out_dir, settings, traffic, price_per_hour, grid)

@@ -65,9 +65,13 @@ def train_bar(enabled: bool, title: str) -> Iterator[tuple]:
 
 def checkpoint_dir_for(out_dir: Path, resume: bool, checkpoint_every: int) -> Path:
     """Checkpoints live beside the output (``OUT.checkpoint``): saving the result replaces ``OUT`` whole."""
+    from slimlm._io import is_foreign
     from slimlm.errors import ConfigError
 
     ckpt = out_dir.with_name(out_dir.name + ".checkpoint")
+    if is_foreign(ckpt, "meta.json"):
+        raise ConfigError(f"{ckpt} is where this run keeps its checkpoints, but it holds something slimlm did not "
+                          "write; move it away or choose another --out.")
     if ckpt.exists() and not resume and checkpoint_every:
         raise ConfigError(f"{ckpt} holds a checkpoint of an earlier run; pass --resume to continue it, "
                           "or delete it to start over.")
@@ -193,6 +197,7 @@ def distill_command(
     prune: str | None = typer.Option(None, "--prune", help="Pruning target for --schedule, e.g. layers=10,ffn=0.35."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto (GPU of this rank if any, else CPU), cpu, cuda:0."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Distil TEACHER into STUDENT on --data; save the student to --out with its provenance."""
@@ -223,6 +228,9 @@ def distill_command(
         prune_cfg = parse_structured(prune)
     if cfg.uses_teacher_outputs and not teacher:
         raise ConfigError(f"--loss {loss} needs --teacher MODEL (or use --loss ce to fine-tune without one).")
+    from slimlm._io import check_out
+
+    out_dir = check_out(out_dir, force=force, kind="variant")
     ckpt = checkpoint_dir_for(out_dir, resume, checkpoint_every)
     corpus = load_data(data)  # validate data before loading any weights
     num_labels = len(corpus.labels) if corpus.labels else None

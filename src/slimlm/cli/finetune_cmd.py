@@ -34,6 +34,7 @@ def finetune_command(
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Write a resumable checkpoint every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.checkpoint."),
     seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Fine-tune MODEL's classification head (and encoder) on --data; report accuracy and macro-F1."""
@@ -45,6 +46,9 @@ def finetune_command(
     cfg = make_config(loss="ce", alpha=1.0, steps=steps, lr=lr, warmup_steps=min(warmup, steps - 1),
                       batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every,
                       patience=patience, checkpoint_every=checkpoint_every, seed=seed)
+    from slimlm._io import check_out
+
+    out_dir = check_out(out_dir, force=force, kind="variant")
     ckpt = checkpoint_dir_for(out_dir, resume, checkpoint_every)
     corpus = load_data(data)
     if not corpus.labels:

@@ -58,11 +58,13 @@ def prune_command(
     steps: int = typer.Option(4, "--steps", help="Steps of an iterative schedule."),
     eval_tokens: int = typer.Option(0, "--eval-tokens",
                                     help="Also measure perplexity on the data's eval split with this token budget (0: skip)."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Prune a model and save it as a variant whose slimlm.json records the config and the measured sparsity."""
     import time
 
+    from slimlm._io import check_out
     from slimlm.data import load_data
     from slimlm.models import load, save
     from slimlm.prune import ScheduleConfig, make_calibration, run_schedule, save_kwargs
@@ -70,6 +72,7 @@ def prune_command(
     cfg = _config(method, sparsity, pattern, allocation, include, sequential, structured, layer_importance,
                   head_mode, ffn_importance, blocksize, damp)  # validate before loading anything
     sched = ScheduleConfig(kind=schedule, steps=steps if schedule == "iterative" else 1)
+    check_out(out_dir, force=force, kind="variant")
     corpus = load_data(data)
     m = load(model, progress=status)
     before = m.num_params()

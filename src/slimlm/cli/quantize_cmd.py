@@ -29,9 +29,11 @@ def quantize_command(
     calib_rows: int = typer.Option(32, "--calib-rows", help="Calibration windows."),
     calib_len: int = typer.Option(512, "--calib-len", help="Calibration window length (tokens)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the calibration sample and QAT batches."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Quantize MODEL (int8 dynamic, int8 / int4 weight-only; SmoothQuant, GPTQ, per-layer fallback, QAT)."""
+    from slimlm._io import check_out
     from slimlm.models import load
     from slimlm.quantize import check_config, logical_params, parse_config, quantize_, save
 
@@ -47,6 +49,7 @@ def quantize_command(
         cfg = {"scheme": "qat", "target": cfg, "steps": max(qat_steps, 1), "lr": qat_lr,
                "only_if_drop_above": qat_if_drop_above}
     config = parse_config(cfg)  # a bad option fails before anything is loaded
+    check_out(out_dir, force=force, kind="variant")
     corpus = None
     if data:
         from slimlm.data import load_data

@@ -37,13 +37,16 @@ def search_command(
                                "these keys (reusing its cached stages); 'none' turns it off."),
     track: str | None = typer.Option(None, "--track", help="Also log every variant to a tracker: mlflow (pip install 'slimlm[track]')."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir)."),
+    force: bool = typer.Option(False, "--force", help="Start over: discard an earlier run at --out (its cache too)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Search prune → distill → quantize recipes for the Pareto frontier of quality against cost."""
+    from slimlm._io import remove_on_error
     from slimlm.cli._runs import (
         check_tracking,
         finish,
         load_variants,
+        prepare_run_dir,
         selection_settings,
         track_run,
         tracking_line,
@@ -59,6 +62,7 @@ def search_command(
     expand_keys = _expand_keys(expand, sp)
     timeout_s = parse_duration(timeout)
     objs = tuple(o.strip() for o in objectives.split(",") if o.strip())
+    out_dir = prepare_run_dir(out_dir, force)
     opts = RunOptions(data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
                       shapes=parse_shapes(shapes), decode_tokens=decode_tokens, repeats=repeats)
     log = (lambda msg: None) if as_json else status
@@ -67,7 +71,7 @@ def search_command(
         p.write_state([], extra={"selection": settings})
         finish(out_dir, settings, traffic, price_per_hour, grid)
 
-    with progress_bars(not as_json) as bar:
+    with remove_on_error(out_dir, keep=lambda: (out_dir / "variants.jsonl").exists()), progress_bars(not as_json) as bar:
         res = search(model, sp, out_dir, trials=trials, objectives=objs, storage=storage, study_name=study,
                      timeout_s=timeout_s, options=opts, seed=seed, progress=bar, log=log, after_trial=after,
                      expand=expand_keys)

@@ -18,6 +18,7 @@ def sensitivity_command(
     eval_samples: int = typer.Option(8, "--eval-samples", help="Eval windows for the quality measure."),
     eval_seq_len: int = typer.Option(256, "--eval-seq-len", help="Tokens per eval window."),
     out_file: str | None = typer.Option(None, "--out", help="Also write the JSON to this file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Prune each block alone at each ratio and report the quality change (a table, or JSON for reports)."""
@@ -34,6 +35,10 @@ def sensitivity_command(
         ratio_list = tuple(float(r) for r in ratios.split(",") if r.strip())
     except ValueError:
         raise ConfigError(f"--ratios {ratios!r} is not a comma-separated list of fractions (e.g. 0.25,0.5).") from None
+    if out_file:
+        from slimlm._io import check_out
+
+        check_out(out_file, force=force, kind="file")
     corpus = load_data(data)
     m = load(model, progress=status)
     calib = make_calibration(m, corpus, calib_samples, calib_seq_len)

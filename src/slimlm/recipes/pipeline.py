@@ -127,11 +127,15 @@ class Pipeline:
     def _check_run_dir(self) -> None:
         run = self.out / "run.json"
         if run.exists():
-            prev = json.loads(run.read_text())
-            if prev.get("model") != self.spec or prev.get("options") != self.opts.measure_key():
+            try:
+                prev = json.loads(run.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                raise ConfigError(f"{run} is unreadable; use another --out, or --force to start over.") from None
+            if not isinstance(prev, dict) or prev.get("model") != self.spec or \
+                    prev.get("options") != self.opts.measure_key():
                 raise ConfigError(
-                    f"{self.out} holds a run of {prev.get('model')} with other options; use another --out "
-                    "or the same model and options to resume it."
+                    f"{self.out} holds a run of {prev.get('model') if isinstance(prev, dict) else '?'} with other "
+                    "options; use another --out, the same model and options to resume it, or --force to start over."
                 )
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "cache").mkdir(exist_ok=True)
