@@ -142,6 +142,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file beside it, fsync and rename (umask permissions)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep(path.parent)
     tmp = temp_path(path, ".tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
@@ -254,7 +255,8 @@ def _check_writable(path: Path, option: str, inside: bool) -> None:
     st = anchor.stat()
     # root passes every permission check, but a directory without write bits is meant to be read-only
     ro = not os.access(anchor, os.W_OK | os.X_OK) or (os.geteuid() == 0 and not st.st_mode & 0o222)
-    if not ro:  # the only honest test: create something there (catches /proc, read-only mounts)
+    if not ro and anchor != path:  # the honest test: create something there (catches /proc); an existing
+        # output directory is only checked by access(2) (which sees read-only mounts) so its mtime is kept
         probe = temp_path(anchor / "probe")
         try:
             os.mkdir(probe)

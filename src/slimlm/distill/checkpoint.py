@@ -44,7 +44,7 @@ def load_checkpoint(directory: Path) -> tuple[dict, dict]:
     try:
         state = torch.load(directory / STATE, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read it safely means it is not ours
-        raise ConfigError(bad.format(f"{STATE}: {str(exc).splitlines()[0][:120]}")) from None
+        raise ConfigError(bad.format(f"{STATE} cannot be read safely: {type(exc).__name__}")) from None
     if not isinstance(state, dict) or not _STATE_KEYS <= state.keys():
         raise ConfigError(bad.format(f"{STATE} lacks model, optimizer, scheduler or rng state"))
     return state, meta

@@ -55,7 +55,8 @@ def weight_files(directory: Path, allow_pickle: bool = False) -> list[Path]:
             "or call slimlm.models.load(..., allow_pickle=True)."
         )
     if not pickles:
-        raise ModelFileError(f"{directory} has a config.json but no weights (*.safetensors).")
+        raise ModelFileError(f"{directory} has a config.json but no weights (*.safetensors); "
+                             "save the model into it with save_pretrained.")
     return pickles
 
 

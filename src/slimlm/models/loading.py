@@ -119,8 +119,9 @@ def _load_gguf(path: Path):
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
-    except (ValueError, KeyError, OSError) as exc:
-        raise ModelFileError(f"could not read GGUF file {path}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - the GGUF reader fails in many ways on a corrupt file
+        raise ModelFileError(f"could not read GGUF file {path} ({type(exc).__name__}: "
+                             f"{(str(exc).splitlines() or [''])[0][:160]}); re-download or re-convert it.") from None
     # A GGUF-loaded model carries a quantization config that makes save_pretrained refuse; the weights
     # are already dequantized to fp32, so the config no longer describes them.
     if hasattr(model.config, "quantization_config"):
@@ -202,7 +203,8 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
 
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
-        raise SpecError(f"{path} is not a Hugging Face model directory (no config.json).")
+        raise SpecError(f"{path} is not a Hugging Face model directory (no config.json); give the directory "
+                        "save_pretrained wrote, a .gguf file, or a builtin:/tiny: spec.")
     try:
         raw = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as exc:
@@ -229,8 +231,10 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
     try:
         model = cls.from_pretrained(path, config=config, **kwargs) if not num_labels else cls.from_pretrained(path, **kwargs)
     except (OSError, RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ModelFileError(f"could not load weights from {path}: {str(exc).splitlines()[0][:300]}; "
-                             "re-save or re-download the model.") from None
+        why = str(exc).splitlines()[0][:300]
+        if "mismatch" in str(exc):
+            why = "the tensors' shapes do not match its config.json"
+        raise ModelFileError(f"could not load weights from {path}: {why}; re-save or re-download the model.") from None
     tok = _load_tokenizer(path, trust_remote_code)
     model.eval()
     meta = {}
