@@ -354,3 +354,16 @@ def remove_on_error(path: str | Path, keep: Callable[[], bool] | None = None) ->
             if existed:
                 path.mkdir()
         raise
+
+
+def prepare_run_dir(out: str | Path, force: bool = False) -> Path:
+    """Check a run directory's path before heavy work (see `check_out`); ``force`` discards an earlier run."""
+    out = check_out(out, kind="run")
+    if force and (out / MARKERS["run"]).is_file():
+        discard(out)
+    return out
+
+
+def has_stage_output(run_dir: str | Path) -> bool:
+    """True once a run directory holds work worth resuming (a finished stage in its cache)."""
+    return any((d / MARKERS["variant"]).is_file() for d in (Path(run_dir) / "cache").glob("*"))

@@ -299,7 +299,7 @@ CASES = [
                                          "{ws}/userfile"], "did not write"),
     ("compress-run-other-options", ["compress", TINY, *D, "--ood-data", "none", OUT, "{ws}/run-other"],
      "other options"),
-    ("compress-run-corrupt", ["compress", TINY, *D, "--ood-data", "none", OUT, "{ws}/run-corrupt"], "unreadable"),
+    ("compress-run-corrupt", ["compress", TINY, *D, "--ood-data", "none", OUT, "{ws}/run-corrupt"], "not valid JSON"),
 ]
 
 
