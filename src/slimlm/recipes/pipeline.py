@@ -83,6 +83,7 @@ class Pipeline:
         self.ood = load_data(self.opts.ood_data) if self.opts.ood_data else None
         self._check_run_dir()
         self.base = load(model, progress=self.log)
+        self._check_eval_text()
         self.variants: dict[str, Variant] = {}
         self._unrecorded: dict[str, Variant] = {}  # stage outputs seen this session, recorded or not
         self.stage_seconds_run = 0.0  # stage time actually spent in this session (not served from cache)
@@ -102,9 +103,19 @@ class Pipeline:
         if prev and (prev.get("model") != self.spec or prev.get("options") != self.opts.measure_key()):
             raise ConfigError(
                 f"{self.out} holds a run of {prev.get('model')} with other options; use another --out "
-                "or the same model and options to resume it."
+                "or the same model and options to resume it, or --force to start over."
             )
         self.run.cache.mkdir(parents=True, exist_ok=True)
+
+    def _check_eval_text(self) -> None:
+        """Too little eval text fails here, before any stage runs (not after the first one)."""
+        if self.base.task != "causal-lm":
+            return
+        from slimlm.evaluate.core import perplexity_windows
+
+        for corpus in (self.corpus, self.ood):
+            if corpus is not None:
+                perplexity_windows(self.base, corpus, "eval", self.opts.seq_len, self.opts.eval_tokens)
 
     def _load_previous(self) -> None:
         try:

@@ -76,6 +76,7 @@ def search(
     log: Callable[[str], None] | None = None,
     after_trial: Callable[[Pipeline], None] | None = None,
     expand: tuple[str, ...] = ("quantize",),
+    heartbeat_s: int = 10,
 ) -> dict:
     """Run (or join) a study until ``trials`` trials are complete or ``timeout_s`` passes.
 
