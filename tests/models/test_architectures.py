@@ -11,11 +11,11 @@ from slimlm.data import pack
 from slimlm.distill import DistillConfig, distill_run
 from slimlm.evaluate import evaluate
 from slimlm.models import Model, load, save
+from slimlm.models.qmath import sqnr
 from slimlm.models.tiny import byte_tokenizer
 from slimlm.prune import Calibration, MagnitudeConfig, SparseGPTConfig, WandaConfig, parse_structured, prune_
 from slimlm.prune import save_kwargs as prune_save_kwargs
 from slimlm.quantize import Int4WeightConfig, Int8DynamicConfig, quantize_
-from slimlm.quantize.primitives import sqnr
 from slimlm.quantize.smoothquant import smooth_
 from slimlm.testing.students import small_corpus
 

@@ -12,27 +12,29 @@ from slimlm.cli._out import emit_json, fmt, out
 
 def report_command(
     run_dir: str = typer.Argument(..., help="Run directory written by `slimlm compress` or `slimlm search`."),
-    traffic: float = typer.Option(100_000, "--traffic", help="Requests per day, for cost and CO2e."),
-    price_per_hour: float = typer.Option(0.10, "--price-per-hour", help="USD per machine-hour."),
-    grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", help="Grid carbon intensity (g CO2e per kWh)."),
+    traffic: float = typer.Option(100_000, "--traffic", min=0.0, help="Requests per day, for cost and CO2e."),
+    price_per_hour: float = typer.Option(0.10, "--price-per-hour", min=0.0, help="USD per machine-hour."),
+    grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", min=0.0, help="Grid carbon intensity (g CO2e per kWh)."),
     tier: str | None = typer.Option(None, "--tier", help="Quality tier: critical (0.5%), high (1%), medium (3%)."),
     max_drop: str | None = typer.Option(None, "--max-drop", help="Quality bar overriding --tier: 2% or 0.02."),
     objective: str | None = typer.Option(None, "--objective", help="latency | size | memory | energy."),
-    max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="p50 latency SLO (ms)."),
-    max_memory_mb: float | None = typer.Option(None, "--max-memory-mb", help="Peak memory SLO (MB)."),
+    max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", min=0.0, help="p50 latency SLO (ms)."),
+    max_memory_mb: float | None = typer.Option(None, "--max-memory-mb", min=0.0, help="Peak memory SLO (MB)."),
     track: str | None = typer.Option(None, "--track", help="Log the run and every variant to a tracker: mlflow (pip install 'slimlm[track]')."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Write report.html (Pareto plots, comparison, business figures) and decision.md; print the choice."""
-    from slimlm.cli._runs import check_tracking, track_run, tracking_line
+    from slimlm.cli._runs import tracking_line
     from slimlm.report import load_run, write_report
+    from slimlm.workflows import Tracking
 
-    check_tracking(track, tracking_uri)
+    tracker = Tracking(track, tracking_uri)
+    tracker.check()
     res = write_report(run_dir, traffic_per_day=traffic, price_per_hour=price_per_hour, grid_gco2_per_kwh=grid,
                        tier=tier, max_drop=max_drop, objective=objective, max_latency_ms=max_latency_ms,
                        max_memory_mb=max_memory_mb)
-    tracking = track_run(Path(run_dir), track, tracking_uri, res)
+    tracking = tracker.log(Path(run_dir), res)
     if as_json:
         emit_json({k: res[k] for k in ("report", "decision", "selected", "met", "frontier", "hypervolume")}
                   | {"closest": res["closest"], "rule": res["rule"]} | ({"tracking": tracking} if tracking else {}))
@@ -44,13 +46,13 @@ def report_command(
                       ("p50 ms", "right"), ("disk MB", "right"), ("USD/month", "right")):
         table.add_column(col, justify=just)
     for v in run.variants:
-        m = v.get("metrics") or {}
-        mark = ("★ " if v["id"] == point else "") + ("◆" if v["id"] in res["frontier"] else "")
-        drop = m.get("quality_drop")
-        usd = (res["business"].get(v["id"]) or {}).get("usd_per_month")
-        table.add_row(mark, "baseline" if v.get("is_baseline") else str(v.get("label") or v["id"]), v["id"],
-                      f"{drop * 100:+.2f}%" if drop is not None else "-", fmt(m.get("latency_p50_ms")),
-                      fmt(m.get("disk_mb")), fmt(usd))
+        m = v.metrics
+        mark = ("★ " if v.id == point else "") + ("◆" if v.id in res["frontier"] else "")
+        drop = m.quality_drop
+        usd = (res["business"].get(v.id) or {}).get("usd_per_month")
+        table.add_row(mark, "baseline" if v.is_baseline else str(v.label or v.id), v.id,
+                      f"{drop * 100:+.2f}%" if drop is not None else "-", fmt(m.latency_p50_ms),
+                      fmt(m.disk_mb), fmt(usd))
     out.print(table)
     out.print("★ operating point" + ("" if res["met"] else " (closest: nothing meets the bar)") + "   ◆ frontier")
     verdict = "[bold green]met[/bold green]" if res["met"] else "[bold red]NOT met[/bold red]"

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -28,7 +29,6 @@ from slimlm._progress import or_noop
 from slimlm.data import Corpus
 from slimlm.distill.cache import open_cache
 from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from slimlm.distill.config import DistillConfig
 from slimlm.distill.data import ClassBatches, LMBatches
 from slimlm.distill.layer_map import derive_layer_map, model_provenance
 from slimlm.distill.losses import (
@@ -45,6 +45,9 @@ from slimlm.distill.losses import (
 )
 from slimlm.errors import ConfigError, DataError
 from slimlm.models import Model
+
+if TYPE_CHECKING:
+    from slimlm.distill.config import DistillConfig
 
 MetricsFn = Callable[[dict], None]
 _DIRECTION = {"kl": "forward", "reverse-kl": "reverse", "jsd": "jsd"}
@@ -296,11 +299,15 @@ def distill_run(
         _same_config(meta["config"], cfg)
         if meta.get("world", 1) != world:
             raise ConfigError(f"the checkpoint was written by {meta['world']} processes; resume with the same number.")
-        student.hf.load_state_dict(state["model"])
-        if extra is not None:
-            extra.load_state_dict(state["extra"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        try:
+            student.hf.load_state_dict(state["model"])
+            if extra is not None:
+                extra.load_state_dict(state["extra"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ConfigError(f"the checkpoint in {ckpt} does not fit this student ({str(exc).splitlines()[0][:120]}); "
+                              "delete it, or resume with the model it was written for.") from None
         torch.set_rng_state(state["rng"])
         start_step, tokens = meta["step"], meta["tokens"]
         history, eval_curve = meta["history"], meta["eval_curve"]

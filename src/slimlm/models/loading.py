@@ -119,9 +119,10 @@ def _load_gguf(path: Path):
     _check_gguf_arch(path)  # reads the header only: an unsupported file is refused before any dequantization
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    except (ValueError, KeyError, OSError) as exc:
-        raise ModelFileError(f"could not read GGUF file {path}: {str(exc).splitlines()[0]}") from None
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - the GGUF reader fails in many ways on a corrupt file
+        raise ModelFileError(f"could not read GGUF file {path} ({type(exc).__name__}: "
+                             f"{(str(exc).splitlines() or [''])[0][:160]}); re-download or re-convert it.") from None
     # A GGUF-loaded model carries a quantization config that makes save_pretrained refuse; the weights
     # are already dequantized to fp32, so the config no longer describes them.
     if hasattr(model.config, "quantization_config"):
@@ -219,23 +220,75 @@ def _auto_class(config, num_labels: int | None):
     return transformers.AutoModel
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")
+
+
+def _check_remote_code(path: Path, config: dict, trust_remote_code: bool) -> None:
+    """Refuse a directory that needs its own Python code (``auto_map``) unless the caller trusts it.
+
+    transformers would otherwise either ask on a terminal or fail deep inside; either way nothing from the
+    directory runs here.
+    """
+    if trust_remote_code:
+        return
+    needs = "config.json" if config.get("auto_map") else None
+    tok_cfg = path / "tokenizer_config.json"
+    if needs is None and tok_cfg.is_file():
+        try:
+            t = json.loads(tok_cfg.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ModelFileError(f"{tok_cfg} is not valid JSON; re-save or re-download the tokenizer.") from None
+        if isinstance(t, dict) and t.get("auto_map"):
+            needs = "tokenizer_config.json"
+    if needs:
+        raise UnsupportedModelError(
+            f"{path} asks to run its own Python code (auto_map in {needs}); slimlm never runs code from a model "
+            "directory by default: remove auto_map to use the standard classes, or load it with "
+            "slimlm.models.load(..., trust_remote_code=True) if you trust it."
+        )
+
+
+def _load_tokenizer(path: Path, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelFileError(f"{path} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:3])}, ...); "
+                             "save the tokenizer into the model directory (tokenizer.save_pretrained).")
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError) as exc:
+        raise ModelFileError(f"could not load the tokenizer in {path} ({str(exc).splitlines()[0][:160]}); "
+                             "re-save or re-download it.") from None
+
+
 def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_labels: int | None):
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
-        raise SpecError(f"{path} is not a Hugging Face model directory (no config.json).")
+        raise SpecError(f"{path} is not a Hugging Face model directory (no config.json); give the directory "
+                        "save_pretrained wrote, a .gguf file, or a builtin:/tiny: spec.")
     try:
         raw = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{cfg_file} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        raise ModelFileError(f"{cfg_file} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+                             "re-save or re-download the model.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{cfg_file} cannot be read ({exc}); re-save or re-download the model.") from None
+    if not isinstance(raw, dict):
+        raise ModelFileError(f"{cfg_file} holds a JSON {type(raw).__name__}, not an object; "
+                             "re-save or re-download the model.")
     _check_arch(raw.get("model_type"), str(path), raw)
+    _check_remote_code(path, raw, trust_remote_code)
     files = weight_files(path, allow_pickle=allow_pickle)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ModelFileError(f"{cfg_file} does not describe a valid model ({str(exc).splitlines()[0][:160]}); "
+                             "re-save or re-download the model.") from None
     if (raw.get("quantization_config") or {}).get("quant_method") == "slimlm":
         model = _load_slimlm_quantized(path, config, files)
-        tok = AutoTokenizer.from_pretrained(path)
-        return _converted(model.eval()), tok, _meta(path, files)
+        return _converted(model.eval()), _load_tokenizer(path, trust_remote_code), _meta(path, files)
     kwargs: dict = {"dtype": torch.float32, "trust_remote_code": trust_remote_code,
                     "use_safetensors": files[0].suffix == ".safetensors"}
     if num_labels:
@@ -243,9 +296,12 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
     cls = _auto_class(config, num_labels)
     try:
         model = cls.from_pretrained(path, config=config, **kwargs) if not num_labels else cls.from_pretrained(path, **kwargs)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise ModelFileError(f"could not load weights from {path}: {str(exc).splitlines()[0]}") from None
-    tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        why = str(exc).splitlines()[0][:300]
+        if "mismatch" in str(exc):
+            why = "the tensors' shapes do not match its config.json"
+        raise ModelFileError(f"could not load weights from {path}: {why}; re-save or re-download the model.") from None
+    tok = _load_tokenizer(path, trust_remote_code)
     model = _converted(model.eval())
     return model, tok, _meta(path, files)
 
@@ -253,7 +309,13 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
 def _meta(path: Path, files: list[Path]) -> dict:
     meta = {}
     if (path / META_FILE).is_file():
-        meta = json.loads((path / META_FILE).read_text())
+        try:
+            meta = json.loads((path / META_FILE).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            meta = None
+        if not isinstance(meta, dict):
+            raise ModelFileError(f"{path / META_FILE} is not valid slimlm metadata; delete it to load the "
+                                 "directory as a plain Hugging Face model.")
         if meta.get("weights") != fingerprint(files):  # weights changed since the hash was taken
             meta.pop("hash", None)
     return meta
@@ -327,7 +389,7 @@ def load(
     if "hash" in meta and not num_labels:
         prov["hash"] = meta["hash"]
     if meta.get("quantization"):
-        from slimlm.quantize import restore  # quantized variants rebuild their quantized layers
+        from slimlm.models.qlayers import restore  # quantized variants rebuild their quantized layers
 
         restore(hf, meta["quantization"], path)
     model = Model(hf=hf, tokenizer=tok, spec=spec, path=path, provenance=prov)
@@ -350,7 +412,7 @@ def _load_hub(repo: str, *, trust_remote_code: bool, num_labels: int | None):
     kw = {"num_labels": num_labels} if num_labels else {}
     hf = cls.from_pretrained(repo, dtype=torch.float32, use_safetensors=True,
                              trust_remote_code=trust_remote_code, **kw)
-    return _converted(hf.eval()), AutoTokenizer.from_pretrained(repo)
+    return _converted(hf.eval()), AutoTokenizer.from_pretrained(repo, trust_remote_code=trust_remote_code)
 
 
 QUANT_WEIGHTS = "slimlm-quantized.safetensors"
@@ -429,7 +491,7 @@ def save(model: Model, out_dir: str | Path, *, stage: dict | None = None, metric
     stages = list(model.provenance.get("stages", []))
     extra = dict(extra or {})
     if "quantization" not in extra:  # a quantized model always records how to restore its layers
-        from slimlm.quantize.saving import describe
+        from slimlm.models.qlayers import describe
 
         if qmeta := describe(model.hf):
             extra["quantization"] = qmeta

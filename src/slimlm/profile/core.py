@@ -1,6 +1,6 @@
 """Efficiency profile of one or several models: size, memory, latency, decode speed, FLOPs, roofline, energy.
 
-Protocol (DESIGN.md §6): ``torch.inference_mode``, a fixed thread count (recorded), warm-up runs, then
+Protocol: ``torch.inference_mode``, a fixed thread count (recorded), warm-up runs, then
 repeated timings reported as p50/p90/p99 with their spread. `compare` interleaves the models run by run in
 one process, so that the machine's drift (other tenants, thermal state) hits every variant alike, and reports
 ratios against the first model. Peak RSS is measured per model in a fresh subprocess (see `memprobe`).
@@ -14,12 +14,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from slimlm._io import cache_dir, sweep, temp_path
 from slimlm._progress import or_noop
 from slimlm.errors import ConfigError
 from slimlm.models import META_FILE, Model, save
@@ -67,7 +67,13 @@ def _disk_dir(model: Model) -> tuple[Path, bool]:
     if model.path is not None and model.path.is_dir() and not model.provenance.get("stages") and \
             model.provenance.get("spec", "").startswith("builtin:"):
         return model.path, False
-    tmp = Path(tempfile.mkdtemp(prefix="slimlm-profile-")) / "model"
+    # in the user cache, under a name `sweep` removes once this process is gone (a SIGKILLed run's
+    # hundreds of MB do not pile up in /tmp)
+    root = cache_dir("tmp")
+    sweep(root)
+    holder = temp_path(root / "profile")
+    holder.mkdir()
+    tmp = holder / "model"
     save(model, tmp)
     return tmp, True
 
@@ -90,7 +96,8 @@ def disk_mb(model: Model) -> float:
 def _peak_rss(path: Path, shape: tuple[int, int], decode: int, threads: int) -> dict:
     cmd = [sys.executable, "-m", "slimlm.profile.memprobe", str(path), "--shape", f"{shape[0]}x{shape[1]}",
            "--decode", str(decode), "--threads", str(threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false",
+                                                                    "SLIMLM_PARENT_PID": str(os.getpid())})
     if res.returncode != 0:
         return {"peak_rss_mb": None, "error": res.stderr.strip().splitlines()[-1:] or ["failed"]}
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -154,7 +161,7 @@ def compare(
         progress: optional ``progress(desc, done, total)``.
 
     Returns:
-        One dict per model with the keys of DESIGN.md §4 ``profile`` plus ``flops`` and ``ratios``.
+        One dict per model with the keys of the README's ``profile --json`` plus ``flops`` and ``ratios``.
     """
     progress = or_noop(progress)
     threads = threads or usable_cores()
@@ -273,13 +280,15 @@ def _ratios(results: list[dict]) -> None:
         for key, lat in r["latency_ms"].items():
             ratios[f"prefill_speedup_{key}"] = ref["latency_ms"][key]["p50"] / lat["p50"]
             ratios[f"flops_{key}"] = r["flops"][key] / ref["flops"][key]
+        if r.get("energy_j_per_1k_tokens") and ref.get("energy_j_per_1k_tokens"):
+            ratios["energy"] = r["energy_j_per_1k_tokens"] / ref["energy_j_per_1k_tokens"]
         if r.get("decode_tokens_per_s") and ref.get("decode_tokens_per_s"):
             ratios["decode_speedup"] = r["decode_tokens_per_s"] / ref["decode_tokens_per_s"]
         r["ratios"] = ratios
 
 
 def profile(model: Model, **kwargs) -> dict:
-    """Profile one model; same keyword arguments as `compare`. See DESIGN.md §4 for the keys."""
+    """Profile one model; same keyword arguments as `compare`. The keys are listed in the README (``profile --json``)."""
     res = compare([model], **kwargs)[0]
     res.pop("ratios", None)
     return res

@@ -1,6 +1,6 @@
 """Quantized variants outside slimlm: back to float weights, and a copy plain transformers loads (torchao).
 
-slimlm's own packed layers (`slimlm.quantize.modules`) are fast with slimlm's kernels but mean nothing to
+slimlm's own packed layers (`slimlm.models.qlayers`) are fast with slimlm's kernels but mean nothing to
 plain ``transformers``; so a slimlm-quantized variant directory declares ``quantization_config:
 {"quant_method": "slimlm"}`` in its config.json, which makes a plain ``from_pretrained`` stop with an
 "unknown quantization type" error instead of silently loading random weights for every quantized layer.
@@ -35,8 +35,7 @@ def _dequantized(mod: nn.Module) -> torch.Tensor:
 
 def float_model(hf: nn.Module) -> nn.Module:
     """``hf`` itself when it has no slimlm quantized layers, else a copy with each one back as fp32."""
-    from slimlm.quantize.fallback import set_module
-    from slimlm.quantize.modules import Int8Embedding, QuantModule
+    from slimlm.models.qlayers import Int8Embedding, QuantModule, set_module
 
     quant = [(n, m) for n, m in hf.named_modules() if isinstance(m, QuantModule)]
     if not quant:
@@ -79,7 +78,7 @@ def _torchao_config(scheme: str, group_size: int | None):
 def scheme_of(hf: nn.Module) -> tuple[str, int | None, list[str]]:
     """(scheme, int4 group size, names of the quantized Linears) of a model holding slimlm quantized layers."""
     from slimlm.errors import ConfigError
-    from slimlm.quantize.modules import Int8Embedding, QuantModule
+    from slimlm.models.qlayers import Int8Embedding, QuantModule
 
     layers = {n: m for n, m in hf.named_modules() if isinstance(m, QuantModule) and not isinstance(m, Int8Embedding)}
     kinds = {m.kind for m in layers.values()}
