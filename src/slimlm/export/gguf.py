@@ -9,7 +9,9 @@ tokenizer as a byte-level BPE (``gpt2``) vocabulary with its merges and special 
 
 Types: ``f32``, ``f16``, ``bf16`` and the block types gguf can quantize in Python: ``q8_0``, ``q5_0``,
 ``q5_1``, ``q4_0``, ``q4_1``. A 2-D tensor whose rows are not a multiple of the 32-wide block is written
-as f16 (llama.cpp's converter does the same), and 1-D tensors (norms, biases) stay f32. K-quants
+as f16 (llama.cpp's converter does the same), 1-D tensors (norms, biases) stay f32, and with the 4/5-bit
+types the embedding and output matrices are written as q8_0 (llama.cpp's quantizer also keeps them wider:
+on SmolLM2-135M, whose tied 49k x 576 matrix is both, q4_0 everywhere costs +37% perplexity). K-quants
 (Q4_K_M, ...) are produced by llama.cpp's ``llama-quantize`` from our f16/f32 file: gguf has no Python
 quantizer for them.
 """
@@ -177,6 +179,8 @@ def write_gguf(model, hf, path: Path, precision: str) -> dict:
             t = t + 1.0  # llama.cpp's RMSNorm multiplies by the stored weight; Gemma's by (1 + weight)
         data = t.numpy()
         kind = qtype
+        if new in ("token_embd.weight", "output.weight") and precision.startswith(("q4", "q5")):
+            kind = gguf.GGMLQuantizationType.Q8_0  # as llama.cpp's quantizer: the vocabulary matrices stay wider
         if data.ndim == 1 or kind == gguf.GGMLQuantizationType.F32:
             kind = gguf.GGMLQuantizationType.F32
             data = data.astype(np.float32)

@@ -384,6 +384,8 @@ def load(
     if num_labels and getattr(hf, "classifier", None) is None and hf.config.model_type == "bert":
         raise SpecError(f"{spec} could not be given a classification head.")
     prov = {"spec": meta.get("spec", spec), "stages": meta.get("stages", []), "parent": meta.get("parent")}
+    if spec.endswith(".gguf") or meta.get("source"):  # the file the user brought (profile reports its size)
+        prov["source_file"] = str(Path(spec).resolve()) if spec.endswith(".gguf") else meta["source"]
     if meta.get("vocab_map"):  # vocabulary-trimmed variant: student id -> parent (teacher) id
         prov["vocab_map"] = meta["vocab_map"]
     if "hash" in meta and not num_labels:
