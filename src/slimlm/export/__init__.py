@@ -99,7 +99,7 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
     start = time.perf_counter()
     hf = float_model(model.hf)
     windows = sample_windows(model, sample_text) if check else None
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, marker=MANIFEST) as tmp:
         if fmt == "gguf":
             from slimlm.export.gguf import check_supported, gguf_logits_fn, write_gguf
 
