@@ -2,7 +2,8 @@
 
 Quality metrics are measured (compress evaluates every variant on the text); the efficiency metrics, which
 a profile would take ~30 s to measure, are set to plausible values so the frontier and the cost forecast
-exist. The third variant is a broken build of the int8 variant: its logits are scaled ×30, so it is
+exist, and a fourth, recorded-only variant (faster, beyond the tier) gives the frontier a second point. The
+third variant is a broken build of the int8 variant: its logits are scaled ×30, so it is
 confidently wrong, while its *recorded* metrics are copied from the good one, as if the artefact had been
 swapped after the offline check. Pinning it is how the tests inject drift.
 """
@@ -50,5 +51,10 @@ def build_run(out: Path) -> dict:
     bad = json.loads(json.dumps(good))
     bad.update(id="badbuild", label="int8-dynamic (rebuilt)", path="cache/badbuild")
     _efficiency(bad["metrics"], 7.5, 480.0)
-    (out / "variants.jsonl").write_text("".join(json.dumps(v) + "\n" for v in (base, good, bad)))
+    # recorded only, never saved: faster and beyond the tier, so the frontier has two points and a line
+    lossy = json.loads(json.dumps(good))
+    lossy.update(id="fastlossy", label="prune (recorded only)", path=None)
+    lossy["metrics"]["quality_drop"] = 0.08
+    _efficiency(lossy["metrics"], 4.0, 700.0)
+    (out / "variants.jsonl").write_text("".join(json.dumps(v) + "\n" for v in (base, good, bad, lossy)))
     return {"dir": out, "text": text, "base": base["id"], "good": good["id"], "bad": "badbuild"}
