@@ -42,7 +42,7 @@ def monitor_command(
         written["rules"] = str(path)
         if tests:
             tpath = path.with_name(path.stem + "-test.yml")
-            write_text_atomic(tpath, yaml.safe_dump(rule_tests(path.name, job=job, quality_for=quality_for,
+            write_text_atomic(tpath, yaml.safe_dump(rule_tests(rules, path.name, job=job, quality_for=quality_for,
                                                                latency_for=latency_for, cost_margin=cost_margin),
                                                     sort_keys=False, width=200))
             written["tests"] = str(tpath)

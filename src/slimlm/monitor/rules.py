@@ -62,33 +62,33 @@ def alert_rules(run_dir: str | Path, *, job: str | None = "slimlm", quality_for:
         rule("SlimlmQualityDropBeyondTier",
              f"max {by} (slimlm_canary_quality_drop_ratio{s}) > max {by} (slimlm_quality_drop_bound_ratio{s})",
              quality_for, "critical", "Served model's quality drop is beyond its tier",
-             "The canary's quality drop on the golden sample is {{ $value | humanizePercentage }}, above the bound "
-             "the decision was signed off with."),
+             "The canary's quality drop on the golden sample (the alert's value, a ratio) is above the bound the "
+             "decision was signed off with."),
         rule("SlimlmShadowAgreementLow",
              f"max {by} (slimlm_shadow_top1_agreement_ratio{s}) < max {by} (slimlm_recorded_teacher_top1_ratio{s})"
              f" - {agreement_margin:g}",
              quality_for, "warning", "Live traffic agreement with the teacher fell",
-             "Student-teacher top-1 agreement on sampled live requests is {{ $value | humanizePercentage }}; "
-             "traffic may have left the domain the model was compressed for."),
+             f"Student-teacher top-1 agreement on sampled live requests is over {agreement_margin:g} below the "
+             "offline figure; traffic may have left the domain the model was compressed for."),
         rule("SlimlmLatencyP99AboveSLO",
              f'histogram_quantile(0.99, sum by (job, instance, le) (rate(slimlm_request_duration_seconds_bucket'
              f'{{{("job=" + chr(34) + job + chr(34) + ",") if job else ""}route=~"/v1/.*"}}[{window}]))) > '
              f'max {by} (slimlm_latency_slo_seconds{{{("job=" + chr(34) + job + chr(34) + ",") if job else ""}'
              f'quantile="0.99"}})',
              latency_for, "warning", "p99 request latency is above its SLO",
-             "p99 latency of /v1 requests is {{ $value | humanizeDuration }}."),
+             "p99 latency of /v1 requests (the alert's value, seconds) is above slimlm_latency_slo_seconds."),
         rule("SlimlmErrorRateHigh",
              f'sum {by} (rate(slimlm_request_errors_total{{{("job=" + chr(34) + job + chr(34) + ",") if job else ""}'
              f'kind=~"internal|overloaded"}}[{window}])) / sum {by} (rate(slimlm_requests_total{s}[{window}])) > '
              f"{error_ratio:g}",
              latency_for, "critical", "Server errors above their budget",
-             "Internal or overload errors are {{ $value | humanizePercentage }} of requests."),
+             f"Internal or overload errors are more than {error_ratio:.0%} of requests."),
         rule("SlimlmCostAboveForecast",
              f"max {by} (slimlm_cost_usd_per_1k_requests{s}) > {1 + cost_margin:g} * max {by} "
              f"(slimlm_cost_forecast_usd_per_1k_requests{s})",
              latency_for, "warning", "Cost per 1k requests is above the forecast",
-             f"Live cost is USD {{{{ $value }}}} per 1k requests, more than {cost_margin:.0%} over the decision's "
-             "forecast (longer requests or a slower machine than profiled)."),
+             f"Live cost per 1k requests is more than {cost_margin:.0%} over the decision's forecast (longer "
+             "requests or a slower machine than profiled)."),
         rule("SlimlmCanaryStale",
              f"time() - max {by} (slimlm_canary_last_success_timestamp_seconds{s}) > 3 * max {by} "
              f"(slimlm_canary_interval_seconds{s}) and max {by} (slimlm_canary_interval_seconds{s}) > 0",
@@ -98,14 +98,16 @@ def alert_rules(run_dir: str | Path, *, job: str | None = "slimlm", quality_for:
     return {"groups": [{"name": f"slimlm-{Path(run_dir).name}", "rules": rules}]}
 
 
-def rule_tests(rules_file: str, *, job: str = "slimlm", quality_for: str = "5m", latency_for: str = "10m",
-               cost_margin: float = 0.25) -> dict:
+def rule_tests(rules: dict, rules_file: str, *, job: str = "slimlm", quality_for: str = "5m",
+               latency_for: str = "10m", cost_margin: float = 0.25) -> dict:
     """promtool unit tests (``promtool test rules``) that make every alert fire and stay quiet as it should.
 
     Args:
+        rules: what `alert_rules` returned (the expected annotations are taken from it).
         rules_file: the rule file's name as promtool will find it (relative to the test file).
         job, quality_for, latency_for, cost_margin: as given to `alert_rules`.
     """
+    notes = {r["alert"]: r["annotations"] for g in rules["groups"] for r in g["rules"]}
     lab = f'job="{job}",instance="srv:8000"'
 
     def series(name, values, extra=""):
@@ -123,7 +125,8 @@ def rule_tests(rules_file: str, *, job: str = "slimlm", quality_for: str = "5m",
     def expect(name, at, firing):
         alerts.append({"eval_time": f"{at}m", "alertname": name,
                        "exp_alerts": [{"exp_labels": {"severity": sev[name], "service": "slimlm", "job": job,
-                                                      "instance": "srv:8000"}}] if firing else []})
+                                                      "instance": "srv:8000"},
+                                       "exp_annotations": notes[name]}] if firing else []})
 
     sev = {"SlimlmQualityDropBeyondTier": "critical", "SlimlmShadowAgreementLow": "warning",
            "SlimlmLatencyP99AboveSLO": "warning", "SlimlmErrorRateHigh": "critical",
