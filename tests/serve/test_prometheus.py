@@ -6,8 +6,8 @@ import time
 
 import httpx
 import yaml
-
 from conftest import ADMIN, free_port, need
+
 from slimlm.cli.main import main
 from slimlm.report.decisions import record_decision
 

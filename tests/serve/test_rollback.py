@@ -6,8 +6,8 @@ import threading
 import time
 
 import httpx
-
 from conftest import ADMIN
+
 from slimlm.report.decisions import record_decision
 
 
