@@ -189,7 +189,7 @@ def main() -> None:
         levels = [int(x) for x in a.levels.split(",")]
         rows: dict[str, list[dict]] = {"teacher": [], "variant": []}
         bad_codes: dict[str, list[int]] = {"teacher": [], "variant": []}
-        for name, (_, url) in servers.items():  # warm-up
+        for _, url in servers.values():  # warm-up
             asyncio.run(drive(url, 1, 2, prompt, a.max_tokens))
         for c in levels:
             n = max(8, a.requests * c)

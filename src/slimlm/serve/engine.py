@@ -63,6 +63,10 @@ class Engine:
         self.model, self.name = model, name
         self.task = model.task
         self.max_positions = model.adapter.max_positions or 2048
+        import inspect
+
+        params = inspect.signature(model.hf.forward).parameters  # transformers 5.x renamed past_key_values
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.eos = {t for t in (model.tokenizer.eos_token_id, getattr(model.hf.config, "eos_token_id", None))
                     if isinstance(t, int)}
 
@@ -108,8 +112,8 @@ class Engine:
         x = torch.tensor([ids])  # (1, T)
         past = None
         for _ in range(max_tokens):
-            res = self.model.hf(input_ids=x, past_key_values=past, use_cache=True)
-            past = res.past_key_values
+            res = self.model.hf(input_ids=x, use_cache=True, **{self._cache_arg: past})
+            past = res.cache if hasattr(res, "cache") else res.past_key_values
             tok = _sample(res.logits[0, -1], temperature, top_p, gen)  # logits (1, T, V) -> one id
             if out.ttft_s is None:
                 out.ttft_s = time.perf_counter() - start

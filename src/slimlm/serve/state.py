@@ -130,8 +130,8 @@ class ServerState:
                 self.metrics.switches.labels(outcome="failed").inc()
                 raise
             new = Served(target, engine)
-            self.metrics.set_target(target, self.settings)
             self.current = new  # the switch: one reference assignment
+            self.metrics.set_target(target, self.settings)
             self.shadow.reset()
             self.canary.kick()
             self.metrics.switches.labels(outcome="ok").inc()
