@@ -133,7 +133,7 @@ def create_app(state: ServerState) -> FastAPI:
         state.start()
         loop = asyncio.get_running_loop()
         try:  # SIGHUP: switch to the run directory's latest decision (main thread only)
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_switch(None, "sighup")))
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_hup()))
         except (NotImplementedError, RuntimeError, ValueError):
             pass
         yield
@@ -158,6 +158,12 @@ def create_app(state: ServerState) -> FastAPI:
         app.state.last_switch = {"ok": True, "decision": new.number, "variant": new.target.variant_id, "via": how,
                                  "at": time.time()}
         return app.state.last_switch
+
+    async def _hup() -> None:
+        try:
+            await _switch(None, "sighup")
+        except SlimlmError:  # recorded in last_switch (shown by /healthz) and slimlm_decision_switches_total
+            pass
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
