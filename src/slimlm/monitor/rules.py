@@ -53,6 +53,7 @@ def alert_rules(run_dir: str | Path, *, job: str | None = "slimlm", quality_for:
     rollback = (f"Roll back: `slimlm decide {run_dir} --variant ID` (or an earlier rule) then SIGHUP the server, "
                 "or POST /admin/decision {\"decision\": N}.")
     by = "by (job, instance)"
+    jl = f'job="{job}",' if job else ""
 
     def rule(name, expr, for_, severity, summary, description):
         return {"alert": name, "expr": expr, "for": for_, "labels": {"severity": severity, "service": "slimlm"},
@@ -72,14 +73,15 @@ def alert_rules(run_dir: str | Path, *, job: str | None = "slimlm", quality_for:
              "offline figure; traffic may have left the domain the model was compressed for."),
         rule("SlimlmLatencyP99AboveSLO",
              f'histogram_quantile(0.99, sum by (job, instance, le) (rate(slimlm_request_duration_seconds_bucket'
-             f'{{{("job=" + chr(34) + job + chr(34) + ",") if job else ""}route=~"/v1/.*"}}[{window}]))) > '
-             f'max {by} (slimlm_latency_slo_seconds{{{("job=" + chr(34) + job + chr(34) + ",") if job else ""}'
+             f'{{{jl}route=~"/v1/.*"}}[{window}]))) > '
+             f'max {by} (slimlm_latency_slo_seconds{{{jl}'
              f'quantile="0.99"}})',
              latency_for, "warning", "p99 request latency is above its SLO",
              "p99 latency of /v1 requests (the alert's value, seconds) is above slimlm_latency_slo_seconds."),
         rule("SlimlmErrorRateHigh",
-             f'sum {by} (rate(slimlm_request_errors_total{{{("job=" + chr(34) + job + chr(34) + ",") if job else ""}'
-             f'kind=~"internal|overloaded"}}[{window}])) / sum {by} (rate(slimlm_requests_total{s}[{window}])) > '
+             f'sum {by} (rate(slimlm_request_errors_total{{{jl}'
+             f'kind=~"internal|overloaded"}}[{window}])) / sum {by} (rate(slimlm_requests_total{{{jl}route=~"/v1/.*"}}'
+             f'[{window}])) > '
              f"{error_ratio:g}",
              latency_for, "critical", "Server errors above their budget",
              f"Internal or overload errors are more than {error_ratio:.0%} of requests."),
