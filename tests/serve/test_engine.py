@@ -45,3 +45,14 @@ def test_a_classifier_variant_directory_serves_classify(tmp_path):
         assert c.post("/v1/classify", json={"input": ["x"] * 65}).json()["error"]["message"].startswith("input has 65")
         assert c.get("/v1/models").json()["data"][0]["task"] == "classification"
         assert c.post("/admin/decision", json={}).status_code == 404  # no token: the endpoint does not exist
+
+
+def test_chat_goes_through_the_tokenizers_template():
+    m = load("tiny:llama")
+    m.tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    eng = Engine(m, "tiny")
+    ids = eng.chat_ids([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    text = m.tokenizer.decode(ids)
+    assert text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+                    "<|im_start|>assistant\n")

@@ -93,3 +93,24 @@ def test_metrics_publish_traffic_and_the_operating_point(server, run):
     info = next(k for k in values if k.startswith("slimlm_operating_point_info"))
     assert f'variant="{run["good"]}"' in info and 'tier="medium"' in info and 'recipe="int8-dynamic"' in info
     assert "slimlm_requests_in_flight" in values
+
+
+def test_canary_and_shadow_measure_the_served_model(server):
+    import time
+
+    for i in range(3):
+        server.post("/v1/completions", json={"prompt": f"shadow me {i}", "max_tokens": 4})
+    end = time.time() + 60
+    while True:
+        h = server.get("/healthz").json()
+        if h["shadow_scored"] >= 3 and h["canary"].get("drop") is not None:
+            break
+        assert time.time() < end, h
+        time.sleep(0.3)
+    canary = h["canary"]
+    assert canary["reference_from"] == "teacher" and canary["reference"] > 1  # teacher measured on the same sample
+    assert abs(canary["drop"]) < 0.03  # the good int8 variant stays inside its tier
+    text = server.get("/metrics").text
+    top1 = float(text.split("\nslimlm_shadow_top1_agreement_ratio ")[1].split()[0])
+    kl = float(text.split("\nslimlm_shadow_kl_divergence ")[1].split()[0])
+    assert 0.9 <= top1 <= 1.0 and 0 <= kl < 0.05  # int8 agrees with its teacher on live requests
