@@ -33,7 +33,7 @@ PARTIAL = RESULTS / "distill.partial.json"
 ARMS = ("none", "ce", "kd-forward", "kd-ce", "iterative", "kd-reverse", "kd-hidden")  # run in this order
 PRUNE = {"layers": 10, "ffn": 0.35}
 NAME = "distill"  # result files: NAME.json / NAME.md / NAME.partial.json (``--tag`` appends to it)
-FACTS_GAP = 0.87  # FACTS.md: bare forward-KL loop, 60 steps x 4 x 256 tokens, student layers=8, ffn=0.25
+BARE_LOOP_GAP = 0.87  # a bare forward-KL loop written by hand and measured on this machine (2026-11-21):, 60 steps x 4 x 256 tokens, student layers=8, ffn=0.25
 
 
 def log(*a):
@@ -215,11 +215,11 @@ def write_lm_report(data: dict, args) -> None:
     cfg0 = data["key"]["config"]
     if kd_family and cfg0["steps"] * cfg0["batch_size"] * cfg0["seq_len"] <= 60 * 4 * 256:
         bk = max(kd_family, key=lambda r: r["gap_recovered"])
-        targets.append({"target": f"the trainer beats FACTS.md's bare forward-KL loop ({FACTS_GAP:.0%} of the gap, "
+        targets.append({"target": f"the trainer beats the hand-written bare forward-KL loop ({BARE_LOOP_GAP:.0%} of the gap, "
                                   "60 x 4 x 256 tokens) at an equal or smaller budget",
                         "measured": f"{bk['arm']}: {100 * bk['gap_recovered']:.1f}% with {bk['tokens']:,} tokens "
                                     f"on student {PRUNE}",
-                        "met": bk["gap_recovered"] > FACTS_GAP})
+                        "met": bk["gap_recovered"] > BARE_LOOP_GAP})
     if "ce" in by:
         kd_arms = [r for r in trained if r["arm"] not in ("ce",)]
         if kd_arms:
@@ -273,8 +273,8 @@ def write_lm_report(data: dict, args) -> None:
               " only its last point is comparable with the other arms.",
               "- wall s: pruning (none: the shared one-shot prune; iterative: its three prunes), training, periodic"
               " evaluation and the final evaluation; torch ran with 1 thread (faster than 2 on this shared CPU).",
-              f"- FACTS.md's bare forward-KL loop (60 steps x 4 x 256 tokens, student with layers=8, ffn=0.25,"
-              f" about 40% fewer non-embedding parameters) recovered {FACTS_GAP:.0%} of its gap; this run: "
+              f"- the hand-written bare forward-KL loop (60 steps x 4 x 256 tokens, student with layers=8, ffn=0.25,"
+              f" about 40% fewer non-embedding parameters) recovered {BARE_LOOP_GAP:.0%} of its gap; this run: "
               f"{cfg['steps']} steps x {cfg['batch_size']} x {cfg['seq_len']}, student {PRUNE} "
               f"({1 - none['non_embedding_params'] / t['non_embedding_params']:.0%} fewer non-embedding parameters)."
               if none else ""]

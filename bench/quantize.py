@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # int4 with torchao's CPU int4 kernel (bf16 activations) instead of unpacking to fp32
     if target_int4 in built:
-        from slimlm.quantize.modules import Int4WeightLinear
+        from slimlm.models.qlayers import Int4WeightLinear
 
         fast = load(built[target_int4].path)
         for mod in fast.hf.modules():

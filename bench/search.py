@@ -60,6 +60,7 @@ def main() -> int:
     from slimlm.profile import machine_info
     from slimlm.recipes.pipeline import RunOptions
     from slimlm.report import write_report
+    from slimlm.runs import RunDir
     from slimlm.search import search, space_from_dict
 
     out = Path(a.out)
@@ -82,7 +83,7 @@ def main() -> int:
                  after_trial=after, expand=EXPAND)
     wall = time.perf_counter() - t0
 
-    variants = {json.loads(x)["id"]: json.loads(x) for x in (out / "variants.jsonl").read_text().splitlines() if x}
+    variants = {v.id: v.to_dict() for v in RunDir(out).variants()}
     # Without the cache every trial would run its whole stage chain (its variant's lineage seconds); with it,
     # only res["stage_seconds_run"] was spent on stages. Measurement time is the same either way.
     chains = sum(variants.get(t["variant"], {}).get("seconds", 0.0) for t in res["trials"])

@@ -100,19 +100,19 @@ def test_cli_iterative_schedule_reaches_target(tmp_path, capsys):
 def test_classification_finetune_then_distill(tmp_path):
     corpus = small_corpus(chars=100_000, plays=400, base=load_data("shakespeare-genre"))
     teacher = load("tiny:bert?labels=6&layers=2&hidden=32&heads=2&ffn=64")
-    before = evaluate(teacher, corpus, seq_len=64, max_examples=128)["accuracy"]
+    before = evaluate(teacher, corpus, seq_len=64, max_examples=128, split="train")["accuracy"]
     ft = finetune(teacher, corpus, DistillConfig(loss="ce", alpha=1.0, steps=30, lr=3e-3, batch_size=16,
                                                  seq_len=64))
     after = evaluate(teacher, corpus, seq_len=64, max_examples=128, split="train")
     assert ft.final_losses["ce"] < ft.history[0]["ce"]
     assert after["accuracy"] > before
     student = load("tiny:bert?labels=6&layers=1&hidden=32&heads=2&ffn=64&seed=1")  # a fresh, shallower student
-    kl0 = evaluate(student, corpus, seq_len=64, max_examples=128, teacher=teacher)["teacher_agreement"]["kl"]
+    ag0 = evaluate(student, corpus, seq_len=64, max_examples=128, teacher=teacher)["teacher_agreement"]
     distill_run(student, teacher, corpus, DistillConfig(loss="kl", alpha=0.5, temperature=2.0, steps=15, lr=3e-3,
                                                         batch_size=16, seq_len=64, hidden_weight=0.5))
     ev = evaluate(student, corpus, seq_len=64, max_examples=128, teacher=teacher)
-    assert ev["teacher_agreement"]["kl"] < 0.5 * kl0
-    assert 0 <= ev["f1"] <= 1
+    assert ev["teacher_agreement"]["kl"] < 0.5 * ag0["kl"]
+    assert ev["teacher_agreement"]["top1"] > ag0["top1"]  # the student now predicts what the teacher predicts
 
 
 def test_progressive_distillation_chains_students():

@@ -67,8 +67,11 @@ def test_classifier_accuracy_f1_and_calibration():
     assert res["examples"] == 20 and 0 <= res["accuracy"] <= 1 and 0 <= res["f1"] <= 1
     with torch.no_grad():
         enc = m.tokenizer([d.text for d in docs], padding=True, return_tensors="pt")
-        acc = (m.hf(**enc).logits.argmax(-1) == torch.tensor([d.label for d in docs])).float().mean().item()
+        pred = m.hf(**enc).logits.argmax(-1)
+    target = torch.tensor([d.label for d in docs])
+    acc = (pred == target).float().mean().item()
     assert res["accuracy"] == pytest.approx(acc)
+    assert res["f1"] == pytest.approx(macro_f1(pred, target, 2))
     assert res["perplexity"] is None and res["ece"] >= 0
 
 

@@ -49,4 +49,4 @@ def test_perplexity_matches_plain_hf_on_midsummer(smol):
             n += len(w) - 1
     ref = float(torch.tensor(nll / n).exp())
     assert abs(res["perplexity"] / ref - 1) < 1e-3
-    assert 30 < res["perplexity"] < 35  # FACTS.md: 32.31
+    assert 30 < res["perplexity"] < 35  # 32.31 by a plain HF loss over the same 4,096 tokens

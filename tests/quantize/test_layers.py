@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from slimlm.models.qlayers import Int4WeightLinear, Int8DynamicLinear, Int8Embedding, Int8WeightLinear
+from slimlm.models.qmath import int4_dequantize, pack_int4, sqnr, unpack_int4
 from slimlm.quantize.gptq import gptq_int4
-from slimlm.quantize.modules import Int4WeightLinear, Int8DynamicLinear, Int8Embedding, Int8WeightLinear
-from slimlm.quantize.primitives import int4_dequantize, pack_int4, sqnr, unpack_int4
 
 
 def _linear(in_f=128, out_f=96, seed=0):
@@ -100,8 +100,8 @@ def test_int8_embedding():
 
 
 def test_siblings_quantize_a_shared_input_once(tiny):
+    from slimlm.models.qlayers import ActCache
     from slimlm.quantize import Int8DynamicConfig, quantize_
-    from slimlm.quantize.modules import ActCache
 
     ids = torch.randint(0, 250, (2, 24))
     with torch.inference_mode():

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from slimlm.recipes import pipeline as pipeline_mod
 from slimlm.recipes import recipe_from_dict
-from slimlm.recipes import stages as stages_mod
 from slimlm.recipes.pipeline import RunOptions, compress
 
 PRUNE = {"prune": {"method": "structured", "layers": 1, "ffn": 0.25}, "calibration": {"samples": 4, "seq_len": 32}}
@@ -21,12 +21,18 @@ def opts(text_file, **kw):
 @pytest.fixture
 def counting(monkeypatch):
     calls = []
-    for kind, fn in list(stages_mod.RUNNERS.items()):
-        def wrapped(model, stage, ctx, _fn=fn, _kind=kind):
-            calls.append(_kind)
-            return _fn(model, stage, ctx)
-        monkeypatch.setitem(stages_mod.RUNNERS, kind, wrapped)
+    monkeypatch.setattr(pipeline_mod, "run_stage", _counted(calls))
     return calls
+
+
+def _counted(calls: list):
+    run_stage = pipeline_mod.run_stage
+
+    def wrapped(model, stage, ctx):
+        calls.append(stage.kind)
+        return run_stage(model, stage, ctx)
+
+    return wrapped
 
 
 def test_second_recipe_reuses_the_shared_prefix(tmp_path, text_file, counting):
@@ -50,33 +56,34 @@ def test_second_recipe_reuses_the_shared_prefix(tmp_path, text_file, counting):
 
 def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, text_file, counting, monkeypatch):
     r = recipe_from_dict({"name": "r", "stages": [PRUNE, DISTILL, INT8]})
-    real = stages_mod.RUNNERS["distill"]
+    from slimlm.distill import DistillConfig
 
-    def killed(model, stage, ctx):
+    def killed(self, model, calib, ctx):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(stages_mod.RUNNERS, "distill", killed)
+    monkeypatch.setattr(DistillConfig, "apply", killed)
     with pytest.raises(KeyboardInterrupt):
         compress("tiny:llama", [r], tmp_path / "run", opts(text_file))
     cache = tmp_path / "run" / "cache"
     finished = [d for d in cache.iterdir() if not d.name.startswith(".")]
     assert len(finished) == 1  # the prune output; nothing half-written beside it
     assert not [d for d in cache.iterdir() if d.name.endswith(".tmp")]
-    monkeypatch.setitem(stages_mod.RUNNERS, "distill", real)
+    monkeypatch.undo()
+    monkeypatch.setattr(pipeline_mod, "run_stage", _counted(counting))
     counting.clear()
     p = compress("tiny:llama", [r], tmp_path / "run", opts(text_file))
     assert counting == ["distill", "quantize"]  # the finished prune stage came from the cache
     assert len([d for d in cache.iterdir() if not d.name.startswith(".")]) == 3
-    assert all("perplexity" in v.metrics for v in p.variants.values())
+    assert all(v.metrics.perplexity is not None for v in p.variants.values())
 
 
 def test_profile_fills_efficiency_metrics(tmp_path, text_file):
     r = recipe_from_dict({"name": "r", "stages": [PRUNE]})
     p = compress("tiny:llama", [r], tmp_path / "run", opts(text_file, profile=True))
     base, pruned = list(p.variants.values())
-    assert pruned.metrics["params"] < base.metrics["params"]
-    assert pruned.metrics["latency_p50_ms"] > 0 and pruned.metrics["ratios"]["flops_1x16"] < 1
-    assert pruned.metrics["disk_mb"] < base.metrics["disk_mb"]
+    assert pruned.metrics.params < base.metrics.params
+    assert pruned.metrics.latency_p50_ms > 0 and pruned.metrics.ratios["flops_1x16"] < 1
+    assert pruned.metrics.disk_mb < base.metrics.disk_mb
 
 
 def test_run_dir_of_another_model_is_refused(tmp_path, text_file):

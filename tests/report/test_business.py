@@ -3,11 +3,13 @@
 import pytest
 
 from slimlm.report.business import Inputs, business_table, busy_power_w, seconds_per_request, translate
+from slimlm.runs import Metrics, Variant
 
 
 def _m(p50_1, p50_8, decode, e1k):
-    return {"latency_ms": {"1x128": {"p50": p50_1}, "8x128": {"p50": p50_8}}, "latency_p50_ms": p50_1,
-            "decode_tokens_per_s": decode, "energy_j_per_1k_tokens": e1k}
+    return Metrics.from_dict({"latency_ms": {"1x128": {"p50": p50_1}, "8x128": {"p50": p50_8}},
+                              "latency_p50_ms": p50_1, "decode_tokens_per_s": decode,
+                              "energy_j_per_1k_tokens": e1k})
 
 
 BASE = _m(100.0, 600.0, 20.0, 10.0)
@@ -19,7 +21,7 @@ def test_seconds_per_request_by_hand():
     assert seconds_per_request(BASE, Inputs()) == pytest.approx(0.1 + 3.2)
     # 256 prompt tokens at 1x128 scale linearly; no decode
     assert seconds_per_request(BASE, Inputs(prefill_tokens=256, decode_tokens=0)) == pytest.approx(0.2)
-    assert seconds_per_request({"latency_ms": {}}, Inputs()) is None
+    assert seconds_per_request(Metrics(), Inputs()) is None
 
 
 def test_busy_power_by_hand():
@@ -41,8 +43,7 @@ def test_translate_by_hand():
 
 
 def test_savings_against_baseline():
-    vs = [{"id": "b", "is_baseline": True, "metrics": BASE}, {"id": "f", "metrics": FAST},
-          {"id": "x", "metrics": {"latency_ms": {}}}]
+    vs = [Variant("b", is_baseline=True, metrics=BASE), Variant("f", metrics=FAST), Variant("x")]
     rows = business_table(vs, Inputs())
     b, f = rows["b"], rows["f"]
     assert f["savings_pct"] == pytest.approx(1 - f["usd_per_month"] / b["usd_per_month"])
@@ -53,6 +54,6 @@ def test_savings_against_baseline():
 
 
 def test_prefill_only_when_no_decode_measured():
-    enc = {k: v for k, v in BASE.items() if k != "decode_tokens_per_s"}
-    rows = business_table([{"id": "e", "is_baseline": True, "metrics": enc}], Inputs())
+    enc = Metrics.from_dict({**BASE.to_dict(), "decode_tokens_per_s": None})
+    rows = business_table([Variant("e", is_baseline=True, metrics=enc)], Inputs())
     assert rows["e"]["prefill_only"] and rows["e"]["seconds_per_request"] == pytest.approx(0.1)

@@ -172,17 +172,20 @@ def test_classifier_run_speaks_of_accuracy(tmp_path):
 
 
 def test_latencies_from_different_profiles_are_put_on_the_baselines_timing(tmp_path):
-    import json as _json
-
     from slimlm.report.run import load_run
+    from slimlm.runs import RunDir, Variant
 
-    base = {"id": "b", "is_baseline": True, "metrics": {"quality_drop": 0.0, "latency_p50_ms": 250.0,
-            "latency_ms": {"1x128": {"p50": 250.0}}, "ratios": {"prefill_speedup_1x128": 1.0}}}
+    base = Variant.from_dict({"id": "b", "is_baseline": True, "metrics": {
+        "quality_drop": 0.0, "latency_p50_ms": 250.0, "latency_ms": {"1x128": {"p50": 250.0, "p99": 260.0}},
+        "ratios": {"prefill_speedup_1x128": 1.0}}})
     # profiled earlier, when the machine was twice as slow: 460 ms absolute, but 1.8x faster than the baseline then
-    old = {"id": "q", "metrics": {"quality_drop": 0.01, "latency_p50_ms": 460.0,
-           "latency_ms": {"1x128": {"p50": 460.0}}, "ratios": {"prefill_speedup_1x128": 1.8}}}
-    (tmp_path / "variants.jsonl").write_text("\n".join(_json.dumps(v) for v in (base, old)) + "\n")
+    old = Variant.from_dict({"id": "q", "metrics": {
+        "quality_drop": 0.01, "latency_p50_ms": 460.0, "latency_ms": {"1x128": {"p50": 460.0, "p99": 506.0}},
+        "ratios": {"prefill_speedup_1x128": 1.8}}})
+    RunDir(tmp_path).write_variants([base, old])  # aligned once, when written
     run = load_run(tmp_path)
-    q = next(v for v in run.variants if v["id"] == "q")
-    assert abs(q["metrics"]["latency_p50_ms"] - 250.0 / 1.8) < 1e-9
+    q = next(v for v in run.variants if v.id == "q")
+    assert abs(q.metrics.latency_p50_ms - 250.0 / 1.8) < 1e-9
+    assert q.metrics.latency_ms["1x128"].measured_p50 == 460.0
+    assert abs(q.metrics.latency_p99_ms - 506.0 * (250.0 / 1.8) / 460.0) < 1e-9  # the spread is its own
     assert any("restated" in n for n in run.notes)

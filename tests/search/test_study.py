@@ -119,17 +119,20 @@ def test_a_repeated_pick_reuses_its_measurement(tmp_path, text_file, monkeypatch
 
 
 def test_siblings_of_a_trial_reuse_its_stages(tmp_path, text_file):
-    sp = space_from_dict(SPACE, "t")
+    # the first pick prunes (layers=1 comes first), so its quantization siblings have a stage to reuse
+    sp = space_from_dict({**SPACE, "choices": {"quantize": ["none", "int8-dynamic", "int8-weight"],
+                                               "layers": [1, 0]}}, "t")
     logs: list[str] = []
     res = search("tiny:llama", sp, tmp_path / "run", trials=3, objectives=("size",), options=_opts(text_file),
                  log=logs.append)
     picks = [t["params"] for t in res["trials"]]
-    assert picks[0] == {"quantize": "none", "layers": 0}  # a new study starts at every key's first value
+    assert picks[0] == {"quantize": "none", "layers": 1}  # a new study starts at every key's first value
     # trials 1 and 2 are trial 0's quantization siblings: same prune, the other two schemes
     assert len({p["layers"] for p in picks}) == 1
     assert sorted(p["quantize"] for p in picks) == sorted(SPACE["choices"]["quantize"])
-    if picks[0]["layers"]:
-        assert sum("cached" in m for m in logs) >= 2  # the shared prune stage ran once
+    prune_runs = [m for m in logs if "stage 1/" in m and "prune" in m]
+    assert sum("running" in m for m in prune_runs) == 1  # the shared prune stage ran once...
+    assert sum("cached" in m for m in prune_runs) == 2  # ...and both siblings took it from the cache
     import optuna
 
     st = optuna.load_study(study_name="slimlm", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from slimlm.cli._quiet import quiet
+from slimlm._quiet import quiet
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="slimlm: measure, compress and search transformer language models.")

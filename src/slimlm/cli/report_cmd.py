@@ -25,14 +25,16 @@ def report_command(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Write report.html (Pareto plots, comparison, business figures) and decision.md; print the choice."""
-    from slimlm.cli._runs import check_tracking, track_run, tracking_line
+    from slimlm.cli._runs import tracking_line
     from slimlm.report import load_run, write_report
+    from slimlm.workflows import Tracking
 
-    check_tracking(track, tracking_uri)
+    tracker = Tracking(track, tracking_uri)
+    tracker.check()
     res = write_report(run_dir, traffic_per_day=traffic, price_per_hour=price_per_hour, grid_gco2_per_kwh=grid,
                        tier=tier, max_drop=max_drop, objective=objective, max_latency_ms=max_latency_ms,
                        max_memory_mb=max_memory_mb)
-    tracking = track_run(Path(run_dir), track, tracking_uri, res)
+    tracking = tracker.log(Path(run_dir), res)
     if as_json:
         emit_json({k: res[k] for k in ("report", "decision", "selected", "met", "frontier", "hypervolume")}
                   | {"closest": res["closest"], "rule": res["rule"]} | ({"tracking": tracking} if tracking else {}))
@@ -44,13 +46,13 @@ def report_command(
                       ("p50 ms", "right"), ("disk MB", "right"), ("USD/month", "right")):
         table.add_column(col, justify=just)
     for v in run.variants:
-        m = v.get("metrics") or {}
-        mark = ("★ " if v["id"] == point else "") + ("◆" if v["id"] in res["frontier"] else "")
-        drop = m.get("quality_drop")
-        usd = (res["business"].get(v["id"]) or {}).get("usd_per_month")
-        table.add_row(mark, "baseline" if v.get("is_baseline") else str(v.get("label") or v["id"]), v["id"],
-                      f"{drop * 100:+.2f}%" if drop is not None else "-", fmt(m.get("latency_p50_ms")),
-                      fmt(m.get("disk_mb")), fmt(usd))
+        m = v.metrics
+        mark = ("★ " if v.id == point else "") + ("◆" if v.id in res["frontier"] else "")
+        drop = m.quality_drop
+        usd = (res["business"].get(v.id) or {}).get("usd_per_month")
+        table.add_row(mark, "baseline" if v.is_baseline else str(v.label or v.id), v.id,
+                      f"{drop * 100:+.2f}%" if drop is not None else "-", fmt(m.latency_p50_ms),
+                      fmt(m.disk_mb), fmt(usd))
     out.print(table)
     out.print("★ operating point" + ("" if res["met"] else " (closest: nothing meets the bar)") + "   ◆ frontier")
     verdict = "[bold green]met[/bold green]" if res["met"] else "[bold red]NOT met[/bold red]"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from slimlm.cli._out import emit_json, out, progress_bars, status
+from slimlm.cli import _options as O
+from slimlm.cli._out import progress_bars, status
 
 
 def search_command(
@@ -18,83 +19,39 @@ def search_command(
     storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL (default: sqlite in --out)."),
     study: str = typer.Option("slimlm", "--study", help="Study name to create or join."),
     timeout: str | None = typer.Option(None, "--timeout", help="Stop starting trials after e.g. 30m; best so far is kept."),
-    data: str = typer.Option("shakespeare", "--data", help="Data for calibration, training and evaluation."),
-    ood_data: str = typer.Option("pydoc", "--ood-data", help="Out-of-domain data ('none': skip)."),
+    data: str = O.DATA,
+    ood_data: str = O.OOD_DATA,
     eval_tokens: int = typer.Option(4096, "--eval-tokens", help="Perplexity token budget per variant and corpus."),
     shapes: str = typer.Option("1x128", "--shapes", help="Prefill shapes to profile; the first is primary."),
     decode_tokens: int = typer.Option(16, "--decode-tokens", help="Decode tokens per profile run."),
-    repeats: int = typer.Option(5, "--repeats", help="Timed runs per shape and variant."),
-    tier: str | None = typer.Option(None, "--tier", help="critical (<0.5%), high (<1%) or medium (<3%)."),
-    max_drop: str | None = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 1%."),
-    objective: str = typer.Option("latency", "--objective", help="What the operating point minimises."),
-    max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="p50 latency SLO."),
-    max_memory_mb: float | None = typer.Option(None, "--max-memory-mb", help="Peak memory SLO."),
-    traffic: float = typer.Option(100_000, "--traffic", help="Requests per day, for the business figures."),
-    price_per_hour: float = typer.Option(0.10, "--price-per-hour", help="USD per machine-hour."),
-    grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", help="Grid carbon intensity."),
+    repeats: int = O.REPEATS,
+    tier: str | None = O.TIER,
+    max_drop: str | None = O.MAX_DROP,
+    objective: str = O.OBJECTIVE,
+    max_latency_ms: float | None = O.MAX_LATENCY_MS,
+    max_memory_mb: float | None = O.MAX_MEMORY_MB,
+    traffic: float = O.TRAFFIC,
+    price_per_hour: float = O.PRICE,
+    grid: float = O.GRID,
     seed: int = typer.Option(0, "--seed", help="Sampler seed."),
     expand: str = typer.Option("quantize", "--expand", help="After each trial, queue its siblings that differ only in "
                                "these keys (reusing its cached stages); 'none' turns it off."),
-    track: str | None = typer.Option(None, "--track", help="Also log every variant to a tracker: mlflow (pip install 'slimlm[track]')."),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    track: str | None = O.TRACK,
+    tracking_uri: str | None = O.TRACKING_URI,
+    as_json: bool = O.JSON,
 ) -> None:
     """Search prune → distill → quantize recipes for the Pareto frontier of quality against cost."""
-    from slimlm.cli._runs import (
-        check_tracking,
-        finish,
-        load_variants,
-        selection_settings,
-        track_run,
-        tracking_line,
-        variants_table,
-    )
     from slimlm.profile import parse_shapes
     from slimlm.recipes.pipeline import RunOptions
-    from slimlm.search import load_space, parse_duration, search
+    from slimlm.workflows import search
 
-    check_tracking(track, tracking_uri)
-    settings = selection_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb)
-    sp = load_space(space)
-    expand_keys = _expand_keys(expand, sp)
-    timeout_s = parse_duration(timeout)
-    objs = tuple(o.strip() for o in objectives.split(",") if o.strip())
     opts = RunOptions(data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
                       shapes=parse_shapes(shapes), decode_tokens=decode_tokens, repeats=repeats)
-    log = (lambda msg: None) if as_json else status
-
-    def after(p) -> None:  # anytime: a report of the best so far after every trial
-        p.write_state([], extra={"selection": settings})
-        finish(out_dir, settings, traffic, price_per_hour, grid)
-
+    kw = O.run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price_per_hour, grid,
+                        track, tracking_uri)
+    objs = tuple(o.strip() for o in objectives.split(",") if o.strip())
     with progress_bars(not as_json) as bar:
-        res = search(model, sp, out_dir, trials=trials, objectives=objs, storage=storage, study_name=study,
-                     timeout_s=timeout_s, options=opts, seed=seed, progress=bar, log=log, after_trial=after,
-                     expand=expand_keys)
-    rep = finish(out_dir, settings, traffic, price_per_hour, grid)
-    tracking = track_run(out_dir, track, tracking_uri, rep)
-    variants = load_variants(out_dir)
-    if as_json:
-        emit_json({"out": str(out_dir), "variants": variants, "frontier": rep["frontier"],
-                   "selected": rep["selected"], "met": rep["met"], "closest": rep["closest"], "rule": rep["rule"],
-                   "hypervolume": rep["hypervolume"], "study": res, "report": rep["report"],
-                   "decision": rep["decision"]} | ({"tracking": tracking} if tracking else {}))
-        return
-    out.print(variants_table(variants, rep["frontier"], rep["selected"], f"search of {model}: "
-                             f"{res['completed']} trials ({res['ran_here']} here)"))
-    out.print(f"★ selected: {rep['selected'] or '-'}  ◆ frontier; hypervolume {rep['hypervolume'] or 0:.3f} — "
-              f"{'meets' if rep['met'] else 'NOTHING meets'} the bar: {rep['rule']}")
-    out.print(f"report: {rep['report']}\ndecision record: {rep['decision']}")
-    if tracking:
-        out.print(tracking_line(tracking), highlight=False)
-
-
-def _expand_keys(value: str, sp) -> tuple[str, ...]:
-    from slimlm.errors import ConfigError
-
-    keys = tuple(k.strip() for k in value.split(",") if k.strip() and k.strip() != "none")
-    bad = [k for k in keys if k not in sp.choices]
-    if bad:
-        raise ConfigError(f"--expand {','.join(bad)}: not a choice of space {sp.name}; use some of "
-                          f"{', '.join(sp.choices)} or none.")
-    return keys
+        res = search(model, space, out_dir, opts, trials=trials, objectives=objs, storage=storage, study=study,
+                     timeout=timeout, seed=seed, expand=expand, progress=bar,
+                     log=(lambda msg: None) if as_json else status, **kw)
+    O.print_run(res, f"search of {model}: {res.study['completed']} trials ({res.study['ran_here']} here)", as_json)

@@ -3,5 +3,8 @@ and schedules (iterative prune-distill, progressive)."""
 
 from slimlm.distill.config import DistillConfig
 from slimlm.distill.trainer import DistillResult, distill, distill_run, lr_factor
+from slimlm.methods import register
+
+register(DistillConfig)
 
 __all__ = ["DistillConfig", "DistillResult", "distill", "distill_run", "lr_factor"]

@@ -7,14 +7,16 @@ than nested objects. The ``kind`` literal is the discriminator the recipe system
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from slimlm.methods import MethodConfig, StageResult
 
 LossName = Literal["kl", "reverse-kl", "jsd", "topk", "ce"]
 
 
-class DistillConfig(BaseModel):
+class DistillConfig(MethodConfig):
     """Configuration of `slimlm.distill.distill`.
 
     Loss: ``loss`` picks the logit term (``kl`` forward KL(t||s), ``reverse-kl`` KL(s||t), ``jsd`` with
@@ -29,10 +31,9 @@ class DistillConfig(BaseModel):
     micro-batches of ``batch_size`` sequences of ``seq_len`` tokens per step and process.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+    family: ClassVar[str] = "distill"
+    space: ClassVar[dict[str, Any]] = {"distill_steps": 0, "distill_loss": "kl"}
     kind: Literal["distill"] = "distill"
-    version: int = 1
     # loss
     loss: LossName = "kl"
     temperature: float = Field(1.0, gt=0)
@@ -85,3 +86,27 @@ class DistillConfig(BaseModel):
     @property
     def ce_weight(self) -> float:
         return 1.0 if self.loss == "ce" else self.alpha
+
+    def label(self) -> str:
+        return f"distill {self.loss} {self.steps} steps"
+
+    def hardware(self) -> str:
+        return ""  # recovers quality; changes no shape
+
+    @classmethod
+    def from_pick(cls, pick, fixed, before):
+        if not before or not pick.get("distill_steps"):  # nothing to recover without a compression stage
+            return None
+        return {"distill": {**fixed.get("distill", {}), "loss": pick.get("distill_loss", "kl"),
+                            "steps": int(pick["distill_steps"])}}
+
+    def apply(self, model, calib, ctx) -> StageResult:
+        from slimlm.distill.trainer import distill_run
+
+        before = model.num_params()
+        res = distill_run(model, ctx.teacher, ctx.corpus, self, checkpoint_dir=ctx.checkpoint_dir,
+                          resume=ctx.checkpoint_dir is not None, progress=ctx.progress)
+        summary = res.summary()
+        return StageResult(report={"params_before": before, "params_after": model.num_params(), **summary},
+                           extra={"distill": summary},
+                           record={k: summary[k] for k in ("steps", "tokens", "seconds", "final_losses")})

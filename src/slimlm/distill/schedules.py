@@ -111,8 +111,7 @@ def prune_distill(
     Returns:
         ``(student, records)`` with one record per cycle: ``{"cycle", "prune", "params_after", "distill"}``.
     """
-    from slimlm.prune import make_calibration, prune_
-    from slimlm.prune.config import StructuredConfig
+    from slimlm.prune import StructuredConfig, make_calibration, prune_
 
     phases = split_steps(distill_cfg.steps, schedule.steps)
     if isinstance(prune_cfg, StructuredConfig):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -28,7 +29,6 @@ from slimlm._progress import or_noop
 from slimlm.data import Corpus
 from slimlm.distill.cache import open_cache
 from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from slimlm.distill.config import DistillConfig
 from slimlm.distill.data import ClassBatches, LMBatches
 from slimlm.distill.layer_map import derive_layer_map, model_provenance
 from slimlm.distill.losses import (
@@ -45,6 +45,9 @@ from slimlm.distill.losses import (
 )
 from slimlm.errors import ConfigError, DataError
 from slimlm.models import Model
+
+if TYPE_CHECKING:
+    from slimlm.distill.config import DistillConfig
 
 MetricsFn = Callable[[dict], None]
 _DIRECTION = {"kl": "forward", "reverse-kl": "reverse", "jsd": "jsd"}

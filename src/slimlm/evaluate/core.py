@@ -1,6 +1,6 @@
 """Quality evaluation: perplexity, calibration (ECE), teacher agreement, accuracy and macro-F1.
 
-Perplexity follows DESIGN.md §6: non-overlapping windows of ``seq_len`` tokens, no BOS, the loss averaged
+Perplexity: non-overlapping windows of ``seq_len`` tokens, no BOS, the loss averaged
 over every predicted token (a window of L tokens predicts L-1), a fixed token budget spread evenly over the
 eval documents. It agrees with ``exp(mean of model(x, labels=x).loss weighted by L-1)`` on the same windows.
 ECE is measured on the top-1 next-token prediction (or the class prediction for classifiers): compression

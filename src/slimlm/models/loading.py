@@ -256,7 +256,7 @@ def load(
     if "hash" in meta and not num_labels:
         prov["hash"] = meta["hash"]
     if meta.get("quantization"):
-        from slimlm.quantize import restore  # quantized variants rebuild their quantized layers
+        from slimlm.models.qlayers import restore  # quantized variants rebuild their quantized layers
 
         restore(hf, meta["quantization"], path)
     model = Model(hf=hf, tokenizer=tok, spec=spec, path=path, provenance=prov)
@@ -316,7 +316,7 @@ def save(model: Model, out_dir: str | Path, *, stage: dict | None = None, metric
     stages = list(model.provenance.get("stages", []))
     extra = dict(extra or {})
     if "quantization" not in extra:  # a quantized model always records how to restore its layers
-        from slimlm.quantize.saving import describe
+        from slimlm.models.qlayers import describe
 
         if qmeta := describe(model.hf):
             extra["quantization"] = qmeta

@@ -1,6 +1,6 @@
 """Efficiency profile of one or several models: size, memory, latency, decode speed, FLOPs, roofline, energy.
 
-Protocol (DESIGN.md §6): ``torch.inference_mode``, a fixed thread count (recorded), warm-up runs, then
+Protocol: ``torch.inference_mode``, a fixed thread count (recorded), warm-up runs, then
 repeated timings reported as p50/p90/p99 with their spread. `compare` interleaves the models run by run in
 one process, so that the machine's drift (other tenants, thermal state) hits every variant alike, and reports
 ratios against the first model. Peak RSS is measured per model in a fresh subprocess (see `memprobe`).
@@ -154,7 +154,7 @@ def compare(
         progress: optional ``progress(desc, done, total)``.
 
     Returns:
-        One dict per model with the keys of DESIGN.md §4 ``profile`` plus ``flops`` and ``ratios``.
+        One dict per model with the keys of the README's ``profile --json`` plus ``flops`` and ``ratios``.
     """
     progress = or_noop(progress)
     threads = threads or usable_cores()
@@ -273,13 +273,15 @@ def _ratios(results: list[dict]) -> None:
         for key, lat in r["latency_ms"].items():
             ratios[f"prefill_speedup_{key}"] = ref["latency_ms"][key]["p50"] / lat["p50"]
             ratios[f"flops_{key}"] = r["flops"][key] / ref["flops"][key]
+        if r.get("energy_j_per_1k_tokens") and ref.get("energy_j_per_1k_tokens"):
+            ratios["energy"] = r["energy_j_per_1k_tokens"] / ref["energy_j_per_1k_tokens"]
         if r.get("decode_tokens_per_s") and ref.get("decode_tokens_per_s"):
             ratios["decode_speedup"] = r["decode_tokens_per_s"] / ref["decode_tokens_per_s"]
         r["ratios"] = ratios
 
 
 def profile(model: Model, **kwargs) -> dict:
-    """Profile one model; same keyword arguments as `compare`. See DESIGN.md §4 for the keys."""
+    """Profile one model; same keyword arguments as `compare`. The keys are listed in the README (``profile --json``)."""
     res = compare([model], **kwargs)[0]
     res.pop("ratios", None)
     return res

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from slimlm.cli._quiet import quiet
+    from slimlm._quiet import quiet
 
     quiet()
     if a.threads:

@@ -1,6 +1,6 @@
-"""Calibration plumbing: what a pruning method is given, and layer-by-layer forward passes.
+"""Layer-by-layer forward passes over calibration data for pruning (`Calibration` and the input statistics
+are shared with quantization in `slimlm.calibration`).
 
-`Calibration` carries the token windows used for statistics and (for ``vocab=domain``) the domain's texts.
 `LayerRunner` captures the inputs of the first block once, then runs the calibration set through one block
 at a time: a method collects statistics on block i, edits it, and the runner feeds block i's (edited)
 outputs to block i+1. Only one block's activations live at a time, so SparseGPT on a 135M model needs
@@ -11,64 +11,18 @@ running each block twice (statistics, then outputs after the edit).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
 from slimlm._progress import or_noop
-from slimlm.errors import DataError
 from slimlm.models import Model
-
-
-@dataclass
-class Calibration:
-    """Token windows ``(n, seq_len)`` plus, optionally, the texts that define a domain vocabulary."""
-
-    tokens: torch.Tensor
-    texts: list[str] = field(default_factory=list)
-    batch_size: int = 8
-
-
-def make_calibration(model: Model, corpus, n: int = 128, seq_len: int = 512, seed: int = 0,
-                     batch_size: int = 8) -> Calibration:
-    """Sample ``n`` windows from the corpus' calibration split; keep every split's text for ``vocab=domain``.
-
-    Example:
-        >>> calib = make_calibration(model, load_data("shakespeare"), n=16, seq_len=128)
-    """
-    from slimlm.data import calibration_batch
-
-    limit = model.adapter.max_positions
-    if limit and seq_len > limit:
-        raise DataError(f"--calib-seq-len {seq_len} exceeds the model's {limit} positions; use at most {limit}.")
-    tokens = calibration_batch(model.tokenizer, corpus, n, seq_len, seed=seed)
-    texts: list[str] = []
-    seen: set[int] = set()
-    for docs in corpus.splits.values():
-        for d in docs:
-            if id(d) not in seen:  # user files repeat one document in every split
-                seen.add(id(d))
-                texts.append(d.text)
-    return Calibration(tokens=tokens, texts=texts, batch_size=batch_size)
-
-
-def as_calibration(calib) -> Calibration | None:
-    if calib is None or isinstance(calib, Calibration):
-        return calib
-    if isinstance(calib, torch.Tensor):
-        if calib.dim() != 2:
-            raise DataError(f"calibration tokens must be (n, seq_len); got shape {tuple(calib.shape)}.")
-        return Calibration(tokens=calib.long())
-    raise DataError("calib must be a Calibration, a (n, seq_len) LongTensor of token ids, or None.")
 
 
 class _Stop(Exception):
     pass
 
 
-def _forward_kwargs(model: Model) -> dict:
+def forward_kwargs(model: Model) -> dict:
     return {"use_cache": False} if model.adapter.causal else {}
 
 
@@ -101,7 +55,7 @@ class LayerRunner:
             with torch.inference_mode():
                 for i, batch in enumerate(batches):
                     try:
-                        model.hf(input_ids=batch, **_forward_kwargs(model))
+                        model.hf(input_ids=batch, **forward_kwargs(model))
                     except _Stop:
                         pass
                     progress("embed calibration", i + 1, len(batches))
@@ -123,44 +77,6 @@ class LayerRunner:
     def advance(self, layer: nn.Module | None = None, outs: list[torch.Tensor] | None = None) -> None:
         """Replace the current inputs by ``layer``'s outputs (or by ``outs`` already computed)."""
         self.hidden = outs if outs is not None else self.run(layer)
-
-
-@dataclass
-class InputStats:
-    """Statistics of a Linear's input over calibration tokens: squared column norms and optionally X^T X."""
-
-    sq_norm: torch.Tensor
-    hessian: torch.Tensor | None = None
-    tokens: int = 0
-
-    @property
-    def norm(self) -> torch.Tensor:
-        return self.sq_norm.sqrt()
-
-
-def collect_inputs(modules: dict[str, nn.Module], hessian: bool) -> tuple[dict[str, InputStats], Callable[[], None]]:
-    """Hook ``modules`` (name -> module) to accumulate input statistics; returns (stats, remove_hooks)."""
-    stats: dict[str, InputStats] = {}
-    handles = []
-    for name, mod in modules.items():
-        n_in = mod.weight.shape[1]
-        stats[name] = InputStats(torch.zeros(n_in, dtype=torch.float64),
-                                 torch.zeros(n_in, n_in, dtype=torch.float32) if hessian else None)
-
-        def hook(module, args, _out, s=stats[name]):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()  # (tokens, in)
-            s.sq_norm += x.pow(2).sum(0).double()
-            if s.hessian is not None:
-                s.hessian.addmm_(x.T, x)
-            s.tokens += x.shape[0]
-
-        handles.append(mod.register_forward_hook(hook))
-
-    def remove() -> None:
-        for h in handles:
-            h.remove()
-
-    return stats, remove
 
 
 def input_groups(model: Model, layer: nn.Module) -> dict[str, list[nn.Linear]]:

@@ -53,7 +53,7 @@ def run_schedule(model: Model, config, calib=None, schedule: ScheduleConfig | No
         ``[{"step", "sparsity_target", "sparsity", "seconds", "report", "metrics"?}, ...]`` where
         ``report`` is `prune_`'s full report for that step.
     """
-    from slimlm.prune import prune_
+    from slimlm.prune.base import prune_
 
     schedule = schedule or ScheduleConfig()
     if schedule.kind == "oneshot":

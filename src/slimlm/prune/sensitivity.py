@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from slimlm._progress import or_noop
+from slimlm.calibration import Calibration, InputStats
 from slimlm.errors import ConfigError
 from slimlm.models import Model
-from slimlm.prune.calibrate import Calibration, LayerRunner, collect_inputs, input_groups
+from slimlm.prune.calibrate import LayerRunner, input_groups
 from slimlm.prune.importance import structured as imp
 from slimlm.prune.importance import wanda
 from slimlm.prune.masks import row_mask
@@ -77,10 +78,9 @@ def _wanda_norms(model: Model, calib: Calibration, progress) -> list[dict]:
     out = []
     for layer in model.adapter.layers():
         groups = input_groups(model, layer)
-        stats, remove = collect_inputs({g: mods[0] for g, mods in groups.items()}, hessian=False)
-        runner.advance(layer)
-        remove()
-        out.append({g: stats[g].norm for g in groups})
+        with InputStats({g: mods[0] for g, mods in groups.items()}, norms=True) as stats:
+            runner.advance(layer)
+        out.append({g: stats.norm(g) for g in groups})
     return out
 
 

@@ -9,17 +9,71 @@ removed in one rebuild, since its config cannot describe fewer heads at the old 
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, Literal
+
 import torch
+from pydantic import Field, model_validator
 
 from slimlm._progress import or_noop
+from slimlm.calibration import Calibration
 from slimlm.errors import ConfigError
 from slimlm.models import Model
-from slimlm.prune.calibrate import Calibration
-from slimlm.prune.config import StructuredConfig
+from slimlm.prune.base import PruneMethod
 from slimlm.prune.importance import structured as imp
 from slimlm.prune.structure import HeadPlan, plan
 from slimlm.prune.surgery import drop_layers, slice_bert_width, slice_ffn, slice_heads, slice_hidden
 from slimlm.prune.vocab import trim_vocab
+
+
+class StructuredConfig(PruneMethod):
+    """Physical removal; every field is optional and the set ones are applied in the order listed here.
+
+    ``layers``: a count (``6``) or a fraction (``0.2``) of blocks to drop, ranked by ``layer_importance``
+    (``block_influence`` = 1 − cos(h_in, h_out), ShortGPT; ``perplexity`` = calibration loss with the
+    layer removed alone). ``heads``: fraction of query heads to remove, ``head_mode`` ``groups`` (whole KV
+    groups), ``query`` (the same number of query heads from every group) or ``auto`` (groups if the ratio
+    allows). ``ffn``: fraction of FFN channels (``ffn_importance`` ``activation``: mean |input of down|,
+    Minitron; ``taylor``: |a · dL/da|). ``hidden``: fraction of hidden channels (Minitron). ``vocab``:
+    ``domain`` keeps the tokens seen in the calibration corpus (plus specials and byte fallbacks).
+    """
+
+    method: Literal["structured"] = "structured"
+    layers: float | None = Field(None, ge=0)
+    layer_importance: Literal["block_influence", "perplexity"] = "block_influence"
+    heads: float | None = Field(None, ge=0, lt=1)
+    head_mode: Literal["auto", "groups", "query"] = "auto"
+    ffn: float | None = Field(None, ge=0, lt=1)
+    ffn_importance: Literal["activation", "taylor"] = "activation"
+    hidden: float | None = Field(None, ge=0, lt=1)
+    vocab: Literal["domain"] | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.layers is not None and self.layers >= 1 and self.layers != int(self.layers):
+            raise ValueError(f"layers={self.layers:g}: give a whole count (6) or a fraction below 1 (0.2)")
+        if all(getattr(self, k) in (None, 0) for k in ("layers", "heads", "ffn", "hidden", "vocab")):
+            raise ValueError("nothing to prune; set at least one of layers, heads, ffn, hidden, vocab")
+        return self
+
+    space: ClassVar[dict[str, Any]] = {"layers": 0, "ffn": 0.0, "heads": 0.0}
+
+    def label(self) -> str:
+        parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                 for k in ("layers", "heads", "ffn", "hidden", "vocab") if (v := getattr(self, k))]
+        return "prune " + ",".join(parts)
+
+    def hardware(self) -> str:
+        return "structurally smaller dense model: faster on any hardware"
+
+    @classmethod
+    def from_pick(cls, pick, fixed, before):
+        body = {k: pick[k] for k in ("layers", "ffn", "heads") if pick.get(k)}
+        if not body or any(s.get("prune") for s in before):
+            return None
+        return {"prune": {"method": "structured", **body}, "calibration": fixed.get("calibration", {})}
+
+    def prune(self, model, calib, progress) -> dict:
+        return prune_structured(model, self, calib, progress)
 
 
 def choose_heads(scores: torch.Tensor, heads: int, kv: int, hp: HeadPlan) -> tuple[list[int], list[int]]:

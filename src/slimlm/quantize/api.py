@@ -1,7 +1,8 @@
 """``quantize_(model, config, calib)``: one in-place verb, dispatched on the config's type.
 
-Each scheme is a config class (configs.py) and a handler registered beside it in ``HANDLERS``. PTQ handlers
-follow prepare -> calibrate -> convert: hooks gather statistics on the calibration batch (SmoothQuant's
+Each scheme is one module holding its config and its handler (`int8`, `int4`, `qat`); ``quantize_`` asks
+the config (``config.quantize``), so this module knows no scheme by name. PTQ schemes share the driver
+here, `ptq_`, which follows prepare -> calibrate -> convert: hooks gather statistics on the calibration batch (SmoothQuant's
 activation maxima, GPTQ's Hessians), the weights are quantized into the modules of modules.py and swapped
 in, and an optional per-layer fallback puts the most sensitive layers back in fp32.
 """
@@ -10,24 +11,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from slimlm.calibration import InputStats, as_calibration, run_batches
 from slimlm.errors import ConfigError
 from slimlm.models.adapters import FamilyAdapter, adapter_for
-from slimlm.quantize.calibrate import InputStats, run_batches
-from slimlm.quantize.configs import Int4WeightConfig, Int8DynamicConfig, Int8WeightConfig, QATConfig
-from slimlm.quantize.fallback import lm_loss, set_module, walk
-from slimlm.quantize.gptq import gptq_int4
-from slimlm.quantize.modules import (
-    Int4WeightLinear,
-    Int8DynamicLinear,
-    Int8Embedding,
-    Int8WeightLinear,
-    share_input_quantization,
-)
+from slimlm.models.qlayers import Int8Embedding, set_module, share_input_quantization
+from slimlm.quantize.fallback import lm_loss, walk
 from slimlm.quantize.smoothquant import smooth_
 
 
@@ -61,22 +53,23 @@ def check_config(model, config) -> None:
     """Fail before any heavy work if the config cannot apply to this model (e.g. a group size that does
     not divide every quantized layer's input width: the message lists the valid ones)."""
     hf = _hf(model)
-    cfg = config.target if isinstance(config, QATConfig) else config
+    cfg = getattr(config, "target", config)  # QAT ends in its target scheme
     targets = select_targets(hf, cfg)
     linears = {n: m for n, m in targets.items() if isinstance(m, nn.Linear)}
     if not targets:
         raise ConfigError("nothing to quantize: every layer is skipped or excluded; remove some --exclude names.")
-    if isinstance(cfg, Int4WeightConfig):
-        bad = [(n, m.in_features) for n, m in linears.items() if m.in_features % cfg.group_size]
+    group = getattr(cfg, "group_size", None)
+    if group:
+        bad = [(n, m.in_features) for n, m in linears.items() if m.in_features % group]
         if bad:
             valid = valid_group_sizes([m.in_features for m in linears.values()])
             raise ConfigError(
-                f"group size {cfg.group_size} does not divide the input width {bad[0][1]} of {bad[0][0]}; "
+                f"group size {group} does not divide the input width {bad[0][1]} of {bad[0][0]}; "
                 f"valid group sizes for this model: {', '.join(map(str, valid)) or 'none (odd widths)'}."
             )
 
 
-def _split_calib(calib: torch.Tensor | None, holdout: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def split_calib(calib: torch.Tensor | None, holdout: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if calib is None:
         return None, None
     if calib.shape[0] <= holdout:
@@ -99,21 +92,6 @@ def _untie_if_needed(hf: nn.Module, ad: FamilyAdapter, targets: dict[str, nn.Mod
         hf.config.get_text_config().tie_word_embeddings = False
 
 
-def _build(name: str, mod: nn.Module, config, stats: InputStats | None, progress) -> nn.Module:
-    if isinstance(mod, nn.Embedding):
-        return Int8Embedding.from_float(mod)
-    if isinstance(config, Int8DynamicConfig):
-        return Int8DynamicLinear.from_float(mod)
-    if isinstance(config, Int8WeightConfig):
-        return Int8WeightLinear.from_float(mod)
-    if isinstance(config, Int4WeightConfig):
-        if config.method == "gptq":
-            q, s, z = gptq_int4(mod.weight, stats.hessian(name), config.group_size, config.damp, config.act_order)
-            return Int4WeightLinear.from_quantized(q, s, z, config.group_size, mod.bias, config.kernel)
-        return Int4WeightLinear.from_float(mod, config.group_size, config.kernel)
-    raise TypeError(f"no builder for {type(config).__name__}")
-
-
 def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dict:
     """Post-training quantization for int8-dynamic, int8-weight and int4-weight (RTN or GPTQ)."""
     start = time.perf_counter()
@@ -123,17 +101,18 @@ def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dic
     targets = select_targets(hf, config)
     linears = {n: m for n, m in targets.items() if isinstance(m, nn.Linear)}
     fb = config.fallback
-    rows, holdout = _split_calib(calib, fb.holdout) if fb else (calib, None)
+    rows, holdout = split_calib(calib, fb.holdout) if fb else (calib, None)
     smooth = getattr(config, "smoothquant", None)
-    gptq = isinstance(config, Int4WeightConfig) and config.method == "gptq"
-    if (smooth is not None or gptq or fb) and rows is None:
+    want = config.stats_wanted()
+    gptq = bool(want.get("gram"))
+    if (want or fb) and rows is None:
         what = "GPTQ" if gptq else "SmoothQuant" if smooth is not None else "the per-layer fallback"
         hint = " (or --method rtn, which needs none)" if gptq else ""
         raise ConfigError(f"{config.scheme} with {what} needs calibration data; pass --data SPEC{hint}.")
     report: dict = {"scheme": config.scheme}
     stats = None
-    if smooth is not None or gptq:
-        with InputStats(linears, gram=gptq, absmax=smooth is not None) as stats:
+    if want:
+        with InputStats(linears, **want) as stats:
             run_batches(hf, rows, progress=progress)
     if smooth is not None:
         absmax = {id(m): stats.act_absmax(n) for n, m in linears.items()}
@@ -141,7 +120,8 @@ def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dic
     _untie_if_needed(hf, ad, targets)
     quantized: dict[str, nn.Module] = {}
     for i, (name, mod) in enumerate(targets.items()):
-        quantized[name] = _build(name, mod, config, stats, progress)
+        quantized[name] = (Int8Embedding.from_float(mod) if isinstance(mod, nn.Embedding)
+                           else config.build_layer(name, mod, stats))
         progress and progress("quantize", i + 1, len(targets))
     del stats
     for name, q in quantized.items():
@@ -154,21 +134,6 @@ def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dic
         report["fallback"]["sensitivity_top"] = sorted(res["sensitivity"].items(), key=lambda kv: -kv[1])[:10]
     report.update(quantized=len(targets) - len(fp32), fp32_layers=fp32, seconds=time.perf_counter() - start)
     return report
-
-
-def qat_(model, config: QATConfig, calib: torch.Tensor | None = None, progress=None) -> dict:
-    from slimlm.quantize.qat import qat_
-
-    return qat_(model, config, calib, progress)
-
-
-# config type -> handler; a new scheme registers here, beside its config
-HANDLERS: dict[type, Callable[..., dict]] = {
-    Int8DynamicConfig: ptq_,
-    Int8WeightConfig: ptq_,
-    Int4WeightConfig: ptq_,
-    QATConfig: qat_,
-}
 
 
 def quantize_(model, config, calib: torch.Tensor | None = None, progress=None) -> dict:
@@ -190,13 +155,13 @@ def quantize_(model, config, calib: torch.Tensor | None = None, progress=None) -
         >>> quantize_(m, Int8DynamicConfig())["quantized"]
         28
     """
-    handler = HANDLERS.get(type(config))
-    if handler is None:
-        raise ConfigError(f"unknown quantization config {type(config).__name__}; use one of "
-                          f"{', '.join(c.__name__ for c in HANDLERS)}.")
+    if not callable(getattr(config, "quantize", None)):
+        raise ConfigError(f"{type(config).__name__} is not a quantization config; use Int8DynamicConfig, "
+                          "Int8WeightConfig, Int4WeightConfig or QATConfig.")
     hf = _hf(model)
     hf.eval()
-    report = handler(model, config, calib, progress)
+    cal = as_calibration(calib)
+    report = config.quantize(model, None if cal is None else cal.tokens, progress)
     share_input_quantization(hf)
     if hasattr(model, "provenance"):
         model.provenance.pop("hash", None)

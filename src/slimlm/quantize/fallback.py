@@ -16,11 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimlm._progress import or_noop
-
-
-def set_module(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, child, module)
+from slimlm.models.qlayers import set_module
 
 
 @torch.inference_mode()

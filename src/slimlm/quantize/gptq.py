@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from slimlm.quantize.primitives import INT4_MAX, int4_group_params
+from slimlm.models.qmath import INT4_MAX, int4_group_params
 
 
 def _params(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,7 +27,7 @@ def gptq_int4(w: torch.Tensor, H: torch.Tensor, group_size: int, damp: float = 0
 
     Returns:
         ``(q uint8 (out, in) in [0, 15], scale (out, groups), zero (out, groups))`` in the conventions of
-        `slimlm.quantize.primitives`.
+        `slimlm.models.qmath`.
     """
     W = w.detach().float().clone()  # (out, in)
     out_f, in_f = W.shape

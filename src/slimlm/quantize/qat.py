@@ -15,16 +15,75 @@ from __future__ import annotations
 import copy
 import math
 import time
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, SerializeAsAny, field_validator
 from torch import nn
 
 from slimlm._progress import or_noop
-from slimlm.quantize.configs import Int4WeightConfig, QATConfig
-from slimlm.quantize.fallback import lm_loss, set_module
-from slimlm.quantize.modules import Int4WeightLinear, Int8DynamicLinear, Int8WeightLinear, _QuantLinear
-from slimlm.quantize.primitives import fake_int4_group, fake_int8_per_channel, fake_int8_per_token
+from slimlm.methods import MethodConfig, StageResult, parse_method
+from slimlm.models.qlayers import (
+    Int4WeightLinear,
+    Int8DynamicLinear,
+    Int8WeightLinear,
+    QuantLinear,
+    set_module,
+)
+from slimlm.models.qmath import fake_int4_group, fake_int8_per_channel, fake_int8_per_token
+from slimlm.quantize.base import QuantScheme
+from slimlm.quantize.fallback import lm_loss
+from slimlm.quantize.int4 import Int4WeightConfig
+
+
+class QATConfig(MethodConfig):
+    """Quantization-aware training: fake-quantize (straight-through estimator), distil, then convert.
+
+    ``target`` is the scheme the model ends in. With ``only_if_drop_above`` set (the hybrid path), PTQ with
+    ``target`` runs first and training happens only when its perplexity increase on held-out calibration
+    windows exceeds that value.
+    """
+
+    family: ClassVar[str] = "quantize"
+    key_field: ClassVar[str | None] = "scheme"
+    scheme: Literal["qat"] = "qat"
+    target: SerializeAsAny[QuantScheme]
+    steps: int = Field(20, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    batch_size: int = Field(4, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    only_if_drop_above: float | None = Field(None, gt=0)
+    holdout: int = Field(4, ge=1, description="calibration rows held out to measure the drop")
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _parse_target(cls, v):
+        if isinstance(v, dict):
+            if v.get("scheme") == "qat":
+                raise ValueError("a QAT target is a PTQ scheme (int8-dynamic, int8-weight, int4-weight)")
+            return parse_method("quantize", v)
+        return v
+
+    @property
+    def needs_calibration(self) -> bool:
+        return True
+
+    @property
+    def skip(self) -> tuple[str, ...]:
+        return self.target.skip
+
+    def label(self) -> str:
+        return f"qat {self.target.scheme}"
+
+    def hardware(self) -> str:
+        return self.target.hardware()
+
+    def apply(self, model, calib, ctx) -> StageResult:
+        return QuantScheme.apply(self, model, calib, ctx)
+
+    def quantize(self, model, calib, progress) -> dict:
+        return qat_(model, self, calib, progress)
 
 
 class FakeQuantLinear(nn.Module):
@@ -62,7 +121,7 @@ class FakeQuantLinear(nn.Module):
         return (Int8DynamicLinear if self.scheme == "int8-dynamic" else Int8WeightLinear).from_float(lin)
 
 
-def _dequantized(m: _QuantLinear) -> torch.Tensor:
+def _dequantized(m: QuantLinear) -> torch.Tensor:
     if isinstance(m, Int4WeightLinear):
         return m.dequantized()
     return m.qweight.float() * m.scale[:, None]
@@ -99,14 +158,14 @@ def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: 
 
 def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) -> dict:
     from slimlm.errors import ConfigError
-    from slimlm.quantize.api import _split_calib, ptq_
+    from slimlm.quantize.api import ptq_, split_calib
 
     if calib is None:
         raise ConfigError("QAT needs training data for distillation; pass --data.")
     start = time.perf_counter()
     hf = getattr(model, "hf", model)
     target = config.target
-    rows, holdout = _split_calib(calib, config.holdout)
+    rows, holdout = split_calib(calib, config.holdout)
     teacher = copy.deepcopy(hf).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -127,7 +186,7 @@ def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) ->
         p.requires_grad_(False)
     fakes = {}
     for name, m in list(hf.named_modules()):
-        if isinstance(m, _QuantLinear):
+        if isinstance(m, QuantLinear):
             fakes[name] = FakeQuantLinear(_dequantized(m), m.bias, target.scheme, group)
     for name, f in fakes.items():
         set_module(hf, name, f)

@@ -6,8 +6,9 @@ from slimlm.recipes.recipe import (
     Recipe,
     Stage,
     builtin_names,
+    config_from_stage,
     load_recipe,
     recipe_from_dict,
 )
 
-__all__ = ["KINDS", "CalibrationSpec", "Recipe", "Stage", "builtin_names", "load_recipe", "recipe_from_dict"]
+__all__ = ["KINDS", "CalibrationSpec", "Recipe", "Stage", "builtin_names", "config_from_stage", "load_recipe", "recipe_from_dict"]

@@ -1,6 +1,6 @@
 """The compress pipeline: run recipes through a content-keyed stage cache, then measure every variant.
 
-Run directory (DESIGN.md §4): ``run.json`` (model, data, options), ``variants.jsonl`` (one line per
+Run directory (`slimlm.runs`): ``run.json`` (model, data, options), ``variants.jsonl`` (one line per
 variant: stages, metrics), ``cache/<key>/`` (saved variants), ``report.html`` and ``decision.md``.
 
 A stage's key hashes its input's key with the stage's full config and calibration settings and the data
@@ -18,19 +18,21 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 import time
+import uuid
 from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from slimlm._io import write_json_atomic, write_text_atomic
 from slimlm.data import load_data
 from slimlm.errors import ConfigError
+from slimlm.methods import StageContext
 from slimlm.models import META_FILE, Model, load
 from slimlm.profile import disk_mb
 from slimlm.recipes.recipe import Recipe
-from slimlm.recipes.stages import StageContext, run_stage, save_stage_output
+from slimlm.recipes.stages import run_stage
+from slimlm.runs import RunDir, RunDirError, Variant
 
 
 @dataclass
@@ -54,39 +56,6 @@ class RunOptions:
         return d
 
 
-@dataclass
-class Variant:
-    id: str
-    label: str
-    parent: str | None
-    stages: list[dict]
-    path: str | None
-    is_baseline: bool = False
-    metrics: dict = field(default_factory=dict)
-    recovery: dict = field(default_factory=lambda: {"tokens": 0, "seconds": 0.0})
-    curves: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    cached: bool = False
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("cached")
-        return d
-
-
-@contextmanager
-def _locked(path: Path):
-    """An exclusive advisory lock (several search workers may share one run directory)."""
-    import fcntl
-
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _stage_key(parent_key: str, stage_key: str, data: str) -> str:
     return hashlib.sha256(f"{parent_key}|{stage_key}|{data}".encode()).hexdigest()[:16]
 
@@ -106,6 +75,7 @@ class Pipeline:
                  progress: Callable | None = None, log: Callable[[str], None] | None = None):
         self.spec = model
         self.out = Path(out)
+        self.run = RunDir(self.out)
         self.opts = options or RunOptions()
         self.progress = progress
         self.log = log or (lambda msg: None)
@@ -125,59 +95,38 @@ class Pipeline:
 
     # -- run directory ---------------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
-        run = self.out / "run.json"
-        if run.exists():
-            prev = json.loads(run.read_text())
-            if prev.get("model") != self.spec or prev.get("options") != self.opts.measure_key():
-                raise ConfigError(
-                    f"{self.out} holds a run of {prev.get('model')} with other options; use another --out "
-                    "or the same model and options to resume it."
-                )
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "cache").mkdir(exist_ok=True)
+        try:
+            prev = self.run.info()
+        except RunDirError as exc:
+            raise ConfigError(str(exc)) from None
+        if prev and (prev.get("model") != self.spec or prev.get("options") != self.opts.measure_key()):
+            raise ConfigError(
+                f"{self.out} holds a run of {prev.get('model')} with other options; use another --out "
+                "or the same model and options to resume it."
+            )
+        self.run.cache.mkdir(parents=True, exist_ok=True)
 
     def _load_previous(self) -> None:
-        path = self.out / "variants.jsonl"
-        if not path.exists():
-            return
-        for line in path.read_text().splitlines():
-            if line.strip():
-                d = json.loads(line)
-                self.variants[d["id"]] = Variant(**d)
+        try:
+            previous = self.run.variants()
+        except RunDirError as exc:
+            raise ConfigError(str(exc)) from None
+        for v in previous:
+            self.variants[v.id] = v
 
     def write_state(self, recipes: list[str], extra: dict | None = None) -> None:
-        """Write run.json and variants.jsonl, merging with what other workers wrote (under a file lock)."""
+        """Write run.json and variants.jsonl, merging with what other workers wrote (`RunDir` locks)."""
         from slimlm.profile import machine_info
 
-        with _locked(self.out / ".lock"):
-            prev = {}
-            if (self.out / "run.json").exists():
-                prev = json.loads((self.out / "run.json").read_text())
-            run = {"model": self.spec, "data": self.opts.data, "ood_data": self.opts.ood_data,
-                   "options": self.opts.measure_key(),
-                   "recipes": sorted(set(prev.get("recipes", [])) | set(recipes)),
-                   "created": prev.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                   "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
-                   "primary_shape": "x".join(map(str, self.opts.shapes[0])), "baseline": self.base_id,
-                   **{k: v for k, v in prev.items() if k in ("selection", "objectives", "search")}, **(extra or {})}
-            write_json_atomic(self.out / "run.json", run)
-            merged = {}
-            path = self.out / "variants.jsonl"
-            if path.exists():  # another worker (search) may have added variants since we read the file
-                for line in path.read_text().splitlines():
-                    if line.strip():
-                        d = json.loads(line)
-                        merged[d["id"]] = d
-            for v in self.variants.values():
-                old = merged.get(v.id)
-                new = v.to_json()
-                if old and len(old.get("metrics", {})) > len(new["metrics"]):
-                    new["metrics"] = {**new["metrics"], **old["metrics"]}
-                merged[v.id] = new
-            base = [d for d in merged.values() if d.get("is_baseline")]
-            rest = [d for d in merged.values() if not d.get("is_baseline")]
-            lines = [json.dumps(d, default=str) for d in base + rest]
-            write_text_atomic(path, "\n".join(lines) + "\n")
+        prev = self.run.info()
+        info = {"model": self.spec, "data": self.opts.data, "ood_data": self.opts.ood_data,
+                "options": self.opts.measure_key(),
+                "recipes": sorted(set(prev.get("recipes", [])) | set(recipes)), "machine": machine_info(),
+                "primary_shape": "x".join(map(str, self.opts.shapes[0])), "baseline": self.base_id,
+                **(extra or {})}
+        self.run.update_info(info, keep=("selection", "objectives", "search", "created"))
+        for v in self.run.write_variants(self.variants.values()):
+            self.variants.setdefault(v.id, v)
 
     # -- stages ----------------------------------------------------------------------------------------
     def run_recipe(self, recipe: Recipe, record_intermediate: bool = True) -> list[str]:
@@ -207,12 +156,11 @@ class Pipeline:
                 ctx = StageContext(corpus=self.corpus, teacher=self.base, progress=self.progress,
                                    checkpoint_dir=self.out / "cache" / f".{key}.ckpt")
                 t = time.perf_counter()
-                report, save_info = run_stage(model, stage, ctx)
+                result = run_stage(model, stage, ctx)
                 seconds = time.perf_counter() - t
                 self.stage_seconds_run += seconds
-                save_stage_output(model, vdir, save_info, metrics={"stage_seconds": seconds})
-                import shutil
-
+                stage.config.save_output(model, vdir, result, metrics={"stage_seconds": seconds})
+                report = result.report
                 shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)
                 v = Variant(id=key, label=label, parent=parent_id, stages=lineage, path=f"cache/{key}")
                 self._fill_stage_info(v, vdir)
@@ -224,7 +172,7 @@ class Pipeline:
             v.recovery = {"tokens": (parent.recovery["tokens"] if parent else 0) + v.recovery["tokens"],
                           "seconds": (parent.recovery["seconds"] if parent else 0.0) + v.recovery["seconds"]}
             if key in self.variants:  # keep measured metrics from an earlier run
-                v.metrics = self.variants[key].metrics or v.metrics
+                v.metrics = self.variants[key].metrics if self.variants[key].metrics.measured else v.metrics
             if record_intermediate or i == len(recipe.stages) - 1 or key in self.variants:
                 self.variants[key] = v
             self._unrecorded[key] = v
@@ -260,7 +208,7 @@ class Pipeline:
         from slimlm.evaluate import evaluate
 
         todo = [v for v in self.variants.values() if (ids is None or v.id in ids or v.is_baseline)
-                and "perplexity" not in v.metrics and "accuracy" not in v.metrics]
+                and not v.metrics.measured]
         for n, v in enumerate(todo):
             self.log(f"evaluating {v.label} ({n + 1}/{len(todo)})")
             m = self._model_of(v)
@@ -286,12 +234,12 @@ class Pipeline:
         base = self.variants[self.base_id].metrics
         for v in self.variants.values():
             m = v.metrics
-            if base.get("perplexity") and m.get("perplexity"):
-                m["quality_drop"] = m["perplexity"] / base["perplexity"] - 1
-            elif base.get("accuracy") and m.get("accuracy") is not None:
-                m["quality_drop"] = 1 - m["accuracy"] / base["accuracy"]
-            if base.get("ood_perplexity") and m.get("ood_perplexity"):
-                m["ood_quality_drop"] = m["ood_perplexity"] / base["ood_perplexity"] - 1
+            if base.perplexity and m.perplexity:
+                m.quality_drop = m.perplexity / base.perplexity - 1
+            elif base.accuracy and m.accuracy is not None:
+                m.quality_drop = 1 - m.accuracy / base.accuracy
+            if base.ood_perplexity and m.ood_perplexity:
+                m.ood_quality_drop = m.ood_perplexity / base.ood_perplexity - 1
 
     def profile_all(self, ids: list[str] | None = None) -> None:
         """Profile the baseline and the given variants together, interleaved (see module docstring)."""
@@ -304,18 +252,20 @@ class Pipeline:
         results = compare(models, shapes=self.opts.shapes, decode_tokens=self.opts.decode_tokens,
                           threads=self.opts.threads, repeats=self.opts.repeats, progress=self.progress)
         primary = "x".join(map(str, self.opts.shapes[0]))
+        session = uuid.uuid4().hex[:12]  # timings are comparable only within one interleaved session
         for v, r in zip(chosen, results, strict=True):
             lat = r["latency_ms"].get(primary, {})
+            latency = {shape: {**x, "session": session} for shape, x in r["latency_ms"].items()}
             v.metrics.update({
                 "params": r["params"], "nonzero_params": r["nonzero_params"], "disk_mb": r["disk_mb"],
-                "peak_rss_mb": r["peak_rss_mb"], "latency_ms": r["latency_ms"], "latency_p50_ms": lat.get("p50"),
+                "peak_rss_mb": r["peak_rss_mb"], "latency_ms": latency, "latency_p50_ms": lat.get("p50"),
                 "latency_p99_ms": lat.get("p99"), "decode_tokens_per_s": r["decode_tokens_per_s"],
                 "flops": r["flops"], "energy_j_per_1k_tokens": r["energy_j_per_1k_tokens"],
                 "co2e_g_per_1k_tokens": r["co2e_g_per_1k_tokens"], "energy_source": r["energy_source"],
                 "roofline": r["roofline"], "ratios": r["ratios"], "threads": r["threads"],
             })
             if v.is_baseline and v.path and not v.path.startswith(("builtin:", "tiny:")):
-                v.metrics["disk_mb"] = r["disk_mb"]
+                v.metrics.disk_mb = r["disk_mb"]
         del models
         self.write_state([])
 

@@ -11,15 +11,14 @@ A recipe is YAML that round-trips through the typed configs of each method packa
       - quantize: {scheme: int8-dynamic}
 
 Validation happens here, before any model is loaded: a typo fails with the path of the bad field
-(``stages[2].quantize: ...``). Each stage kind parses with its own package's parser, so a new method needs no
-change here; a new *kind* of stage is one entry in ``_PARSERS``.
+(``stages[2].quantize: ...``). Stages parse through the method registry (`slimlm.methods`), so a new method
+needs no change here, and a stage's label is its config's ``label()``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,41 +27,26 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+import slimlm.distill  # noqa: F401  (each family registers its methods on import)
+import slimlm.prune  # noqa: F401
+import slimlm.quantize  # noqa: F401
 from slimlm.errors import ConfigError
+from slimlm.methods import REGISTRY, MethodConfig, parse_method
 
 RECIPE_VERSION = 1
+KINDS = ("prune", "distill", "quantize")
 
 
-def _parse_prune(d: dict) -> BaseModel:
-    from slimlm.prune import config_from_dict
+def _parse(kind: str, d: dict) -> MethodConfig:
+    if kind == "prune":
+        from slimlm.prune import config_from_dict
 
-    return config_from_dict(d)
+        return config_from_dict(d)
+    if kind == "quantize":
+        from slimlm.quantize import parse_config
 
-
-def _parse_distill(d: dict) -> BaseModel:
-    from slimlm.distill.config import DistillConfig
-
-    try:
-        return DistillConfig(**d)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise ConfigError(f"field {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}.") from None
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _parse_quantize(d: dict) -> BaseModel:
-    from slimlm.quantize import parse_config
-
-    return parse_config(d)
-
-
-_PARSERS: dict[str, Callable[[dict], BaseModel]] = {
-    "prune": _parse_prune,
-    "distill": _parse_distill,
-    "quantize": _parse_quantize,
-}
-KINDS = tuple(_PARSERS)
+        return parse_config(d)
+    return parse_method(kind, d)
 
 
 class CalibrationSpec(BaseModel):
@@ -77,7 +61,7 @@ class CalibrationSpec(BaseModel):
 @dataclass(frozen=True)
 class Stage:
     kind: str
-    config: BaseModel
+    config: MethodConfig
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
 
     def config_dict(self) -> dict:
@@ -101,26 +85,7 @@ class Stage:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def label(self) -> str:
-        c = self.config_dict()
-        if self.kind == "prune":
-            if c.get("method") == "structured":
-                parts = [f"{k}={c[k]:g}" if isinstance(c[k], float) else f"{k}={c[k]}"
-                         for k in ("layers", "heads", "ffn", "hidden", "vocab") if c.get(k)]
-                return "prune " + ",".join(parts)
-            pat = c.get("pattern")
-            return f"{c['method']} {pat}" if pat else f"{c['method']} {c.get('sparsity', 0):.0%}"
-        if self.kind == "distill":
-            return f"distill {c['loss']} {c['steps']} steps"
-        scheme = c.get("scheme")
-        if scheme == "qat":
-            return f"qat {c['target']['scheme']}"
-        extra = f" g{c['group_size']} {c.get('method', '')}".rstrip() if scheme == "int4-weight" else ""
-        if c.get("smoothquant") is not None:
-            extra += f" sq{c['smoothquant']:g}"
-        quantized_too = [p for p in ("lm_head", "embed") if p not in c.get("skip", ("lm_head", "embed"))]
-        if quantized_too:  # the default keeps both in fp32; name what was quantized on request
-            extra += " +" + "+".join(quantized_too)
-        return f"{scheme}{extra}"
+        return self.config.label()
 
 
 @dataclass(frozen=True)
@@ -154,8 +119,8 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
         where = f"{source}: stages[{i}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} must be a mapping such as {{prune: {{method: wanda, sparsity: 0.5}}}}.")
-        kinds = [k for k in raw if k in _PARSERS]
-        extra = set(raw) - set(_PARSERS) - {"calibration"}
+        kinds = [k for k in raw if k in KINDS]
+        extra = set(raw) - set(KINDS) - {"calibration"}
         if len(kinds) != 1 or extra:
             raise ConfigError(f"{where} must have exactly one of {', '.join(KINDS)} (and optionally calibration); "
                               f"got {sorted(raw)}.")
@@ -164,7 +129,7 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
         if not isinstance(body, dict):
             raise ConfigError(f"{where}.{kind} must be a mapping of config fields.")
         try:
-            config = _PARSERS[kind](dict(body))
+            config = _parse(kind, dict(body))
         except ConfigError as exc:
             raise ConfigError(f"{where}.{kind}: {exc}") from None
         try:
@@ -202,3 +167,15 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         at = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{source}: not valid YAML{at}.") from None
     return recipe_from_dict(data, source=path.name if path.exists() else source)
+
+
+def config_from_stage(stage: dict) -> MethodConfig | None:
+    """The typed config of a recorded stage (``{"kind", "config"}`` in a variant's lineage); None when it
+    cannot be rebuilt (a stage written by another slimlm version)."""
+    kind, cfg = stage.get("kind"), stage.get("config")
+    if kind not in REGISTRY or not isinstance(cfg, dict):
+        return None
+    try:
+        return _parse(kind, cfg)
+    except ConfigError:
+        return None

@@ -18,6 +18,7 @@ from slimlm.report.business import Inputs, business_table
 from slimlm.report.decision import render_decision
 from slimlm.report.html import render_html
 from slimlm.report.run import Run, RunDirError, load_run
+from slimlm.runs import Variant
 from slimlm.search.frontier import (
     OBJECTIVES,
     TIERS,
@@ -33,8 +34,8 @@ from slimlm.search.frontier import (
 __all__ = ["RunDirError", "write_report", "load_run", "Inputs"]
 
 
-def _headline(sel: Selection, base: dict | None, biz: dict) -> dict[str, str]:
-    v = sel.chosen or sel.closest or {}
+def _headline(sel: Selection, base: Variant | None, biz: dict) -> dict[str, str]:
+    v = sel.chosen or sel.closest
 
     def ratio(k, word_lo, invert=False):
         a, b = value(v, k), value(base, k) if base else None
@@ -47,7 +48,7 @@ def _headline(sel: Selection, base: dict | None, biz: dict) -> dict[str, str]:
     a, b = value(v, "disk_mb"), value(base, "disk_mb") if base else None
     if a and b:
         size = f"{(a / b - 1) * 100:+.0f}%"
-    row = biz.get(str(v.get("id"))) or {}
+    row = (biz.get(v.id) if v else None) or {}
     d, od = value(v, "quality_drop"), value(v, "ood_quality_drop")
     return {
         "speedup": ratio("latency_p50_ms", "faster"),
@@ -121,7 +122,7 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
     settings = _selection_settings(run.info, tier, max_drop, objective, max_latency_ms, max_memory_mb)
     sel = select(run.variants, **settings)
     objs = list(objectives or run.info.get("objectives") or ["quality_drop", OBJECTIVES[sel.objective]])
-    front = [str(run.variants[i]["id"]) for i in pareto_front(run.variants, objs)]
+    front = [run.variants[i].id for i in pareto_front(run.variants, objs)]
     hv = normalised_hypervolume(run.variants, objs)
     inputs = Inputs(traffic_per_day=traffic_per_day, price_per_hour=price_per_hour,
                     grid_gco2_per_kwh=grid_gco2_per_kwh, prefill_tokens=prefill_tokens,

@@ -20,10 +20,10 @@ It ignores batching, idle machines and memory-bound scaling: real fleets cost mo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from slimlm.runs import Metrics, Variant
 from slimlm.search.frontier import value
 
 DAYS_PER_MONTH = 365 / 12
@@ -59,12 +59,12 @@ def _shape_tokens(shape: str) -> int | None:
         return None
 
 
-def _p50_s(m: Mapping[str, Any], shape: str) -> float | None:
-    lat = (m.get("latency_ms") or {}).get(shape) or {}
-    return value(lat, "p50") / 1000 if value(lat, "p50") is not None else None
+def _p50_s(m: Metrics, shape: str) -> float | None:
+    lat = m.latency_ms.get(shape)
+    return lat.p50 / 1000 if lat is not None and lat.p50 is not None else None
 
 
-def seconds_per_request(metrics: Mapping[str, Any], inp: Inputs, *, with_decode: bool = True) -> float | None:
+def seconds_per_request(metrics: Metrics, inp: Inputs, *, with_decode: bool = True) -> float | None:
     """Service time of one request on one machine (see the module docstring), or None if not measured."""
     tokens = _shape_tokens(inp.primary_shape)
     p50 = _p50_s(metrics, inp.primary_shape)
@@ -81,11 +81,11 @@ def seconds_per_request(metrics: Mapping[str, Any], inp: Inputs, *, with_decode:
     return t
 
 
-def busy_power_w(metrics: Mapping[str, Any]) -> float | None:
+def busy_power_w(metrics: Metrics) -> float | None:
     """Average power while serving: prefill joules per token × prefill tokens per second, over all shapes."""
     e1k = value(metrics, "energy_j_per_1k_tokens")
     tokens = secs = 0.0
-    for shape in metrics.get("latency_ms") or {}:
+    for shape in metrics.latency_ms:
         n, p50 = _shape_tokens(shape), _p50_s(metrics, shape)
         if n and p50:
             tokens, secs = tokens + n, secs + p50
@@ -94,7 +94,7 @@ def busy_power_w(metrics: Mapping[str, Any]) -> float | None:
     return e1k / 1000 * tokens / secs
 
 
-def translate(metrics: Mapping[str, Any], inp: Inputs, *, with_decode: bool = True) -> dict:
+def translate(metrics: Metrics, inp: Inputs, *, with_decode: bool = True) -> dict:
     """Money and CO2e for one variant's metrics; a figure is None when its inputs were not measured."""
     t = seconds_per_request(metrics, inp, with_decode=with_decode)
     p = busy_power_w(metrics)
@@ -113,7 +113,7 @@ def translate(metrics: Mapping[str, Any], inp: Inputs, *, with_decode: bool = Tr
     return out
 
 
-def business_table(variants: Sequence[Mapping[str, Any]], inp: Inputs) -> dict[str, dict]:
+def business_table(variants: Sequence[Variant], inp: Inputs) -> dict[str, dict]:
     """`translate` for every variant, plus savings against the baseline.
 
     Returns:
@@ -121,8 +121,8 @@ def business_table(variants: Sequence[Mapping[str, Any]], inp: Inputs) -> dict[s
         "prefill_only"}}``; savings are None without a measured baseline.
     """
     with_decode = any(value(v, "decode_tokens_per_s") for v in variants)
-    rows = {str(v["id"]): translate(v.get("metrics") or {}, inp, with_decode=with_decode) for v in variants}
-    base = next((rows[str(v["id"])] for v in variants if v.get("is_baseline")), None)
+    rows = {str(v.id): translate(v.metrics, inp, with_decode=with_decode) for v in variants}
+    base = next((rows[str(v.id)] for v in variants if v.is_baseline), None)
     for row in rows.values():
         b_usd, usd = (base or {}).get("usd_per_month"), row["usd_per_month"]
         b_co2, co2 = (base or {}).get("kg_co2e_per_year"), row["kg_co2e_per_year"]

@@ -13,19 +13,20 @@ from typing import Any
 
 from slimlm.report.business import Inputs
 from slimlm.report.html import duration, fmt, hardware_note, pct, stage_text
+from slimlm.runs import Variant
 from slimlm.search.frontier import Selection, drop_name, value
 
 
-def _path(run_dir: Path, v: Mapping[str, Any] | None) -> str:
-    if not v or not v.get("path"):
+def _path(run_dir: Path, v: Variant | None) -> str:
+    if not v or not v.path:
         return "(not saved)"
-    if re.match(r"^[a-z][a-z0-9+.-]*:", v["path"]):  # a model spec (builtin:…, tiny:…), not a directory
-        return str(v["path"])
-    p = Path(v["path"])
+    if re.match(r"^[a-z][a-z0-9+.-]*:", v.path):  # a model spec (builtin:…, tiny:…), not a directory
+        return str(v.path)
+    p = Path(v.path)
     return str(p if p.is_absolute() else run_dir / p)
 
 
-def _evidence(v: Mapping[str, Any], base: Mapping[str, Any] | None, shape: str, dname: str) -> list[str]:
+def _evidence(v: Variant, base: Variant | None, shape: str, dname: str) -> list[str]:
     rows = [("measure", "this variant", "baseline", "change"), ("---", "---:", "---:", "---:")]
 
     def add(label, key, unit="", change=None, show=fmt):
@@ -54,7 +55,7 @@ def _evidence(v: Mapping[str, Any], base: Mapping[str, Any] | None, shape: str, 
     return ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base: Mapping[str, Any] | None,
+def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base: Variant | None,
                     biz: Mapping[str, Mapping[str, Any]], inputs: Inputs, dname: str | None = None) -> str:
     """Markdown for ``decision.md``.
 
@@ -72,25 +73,25 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
     shape = inputs.primary_shape
     lines = [f"# Decision: {info.get('model', 'model')} on {info.get('data', 'data')}", ""]
     if sel.met and sel.chosen is not None:
-        if sel.chosen.get("is_baseline"):
+        if sel.chosen.is_baseline:
             lines += ["**Keep the baseline.** No compressed variant beats it under the rule.", ""]
         else:
-            lines += [f"**Deploy `{sel.chosen.get('id')}`: {stage_text(sel.chosen)}.**", "",
+            lines += [f"**Deploy `{sel.chosen.id}`: {stage_text(sel.chosen)}.**", "",
                       f"- Path: `{_path(run_dir, sel.chosen)}`"]
     else:
         lines += ["**No variant meets the bar.** Nothing is recommended for deployment under this rule.", ""]
         if v is not None:
-            lines += [f"- Closest variant: `{v.get('id')}`: {stage_text(v)}", f"- Path: `{_path(run_dir, v)}`"]
+            lines += [f"- Closest variant: `{v.id}`: {stage_text(v)}", f"- Path: `{_path(run_dir, v)}`"]
     lines += [f"- Rule: {sel.rule}.", f"- Outcome: {sel.reason}", ""]
     if v is None:
         return "\n".join(lines) + "\n"
-    if v.get("is_baseline"):
+    if v.is_baseline:
         return "\n".join(lines + ["Nothing to roll back: the baseline stays in service. Every variant and its trade-off "
                                   f"is in `{run_dir / 'report.html'}`; a looser tier or another objective may change the "
                                   "answer (`slimlm report --tier`, `--objective`)."]) + "\n"
 
     lines += ["## Evidence", "", *_evidence(v, base, shape, dname), ""]
-    b, bb = biz.get(str(v.get("id"))) or {}, biz.get(str((base or {}).get("id"))) or {}
+    b, bb = biz.get(str(v.id)) or {}, (biz.get(base.id) if base else None) or {}
     if b.get("usd_per_month") is not None:
         lines += [f"At {fmt(inputs.traffic_per_day)} requests/day ({inputs.prefill_tokens} + {inputs.decode_tokens} tokens), "
                   f"USD {inputs.price_per_hour:.2f}/machine-hour and {inputs.grid_gco2_per_kwh:g} g CO2e/kWh: "
@@ -102,7 +103,7 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
                      if b.get("savings_kg_co2e_per_year") is not None else "") + ".", ""]
 
     lines += ["## What was traded", ""]
-    stages = v.get("stages") or []
+    stages = v.stages
     if stages:
         lines += [f"- Stages: {' → '.join(str(s.get('kind')) for s in stages)} ({stage_text(v)})."]
     d, od = value(v, "quality_drop"), value(v, "ood_quality_drop")
@@ -110,7 +111,7 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
         lines += [f"- In-domain {dname}: {pct(d)}" + (f"; out of domain: {pct(od)}" if od is not None else "")
                   + ("; the out-of-domain drop is larger: check the inputs you serve resemble the eval data."
                      if od is not None and od > 1.5 * max(d, 0.001) else ".")]
-    rec = v.get("recovery") or {}
+    rec = v.recovery
     if value(rec, "tokens") or value(rec, "seconds"):
         lines += [f"- Recovery cost: {fmt(int(value(rec, 'tokens') or 0))} distillation tokens, "
                   f"{duration(value(rec, 'seconds') or 0)} of training."]
@@ -120,9 +121,9 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
               "Serve the baseline again:" if base else "No baseline was recorded in this run; roll back to the model you started from:",
               ""]
     if base:
-        saved = base.get("path") and _path(run_dir, base) != info.get("model")
-        lines += [f"- Baseline `{base.get('id')}`: `{info.get('model', '?')}`" + (f", saved at `{_path(run_dir, base)}`" if saved else ""),
-                  f"- Reload it with `slimlm.models.load({str(_path(run_dir, base) if base.get('path') else info.get('model', '?'))!r})`."]
+        saved = base.path and _path(run_dir, base) != info.get("model")
+        lines += [f"- Baseline `{base.id}`: `{info.get('model', '?')}`" + (f", saved at `{_path(run_dir, base)}`" if saved else ""),
+                  f"- Reload it with `slimlm.models.load({str(_path(run_dir, base) if base.path else info.get('model', '?'))!r})`."]
     else:
         lines += [f"- `{info.get('model', '?')}`"]
     lines += ["", f"Full report with plots: `{run_dir / 'report.html'}`."]

@@ -15,9 +15,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from slimlm.recipes import config_from_stage
 from slimlm.report.business import Inputs
 from slimlm.report.plots import curves_div, pareto_div, sensitivity_div
 from slimlm.report.run import Run
+from slimlm.runs import Latency, Variant
 from slimlm.search.frontier import HV_DROP_CAP, TIERS, Selection, drop_name, value
 
 _URL_WITH_CDN = re.compile(r"""https?://[^"'`\s]*?cdn[^"'`\s]*""", re.IGNORECASE)
@@ -97,50 +99,37 @@ def _change(v: float | None, b: float | None) -> str:
     return "same" if abs(c) < 0.0005 else f"{c * 100:+.0f}%".replace("-", "−")
 
 
-def stage_detail(v: Mapping[str, Any]) -> str:
+def stage_detail(v: Variant) -> str:
     """Each stage with its set options: ``prune: method=structured, ffn=0.25 → quantize: scheme=int8-dynamic``."""
     parts = []
-    for st in v.get("stages") or []:
+    for st in v.stages:
         cfg = st.get("config") or {}
         first = [k for k in ("method", "scheme") if k in cfg]  # what it is, then how much
         opts = [f"{k}={cfg[k]}" for k in [*first, *(k for k in cfg if k not in first)]
                 if k not in ("version", "kind") and cfg[k] not in (None, False, "") and not isinstance(cfg[k], (dict, list, tuple))]
         parts.append(f"{st.get('kind', '?')}" + (f": {', '.join(opts[:5])}" if opts else ""))
-    return " → ".join(parts) or ("none (the uncompressed model)" if v.get("is_baseline") else "–")
+    return " → ".join(parts) or ("none (the uncompressed model)" if v.is_baseline else "–")
 
 
-def stage_text(v: Mapping[str, Any]) -> str:
+def stage_text(v: Variant) -> str:
     """A short description of a variant's stages: its label, else the stage kinds joined by arrows."""
-    if v.get("is_baseline"):
+    if v.is_baseline:
         return "baseline (uncompressed teacher)"
-    if v.get("label"):
-        return str(v["label"])
-    return " → ".join(str(s.get("kind", "?")) for s in v.get("stages") or []) or "–"
+    if v.label:
+        return str(v.label)
+    return " → ".join(str(s.get("kind", "?")) for s in v.stages) or "–"
 
 
-def hardware_note(v: Mapping[str, Any], shape: str) -> str:
-    """Where this variant's speed comes from and which hardware it needs, from its stages and roofline."""
+def hardware_note(v: Variant, shape: str) -> str:
+    """Where this variant's speed comes from and which hardware it needs: each stage's config says
+    (``hardware()``), and the roofline shares say how close to the machine's peaks it runs."""
     notes = []
-    for st in v.get("stages") or []:
-        cfg = st.get("config") or {}
-        kind = st.get("kind")
-        if kind == "quantize":
-            scheme = cfg.get("scheme")
-            if scheme == "qat":
-                scheme = (cfg.get("target") or {}).get("scheme")
-            notes.append({
-                "int8-dynamic": "int8 GEMMs need AVX-512 VNNI/AMX (x86) or i8mm (Arm) for full speed",
-                "int8-weight": "weight-only int8 halves weight bytes: helps memory-bound decode, not prefill",
-                "int4-weight": "int4 weights: 4× fewer weight bytes; speed needs int4 kernels (GPU; few on CPU)",
-            }.get(scheme, f"quantized ({scheme or 'unknown scheme'})"))
-        elif kind == "prune":
-            if cfg.get("method") == "structured" or any(k in cfg for k in ("layers", "heads", "ffn", "hidden")):
-                notes.append("structurally smaller dense model: faster on any hardware")
-            elif cfg.get("pattern"):
-                notes.append(f"{cfg['pattern']} sparsity needs sparse tensor cores (NVIDIA Ampere+); no CPU speedup")
-            else:
-                notes.append("unstructured sparsity: no speedup on dense kernels; smaller only if stored sparse")
-    roof = (v.get("metrics") or {}).get("roofline") or {}
+    for st in v.stages:
+        cfg = config_from_stage(st)
+        note = cfg.hardware() if cfg is not None else ""
+        if note:
+            notes.append(note)
+    roof = v.metrics.roofline
     share = value(roof.get("prefill_share") or {}, shape)
     if share is not None:
         if share > 1:
@@ -160,7 +149,7 @@ def _cell(main: str, sub: str = "") -> dict:
     return {"v": main, "sub": sub}
 
 
-def comparison_rows(variants: Sequence[Mapping[str, Any]], base: Mapping[str, Any] | None, shape: str) -> list[dict]:
+def comparison_rows(variants: Sequence[Variant], base: Variant | None, shape: str) -> list[dict]:
     """One row per measure, one cell per variant: ``[{"measure", "cells": [{"v", "sub"}]}]``."""
 
     def m(v, k):
@@ -170,10 +159,10 @@ def comparison_rows(variants: Sequence[Mapping[str, Any]], base: Mapping[str, An
         return value(base, k) if base else None
 
     def rel(v, k, **kw):  # relative note against the baseline, blank in the baseline's own column
-        return "" if v.get("is_baseline") else _ratio(m(v, k), b(k), **kw)
+        return "" if v.is_baseline else _ratio(m(v, k), b(k), **kw)
 
     def chg(v, k):
-        return "" if v.get("is_baseline") else _change(m(v, k), b(k))
+        return "" if v.is_baseline else _change(m(v, k), b(k))
 
     def row(measure, fn, always=False):
         cells = [fn(v) for v in variants]
@@ -188,7 +177,7 @@ def comparison_rows(variants: Sequence[Mapping[str, Any]], base: Mapping[str, An
                                 chg(v, "disk_mb")))
     for key, label in (("perplexity", "perplexity"), ("ood_perplexity", "OOD perplexity")):
         drop = "quality_drop" if key == "perplexity" else "ood_quality_drop"
-        row(label, lambda v, key=key, drop=drop: _cell(fmt(m(v, key)), pct(m(v, drop)) + " drop" if m(v, drop) is not None and not v.get("is_baseline") else ""))
+        row(label, lambda v, key=key, drop=drop: _cell(fmt(m(v, key)), pct(m(v, drop)) + " drop" if m(v, drop) is not None and not v.is_baseline else ""))
     row("accuracy", lambda v: _cell(fmt(m(v, "accuracy")), pct(m(v, "quality_drop")) + " drop"
                                     if m(v, "accuracy") is not None and m(v, "perplexity") is None else ""))
     row("F1", lambda v: _cell(fmt(m(v, "f1"))))
@@ -198,12 +187,12 @@ def comparison_rows(variants: Sequence[Mapping[str, Any]], base: Mapping[str, An
     row(f"latency p50 ({shape})", lambda v: _cell(f"{fmt(m(v, 'latency_p50_ms'))} ms" if m(v, "latency_p50_ms") else "–",
                                                  rel(v, "latency_p50_ms", word="faster")))
     row(f"latency p99 ({shape})", lambda v: _cell(f"{fmt(m(v, 'latency_p99_ms'))} ms" if m(v, "latency_p99_ms") else "–"))
-    shapes = sorted({s for v in variants for s in ((v.get("metrics") or {}).get("latency_ms") or {}) if s != shape})
+    shapes = sorted({s for v in variants for s in v.metrics.latency_ms if s != shape})
     for s in shapes:
         def other(v, s=s):
-            p = value(((v.get("metrics") or {}).get("latency_ms") or {}).get(s) or {}, "p50")
-            bp = value((((base or {}).get("metrics") or {}).get("latency_ms") or {}).get(s) or {}, "p50")
-            return _cell(f"{fmt(p)} ms" if p else "–", "" if v.get("is_baseline") else _ratio(p, bp, word="faster"))
+            p = (v.metrics.latency_ms.get(s) or Latency()).p50
+            bp = (base.metrics.latency_ms.get(s) or Latency()).p50 if base else None
+            return _cell(f"{fmt(p)} ms" if p else "–", "" if v.is_baseline else _ratio(p, bp, word="faster"))
         row(f"latency p50 ({s})", other)
     row("decode", lambda v: _cell(f"{fmt(m(v, 'decode_tokens_per_s'))} tok/s" if m(v, "decode_tokens_per_s") else "–",
                                   rel(v, "decode_tokens_per_s", better_low=False, word="faster")))
@@ -211,11 +200,11 @@ def comparison_rows(variants: Sequence[Mapping[str, Any]], base: Mapping[str, An
                                              chg(v, "peak_rss_mb")))
     row("energy / 1k tokens", lambda v: _cell(f"{fmt(m(v, 'energy_j_per_1k_tokens'))} J" if m(v, "energy_j_per_1k_tokens") else "–",
                                               " · ".join(x for x in (chg(v, "energy_j_per_1k_tokens"),
-                                                                        str((v.get("metrics") or {}).get("energy_source") or "")) if x)))
+                                                                        str(v.metrics.energy_source or "")) if x)))
     row("CO2e / 1k tokens", lambda v: _cell(f"{fmt(m(v, 'co2e_g_per_1k_tokens'))} g" if m(v, "co2e_g_per_1k_tokens") else "–"))
 
     def roof(v):
-        r = (v.get("metrics") or {}).get("roofline") or {}
+        r = v.metrics.roofline
         p, d = value(r.get("prefill_share") or {}, shape), value(r, "decode_share")
         if p is None and d is None:
             return _cell("–")
@@ -225,14 +214,14 @@ def comparison_rows(variants: Sequence[Mapping[str, Any]], base: Mapping[str, An
     row("hardware suitability", lambda v: _cell(hardware_note(v, shape)))
 
     def recovery(v):
-        r = v.get("recovery") or {}
+        r = v.recovery
         tok, sec = value(r, "tokens"), value(r, "seconds")
         if not tok and not sec:  # the pipeline writes zeros for variants without training
-            return _cell("none" if not v.get("is_baseline") else "–")
+            return _cell("none" if not v.is_baseline else "–")
         return _cell(f"{fmt(int(tok)) if tok is not None else '–'} tokens", duration(sec) if sec is not None else "")
     row("recovery (distillation)", recovery)
     row("pipeline time", lambda v: _cell(duration(value(v, "seconds"))
-                                         if value(v, "seconds") is not None and not v.get("is_baseline") else "–"))
+                                         if value(v, "seconds") is not None and not v.is_baseline else "–"))
     return rows
 
 
@@ -247,8 +236,8 @@ def render_html(run: Run, sel: Selection, *, frontier_ids: list[str], objectives
     import jinja2
 
     variants, base, shape = run.variants, run.baseline, inputs.primary_shape
-    chosen_id = (sel.chosen or {}).get("id")
-    point_id = chosen_id or (sel.closest or {}).get("id")
+    chosen_id = sel.chosen.id if sel.chosen else None
+    point_id = chosen_id or (sel.closest.id if sel.closest else None)
     dname = drop_name(variants)
     plots = []
     for cost, title in (("latency_p50_ms", f"p50 latency {shape} (ms)"), ("disk_mb", "disk size (MB)"),
@@ -260,11 +249,11 @@ def render_html(run: Run, sel: Selection, *, frontier_ids: list[str], objectives
     heatmaps = [sensitivity_div(t, f"sensitivity-{i}") for i, t in enumerate(run.sensitivity)]
     curves = curves_div(variants, "curves")
 
-    shown_ids = [v["id"] for v in variants if v.get("is_baseline")]
+    shown_ids = [v.id for v in variants if v.is_baseline]
     for vid in [point_id, *frontier_ids]:
         if vid and vid not in shown_ids:
             shown_ids.append(vid)
-    by_id = {v["id"]: v for v in variants}
+    by_id = {v.id: v for v in variants}
     shown = [by_id[i] for i in shown_ids if i in by_id]
     tables = [{"title": "Baseline, operating point and frontier", "variants": shown,
                "rows": comparison_rows(shown, base, shape)}]
@@ -276,8 +265,7 @@ def render_html(run: Run, sel: Selection, *, frontier_ids: list[str], objectives
                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=fmt, pct=pct)
     machine = run.info.get("machine") or {}
-    sources = sorted({str((v.get("metrics") or {}).get("energy_source")) for v in variants
-                      if (v.get("metrics") or {}).get("energy_source")})
+    sources = sorted({str(v.metrics.energy_source) for v in variants if v.metrics.energy_source})
     return env.get_template("report.html.j2").render(
         run=run.info, run_dir=str(run.dir), notes=run.notes, sel=sel, point=by_id.get(point_id),
         headline=headline, dname=dname, plots=plots, heatmaps=heatmaps, curves=curves, tables=tables,

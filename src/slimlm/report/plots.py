@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from slimlm.runs import Variant
 from slimlm.search.frontier import TIERS, pareto_front, value
 
 _FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif", size=12)
@@ -24,11 +25,11 @@ def _div(fig, div_id: str) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=_CONFIG)
 
 
-def _name(v: Mapping[str, Any]) -> str:
-    return "baseline" if v.get("is_baseline") else str(v.get("label") or v.get("id"))
+def _name(v: Variant) -> str:
+    return "baseline" if v.is_baseline else str(v.label or v.id)
 
 
-def pareto_div(variants: Sequence[Mapping[str, Any]], cost: str, cost_title: str, *, chosen_id: str | None,
+def pareto_div(variants: Sequence[Variant], cost: str, cost_title: str, *, chosen_id: str | None,
                drop_title: str, div_id: str, point_name: str = "operating point") -> str | None:
     """Quality drop (%) against one cost: every variant, the 2-D frontier as a staircase, the operating
     point and the tier bands. None when no variant has both numbers."""
@@ -51,19 +52,19 @@ def pareto_div(variants: Sequence[Mapping[str, Any]], cost: str, cost_title: str
     fig.add_trace(go.Scatter(x=[value(v, cost) for v in front], y=[value(v, "quality_drop") * 100 for v in front],
                              mode="lines", line=dict(shape="hv", color="#0969da", width=2), name="frontier",
                              hoverinfo="skip"))
-    groups = [("frontier variants", [v for v in pts if id(v) in front_ids and not v.get("is_baseline")],
+    groups = [("frontier variants", [v for v in pts if id(v) in front_ids and not v.is_baseline],
                dict(color="#0969da", size=10)),
-              ("other variants", [v for v in pts if id(v) not in front_ids and not v.get("is_baseline")],
+              ("other variants", [v for v in pts if id(v) not in front_ids and not v.is_baseline],
                dict(color="#8c959f", size=9)),
-              ("baseline", [v for v in pts if v.get("is_baseline")], dict(color="#1f2328", size=12, symbol="diamond")),
-              (point_name, [v for v in pts if chosen_id is not None and v.get("id") == chosen_id],
+              ("baseline", [v for v in pts if v.is_baseline], dict(color="#1f2328", size=12, symbol="diamond")),
+              (point_name, [v for v in pts if chosen_id is not None and v.id == chosen_id],
                dict(color="#cf222e", size=20, symbol="star", line=dict(color="white", width=1)))]
     for name, vs, marker in groups:
         if not vs:
             continue
         fig.add_trace(go.Scatter(
             x=[value(v, cost) for v in vs], y=[value(v, "quality_drop") * 100 for v in vs], mode="markers",
-            marker=marker, name=name, text=[_name(v) for v in vs], customdata=[v.get("id") for v in vs],
+            marker=marker, name=name, text=[_name(v) for v in vs], customdata=[v.id for v in vs],
             hovertemplate=f"%{{text}}<br>id %{{customdata}}<br>{drop_title} %{{y:.2f}}%<br>{cost_title} %{{x:,.4g}}<extra></extra>"))
     fig.update_layout(height=400, xaxis_title=cost_title, yaxis_title=f"{drop_title} (%)",
                       legend=dict(orientation="h", y=-0.2, x=0, yanchor="top"), hovermode="closest",
@@ -101,14 +102,14 @@ def sensitivity_div(table: Mapping[str, Any], div_id: str) -> str:
     return _div(fig, div_id)
 
 
-def curves_div(variants: Sequence[Mapping[str, Any]], div_id: str) -> str | None:
+def curves_div(variants: Sequence[Variant], div_id: str) -> str | None:
     """Recovery curves (e.g. distillation eval perplexity per step), one line per variant and series."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     keys = set()
     for v in variants:
-        for stage, curve in (v.get("curves") or {}).items():
+        for stage, curve in v.curves.items():
             if not isinstance(curve, Mapping) or not isinstance(curve.get("step"), list):
                 continue
             for key, ys in curve.items():

@@ -11,11 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slimlm.errors import SlimlmError
-
-
-class RunDirError(SlimlmError):
-    """A run directory that cannot be reported on."""
+from slimlm.runs import RunDir, RunDirError, Variant
 
 
 @dataclass
@@ -32,13 +28,13 @@ class Run:
 
     dir: Path
     info: dict
-    variants: list[dict]
+    variants: list[Variant]
     sensitivity: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
-    def baseline(self) -> dict | None:
-        return next((v for v in self.variants if v.get("is_baseline")), None)
+    def baseline(self) -> Variant | None:
+        return next((v for v in self.variants if v.is_baseline), None)
 
 
 def _sensitivity_tables(obj) -> list[dict] | None:
@@ -67,42 +63,19 @@ def load_run(run_dir: str | Path) -> Run:
     if not d.is_dir():
         raise RunDirError(f"{d} is not a directory; pass the run directory written by `slimlm compress` or "
                           "`slimlm search`.")
-    vfile = d / "variants.jsonl"
-    if not vfile.is_file():
-        raise RunDirError(f"{d} has no variants.jsonl; run `slimlm compress` or `slimlm search` with --out {d} "
-                          "first, or pass the directory they wrote.")
-    variants = []
-    for n, line in enumerate(vfile.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            v = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RunDirError(f"{vfile} line {n} is not valid JSON ({exc.msg}); delete that line or rerun the "
-                              "pipeline to rewrite it.") from None
-        if not isinstance(v, dict) or "id" not in v:
-            raise RunDirError(f"{vfile} line {n} is not a variant (an object with an id); delete that line or "
-                              "rerun the pipeline.")
-        v.setdefault("metrics", {})
-        v["metrics"] = v["metrics"] or {}
-        variants.append(v)
-    if not variants:
-        raise RunDirError(f"{vfile} is empty; rerun `slimlm compress` or `slimlm search` to measure variants.")
-    variants.sort(key=lambda v: not v.get("is_baseline"))  # stable: baseline first, then pipeline order
-
-    info: dict = {}
+    run = RunDir(d)
+    variants = run.variants(required=True)
     notes: list[str] = []
-    rfile = d / "run.json"
-    if rfile.is_file():
-        try:
-            info = json.loads(rfile.read_text(encoding="utf-8")) or {}
-        except json.JSONDecodeError:
-            notes.append("run.json is not valid JSON; the run's settings and machine are not shown.")
-    else:
+    try:
+        info = run.info()
+    except RunDirError:
+        info = {}
+        notes.append("run.json is not valid JSON; the run's settings and machine are not shown.")
+    if not run.info_file.is_file():
         notes.append("run.json is missing; the run's settings and machine are not shown.")
-    if not any(v.get("is_baseline") for v in variants):
+    if not any(v.is_baseline for v in variants):
         notes.append("No baseline variant (is_baseline: true); savings against it cannot be computed.")
-    elif _align_latency(variants):
+    elif any(lat.measured_p50 is not None for v in variants for lat in v.metrics.latency_ms.values()):
         notes.append("Latencies of variants profiled in earlier sessions are restated on the baseline's latest "
                      "timing through their interleaved speedup ratios (ratios are what survives machine drift).")
 
@@ -117,32 +90,4 @@ def load_run(run_dir: str | Path) -> Run:
             notes.append("sensitivity.json is not in the `slimlm sensitivity --json` format; heat map skipped.")
         else:
             sens = tables
-    return Run(d, info if isinstance(info, dict) else {}, variants, sens, notes)
-
-
-def _align_latency(variants: list[dict]) -> int:
-    """Put every variant's p50 latency on the baseline's latest timing: ``base p50 / its measured speedup``.
-
-    A search profiles each trial's variant with the baseline at that moment; absolute times from different
-    moments are not comparable on a shared machine, their interleaved ratios are. Returns how many changed.
-    """
-    base = next(v for v in variants if v.get("is_baseline"))["metrics"]
-    base_lat = base.get("latency_ms") or {}
-    changed = 0
-    for v in variants:
-        m = v["metrics"]
-        ratios, lat = m.get("ratios") or {}, m.get("latency_ms") or {}
-        if v.get("is_baseline") or not isinstance(lat, dict):
-            continue
-        for shape, entry in lat.items():
-            speedup, ref = ratios.get(f"prefill_speedup_{shape}"), (base_lat.get(shape) or {}).get("p50")
-            if not (speedup and ref and isinstance(entry, dict) and entry.get("p50")):
-                continue
-            aligned = ref / speedup
-            if abs(aligned - entry["p50"]) > 1e-6 * aligned:
-                entry["p50"] = aligned
-                changed += 1
-        first = next(iter(lat.values()), None)
-        if isinstance(first, dict) and first.get("p50"):
-            m["latency_p50_ms"] = first["p50"]
-    return changed
+    return Run(d, info, variants, sens, notes)

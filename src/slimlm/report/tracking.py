@@ -26,6 +26,7 @@ from typing import Any
 
 from slimlm.errors import SlimlmError
 from slimlm.report.run import Run, load_run
+from slimlm.runs import Variant
 from slimlm.search.frontier import TIERS, parse_drop, select
 
 BACKENDS = ("mlflow",)
@@ -97,22 +98,22 @@ def _number(v: Any) -> float | None:
     return float(v)
 
 
-def _variant_params(v: dict, run_dir: Path) -> dict[str, str]:
-    path = v.get("path")
+def _variant_params(v: Variant, run_dir: Path) -> dict[str, str]:
+    path = v.path
     if path and not Path(path).is_absolute() and (run_dir / path).exists():
         path = str((run_dir / path).resolve())
-    params = {"variant_id": v["id"], "label": v.get("label") or v["id"], "parent": v.get("parent"),
-              "is_baseline": bool(v.get("is_baseline")), "path": path, "stages": len(v.get("stages") or [])}
-    for i, stage in enumerate(v.get("stages") or []):
+    params = {"variant_id": v.id, "label": v.label or v.id, "parent": v.parent,
+              "is_baseline": bool(v.is_baseline), "path": path, "stages": len(v.stages)}
+    for i, stage in enumerate(v.stages):
         params.update(_flatten(stage, f"stages.{i}"))
-    for k, val in _flatten(v.get("metrics") or {}, ""):  # non-numeric measurements, e.g. energy_source
+    for k, val in _flatten(v.metrics.to_dict(), ""):  # non-numeric measurements, e.g. energy_source
         if isinstance(val, str):
             params[k] = val
     return {_key(k): _text(val) for k, val in params.items()}
 
 
-def _variant_metrics(v: dict) -> dict[str, float]:
-    fields = {"metrics": v.get("metrics") or {}, "recovery": v.get("recovery") or {}, "stage_seconds": v.get("seconds")}
+def _variant_metrics(v: Variant) -> dict[str, float]:
+    fields = {"metrics": v.metrics.to_dict(), "recovery": v.recovery, "stage_seconds": v.seconds}
     out = {}
     for k, val in _flatten(fields, ""):
         x = _number(val)
@@ -121,9 +122,9 @@ def _variant_metrics(v: dict) -> dict[str, float]:
     return out
 
 
-def _curves(v: dict) -> Iterator[tuple[str, float, int]]:
+def _curves(v: Variant) -> Iterator[tuple[str, float, int]]:
     """``curves: {name: {"step": [...], metric: [...]}}`` as ``(key, value, step)`` points."""
-    for name, curve in (v.get("curves") or {}).items():
+    for name, curve in v.curves.items():
         steps = curve.get("step") or []
         for metric, ys in curve.items():
             if metric == "step" or not isinstance(ys, list):
@@ -209,17 +210,17 @@ def track_run(run_dir: str | Path, backend: str = "mlflow", tracking_uri: str | 
                 client.log_artifact(parent_id, str(run.dir / f))
         children = {}
         for v in run.variants:
-            if not v.get("metrics"):
+            if not v.metrics.measured:
                 continue  # a stage output nobody measured (a prefix cached for another recipe)
-            vid = str(v["id"])
-            child = client.create_run(exp_id, run_name=str(v.get("label") or vid),
+            vid = str(v.id)
+            child = client.create_run(exp_id, run_name=str(v.label or vid),
                                       tags={"mlflow.parentRunId": parent_id}).info.run_id
-            vtags = {"slimlm.variant_id": vid, "slimlm.baseline": str(bool(v.get("is_baseline"))).lower(),
+            vtags = {"slimlm.variant_id": vid, "slimlm.baseline": str(bool(v.is_baseline)).lower(),
                      "slimlm.operating_point": str(vid == point.get("selected")).lower()}
             if "frontier" in point:
                 vtags["slimlm.frontier"] = str(vid in frontier).lower()
             log(child, _variant_params(v, run.dir), _variant_metrics(v), vtags, list(_curves(v)))
-            client.log_dict(child, v, "variant.json")
+            client.log_dict(child, v.to_dict(), "variant.json")
             client.set_terminated(child)
             children[vid] = child
         client.set_terminated(parent_id)

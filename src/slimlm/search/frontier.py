@@ -5,7 +5,7 @@ Every objective is minimised: ``quality_drop`` (relative to the base model: perp
 ``energy_j_per_1k_tokens``). A point is a flat metrics dict or a variant dict with a ``metrics`` dict; a point
 with a missing (``None``/NaN) objective is never on the front, because "unknown" must not look like "free".
 
-Selection follows DESIGN.md §7: inside the quality tier and the SLOs, take the best variant on one cost.
+Selection: inside the quality tier and the SLOs, take the best variant on one cost.
 When nothing qualifies, `select` still names the closest variant, so a run always ends with something to
 ship or to improve on, and says plainly that the bar was not met.
 """
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slimlm.errors import ConfigError
+from slimlm.runs import Metrics, Variant
 
 TIERS: dict[str, float] = {"critical": 0.005, "high": 0.01, "medium": 0.03}
 """Maximum relative quality drop per tier (0.03 = perplexity up by at most 3%)."""
@@ -37,14 +38,26 @@ _BEST = {"latency": "fastest", "size": "smallest on disk", "memory": "lowest pea
          "energy": "lowest energy per 1k tokens"}
 
 
-def value(point: Mapping[str, Any], key: str) -> float | None:
-    """``point[key]`` (or ``point["metrics"][key]``) as a float, or None when missing, null or NaN."""
+def value(point: Variant | Metrics | Mapping[str, Any] | None, key: str) -> float | None:
+    """A number by name from a `Variant`, its `Metrics`, or a flat dict (``point[key]`` or
+    ``point["metrics"][key]``), as a float; None when missing, null or NaN."""
+    if point is None:
+        return None
+    if isinstance(point, (Variant, Metrics)):
+        return point.value(key) if isinstance(point, Variant) else point.number(key)
     v = point.get(key)
     if v is None and isinstance(point.get("metrics"), Mapping):
         v = point["metrics"].get(key)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
         return None
     return float(v)
+
+
+def field_of(point: Variant | Mapping[str, Any] | None, name: str) -> Any:
+    """A variant's own field (``id``, ``label``, ``is_baseline``) from a `Variant` or a variant dict."""
+    if point is None:
+        return None
+    return point.get(name) if isinstance(point, Mapping) else getattr(point, name, None)
 
 
 def _vector(point: Mapping[str, Any], objectives: Sequence[str]) -> tuple[float, ...] | None:
@@ -142,7 +155,7 @@ def normalised_hypervolume(variants: Sequence[Mapping[str, Any]], objectives: Se
     Returns:
         The share, or None without a baseline that has every cost measured.
     """
-    base = next((v for v in variants if v.get("is_baseline")), None)
+    base = next((v for v in variants if field_of(v, "is_baseline")), None)
     if base is None:
         return None
     scale = {}
@@ -200,18 +213,18 @@ class Selection:
         max_drop: the quality bar (relative drop).
     """
 
-    chosen: dict | None
+    chosen: Variant | None
     met: bool
     rule: str
-    closest: dict | None
+    closest: Variant | None
     reason: str
     objective: str
     max_drop: float
 
     def to_dict(self) -> dict:
         """JSON-ready summary with variant ids instead of whole variants."""
-        return {"selected": (self.chosen or {}).get("id"), "met": self.met, "rule": self.rule,
-                "closest": (self.closest or {}).get("id"), "reason": self.reason,
+        return {"selected": field_of(self.chosen, "id"), "met": self.met, "rule": self.rule,
+                "closest": field_of(self.closest, "id"), "reason": self.reason,
                 "objective": self.objective, "max_drop": self.max_drop}
 
 
@@ -271,12 +284,12 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
 
     def key(v):
         cost = value(v, metric)
-        return (cost is None, cost if cost is not None else 0.0, value(v, "quality_drop"), str(v.get("id")))
+        return (cost is None, cost if cost is not None else 0.0, value(v, "quality_drop"), str(field_of(v, "id")))
 
     if ok:
-        best = dict(min(ok, key=key))
-        name = best.get("label") or best.get("id")
-        if best.get("is_baseline"):
+        best = min(ok, key=key)
+        name = field_of(best, "label") or field_of(best, "id")
+        if field_of(best, "is_baseline"):
             reason = (f"No compressed variant beats the baseline under this rule; keep the baseline "
                       f"({len(ok)} of {len(variants)} variants qualify).")
         else:
@@ -287,12 +300,12 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
 
     slo_ok = [v for v in rated if meets_slos(v)]
     pool = slo_ok or rated
-    closest = dict(min(pool, key=lambda v: (value(v, "quality_drop"), key(v)))) if pool else None
+    closest = min(pool, key=lambda v: (value(v, "quality_drop"), key(v))) if pool else None
     if closest is None:
         reason = "No variant has a measured quality drop, so none can be selected; check the run's evaluation."
     else:
         d = value(closest, "quality_drop")
         where = "among those meeting the SLOs" if slo_ok else "and no variant meets the SLOs"
-        reason = (f"No variant meets the bar. Closest: {closest.get('label') or closest.get('id')} with a "
+        reason = (f"No variant meets the bar. Closest: {field_of(closest, 'label') or field_of(closest, 'id')} with a "
                   f"{_pct(d)} drop ({where}); relax the tier, the SLOs, or add recovery (distillation).")
     return Selection(None, False, rule, closest, reason, objective, max_drop)

@@ -13,12 +13,15 @@ A space file:
       quantize: [none, int8-dynamic, int8-weight, int4-weight]
       quantize_skip: ["lm_head,embed", embed, none]   # parts kept in fp32 (default both; none: quantize all)
       group_size: [32, 64]        # int4 only
+      lowrank: [0.0, 0.5]         # truncated-SVD factorisation, share of rank kept (0: off)
     fixed:                        # settings every trial shares
       calibration: {samples: 32, seq_len: 256}
       distill: {lr: 3.0e-4, batch_size: 4, seq_len: 256}
 
 Every choice is categorical: recipe parameters are few and discrete, and categorical picks make trials that
-share a prefix (same pruning) hit the stage cache. Omitted keys take "off" values.
+share a prefix (same pruning) hit the stage cache. Omitted keys take "off" values. The keys are not listed
+here: each registered method declares the ones it reads (``space``) and builds its stage from a pick
+(``from_pick``), so a new method brings its own search dimension.
 """
 
 from __future__ import annotations
@@ -31,12 +34,19 @@ from typing import Any
 import yaml
 
 from slimlm.errors import ConfigError
+from slimlm.methods import methods
 from slimlm.recipes import Recipe, recipe_from_dict
 
-KEYS = ("layers", "ffn", "heads", "unstructured", "distill_steps", "distill_loss", "quantize", "quantize_skip",
-        "group_size")
-OFF = {"layers": 0, "ffn": 0.0, "heads": 0.0, "unstructured": "none", "distill_steps": 0, "distill_loss": "kl",
-       "quantize": "none", "quantize_skip": "lm_head,embed", "group_size": 32}
+FAMILIES = ("prune", "distill", "quantize")  # a trial's stages, in this order
+
+
+def space_keys() -> dict[str, Any]:
+    """Every key a space may set, with its "off" value: what the registered methods declare (``space``)."""
+    keys: dict[str, Any] = {}
+    for family in FAMILIES:
+        for cls in methods(family).values():
+            keys.update(cls.space)
+    return keys
 
 
 @dataclass(frozen=True)
@@ -48,26 +58,14 @@ class Space:
 
     def build(self, params: dict[str, Any]) -> Recipe | None:
         """The recipe for one pick of parameters (None when the pick changes nothing: the baseline)."""
-        p = {**OFF, **params}
-        cal = self.fixed.get("calibration", {})
+        p = {**space_keys(), **params, "_given": set(params)}
         stages: list[dict] = []
-        structured = {k: p[k] for k in ("layers", "ffn", "heads") if p[k]}
-        if structured:
-            stages.append({"prune": {"method": "structured", **structured}, "calibration": cal})
-        elif p["unstructured"] != "none":
-            method, _, amount = str(p["unstructured"]).partition(":")
-            cfg = {"method": method, **({"pattern": amount} if ":" in amount else {"sparsity": float(amount or 0.5)})}
-            stages.append({"prune": cfg, "calibration": cal})
-        if stages and p["distill_steps"]:
-            stages.append({"distill": {**self.fixed.get("distill", {}), "loss": p["distill_loss"],
-                                       "steps": int(p["distill_steps"])}})
-        if p["quantize"] != "none":
-            q: dict[str, Any] = {"scheme": p["quantize"], **self.fixed.get("quantize", {})}
-            if p["quantize"] == "int4-weight":
-                q["group_size"] = int(p["group_size"])
-            if "quantize_skip" in params:
-                q["skip"] = str(p["quantize_skip"])
-            stages.append({"quantize": q, "calibration": cal})
+        for family in FAMILIES:  # each family contributes at most one stage: the first method that claims the pick
+            for cls in methods(family).values():
+                stage = cls.from_pick(p, self.fixed, stages)
+                if stage is not None:
+                    stages.append(stage)
+                    break
         if not stages:
             return None
         name = "trial:" + ",".join(f"{k}={params[k]}" for k in sorted(params))
@@ -75,6 +73,12 @@ class Space:
 
     def validate(self) -> None:
         """Build every single-key variation so that a bad value fails before the study starts."""
+        for k, values in self.choices.items():
+            for cls in (c for f in FAMILIES for c in methods(f).values() if k in c.space):
+                for value in values:
+                    why = cls.check_space_value(k, value)
+                    if why:
+                        raise ConfigError(f"space {self.name}: {why}.")
         base = {k: v[0] for k, v in self.choices.items()}
         for k, values in self.choices.items():
             for value in values:
@@ -84,9 +88,10 @@ class Space:
 def space_from_dict(data: Any, source: str) -> Space:
     if not isinstance(data, dict) or not isinstance(data.get("choices"), dict) or not data["choices"]:
         raise ConfigError(f"{source}: a search space needs a 'choices' mapping of parameter -> list of values.")
-    unknown = set(data["choices"]) - set(KEYS)
+    keys = space_keys()
+    unknown = set(data["choices"]) - set(keys)
     if unknown:
-        raise ConfigError(f"{source}: unknown choice(s) {sorted(unknown)}; valid keys: {', '.join(KEYS)}.")
+        raise ConfigError(f"{source}: unknown choice(s) {sorted(unknown)}; valid keys: {', '.join(keys)}.")
     for k, v in data["choices"].items():
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{source}: choices.{k} must be a non-empty list.")

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slimlm.errors import ConfigError
-from slimlm.recipes.pipeline import Pipeline, RunOptions, _locked
+from slimlm.recipes.pipeline import Pipeline, RunOptions
+from slimlm.runs import Metrics
 from slimlm.search.frontier import OBJECTIVES
 from slimlm.search.space import Space
 
@@ -43,14 +44,13 @@ def _storage(url: str):
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
-def _objective_value(metrics: dict, objective: str, primary: str) -> float | None:
-    r = metrics.get("ratios") or {}
+def _objective_value(metrics: Metrics, objective: str, primary: str) -> float | None:
     if objective == "latency":
-        s = r.get(f"prefill_speedup_{primary}")
+        s = metrics.speedup(primary)
         return 1 / s if s else None
     if objective == "energy":
-        return metrics.get("energy_ratio")
-    return metrics.get(OBJECTIVES[objective])
+        return metrics.ratios.get("energy")
+    return metrics.number(OBJECTIVES[objective])
 
 
 def _in_flight_rank(study, number: int) -> int:
@@ -111,7 +111,7 @@ def search(
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(6, trials // 2)))
-    with _locked(out / ".lock"):  # workers starting together must not both create the schema of a new DB
+    with p.run.lock():  # workers starting together must not both create the schema of a new DB
         study = optuna.create_study(study_name=study_name, storage=_storage(url), load_if_exists=True,
                                     directions=["minimize"] * (1 + len(objectives)), sampler=sampler)
         study.set_metric_names(["quality_drop", *objectives])
@@ -148,15 +148,12 @@ def search(
         try:
             vid = p.run_recipe(recipe, record_intermediate=False)[-1] if recipe else p.base_id
             p.evaluate_all([vid])
-            if p.opts.profile and "latency_ms" not in p.variants[vid].metrics:
+            if p.opts.profile and not p.variants[vid].metrics.latency_ms:
                 p.profile_all([vid])  # a repeated pick (TPE resamples categorical spaces) reuses its measurement
             elif p.opts.profile:
                 log(f"trial {trial.number}: same variant as an earlier trial; its measurements are reused")
-            base = p.variants[p.base_id].metrics
             m = p.variants[vid].metrics
-            if m.get("energy_j_per_1k_tokens") and base.get("energy_j_per_1k_tokens"):
-                m["energy_ratio"] = m["energy_j_per_1k_tokens"] / base["energy_j_per_1k_tokens"]
-            values = [m.get("quality_drop")] + [_objective_value(m, o, primary) for o in objectives]
+            values = [m.quality_drop] + [_objective_value(m, o, primary) for o in objectives]
             if any(v is None for v in values):
                 raise ConfigError(f"trial {trial.number}: an objective could not be measured ({values}).")
         except KeyboardInterrupt:
@@ -200,11 +197,11 @@ def _reprofile_frontier(p: Pipeline, ids: list[str | None]) -> None:
     """Profile the frontier's variants side by side with the baseline, so the report compares like with like."""
     from slimlm.search.frontier import pareto_front
 
-    variants = [p.variants[i].to_json() for i in dict.fromkeys(ids) if i and i in p.variants]
+    variants = [p.variants[i] for i in dict.fromkeys(ids) if i and i in p.variants]
     if not variants:
         return
     objs = ["quality_drop", "latency_p50_ms"]
-    front = [variants[i]["id"] for i in pareto_front(variants, objs)]
+    front = [variants[i].id for i in pareto_front(variants, objs)]
     front = [i for i in front if i != p.base_id]
     if front:
         p.profile_all(front)

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimlm._progress import or_noop
+from slimlm.calibration import Calibration
 from slimlm.models import FamilyAdapter, Model
-from slimlm.prune.calibrate import Calibration, LayerRunner, _forward_kwargs
+from slimlm.prune.calibrate import LayerRunner, forward_kwargs
 
 
 def _hook_inputs(mod: nn.Module, fn) -> torch.utils.hooks.RemovableHandle:
@@ -62,7 +63,7 @@ def _quality_loss(model: Model, tokens: torch.Tensor, batch_size: int, reference
     losses, outs = [], []
     for j, batch in enumerate(tokens.split(batch_size)):
         if model.adapter.causal:
-            losses.append(model.hf(input_ids=batch, labels=batch, **_forward_kwargs(model)).loss.item())
+            losses.append(model.hf(input_ids=batch, labels=batch, **forward_kwargs(model)).loss.item())
         else:
             h = model.hf(input_ids=batch).last_hidden_state if not hasattr(model.hf, "classifier") else \
                 model.hf(input_ids=batch, output_hidden_states=True).hidden_states[-1]
@@ -194,7 +195,7 @@ def hidden_activation(model: Model, calib: Calibration, progress=None) -> torch.
         with torch.inference_mode():
             batches = calib.tokens.split(calib.batch_size)
             for j, batch in enumerate(batches):
-                model.hf(input_ids=batch, **_forward_kwargs(model))
+                model.hf(input_ids=batch, **forward_kwargs(model))
                 progress("hidden importance", j + 1, len(batches))
     finally:
         for h in handles:

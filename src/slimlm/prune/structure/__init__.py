@@ -21,10 +21,13 @@ so every layer loses the same number of units, each layer choosing its own least
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from slimlm.errors import ConfigError
 from slimlm.models import FamilyAdapter, Model
-from slimlm.prune.config import StructuredConfig
+
+if TYPE_CHECKING:
+    from slimlm.prune.structured import StructuredConfig
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,18 @@
-"""Quantized layers that replace ``nn.Linear`` / ``nn.Embedding`` in place.
+"""Quantized layers that replace ``nn.Linear`` / ``nn.Embedding`` in place, and their saved format.
+
+They live with the models (not with the quantization methods) because loading a saved quantized variant
+must rebuild them: `slimlm.quantize` produces these layers, `slimlm.models.load` restores them.
+
+A quantized variant is a normal slimlm variant directory: ``save_pretrained`` writes every tensor of the
+state dict, so quantized layers land in ``model.safetensors`` as they are held in memory (int8 weights,
+int4 weights packed two per byte, bf16 group scales, uint8 zero points) and fp32 layers as fp32. The
+``quantization`` key of ``slimlm.json`` lists each quantized module with its kind and options (`describe`).
+On load, transformers builds the fp32 skeleton and `restore` swaps the same quantized modules back in, so
+the reloaded model computes exactly what the saved one did.
 
 Why our own modules rather than torchao tensor subclasses: the layers hold plain int8 / packed-uint8 / bf16
 buffers, so ``save_pretrained`` writes them to safetensors as they are (an honest file size, int4 packed two
-per byte) and `slimlm.quantize.restore` rebuilds the same modules bit for bit; and the eager forward is a
+per byte) and `restore` (below) rebuilds the same modules bit for bit; and the eager forward is a
 handful of aten ops with no tensor-subclass dispatch in Python, which is where torchao's eager int8 path loses
 most of its speed on CPU. The kernels are the same ones torchao dispatches to on CPU (``torch._int_mm`` for
 int8 x int8; ``torch._weight_int4pack_mm_for_cpu`` for int4 weights).
@@ -10,13 +20,15 @@ int8 x int8; ``torch._weight_int4pack_mm_for_cpu`` for int4 weights).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimlm.quantize.primitives import (
+from slimlm.errors import ModelFileError
+from slimlm.models.qmath import (
     INT8_MAX,
     int4_dequantize,
     int4_group_params,
@@ -31,6 +43,7 @@ class QuantModule(nn.Module):
     """Base: ``kind`` names the saved format; ``meta()`` is what `restore` needs beyond the tensors."""
 
     kind: ClassVar[str]
+    structural: ClassVar[bool] = False  # True: rebuilt from meta alone (its children may be saved layers too)
 
     def meta(self) -> dict:
         return {"kind": self.kind}
@@ -51,7 +64,7 @@ class QuantModule(nn.Module):
         raise NotImplementedError
 
 
-class _QuantLinear(QuantModule):
+class QuantLinear(QuantModule):
     def __init__(self, in_features: int, out_features: int, bias: torch.Tensor | None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -89,7 +102,7 @@ def quantize_per_token(x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(x2 / s).to(torch.int8), s  # |x / s| <= 127 by construction
 
 
-class Int8DynamicLinear(_QuantLinear):
+class Int8DynamicLinear(QuantLinear):
     """int8 x int8 -> int32 matmul: activations quantized per token at run time, weights per channel."""
 
     kind = "int8-dynamic"
@@ -147,7 +160,7 @@ def share_input_quantization(hf: nn.Module, enable: bool = True) -> int:
     return groups
 
 
-class Int8WeightLinear(_QuantLinear):
+class Int8WeightLinear(QuantLinear):
     """Weight-only int8 per channel: ``y = (x @ q^T) * scale``, so only a cast of ``q`` per call."""
 
     kind = "int8-weight"
@@ -173,7 +186,7 @@ class Int8WeightLinear(_QuantLinear):
         return y.to(x.dtype)
 
 
-class Int4WeightLinear(_QuantLinear):
+class Int4WeightLinear(QuantLinear):
     """Weight-only int4, packed two per byte, asymmetric per group of ``group_size`` input columns.
 
     ``kernel``: ``dequant`` unpacks to fp32 and runs an fp32 matmul (exact reference, slow);
@@ -278,3 +291,76 @@ class Int8Embedding(QuantModule):
 KINDS: dict[str, type[QuantModule]] = {
     m.kind: m for m in (Int8DynamicLinear, Int8WeightLinear, Int4WeightLinear, Int8Embedding)
 }
+
+
+def set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted ``name`` with ``module``."""
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, module)
+
+
+FORMAT = 1
+
+
+def describe(hf: nn.Module) -> dict:
+    """The ``quantization`` entry of ``slimlm.json`` for a model holding quantized modules ({} if none)."""
+    layers = {name: m.meta() for name, m in hf.named_modules() if isinstance(m, QuantModule)}
+    if not layers:
+        return {}
+    return {"format": FORMAT, "layers": layers,
+            "tie_word_embeddings": bool(getattr(hf.config, "tie_word_embeddings", False))}
+
+
+def logical_params(hf: nn.Module) -> int:
+    """Parameters the model represents: fp parameters plus the weights held by quantized modules."""
+    seen, total = set(), 0
+    for p in hf.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total + sum(m.logical_params() for m in hf.modules() if isinstance(m, QuantModule))
+
+
+def _layer_class(impl: str | None) -> type[QuantModule] | None:
+    """A replacement layer defined by a method module (``slimlm.prune.lowrank:LowRankLinear``). Only classes
+    inside the slimlm package are looked up: a model file never names code to run."""
+    import importlib
+
+    if not impl or not impl.startswith("slimlm.") or ":" not in impl:
+        return None
+    mod, _, name = impl.partition(":")
+    cls = getattr(importlib.import_module(mod), name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, QuantModule) else None
+
+
+def restore(hf: nn.Module, meta: dict, path: str | Path | None) -> nn.Module:
+    """Swap the quantized modules listed in ``meta`` back into ``hf``, reading their tensors under ``path``."""
+    from safetensors import safe_open
+
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: quantization format {meta.get('format')!r} is not supported by this "
+                             f"slimlm (it reads format {FORMAT}); upgrade slimlm.")
+    files = sorted(Path(path).glob("*.safetensors"))
+    wanted = meta["layers"]
+    tensors: dict[str, dict] = {name: {} for name in wanted}
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            for key in fh.keys():
+                prefix, attr = key, ""
+                while prefix:  # the innermost saved layer that holds this tensor ("a.b.down.weight")
+                    prefix, _, last = prefix.rpartition(".")
+                    attr = f"{last}.{attr}" if attr else last
+                    if prefix in tensors:
+                        tensors[prefix][attr] = fh.get_tensor(key)
+                        break
+    for name in sorted(wanted, key=lambda n: n.count(".")):  # outer layers first (a factor inside one)
+        info = wanted[name]
+        cls = KINDS.get(info["kind"]) or _layer_class(info.get("impl"))
+        if cls is None or (not tensors[name] and not cls.structural):
+            raise ModelFileError(f"{path}: saved layer {name} ({info['kind']}) is missing from the weights; "
+                                 "the directory is incomplete: save the variant again.")
+        set_module(hf, name, cls.from_state(tensors[name], info))
+    if "tie_word_embeddings" in meta:
+        hf.config.tie_word_embeddings = meta["tie_word_embeddings"]
+    share_input_quantization(hf)
+    return hf

@@ -1,0 +1,50 @@
+"""Options shared by several commands, declared once (Typer reads them as defaults) and turned into the
+library's arguments in one place."""
+
+from __future__ import annotations
+
+import typer
+
+DATA = typer.Option("shakespeare", "--data", help="Data for calibration, training and evaluation.")
+OOD_DATA = typer.Option("pydoc", "--ood-data", help="Out-of-domain data to check quality on ('none': skip).")
+REPEATS = typer.Option(5, "--repeats", help="Timed runs per shape and variant.")
+TIER = typer.Option(None, "--tier", help="critical (≤0.5%), high (≤1%) or medium (≤3%) quality drop.")
+MAX_DROP = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 2% or 0.02.")
+OBJECTIVE = typer.Option("latency", "--objective", help="What the operating point minimises: latency, size, memory, energy.")
+MAX_LATENCY_MS = typer.Option(None, "--max-latency-ms", help="p50 latency SLO at the primary shape.")
+MAX_MEMORY_MB = typer.Option(None, "--max-memory-mb", help="Peak memory SLO.")
+TRAFFIC = typer.Option(100_000, "--traffic", help="Requests per day, for the business figures.")
+PRICE = typer.Option(0.10, "--price-per-hour", help="USD per machine-hour.")
+GRID = typer.Option(475.0, "--grid-gco2-per-kwh", help="Grid carbon intensity.")
+TRACK = typer.Option(None, "--track", help="Also log every variant to a tracker: mlflow (pip install 'slimlm[track]').")
+TRACKING_URI = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir).")
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price, grid, track,
+                 tracking_uri) -> dict:
+    """Keyword arguments for `slimlm.workflows.compress` / `search` from the shared options."""
+    from slimlm.workflows import Business, Selection, Tracking
+
+    return {"selection": Selection(tier, max_drop, objective, max_latency_ms, max_memory_mb),
+            "business": Business(traffic, price, grid), "tracking": Tracking(track, tracking_uri)}
+
+
+def print_run(res, title: str, as_json: bool) -> None:
+    """Print a `RunResult`: JSON, or the variant table, the choice and where the report is."""
+    from slimlm.cli._out import emit_json, out
+    from slimlm.cli._runs import tracking_line, variants_table
+
+    if as_json:
+        emit_json(res.to_json())
+        return
+    rep = res.report
+    out.print(variants_table(res.variants, rep["frontier"], rep["selected"], title))
+    hv = f"; hypervolume {rep['hypervolume']:.3f}" if res.study is not None and rep["hypervolume"] is not None else ""
+    verdict = "meets" if rep["met"] else "NOTHING meets"
+    out.print(f"★ selected: {rep['selected'] or '-'}  ◆ frontier{hv} — {verdict} the bar: {rep['rule']}")
+    if not rep["met"]:
+        out.print(f"[yellow]{rep['reason']}[/yellow]")
+    out.print(f"report: {rep['report']}\ndecision record: {rep['decision']}")
+    if res.tracking:
+        out.print(tracking_line(res.tracking), highlight=False)
