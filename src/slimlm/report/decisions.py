@@ -26,6 +26,7 @@ from slimlm.report import _selection_settings, write_report
 from slimlm.report.business import J_PER_KWH, Inputs, business_table
 from slimlm.report.html import stage_text
 from slimlm.report.run import load_run
+from slimlm.runs import RunDir, Variant
 from slimlm.search.frontier import TIERS, select, value
 
 DECISIONS_DIR = "decisions"
@@ -47,14 +48,14 @@ def _numbers(run_dir: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in d.iterdir() if (m := _NAME.match(p.name)))
 
 
-def _variant_record(run_dir: Path, v: dict | None) -> dict | None:
+def _variant_record(run_dir: Path, v: Variant | None) -> dict | None:
     if v is None:
         return None
-    path = v.get("path")
-    if path and not re.match(r"^[a-z][a-z0-9+.-]*:", str(path)) and not Path(path).is_absolute():
-        path = str((run_dir / path).resolve())
-    return {"id": v.get("id"), "label": v.get("label"), "is_baseline": bool(v.get("is_baseline")),
-            "recipe": stage_text(v), "path": path, "stages": v.get("stages") or [], "metrics": v.get("metrics") or {}}
+    path = RunDir(run_dir).model_path(v) if v.path else None
+    if path and not re.match(r"^[a-z][a-z0-9+.-]*:", path):
+        path = str(Path(path).resolve())
+    return {"id": v.id, "label": v.label, "is_baseline": v.is_baseline, "recipe": stage_text(v), "path": path,
+            "stages": v.stages, "metrics": v.metrics.to_dict()}
 
 
 def _forecast(row: dict, inputs: Inputs) -> dict:
@@ -119,10 +120,11 @@ def build_decision(run_dir: str | Path, *, tier: str | None = None, max_drop: st
 
         sel = select(run.variants, **settings)
         objectives = list(run.info.get("objectives") or ["quality_drop", OBJECTIVES[sel.objective]])
-        frontier = [str(run.variants[i]["id"]) for i in pareto_front(run.variants, objectives)]
-        chosen_id, met, rule, reason = (sel.chosen or {}).get("id"), sel.met, sel.rule, sel.reason
-        closest = (sel.closest or {}).get("id")
-    by_id = {str(v["id"]): v for v in run.variants}
+        frontier = [run.variants[i].id for i in pareto_front(run.variants, objectives)]
+        summary = sel.to_dict()
+        chosen_id, met, rule, reason = summary["selected"], sel.met, sel.rule, sel.reason
+        closest = summary["closest"]
+    by_id = {v.id: v for v in run.variants}
     if variant is not None:
         if variant not in by_id:
             raise DecisionError(f"variant {variant!r} is not in {run_dir / 'variants.jsonl'}; pass one of: "

@@ -86,9 +86,9 @@ def resolve(path: str | Path, decision: int | None = None) -> Target:
                              f"({rec.get('reason')}); record one with `slimlm decide {p} --tier ...` or "
                              "`--variant ID`.")
         base = rec.get("baseline") or {}
-        from slimlm.report.run import load_run
+        from slimlm.report.run import load_run  # latencies restated on the baseline's latest timing
 
-        variants = [{"id": x["id"], "label": x.get("label"), "is_baseline": bool(x.get("is_baseline")),
+        variants = [{"id": x.id, "label": x.label, "is_baseline": x.is_baseline,
                      "quality_drop": value(x, "quality_drop"), "latency_p50_ms": value(x, "latency_p50_ms")}
                     for x in load_run(p).variants]
         return Target(model_path=str(v["path"]), variant_id=str(v["id"]), run_dir=p, decision=rec,
