@@ -154,7 +154,13 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--out", default=str(ROOT / "results" / "serve"))
+    p.add_argument("--render", default=None, help="only rewrite the .md from this results .json")
     a = p.parse_args()
+    if a.render:
+        res = json.loads(Path(a.render).read_text())
+        res["table"] = {k: {int(c): r for c, r in v.items()} for k, v in res["table"].items()}
+        Path(a.render).with_suffix(".md").write_text(render(res))
+        return
     if a.quick:
         txt = Path(tempfile.gettempdir()) / "slimlm-bench-serve.txt"
         txt.write_text("Shall I compare thee to a summer's day? Thou art more lovely and more temperate.\n" * 200)
@@ -266,15 +272,22 @@ def render(res: dict) -> str:
              f"Machine: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}. Load average before "
              f"{', '.join(f'{x:.2f}' for x in res['loadavg_before'])}, after "
              f"{', '.join(f'{x:.2f}' for x in res['loadavg_after'])} (other jobs share this CPU: absolute figures are "
-             "noisy, ratios less so).", "",
+             "noisy, ratios less so).", ""]
+    cores = m.get("cores") or 1
+    if max(res["loadavg_before"][0], res["loadavg_after"][0]) > cores:
+        lines += [f"**The CPU was oversubscribed during this run** (load average up to "
+                  f"{max(res['loadavg_before'][0], res['loadavg_after'][0]):.1f} on {cores} cores, from other jobs on "
+                  "this shared machine): these figures are not a clean measurement of either server; rerun "
+                  "`python bench/serve.py` on an idle machine before quoting them.", ""]
+    lines += [
              "| server | clients | requests | req/s | p50 s | p99 s | TTFT p50 s | TTFT p99 s | USD/1k measured | USD/1k forecast |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in ("teacher", "variant"):
         for c, r in res["table"][name].items():
             fc = r["usd_per_1k_forecast"]
+            fc_text = f"{fc:.5f}" if fc is not None else "–"
             lines.append(f"| {name} | {c} | {r['requests']} | {r['rps']:.2f} | {r['p50_s']:.3f} | {r['p99_s']:.3f} | "
-                         f"{r['ttft_p50_s']:.3f} | {r['ttft_p99_s']:.3f} | {r['usd_per_1k_measured']:.5f} | "
-                         f"{fc:.5f} |" if fc is not None else "– |")
+                         f"{r['ttft_p50_s']:.3f} | {r['ttft_p99_s']:.3f} | {r['usd_per_1k_measured']:.5f} | {fc_text} |")
     sp = res["prefill_speedup_profiled"]
     lines += ["", f"Profiled prefill speedup (interleaved, `compress`): {sp:.2f}x." if sp else "–", "",
               "| target | value | bound | met |", "|---|---:|---:|---|"]
