@@ -63,6 +63,12 @@ def build_run(a, run_dir: Path) -> dict:
     inputs = Inputs(price_per_hour=a.price_per_hour, prefill_tokens=a.prompt_tokens, decode_tokens=a.max_tokens)
     chosen = record_decision(run_dir, max_drop=a.max_drop, inputs=inputs, note="bench/serve.py: the rule's choice")
     base_id = chosen["baseline"]["id"]
+    if chosen["selected"] in (None, base_id):  # measure the compressed variant anyway, and say so
+        other = next(v["id"] for v in (json.loads(x) for x in (run_dir / "variants.jsonl").read_text().splitlines()
+                                       if x.strip()) if not v.get("is_baseline") and v.get("path"))
+        _log(f"the rule kept the baseline ({chosen['reason']}); pinning {other} to measure it")
+        chosen = record_decision(run_dir, variant=other, max_drop=a.max_drop, inputs=inputs,
+                                 note="bench/serve.py: pinned (the rule kept the baseline)")
     teacher = record_decision(run_dir, variant=base_id, max_drop=a.max_drop, inputs=inputs,
                               note="bench/serve.py: the teacher")
     return {"variant": chosen, "teacher": teacher}
@@ -154,6 +160,7 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--out", default=str(ROOT / "results" / "serve"))
+    p.add_argument("--note", default="", help="a sentence for the results file (what else was running)")
     p.add_argument("--render", default=None, help="only rewrite the .md from this results .json")
     a = p.parse_args()
     if a.render:
@@ -242,7 +249,8 @@ def main() -> None:
             all(400 <= x < 500 for v in bad_codes.values() for x in v)),
     }
     failed = sum(r["failed"] for v in rows.values() for r in v)
-    res = {"model": a.model, "data": a.data, "quick": a.quick, "run_dir": str(run_dir),
+    res = {"model": a.model, "data": a.data, "quick": a.quick, "run_dir": str(run_dir), "note": a.note,
+           "pinned": var["pinned"],
            "decision": {"variant": var["selected"], "variant_recipe": var["variant"]["recipe"], "met": var["met"],
                         "rule": var["rule"], "quality_drop": vm.get("quality_drop"), "teacher": tea["selected"]},
            "prefill_speedup_profiled": speedup, "prompt_tokens": len(ids), "max_tokens": a.max_tokens,
@@ -273,6 +281,11 @@ def render(res: dict) -> str:
              f"{', '.join(f'{x:.2f}' for x in res['loadavg_before'])}, after "
              f"{', '.join(f'{x:.2f}' for x in res['loadavg_after'])} (other jobs share this CPU: absolute figures are "
              "noisy, ratios less so).", ""]
+    if res.get("pinned"):
+        lines += ["The rule kept the baseline in this run, so the compressed variant was pinned "
+                  "(`slimlm decide --variant`) to measure it.", ""]
+    if res.get("note"):
+        lines += [res["note"], ""]
     cores = m.get("cores") or 1
     if max(res["loadavg_before"][0], res["loadavg_after"][0]) > cores:
         lines += [f"**The CPU was oversubscribed during this run** (load average up to "
