@@ -79,3 +79,14 @@ def test_decide_cli_records_and_lists(run_copy, capsys):
 def test_serve_refuses_a_public_interface_without_allow_remote(run, capsys):
     assert main(["serve", str(run["dir"]), "--host", "0.0.0.0"]) == 2
     assert "--allow-remote" in capsys.readouterr().err
+
+
+def test_a_moved_run_directory_still_serves_its_decisions(run_copy, tmp_path):
+    from slimlm.serve.target import resolve
+
+    record_decision(run_copy["dir"], tier="medium")
+    moved = tmp_path / "elsewhere"
+    run_copy["dir"].rename(moved)
+    target = resolve(moved)
+    assert target.model_path == str(moved / "cache" / run_copy["good"]) and target.number == 1
+    assert target.teacher == "tiny:llama" and {v["id"] for v in target.variants} >= {run_copy["good"], "badbuild"}

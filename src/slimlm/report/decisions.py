@@ -55,7 +55,7 @@ def _variant_record(run_dir: Path, v: Variant | None) -> dict | None:
     if path and not re.match(r"^[a-z][a-z0-9+.-]*:", path):
         path = str(Path(path).resolve())
     return {"id": v.id, "label": v.label, "is_baseline": v.is_baseline, "recipe": stage_text(v), "path": path,
-            "stages": v.stages, "metrics": v.metrics.to_dict()}
+            "run_path": v.path, "stages": v.stages, "metrics": v.metrics.to_dict()}
 
 
 def _forecast(row: dict, inputs: Inputs) -> dict:

@@ -91,7 +91,11 @@ def resolve(path: str | Path, decision: int | None = None) -> Target:
         variants = [{"id": x.id, "label": x.label, "is_baseline": x.is_baseline,
                      "quality_drop": value(x, "quality_drop"), "latency_p50_ms": value(x, "latency_p50_ms")}
                     for x in load_run(p).variants]
-        return Target(model_path=str(v["path"]), variant_id=str(v["id"]), run_dir=p, decision=rec,
+        path = str(v["path"])
+        moved = v.get("run_path") and not _is_spec(v["run_path"]) and not Path(v["run_path"]).is_absolute()
+        if moved and (p / v["run_path"]).exists():  # the run directory may have moved since the decision
+            path = str(p / v["run_path"])
+        return Target(model_path=path, variant_id=str(v["id"]), run_dir=p, decision=rec,
                       teacher=base.get("path"), variants=variants)
     if decision is not None:
         raise DecisionError(f"--decision needs a run directory; {p} has no variants.jsonl.")
