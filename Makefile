@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench lint clean
+.PHONY: venv demo test test-slow bench lint clean pg-server
 
 $(STAMP): pyproject.toml constraints.txt requirements/embedded.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/slimlm compress builtin:smollm2-135m --recipe quick --data shakespeare --out demo-run
 
-test: $(STAMP)
+# the shared-search test starts a throwaway PostgreSQL server on loopback (Debian's postgresql package)
+pg-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		(apt-get update && apt-get install -y --no-install-recommends postgresql)
+
+test: $(STAMP) pg-server
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
