@@ -1,12 +1,13 @@
 """`slimlm distill`: train a (pruned) student to imitate a teacher; also iterative prune-distill cycles.
 
-Shared with `slimlm finetune` (which imports the helpers below): the progress bar that shows loss, learning
-rate, tokens/s and ETA, checkpoint placement and the JSON result.
+The job itself is `slimlm.distill.job.distill_job`; this module parses, shows progress and prints. Shared
+with `slimlm finetune`: the progress bar (loss, learning rate, tokens/s, ETA), the config builder whose
+errors name the flags, and the result table.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,50 +64,6 @@ def train_bar(enabled: bool, title: str) -> Iterator[tuple]:
         yield (lambda *a: None), on_metrics
 
 
-def checkpoint_dir_for(out_dir: Path, resume: bool, checkpoint_every: int) -> Path:
-    """Checkpoints live beside the output (``OUT.checkpoint``): saving the result replaces ``OUT`` whole."""
-    from slimlm._io import is_foreign
-    from slimlm.errors import ConfigError
-
-    ckpt = out_dir.with_name(out_dir.name + ".checkpoint")
-    if is_foreign(ckpt, "meta.json"):
-        raise ConfigError(f"{ckpt} is where this run keeps its checkpoints, but it holds something slimlm did not "
-                          "write; move it away or choose another --out.")
-    if ckpt.exists() and not resume and checkpoint_every:
-        raise ConfigError(f"{ckpt} holds a checkpoint of an earlier run; pass --resume to continue it, "
-                          "or delete it to start over.")
-    return ckpt
-
-
-def init_distributed() -> int:
-    """Join the process group that ``torchrun`` / ``accelerate launch`` describe in the environment; return the rank.
-
-    NCCL when this process has a GPU, gloo otherwise. Without ``WORLD_SIZE`` > 1 nothing happens (rank 0).
-    """
-    import os
-
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return dist.get_rank() if dist.is_initialized() else 0
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
-    return dist.get_rank()
-
-
-def pick_device(device: str):
-    import os
-
-    import torch
-
-    if device == "auto":
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def parse_layer_map(text: str | None) -> list[tuple[int, int]] | None:
     from slimlm.errors import ConfigError
 
@@ -137,14 +94,6 @@ def make_config(**fields):
             msg = e["msg"].removeprefix("Value error, ")
             parts.append(f"--{loc.replace('_', '-')}: {msg}" if loc else msg)
         raise ConfigError(f"invalid distillation settings: {'; '.join(parts)}.") from None
-
-
-def final_eval(model, corpus, tokens: int) -> dict:
-    from slimlm.evaluate import evaluate
-
-    seq = min(512, model.adapter.max_positions or 512)
-    res = evaluate(model, corpus, seq_len=seq, max_tokens=tokens, max_examples=512)
-    return {k: res.get(k) for k in ("perplexity", "accuracy", "f1", "ece", "tokens", "examples") if res.get(k) is not None}
 
 
 def print_result(title: str, res: dict) -> None:
@@ -201,99 +150,25 @@ def distill_command(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Distil TEACHER into STUDENT on --data; save the student to --out with its provenance."""
-    from slimlm.data import load_data
-    from slimlm.distill import distill_run
-    from slimlm.distill.schedules import parse_schedule, prune_distill
-    from slimlm.errors import ConfigError
-    from slimlm.models import load, save
+    from slimlm.distill.job import distill_job
+    from slimlm.distill.schedules import parse_schedule
+    from slimlm.prune import parse_structured
 
-    sched = parse_schedule(schedule)
-    if sched is not None and not prune:
-        raise ConfigError("--schedule iterative needs a pruning target; add --prune layers=N,ffn=F.")
-    if prune and sched is None:
-        raise ConfigError("--prune is the target of an iterative schedule; add --schedule iterative:steps=3 "
-                          "(or prune first with slimlm prune).")
-    if sched is not None and checkpoint_every:
-        raise ConfigError("--checkpoint-every is not supported with --schedule yet; run without it.")
     cfg = make_config(loss=loss, alpha=1.0 if loss == "ce" else alpha, temperature=temperature, beta=beta,
                       top_k=top_k, cache_teacher=cache_teacher, hidden_weight=hidden_weight, hidden_loss=hidden_loss,
                       layer_map=parse_layer_map(layer_map), attention_weight=attention_weight,
                       relation_weight=relation_weight, steps=steps, lr=lr, warmup_steps=warmup, batch_size=batch_size,
                       seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every, eval_tokens=eval_tokens,
                       patience=patience, checkpoint_every=checkpoint_every, seed=seed)
-    prune_cfg = None
-    if prune:
-        from slimlm.prune import parse_structured
-
-        prune_cfg = parse_structured(prune)
-    if cfg.uses_teacher_outputs and not teacher:
-        raise ConfigError(f"--loss {loss} needs --teacher MODEL (or use --loss ce to fine-tune without one).")
-    from slimlm._io import check_out
-
-    out_dir = check_out(out_dir, force=force, kind="variant")
-    ckpt = checkpoint_dir_for(out_dir, resume, checkpoint_every)
-    corpus = load_data(data)  # validate data before loading any weights
-    num_labels = len(corpus.labels) if corpus.labels else None
-    s = load_classifier(student, num_labels) if _is_encoder(student, num_labels) else load(student, progress=status)
-    t = load(teacher, progress=status, num_labels=None) if teacher else None
-    params_before = s.num_params()
-    rank = init_distributed()
-    dev = pick_device(device)
-    s.hf.to(dev)
-    if t is not None:
-        t.hf.to(dev)
-    start = time.perf_counter()
-    with train_bar(not as_json and rank == 0, "distill") as (progress, on_metrics):
-        if sched is not None:
-            s, records = prune_distill(s, t, corpus, prune_cfg, cfg, sched, progress=progress, on_metrics=on_metrics)
-            summary = {"steps": sum(r["distill"]["steps"] for r in records),
-                       "tokens": sum(r["distill"]["tokens"] for r in records),
-                       "final_losses": records[-1]["distill"]["final_losses"],
-                       "eval_curve": [e for r in records for e in r["distill"]["eval_curve"]],
-                       "cycles": [{k: v for k, v in r.items() if k != "distill"} for r in records]}
-        else:
-            res = distill_run(s, t, corpus, cfg, checkpoint_dir=ckpt, resume=resume, progress=progress,
-                              on_metrics=on_metrics)
-            summary = res.summary()
-    if rank != 0:
-        return  # rank 0 holds the same weights and writes the result
-    s.hf.to("cpu")
-    final = final_eval(s, corpus, eval_tokens)
-    stage = {"kind": "distill", "config": cfg.model_dump(mode="json"),
-             "teacher": {"spec": teacher, "hash": t.hash if t else None}, "data": data,
-             "schedule": sched.model_dump() if sched else None,
-             "prune": prune_cfg.model_dump(mode="json") if prune_cfg else None,
-             "result": {k: v for k, v in summary.items() if k != "eval_curve"}}
-    save(s, out_dir, stage=stage, metrics={"eval": final})
-    if ckpt.exists():
-        shutil.rmtree(ckpt)  # the run finished; the saved student supersedes its checkpoint
-    result = {"out": str(out_dir), "params_before": params_before, "params_after": s.num_params(),
-              "seconds": round(time.perf_counter() - start, 2), **summary, "eval": final}
+    sched = parse_schedule(schedule)
+    first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress
+    with train_bar(not as_json and first_rank, "distill") as (progress, on_metrics):
+        result = distill_job(student, teacher, data, out_dir, cfg, schedule=sched,
+                             prune=parse_structured(prune) if prune else None, resume=resume, force=force, device=device,
+                             eval_tokens=eval_tokens, progress=progress, on_metrics=on_metrics, log=status)
+    if result is None:
+        return  # not rank 0 of a distributed run
     if as_json:
         emit_json(result)
     else:
         print_result(f"distill {student} <- {teacher}", result)
-
-
-def load_classifier(spec: str, num_labels: int):
-    """``load(spec, num_labels=K)``; tiny specs take their head size as the ``labels`` option instead."""
-    from slimlm.models import load
-
-    if spec.startswith("tiny:bert") and "labels=" not in spec:
-        spec = f"{spec}{'&' if '?' in spec else '?'}labels={num_labels}"
-        return load(spec)
-    return load(spec, progress=status, num_labels=num_labels)
-
-
-def _is_encoder(spec: str, num_labels: int | None) -> bool:
-    """Labelled data and a BERT-family student: load it with a classification head (new if absent)."""
-    if not num_labels:
-        return False
-    if spec.startswith("tiny:bert") or spec == "builtin:minilm-l6":
-        return True
-    cfg = Path(spec) / "config.json"
-    if cfg.is_file():
-        import json
-
-        return json.loads(cfg.read_text()).get("model_type") == "bert"
-    return False

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
 
 import typer
 
 from slimlm.cli._out import emit_json
-from slimlm.cli.distill_cmd import (
-    checkpoint_dir_for,
-    final_eval,
-    load_classifier,
-    make_config,
-    print_result,
-    train_bar,
-)
+from slimlm.cli.distill_cmd import make_config, print_result, train_bar
 
 
 def finetune_command(
@@ -38,38 +29,15 @@ def finetune_command(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Fine-tune MODEL's classification head (and encoder) on --data; report accuracy and macro-F1."""
-    from slimlm.data import load_data
-    from slimlm.distill.finetune import finetune
-    from slimlm.errors import DataError
-    from slimlm.models import save
+    from slimlm.cli._out import status
+    from slimlm.distill.job import finetune_job
 
     cfg = make_config(loss="ce", alpha=1.0, steps=steps, lr=lr, warmup_steps=min(warmup, steps - 1),
                       batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every,
                       patience=patience, checkpoint_every=checkpoint_every, seed=seed)
-    from slimlm._io import check_out
-
-    out_dir = check_out(out_dir, force=force, kind="variant")
-    ckpt = checkpoint_dir_for(out_dir, resume, checkpoint_every)
-    corpus = load_data(data)
-    if not corpus.labels:
-        raise DataError(f"data {data!r} has no labels; finetune needs labelled data (shakespeare-genre, or a "
-                        ".jsonl/.csv with a label field).")
-    m = load_classifier(model, len(corpus.labels))
-    params_before = m.num_params()
-    start = time.perf_counter()
     with train_bar(not as_json, "finetune") as (progress, on_metrics):
-        res = finetune(m, corpus, cfg, checkpoint_dir=ckpt, resume=resume, progress=progress, on_metrics=on_metrics)
-        final = final_eval(m, corpus, 4096)
-    summary = res.summary()
-    stage = {"kind": "finetune", "config": cfg.model_dump(mode="json"), "data": data, "labels": corpus.labels,
-             "result": {k: v for k, v in summary.items() if k != "eval_curve"}}
-    m.hf.config.id2label = dict(enumerate(corpus.labels))
-    m.hf.config.label2id = {v: k for k, v in m.hf.config.id2label.items()}
-    save(m, out_dir, stage=stage, metrics={"eval": final})
-    if ckpt.exists():
-        shutil.rmtree(ckpt)
-    result = {"out": str(out_dir), "params_before": params_before, "params_after": m.num_params(),
-              "seconds": round(time.perf_counter() - start, 2), **summary, "eval": final}
+        result = finetune_job(model, data, out_dir, cfg, resume=resume, force=force, progress=progress,
+                              on_metrics=on_metrics, log=status)
     if as_json:
         emit_json(result)
     else:

@@ -62,46 +62,16 @@ def prune_command(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Prune a model and save it as a variant whose slimlm.json records the config and the measured sparsity."""
-    import time
-
-    from slimlm._io import check_out
-    from slimlm.data import load_data
-    from slimlm.models import load, save
-    from slimlm.prune import ScheduleConfig, make_calibration, run_schedule, save_kwargs
+    from slimlm.prune import ScheduleConfig
+    from slimlm.prune.job import prune_job
 
     cfg = _config(method, sparsity, pattern, allocation, include, sequential, structured, layer_importance,
                   head_mode, ffn_importance, blocksize, damp)  # validate before loading anything
     sched = ScheduleConfig(kind=schedule, steps=steps if schedule == "iterative" else 1)
-    check_out(out_dir, force=force, kind="variant")
-    corpus = load_data(data)
-    m = load(model, progress=status)
-    before = m.num_params()
-    evaluate_fn = None
-    if eval_tokens or schedule == "iterative":
-        from slimlm.evaluate import evaluate
-
-        def evaluate_fn(mod):
-            return {"perplexity": evaluate(mod, corpus, max_tokens=eval_tokens or 4096)["perplexity"]}
-
-    start = time.perf_counter()
     with progress_bars(not as_json) as bar:
-        calib = make_calibration(m, corpus, calib_samples, calib_seq_len, seed) if cfg.needs_calibration else None
-        records = run_schedule(m, cfg, calib, sched, evaluate=evaluate_fn, progress=bar)
-    report = records[-1].pop("report")
-    for r in records:
-        r.pop("report", None)
-    kwargs = save_kwargs(cfg, report, m)
-    kwargs["extra"]["schedule"] = {"config": sched.model_dump(), "steps": records}
-    if records[-1].get("metrics"):
-        kwargs["metrics"].update(records[-1]["metrics"])
-    seconds = time.perf_counter() - start
-    kwargs["metrics"]["prune_seconds"] = seconds
-    save(m, out_dir, **kwargs)
-    res = {"out": out_dir, "params_before": before, "params_after": m.num_params(), "seconds": seconds,
-           **{k: v for k, v in report.items() if k not in ("modules", "params_before", "params_after", "seconds")},
-           "steps": records}
-    if records[-1].get("metrics"):
-        res["perplexity"] = records[-1]["metrics"]["perplexity"]
+        res = prune_job(model, cfg, out_dir, data=data, schedule=sched, calib_samples=calib_samples,
+                        calib_seq_len=calib_seq_len, seed=seed, eval_tokens=eval_tokens, force=force,
+                        progress=bar, log=status)
     if as_json:
         emit_json(res)
         return

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import typer
 from rich.table import Table
 
@@ -33,11 +31,9 @@ def quantize_command(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Quantize MODEL (int8 dynamic, int8 / int4 weight-only; SmoothQuant, GPTQ, per-layer fallback, QAT)."""
-    from slimlm._io import check_out
-    from slimlm.models import load
-    from slimlm.quantize import check_config, logical_params, parse_config, quantize_, save
+    from slimlm.quantize import parse_config
+    from slimlm.quantize.job import quantize_job
 
-    start = time.perf_counter()
     cfg: dict = {"scheme": scheme, "skip": skip, "exclude": [e for e in exclude.split(",") if e]}
     if scheme == "int4-weight":
         cfg.update(group_size=group_size, method=method, kernel=kernel)
@@ -49,27 +45,11 @@ def quantize_command(
         cfg = {"scheme": "qat", "target": cfg, "steps": max(qat_steps, 1), "lr": qat_lr,
                "only_if_drop_above": qat_if_drop_above}
     config = parse_config(cfg)  # a bad option fails before anything is loaded
-    check_out(out_dir, force=force, kind="variant")
-    corpus = None
-    if data:
-        from slimlm.data import load_data
-
-        corpus = load_data(data)
-    m = load(model, progress=status)
-    check_config(m, config)
-    params_before = m.num_params()
-    calib = None
-    if corpus is not None:
-        from slimlm.data import calibration_batch
-
-        calib = calibration_batch(m.tokenizer, corpus, calib_rows, calib_len, seed=seed)
     with progress_bars(not as_json) as bar:
-        report = quantize_(m, config, calib, progress=bar)
-    path = save(m, out_dir, config, report)
-    disk_mb = sum(p.stat().st_size for p in path.rglob("*.safetensors")) / 2**20
-    res = {"out": str(path), "params_before": params_before, "params_after": logical_params(m.hf),
-           "seconds": time.perf_counter() - start, "scheme": scheme, "weights_mb": disk_mb,
-           **{k: v for k, v in report.items() if k not in ("scheme", "seconds")}}
+        res = quantize_job(model, config, out_dir, data=data, calib_rows=calib_rows, calib_len=calib_len, seed=seed,
+                           force=force, progress=bar, log=status)
+    res["scheme"] = scheme
+    path = res["out"]
     if as_json:
         emit_json(res)
         return
