@@ -286,7 +286,7 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelFileError(f"{cfg_file} does not describe a valid model ({str(exc).splitlines()[0][:160]}); "
                              "re-save or re-download the model.") from None
-    if (raw.get("quantization_config") or {}).get("quant_method") == "slimlm":
+    if (raw.get("quantization_config") or {}).get("quant_method") == QUANT_METHOD:
         model = _load_slimlm_quantized(path, config, files)
         return _converted(model.eval()), _load_tokenizer(path, trust_remote_code), _meta(path, files)
     kwargs: dict = {"dtype": torch.float32, "trust_remote_code": trust_remote_code,
@@ -418,6 +418,7 @@ def _load_hub(repo: str, *, trust_remote_code: bool, num_labels: int | None):
 
 
 QUANT_WEIGHTS = "slimlm-quantized.safetensors"
+QUANT_METHOD = "slimlm"  # config.json's quantization_config.quant_method for slimlm's packed layers
 
 
 def _mark_slimlm_quantized(directory: Path) -> None:
@@ -425,8 +426,6 @@ def _mark_slimlm_quantized(directory: Path) -> None:
     with every quantized layer missing and randomly initialised (transformers only warns). The weights go
     to ``slimlm-quantized.safetensors``, a name transformers does not look for, so it stops with "no file
     named model.safetensors"; config.json says why and how to get a copy it loads."""
-    from slimlm.quantize.portable import QUANT_METHOD
-
     cfg_file = directory / "config.json"
     cfg = json.loads(cfg_file.read_text())
     cfg["quantization_config"] = {
