@@ -233,3 +233,12 @@ def test_gguf_of_an_unsupported_architecture_is_refused_from_its_header(tmp_path
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
     with pytest.raises(UnsupportedModelError, match="'bloom'.*llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3"):
         load(path)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_profile_runs_prefill_and_decode(arch):
+    from slimlm.profile import compare
+
+    r = compare([_tiny(arch)], shapes=((1, 16),), decode_tokens=4, repeats=1, warmup=0, decode_repeats=1,
+                memory=False)[0]
+    assert r["latency_ms"]["1x16"]["p50"] > 0 and r["decode_tokens_per_s"] > 0 and r["flops"]["1x16"] > 0
