@@ -2,7 +2,8 @@
 
 The graph is the prefill function ``input_ids (batch, seq) -> logits (batch, seq, vocab)`` without a KV
 cache, exported with dynamic batch and sequence axes. ``int8`` applies ONNX Runtime's dynamic quantization
-(int8 weights per output channel, activations quantized per tensor at run time) to every MatMul; the check
+(int8 weights per output channel, activations quantized per tensor at run time) to every MatMul with a
+constant weight; the check
 then shows what that costs on the model at hand (per-tensor activation scales can cost a lot on small LMs).
 """
 
@@ -38,7 +39,9 @@ def write_onnx(hf: nn.Module, out: Path, precision: str) -> tuple[Path, dict]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         q = out / "model.int8.onnx"
-        quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+        # weights only: activation x activation MatMuls (attention scores, attention x values) stay fp32
+        quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
+                         extra_options={"MatMulConstBOnly": True})
         path.unlink()
         path = q
     return path, info
