@@ -39,9 +39,11 @@ def write_onnx(hf: nn.Module, out: Path, precision: str) -> tuple[Path, dict]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         q = out / "model.int8.onnx"
-        # weights only: activation x activation MatMuls (attention scores, attention x values) stay fp32
-        quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
-                         extra_options={"MatMulConstBOnly": True})
+        # weights only: activation x activation MatMuls (attention scores, attention x values) stay fp32.
+        # reduce_range (7-bit weights): without it, per-channel int8 on CPUs without VNNI saturates the u8 x s8
+        # multiply-adds; SmolLM2's perplexity went from 54 to 6.9 million (with it: 89, per-tensor: 105)
+        quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                         op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
         path.unlink()
         path = q
     return path, info
