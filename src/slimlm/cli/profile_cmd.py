@@ -80,7 +80,7 @@ def profile_command(
     shape_list = parse_shapes(shapes)
     loaded = [load(m, progress=status) for m in models]
     if runtime != "torch":
-        from slimlm.profile.runtimes import compare_runtime
+        from slimlm.export.runtimes import compare_runtime
 
         with progress_bars(not as_json) as bar:
             results = compare_runtime(loaded, runtime, shapes=shape_list, decode_tokens=decode_tokens,

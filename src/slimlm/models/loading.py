@@ -425,7 +425,7 @@ def _mark_slimlm_quantized(directory: Path) -> None:
     with every quantized layer missing and randomly initialised (transformers only warns). The weights go
     to ``slimlm-quantized.safetensors``, a name transformers does not look for, so it stops with "no file
     named model.safetensors"; config.json says why and how to get a copy it loads."""
-    from slimlm.quantize.portable import QUANT_METHOD
+    from slimlm.models.qlayers import QUANT_METHOD
 
     cfg_file = directory / "config.json"
     cfg = json.loads(cfg_file.read_text())

@@ -26,7 +26,7 @@ def test_gguf_input_reports_the_file_brought_beside_its_fp32_size(tmp_path):
 
 
 def test_llamacpp_runtime_without_its_binding_says_how_to_install(monkeypatch):
-    from slimlm.profile.runtimes import compare_runtime
+    from slimlm.export.runtimes import compare_runtime
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
@@ -39,7 +39,7 @@ def test_llamacpp_runtime_without_its_binding_says_how_to_install(monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
                     reason="onnxruntime not installed: pip install 'slimlm[export]'")
 def test_onnxruntime_profile_interleaves_and_reports_ratios():
-    from slimlm.profile.runtimes import compare_runtime
+    from slimlm.export.runtimes import compare_runtime
 
     res = compare_runtime([load("tiny:llama?layers=2"), load("tiny:llama?layers=1")], "onnxruntime",
                           shapes=((1, 16),), repeats=2, warmup=1)
