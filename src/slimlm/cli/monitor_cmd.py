@@ -1,0 +1,66 @@
+"""`slimlm monitor rules|dashboard RUN_DIR`: Prometheus alerting rules (with promtool tests) or a Grafana dashboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slimlm.cli._out import emit_json, out
+from slimlm.errors import ConfigError
+
+
+def monitor_command(
+    what: str = typer.Argument(..., help="rules (Prometheus alerting rules) or dashboard (Grafana JSON)."),
+    run_dir: str = typer.Argument(..., help="Run directory being served."),
+    out_file: Path | None = typer.Option(None, "--out", help="Write here (default: RUN_DIR/monitor/...)."),
+    job: str = typer.Option("slimlm", "--job", help="Prometheus job label of the slimlm scrape targets."),
+    decision: int | None = typer.Option(None, "--decision", help="Describe this decision (default: the latest)."),
+    quality_for: str = typer.Option("5m", "--quality-for", help="rules: how long the drop must last (e.g. 5m, 30s)."),
+    latency_for: str = typer.Option("10m", "--latency-for", help="rules: the same for latency, cost and errors."),
+    cost_margin: float = typer.Option(0.25, "--cost-margin", help="rules: cost alert above forecast × (1 + margin)."),
+    tests: bool = typer.Option(True, "--tests/--no-tests", help="rules: also write promtool unit tests beside them."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Write Prometheus alerting rules or a Grafana dashboard for the run's decision."""
+    import json
+
+    import yaml
+
+    from slimlm._io import write_text_atomic
+    from slimlm.monitor import alert_rules, grafana_dashboard, rule_tests
+
+    for dur, opt in ((quality_for, "--quality-for"), (latency_for, "--latency-for")):
+        if not (dur[:-1].isdigit() and dur[-1] in "sm"):
+            raise ConfigError(f"{opt} {dur!r} is not a duration; write e.g. 30s or 5m.")
+    written = {}
+    if what == "rules":
+        path = out_file or Path(run_dir) / "monitor" / "slimlm-rules.yml"
+        rules = alert_rules(run_dir, job=job, quality_for=quality_for, latency_for=latency_for,
+                            cost_margin=cost_margin, decision=decision)
+        write_text_atomic(path, yaml.safe_dump(rules, sort_keys=False, width=200))
+        written["rules"] = str(path)
+        if tests:
+            tpath = path.with_name(path.stem + "-test.yml")
+            write_text_atomic(tpath, yaml.safe_dump(rule_tests(rules, path.name, job=job, quality_for=quality_for,
+                                                               latency_for=latency_for, cost_margin=cost_margin),
+                                                    sort_keys=False, width=200))
+            written["tests"] = str(tpath)
+        alerts = [r["alert"] for r in rules["groups"][0]["rules"]]
+    elif what == "dashboard":
+        path = out_file or Path(run_dir) / "monitor" / "grafana-dashboard.json"
+        dash = grafana_dashboard(run_dir, job=job, decision=decision)
+        write_text_atomic(path, json.dumps(dash, indent=2) + "\n")
+        written["dashboard"] = str(path)
+        alerts = []
+    else:
+        raise ConfigError(f"monitor {what!r} is unknown; use `slimlm monitor rules RUN_DIR` or "
+                          "`slimlm monitor dashboard RUN_DIR`.")
+    if as_json:
+        emit_json(written | ({"alerts": alerts} if alerts else {}))
+        return
+    for k, p in written.items():
+        out.print(f"{k}: {p}", highlight=False)
+    if "tests" in written:
+        out.print(f"check them with: promtool check rules {written['rules']} && promtool test rules {written['tests']}",
+                  highlight=False)
