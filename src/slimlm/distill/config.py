@@ -123,7 +123,7 @@ class DistillConfig(MethodConfig):
 
         before = model.num_params()
         res = distill_run(model, ctx.teacher, ctx.corpus, self, checkpoint_dir=ctx.checkpoint_dir,
-                          resume=ctx.checkpoint_dir is not None, progress=ctx.progress)
+                          resume=ctx.checkpoint_dir is not None, progress=ctx.progress, on_metrics=ctx.on_metrics)
         summary = res.summary()
         return StageResult(report={"params_before": before, "params_after": model.num_params(), **summary},
                            extra={"distill": summary},
