@@ -137,6 +137,10 @@ def distill_command(
     batch_size: int = typer.Option(4, "--batch-size", help="Sequences per micro-batch and process."),
     seq_len: int = typer.Option(256, "--seq-len", help="Tokens per training sequence."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
+    general_data: str | None = typer.Option(None, "--general-data", help="Mix in this corpus's train split (e.g. "
+                                            "pydoc) to keep general ability; needs --general-share."),
+    general_share: float = typer.Option(0.0, "--general-share", help="Share of training rows from --general-data, "
+                                        "in [0, 1), e.g. 0.25."),
     eval_every: int = typer.Option(0, "--eval-every", help="Evaluate every N steps (0: only at the end)."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", help="Perplexity budget of each evaluation."),
     patience: int = typer.Option(0, "--patience", help="Stop after N evaluations without improvement (0: never)."),
@@ -159,7 +163,8 @@ def distill_command(
                       layer_map=parse_layer_map(layer_map), attention_weight=attention_weight,
                       relation_weight=relation_weight, steps=steps, lr=lr, warmup_steps=warmup, batch_size=batch_size,
                       seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every, eval_tokens=eval_tokens,
-                      patience=patience, checkpoint_every=checkpoint_every, seed=seed)
+                      patience=patience, checkpoint_every=checkpoint_every, seed=seed, general_data=general_data,
+                      general_share=general_share)
     sched = parse_schedule(schedule)
     first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress
     with train_bar(not as_json and first_rank, "distill") as (progress, on_metrics):

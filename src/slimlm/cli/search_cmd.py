@@ -29,6 +29,7 @@ def search_command(
                                  "off: only quality and size are measured (objectives size)."),
     tier: str | None = O.TIER,
     max_drop: str | None = O.MAX_DROP,
+    max_ood_drop: str | None = O.MAX_OOD_DROP,
     objective: str = O.OBJECTIVE,
     max_latency_ms: float | None = O.MAX_LATENCY_MS,
     max_memory_mb: float | None = O.MAX_MEMORY_MB,
@@ -54,7 +55,7 @@ def search_command(
                       shapes=parse_shapes(shapes), decode_tokens=decode_tokens, repeats=repeats,
                       profile=profile)
     kw = O.run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price_per_hour, grid,
-                        track, tracking_uri)
+                        track, tracking_uri, max_ood_drop)
     objs = tuple(o.strip() for o in objectives.split(",") if o.strip())
     with progress_bars(not as_json) as bar:
         res = search(model, space, out_dir, opts, trials=trials, objectives=objs, storage=storage, study=study,

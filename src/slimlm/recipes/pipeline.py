@@ -141,11 +141,13 @@ class Pipeline:
             self.variants.setdefault(v.id, v)
 
     # -- stages ----------------------------------------------------------------------------------------
-    def run_recipe(self, recipe: Recipe, record_intermediate: bool = True) -> list[str]:
+    def run_recipe(self, recipe: Recipe, record_intermediate: bool = True,
+                   on_metrics: Callable[[dict], None] | None = None) -> list[str]:
         """Run (or reuse) every stage of ``recipe``; return the variant ids it produced, in order.
 
         With ``record_intermediate=False`` (search) only the last stage's output becomes a variant of the
-        run; earlier outputs are still cached for reuse.
+        run; earlier outputs are still cached for reuse. ``on_metrics`` receives a training stage's metrics
+        (`slimlm.distill.distill_run`); if it raises, the stage stops and nothing of it is cached.
         """
         parent_key, parent_dir = self.base.hash, None
         parent_id = self.base_id
@@ -168,7 +170,7 @@ class Pipeline:
                     self.log(f"[{recipe.name}] stage {i + 1}/{len(recipe.stages)} {stage.label()}: running")
                     model = load(parent_dir) if parent_dir else self._fresh_base()
                     ctx = StageContext(corpus=self.corpus, teacher=self.base, progress=self.progress,
-                                       checkpoint_dir=self.out / "cache" / f".{key}.ckpt")
+                                       checkpoint_dir=self.out / "cache" / f".{key}.ckpt", on_metrics=on_metrics)
                     t = time.perf_counter()
                     result = run_stage(model, stage, ctx)
                     seconds = time.perf_counter() - t
