@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt requirements/embedded.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e '.[dev,energy,search,report,serve]'
+	$(PIP) install -c constraints.txt -e '.[dev,energy,search,report,serve,export]'
 	$(PIP) install --no-deps -r requirements/embedded.txt
 	touch $(STAMP)
 

@@ -1,7 +1,9 @@
 """slimlm: compress a transformer language model to the smallest, fastest variant that meets its quality bar.
 
 The public API is ten verbs; everything else is an implementation detail. ``import slimlm`` stays fast (no
-torch, no network): each name is imported on first use.
+torch, no network): each name is imported on first use. Five verbs share their name with a subpackage
+(``evaluate``, ``profile``, ``distill``, ``search``, ``report``): those packages are callable, so
+``slimlm.evaluate(model, data)`` calls the verb whichever of the two Python has bound to the name.
 
 Example:
     >>> import slimlm

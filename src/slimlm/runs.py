@@ -21,6 +21,8 @@ from __future__ import annotations
 import fcntl
 import json
 import math
+import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,6 +35,8 @@ from slimlm.errors import SlimlmError
 
 VARIANTS_FILE = "variants.jsonl"
 INFO_FILE = "run.json"
+DECISIONS_DIR = "decisions"  # decisions/0001.json, 0002.json...: versioned operating points, never rewritten
+_DECISION = re.compile(r"^(\d{4,})\.json$")
 
 
 class RunDirError(SlimlmError):
@@ -396,3 +400,49 @@ class RunDir:
             text = "".join(json.dumps(v.to_dict(), default=str) + "\n" for v in rows)
             write_text_atomic(self.variants_file, text)
             return rows
+
+    # -- decisions -----------------------------------------------------------------------------------------
+    @property
+    def decisions_dir(self) -> Path:
+        return self.path / DECISIONS_DIR
+
+    def decision_numbers(self) -> list[int]:
+        """The recorded decisions' numbers, oldest first."""
+        d = self.decisions_dir
+        if not d.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in d.iterdir() if (m := _DECISION.match(p.name)))
+
+    def read_decision(self, number: int) -> dict:
+        """Decision ``number`` as recorded. Raises `RunDirError` when absent or corrupt."""
+        path = self.decisions_dir / f"{number:04d}.json"
+        if not path.is_file():
+            have = ", ".join(map(str, self.decision_numbers())) or "none"
+            raise RunDirError(f"decision {number} is not recorded in {self.path} (recorded: {have}); list them "
+                              f"with `slimlm decide {self.path} --list`.")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RunDirError(f"{path} is not valid JSON; record a new decision with `slimlm decide`.") from None
+        if not isinstance(d, dict):
+            raise RunDirError(f"{path} is not a decision record; record a new one with `slimlm decide`.")
+        return d
+
+    def add_decision(self, record: Mapping[str, Any]) -> dict:
+        """Record a new decision under the next number and return it with its ``number``. A decision file is
+        created once (hard link of a complete temp file, which fails if the name exists), so two concurrent
+        writers never share a number and a reader never sees half a file."""
+        d = self.decisions_dir
+        d.mkdir(parents=True, exist_ok=True)
+        while True:
+            n = (self.decision_numbers() or [0])[-1] + 1
+            rec = {**record, "number": n}
+            tmp = d / f".{n:04d}.json.tmp{os.getpid()}"
+            tmp.write_text(json.dumps(rec, indent=2, default=str) + "\n", encoding="utf-8")
+            try:
+                os.link(tmp, d / f"{n:04d}.json")
+                return rec
+            except FileExistsError:
+                continue
+            finally:
+                tmp.unlink(missing_ok=True)

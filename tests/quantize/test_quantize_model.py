@@ -81,7 +81,7 @@ def test_disk_size_is_honest(tmp_path):
     for name, cfg in [("int8", Int8WeightConfig()), ("int4", Int4WeightConfig(method="rtn", group_size=32))]:
         m = load(spec)
         quantize_(m, cfg)
-        sizes[name] = (save(m, tmp_path / name) / "model.safetensors").stat().st_size
+        sizes[name] = (save(m, tmp_path / name) / "slimlm-quantized.safetensors").stat().st_size
     m = load(spec)
     sizes["fp32"] = (save(m, tmp_path / "fp32") / "model.safetensors").stat().st_size
     block = sum(lin.weight.numel() for lin in m.adapter.block_linears().values())

@@ -49,6 +49,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("decide", "decide_cmd", "decide_command"),
     ("serve", "serve_cmd", "serve_command"),
     ("monitor", "monitor_cmd", "monitor_command"),
+    ("export", "export_cmd", "export_command"),
 ]
 
 

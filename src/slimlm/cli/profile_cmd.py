@@ -27,6 +27,8 @@ def profile_table(results: list[dict], title: str = "profile") -> Table:
         table.add_row(label, *cells)
 
     row("params", lambda r: r["params"], "params")
+    if any(r.get("source_file_mb") for r in results):
+        row("source file MB (as brought)", lambda r: r.get("source_file_mb"))
     row("non-zero params", lambda r: r["nonzero_params"])
     row("disk MB", lambda r: r.get("disk_mb"), "disk")
     row("peak RSS MB", lambda r: r.get("peak_rss_mb"))
@@ -43,11 +45,30 @@ def profile_table(results: list[dict], title: str = "profile") -> Table:
     return table
 
 
+def _runtime_table(results: list[dict]) -> Table:
+    r0 = results[0]
+    table = Table(title=f"profile on {r0['runtime']} ({r0['format']} {r0['precision']}, {r0['threads']} threads)")
+    table.add_column("measure")
+    for r in results:
+        table.add_column(r["model"], justify="right", overflow="fold")
+    table.add_row("disk MB", *[fmt(r["disk_mb"]) for r in results])
+    for key in r0["latency_ms"]:
+        table.add_row(f"prefill {key} p50 ms", *[
+            fmt(r["latency_ms"][key]["p50"]) + (f" ({r['ratios'][f'prefill_speedup_{key}']:.2f}×)" if r is not r0 else "")
+            for r in results])
+    table.add_row("decode tok/s", *[fmt(r["decode_tokens_per_s"]) if r["decode_tokens_per_s"] else "n/a (no KV graph)"
+                                    for r in results])
+    return table
+
+
 def profile_command(
     models: list[str] = typer.Argument(..., help="One or more model specs; several are compared, interleaved."),
     shapes: str = typer.Option("1x128,8x128", "--shapes", help="Prefill shapes BxS, comma-separated."),
     decode_tokens: int = typer.Option(64, "--decode-tokens", min=0, help="New tokens per decode run (0 skips decode)."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads (default: usable cores)."),
+    threads: int | None = typer.Option(None, "--threads", min=1,
+                                       help="Threads (default 1: fixed and recorded; more measure the neighbours too)."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch, onnxruntime, openvino or llamacpp (export first)."),
+    precision: str | None = typer.Option(None, "--type", help="Export type for --runtime (default fp32 / f16)."),
     repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs per shape after 2 warm-up runs."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: an object for one model, a list for several."),
@@ -58,6 +79,17 @@ def profile_command(
 
     shape_list = parse_shapes(shapes)
     loaded = [load(m, progress=status) for m in models]
+    if runtime != "torch":
+        from slimlm.profile.runtimes import compare_runtime
+
+        with progress_bars(not as_json) as bar:
+            results = compare_runtime(loaded, runtime, shapes=shape_list, decode_tokens=decode_tokens,
+                                      threads=threads, repeats=repeats, precision=precision, progress=bar)
+        if as_json:
+            emit_json(results[0] if len(results) == 1 else results)
+            return
+        out.print(_runtime_table(results))
+        return
     with progress_bars(not as_json) as bar:
         results = compare(loaded, shapes=shape_list, decode_tokens=decode_tokens, threads=threads,
                           repeats=repeats, memory=memory, progress=bar)

@@ -8,3 +8,7 @@ from slimlm.methods import register
 register(DistillConfig)
 
 __all__ = ["DistillConfig", "DistillResult", "distill", "distill_run", "lr_factor"]
+
+from slimlm._verbs import make_callable  # noqa: E402
+
+make_callable(__name__, "slimlm.distill:distill")  # `slimlm.distill(...)` calls the public verb

@@ -29,6 +29,9 @@ class DistillConfig(MethodConfig):
     Optimisation: AdamW (``lr``, ``weight_decay``), linear warm-up for ``warmup_steps`` then cosine decay
     to ``min_lr_ratio * lr`` at ``steps``; gradient clipping at ``clip`` (0: off); ``grad_accum``
     micro-batches of ``batch_size`` sequences of ``seq_len`` tokens per step and process.
+    ``lr_scaling="size"`` lowers lr by sqrt(135M / params) and adds warm-up on models above 135M;
+    ``divergence_factor`` stops the run (restoring the best or the starting weights) when the loss diverges
+    (0: off). See `slimlm.distill.guard`.
     """
 
     family: ClassVar[str] = "distill"
@@ -64,6 +67,9 @@ class DistillConfig(MethodConfig):
     restore_best: bool = True
     checkpoint_every: int = Field(0, ge=0)
     cache_teacher: bool = False
+    # defaults that hold on larger models (slimlm.distill.guard)
+    lr_scaling: Literal["size", "none"] = "size"
+    divergence_factor: float = Field(3.0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> DistillConfig:

@@ -30,6 +30,7 @@ from slimlm.data import Corpus
 from slimlm.distill.cache import open_cache
 from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from slimlm.distill.data import ClassBatches, LMBatches
+from slimlm.distill.guard import DivergenceGuard, scale_for_size
 from slimlm.distill.layer_map import derive_layer_map, model_provenance
 from slimlm.distill.losses import (
     HiddenTransfer,
@@ -68,9 +69,13 @@ class DistillResult:
     resumed_from: int | None = None
     cache: dict | None = None
     history: list[dict] = field(default_factory=list)
+    diverged: str | None = None  # why the run was stopped as diverging (weights restored), else None
+    lr: float | None = None  # the peak learning rate used (after size scaling)
+    warmup_steps: int | None = None
 
     def summary(self) -> dict:
         return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 2),
+                "diverged": self.diverged, "lr": self.lr, "warmup_steps": self.warmup_steps,
                 "final_losses": self.final_losses, "eval_curve": self.eval_curve,
                 "stopped_early": self.stopped_early, "best_step": self.best_step,
                 "resumed_from": self.resumed_from, "teacher_cache": self.cache}
@@ -287,9 +292,14 @@ def distill_run(
     params = unique
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
+    run_cfg = scale_for_size(cfg, sum(p.numel() for p in params))  # lr / warm-up for the model's size
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=run_cfg.lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, run_cfg))
+    guard = DivergenceGuard(cfg.divergence_factor)
+    start_state = ({k: v.detach().clone() for k, v in student.hf.state_dict().items()}
+                   if cfg.divergence_factor else None)
+    diverged = None
 
     start_step, history, eval_curve, tokens = 0, [], [], 0
     best: dict = {"score": math.inf, "step": None, "state": None, "bad": 0}
@@ -362,6 +372,9 @@ def distill_run(
             if on_metrics:
                 on_metrics(metrics)
             progress("distill", done, cfg.steps)
+            if guard.update(losses["loss"]):
+                diverged = f"stopped at step {done}: {guard.reason}"
+                break
 
             if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                 stopped = _evaluate_and_maybe_stop(student, eval_corpus, cfg, task, done, tokens, eval_curve,
@@ -379,7 +392,11 @@ def distill_run(
                 m.hf.set_attn_implementation(impl)
         student.hf.eval()
 
-    if best["state"] is not None and cfg.restore_best and best["step"] != step + 1:
+    if diverged:  # the best evaluated weights, else the ones the run started from
+        student.hf.load_state_dict(best["state"] if best["state"] is not None else start_state)
+        diverged += (f"; restored the weights of step {best['step']}" if best["state"] is not None
+                     else "; restored the weights it started from")
+    elif best["state"] is not None and cfg.restore_best and best["step"] != step + 1:
         student.hf.load_state_dict(best["state"])
     student.rehash()
     last = history[-10:]
@@ -391,7 +408,7 @@ def distill_run(
     return DistillResult(model=student, steps=len(history), tokens=tokens, seconds=time.perf_counter() - t0,
                          final_losses=final, eval_curve=eval_curve, stopped_early=stopped,
                          best_step=best["step"], resumed_from=resumed_from, cache=cache,
-                         history=history)
+                         history=history, diverged=diverged, lr=run_cfg.lr, warmup_steps=run_cfg.warmup_steps)
 
 
 def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:

@@ -4,6 +4,7 @@ from slimlm.models.adapters import (
     AttentionParts,
     BertAdapter,
     FamilyAdapter,
+    GemmaAdapter,
     LlamaAdapter,
     MLPParts,
     adapter_for,
@@ -11,6 +12,6 @@ from slimlm.models.adapters import (
 from slimlm.models.loading import BUILTINS, META_FILE, Model, load, save
 
 __all__ = [
-    "AttentionParts", "BertAdapter", "BUILTINS", "FamilyAdapter", "LlamaAdapter", "META_FILE", "MLPParts",
+    "AttentionParts", "BertAdapter", "BUILTINS", "FamilyAdapter", "GemmaAdapter", "LlamaAdapter", "META_FILE", "MLPParts",
     "Model", "adapter_for", "load", "save",
 ]

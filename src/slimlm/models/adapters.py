@@ -39,6 +39,10 @@ class FamilyAdapter:
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
     causal: ClassVar[bool]
+    #: norms compute ``(norm_offset + weight) * normalized(x)``: 0 for Llama/BERT, 1 for Gemma
+    norm_offset: ClassVar[float] = 0.0
+    #: the input embeddings are multiplied by sqrt(hidden_size) (Gemma), which hidden-width surgery changes
+    scaled_embeddings: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -134,7 +138,8 @@ class FamilyAdapter:
 
 
 class LlamaAdapter(FamilyAdapter):
-    """Llama-like decoders (Llama, Mistral, Qwen2, SmolLM): pre-norm, GQA, gated SiLU MLP."""
+    """Llama-like decoders (Llama, SmolLM, Mistral, Qwen2 with its q/k/v biases, Qwen3 with its per-head q/k
+    norms, and Phi-3 once its fused projections are split on load): pre-norm, GQA, gated MLP."""
 
     family = "llama"
     model_types = ("llama", "mistral", "qwen2", "qwen3")
@@ -175,6 +180,31 @@ class LlamaAdapter(FamilyAdapter):
         return pairs
 
 
+class GemmaAdapter(LlamaAdapter):
+    """Gemma 2 / Gemma 3 text decoders: Llama's layout plus a norm after attention and around the MLP
+    (four per block, each scaling by ``1 + weight``), embeddings scaled by sqrt(hidden_size), soft-capped
+    logits, alternating sliding-window layers and (Gemma 3) per-head q/k norms."""
+
+    family = "gemma"
+    model_types = ("gemma2", "gemma3_text")
+    norm_offset = 1.0
+    scaled_embeddings = True
+
+    def norms(self, layer: nn.Module) -> list[nn.Module]:
+        return [layer.input_layernorm, layer.post_attention_layernorm, layer.pre_feedforward_layernorm,
+                layer.post_feedforward_layernorm]
+
+    def smoothing_pairs(self, layer: nn.Module) -> list[tuple[nn.Module, list[nn.Linear]]]:
+        # post_attention_layernorm normalises attention's output before the residual add; the MLP reads
+        # pre_feedforward_layernorm
+        a, m = self.attention(layer), self.mlp(layer)
+        pairs = [(layer.input_layernorm, [a.q, a.k, a.v]), (layer.pre_feedforward_layernorm, [m.gate, m.up]),
+                 (m.up, [m.down])]
+        if self.num_kv_heads == self.num_heads:
+            pairs.append((a.v, [a.o]))
+        return pairs
+
+
 class BertAdapter(FamilyAdapter):
     """BERT-like encoders (BERT, MiniLM): post-norm, MHA, two-matrix GELU MLP, optional classifier."""
 
@@ -208,8 +238,11 @@ class BertAdapter(FamilyAdapter):
         return getattr(self.model, "classifier", None)
 
 
-ADAPTERS: tuple[type[FamilyAdapter], ...] = (LlamaAdapter, BertAdapter)
-SUPPORTED = ", ".join(t for a in ADAPTERS for t in a.model_types)
+ADAPTERS: tuple[type[FamilyAdapter], ...] = (LlamaAdapter, GemmaAdapter, BertAdapter)
+#: architectures converted on load to one an adapter handles (see slimlm.models.convert)
+CONVERTED = {"phi3": "mistral"}
+SUPPORTED = ", ".join([t for a in ADAPTERS for t in a.model_types] + list(CONVERTED))
+CAUSAL_TYPES = tuple(t for a in ADAPTERS if a.causal for t in a.model_types) + tuple(CONVERTED)
 
 
 def adapter_for(model: nn.Module) -> FamilyAdapter:

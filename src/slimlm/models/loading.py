@@ -22,7 +22,7 @@ from torch import nn
 from slimlm._io import atomic_dir, cache_dir, write_json_atomic
 from slimlm.errors import ModelFileError, SpecError, UnsupportedModelError
 from slimlm.models._files import fingerprint, weight_files
-from slimlm.models.adapters import SUPPORTED, FamilyAdapter, adapter_for
+from slimlm.models.adapters import CAUSAL_TYPES, CONVERTED, SUPPORTED, FamilyAdapter, adapter_for
 from slimlm.models.hashing import weights_hash
 from slimlm.models.tiny import build_tiny
 
@@ -116,6 +116,7 @@ def _load_gguf(path: Path):
 
     if not path.is_file():
         raise SpecError(f"GGUF file {path} does not exist.")
+    _check_gguf_arch(path)  # reads the header only: an unsupported file is refused before any dequantization
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
@@ -129,16 +130,78 @@ def _load_gguf(path: Path):
     model.hf_quantizer = None
     _check_arch(model.config.model_type, str(path))
     model.eval()
-    return model, tok
+    return _converted(model), tok
 
 
-def _check_arch(model_type: str | None, where: str) -> None:
+#: GGUF ``general.architecture`` -> the transformers model type it loads as
+GGUF_ARCHS = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
+              "gemma3": "gemma3_text", "phi3": "phi3"}
+
+
+def gguf_header(path: Path) -> dict:
+    """The GGUF file's metadata key/values (strings and numbers only), read without touching the tensors."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path), "r")
+    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not a usable GGUF
+        raise ModelFileError(f"could not read GGUF file {path}: {str(exc).splitlines()[0]}") from None
+    out: dict = {}
+    for name, f in reader.fields.items():
+        if name.startswith("tokenizer.ggml.") and name not in ("tokenizer.ggml.model", "tokenizer.ggml.pre"):
+            continue  # vocabularies are large and not needed here
+        try:
+            out[name] = f.contents()
+        except Exception:  # noqa: BLE001 - arrays of unusual types: skip
+            continue
+    out["_tensors"] = [t.name for t in reader.tensors]
+    return out
+
+
+def _check_gguf_arch(path: Path) -> None:
+    head = gguf_header(path)
+    arch = head.get("general.architecture")
+    if arch not in GGUF_ARCHS:
+        raise UnsupportedModelError(
+            f"{path}: GGUF architecture {arch!r} is not supported; slimlm reads GGUF architectures "
+            f"{', '.join(GGUF_ARCHS)}."
+        )
+    if arch == "phi3":
+        from slimlm.models.convert import phi3_refusal
+
+        dims = head.get("phi3.rope.dimension_count")
+        heads, width = head.get("phi3.attention.head_count"), head.get("phi3.embedding_length")
+        cfg = {"partial_rotary_factor": dims / (width / heads) if dims and heads and width else 1.0}
+        if any("rope_factors" in t for t in head["_tensors"]):
+            cfg["rope_parameters"] = {"rope_type": "longrope"}
+        if why := phi3_refusal(cfg):
+            raise UnsupportedModelError(f"{path}: this Phi-3 model uses {why}, which slimlm does not support.")
+
+
+def _check_arch(model_type: str | None, where: str, config: dict | None = None) -> None:
+    if model_type in CONVERTED and config is not None:
+        from slimlm.models.convert import phi3_refusal
+
+        if why := phi3_refusal(config):
+            raise UnsupportedModelError(f"{where}: this Phi-3 model uses {why}, which slimlm does not support.")
+    if model_type in CONVERTED:
+        return
     for cls in __import__("slimlm.models.adapters", fromlist=["ADAPTERS"]).ADAPTERS:
         if model_type in cls.model_types:
             return
+    hint = " (Gemma 3 is supported as its text-only model, model type gemma3_text)" if model_type == "gemma3" else ""
     raise UnsupportedModelError(
-        f"{where}: architecture {model_type!r} is not supported; slimlm supports model types: {SUPPORTED}."
+        f"{where}: architecture {model_type!r} is not supported; slimlm supports model types: {SUPPORTED}{hint}."
     )
+
+
+def _converted(model: nn.Module) -> nn.Module:
+    """Convert architectures that load into another family's layout (Phi-3 -> Mistral; see models.convert)."""
+    if getattr(model.config, "model_type", None) == "phi3":
+        from slimlm.models.convert import phi3_to_mistral
+
+        return phi3_to_mistral(model)
+    return model
 
 
 # -- directories -------------------------------------------------------------------------------------
@@ -152,7 +215,7 @@ def _auto_class(config, num_labels: int | None):
         return transformers.AutoModelForCausalLM
     if any(a.endswith("ForSequenceClassification") for a in archs):
         return transformers.AutoModelForSequenceClassification
-    if config.model_type in ("llama", "mistral", "qwen2", "qwen3"):
+    if config.model_type in CAUSAL_TYPES:
         return transformers.AutoModelForCausalLM
     return transformers.AutoModel
 
@@ -215,7 +278,7 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
     if not isinstance(raw, dict):
         raise ModelFileError(f"{cfg_file} holds a JSON {type(raw).__name__}, not an object; "
                              "re-save or re-download the model.")
-    _check_arch(raw.get("model_type"), str(path))
+    _check_arch(raw.get("model_type"), str(path), raw)
     _check_remote_code(path, raw, trust_remote_code)
     files = weight_files(path, allow_pickle=allow_pickle)
     try:
@@ -223,6 +286,9 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelFileError(f"{cfg_file} does not describe a valid model ({str(exc).splitlines()[0][:160]}); "
                              "re-save or re-download the model.") from None
+    if (raw.get("quantization_config") or {}).get("quant_method") == "slimlm":
+        model = _load_slimlm_quantized(path, config, files)
+        return _converted(model.eval()), _load_tokenizer(path, trust_remote_code), _meta(path, files)
     kwargs: dict = {"dtype": torch.float32, "trust_remote_code": trust_remote_code,
                     "use_safetensors": files[0].suffix == ".safetensors"}
     if num_labels:
@@ -236,7 +302,11 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
             why = "the tensors' shapes do not match its config.json"
         raise ModelFileError(f"could not load weights from {path}: {why}; re-save or re-download the model.") from None
     tok = _load_tokenizer(path, trust_remote_code)
-    model.eval()
+    model = _converted(model.eval())
+    return model, tok, _meta(path, files)
+
+
+def _meta(path: Path, files: list[Path]) -> dict:
     meta = {}
     if (path / META_FILE).is_file():
         try:
@@ -248,7 +318,7 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
                                  "directory as a plain Hugging Face model.")
         if meta.get("weights") != fingerprint(files):  # weights changed since the hash was taken
             meta.pop("hash", None)
-    return model, tok, meta
+    return meta
 
 
 def load(
@@ -262,7 +332,7 @@ def load(
     """Load a model from a spec.
 
     Args:
-        spec: ``builtin:smollm2-135m``, ``builtin:minilm-l6``, ``tiny:llama[?opts]``, ``tiny:bert[?opts]``,
+        spec: ``builtin:smollm2-135m``, ``builtin:minilm-l6``, ``tiny:ARCH[?opts]`` (see `slimlm.models.tiny`),
             a local HF directory, a ``.gguf`` file, or a hub id.
         allow_pickle: read ``.bin`` pickles when a directory has no safetensors (off: unpickling runs code).
         trust_remote_code: passed to transformers; off unless the user asks.
@@ -314,6 +384,8 @@ def load(
     if num_labels and getattr(hf, "classifier", None) is None and hf.config.model_type == "bert":
         raise SpecError(f"{spec} could not be given a classification head.")
     prov = {"spec": meta.get("spec", spec), "stages": meta.get("stages", []), "parent": meta.get("parent")}
+    if spec.endswith(".gguf") or meta.get("source"):  # the file the user brought (profile reports its size)
+        prov["source_file"] = str(Path(spec).resolve()) if spec.endswith(".gguf") else meta["source"]
     if meta.get("vocab_map"):  # vocabulary-trimmed variant: student id -> parent (teacher) id
         prov["vocab_map"] = meta["vocab_map"]
     if "hash" in meta and not num_labels:
@@ -337,12 +409,54 @@ def _load_hub(repo: str, *, trust_remote_code: bool, num_labels: int | None):
         raise SpecError(
             f"model {repo!r} is neither a local path nor reachable on the Hugging Face hub (no network?)."
         ) from None
-    _check_arch(config.model_type, repo)
+    _check_arch(config.model_type, repo, config.to_dict())
     cls = _auto_class(config, num_labels)
     kw = {"num_labels": num_labels} if num_labels else {}
     hf = cls.from_pretrained(repo, dtype=torch.float32, use_safetensors=True,
                              trust_remote_code=trust_remote_code, **kw)
-    return hf.eval(), AutoTokenizer.from_pretrained(repo, trust_remote_code=trust_remote_code)
+    return _converted(hf.eval()), AutoTokenizer.from_pretrained(repo, trust_remote_code=trust_remote_code)
+
+
+QUANT_WEIGHTS = "slimlm-quantized.safetensors"
+
+
+def _mark_slimlm_quantized(directory: Path) -> None:
+    """Keep slimlm's packed int8/int4 layers away from plain ``from_pretrained``: it would load the directory
+    with every quantized layer missing and randomly initialised (transformers only warns). The weights go
+    to ``slimlm-quantized.safetensors``, a name transformers does not look for, so it stops with "no file
+    named model.safetensors"; config.json says why and how to get a copy it loads."""
+    from slimlm.quantize.portable import QUANT_METHOD
+
+    cfg_file = directory / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["quantization_config"] = {
+        "quant_method": QUANT_METHOD,
+        "note": "slimlm-packed int8/int4 layers in slimlm-quantized.safetensors: load with "
+                "slimlm.models.load(dir); for plain transformers, write a torchao copy with "
+                "`slimlm export DIR --format transformers --out OUT`",
+    }
+    write_json_atomic(cfg_file, cfg)
+    shards = sorted(directory.glob("model*.safetensors"))
+    if len(shards) == 1:
+        shards[0].rename(directory / QUANT_WEIGHTS)
+    elif (directory / "model.safetensors.index.json").exists():  # sharded: hide the index
+        (directory / "model.safetensors.index.json").rename(directory / f"{QUANT_WEIGHTS}.index.json")
+
+
+def _load_slimlm_quantized(path: Path, config, files: list[Path]):
+    """The fp32 skeleton of a slimlm-quantized variant with its fp32 tensors loaded; `restore` then swaps the
+    quantized layers in (their tensors are read there)."""
+    from safetensors.torch import load_file
+
+    del config.quantization_config
+    cls = _auto_class(config, None)
+    model = cls.from_config(config, dtype=torch.float32)
+    sd: dict = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    model.load_state_dict(sd, strict=False)  # quantized layers' qweight/scale are read by `restore`
+    model.tie_weights()
+    return model
 
 
 def library_versions() -> dict:
@@ -387,6 +501,8 @@ def save(model: Model, out_dir: str | Path, *, stage: dict | None = None, metric
         stages.append(stage)
     with atomic_dir(out_dir) as tmp:
         model.hf.save_pretrained(tmp)
+        if extra.get("quantization"):
+            _mark_slimlm_quantized(tmp)
         model.tokenizer.save_pretrained(tmp)
         files = weight_files(tmp)
         new_hash = weights_hash(model.hf)

@@ -1,8 +1,13 @@
-"""Tiny, seeded, randomly initialised models for tests and dry runs (`tiny:llama`, `tiny:bert`).
+"""Tiny, seeded, randomly initialised models for tests and dry runs (`tiny:llama`, `tiny:bert`, ...).
 
 They are built in-process (nothing to download) with a byte-level tokenizer that covers any UTF-8 text.
 Options go in a query string: ``tiny:llama?layers=4&hidden=64&heads=4&kv_heads=2&ffn=128&seed=0`` and
 ``tiny:bert?labels=6`` (a sequence-classification head; without ``labels`` the encoder has no head).
+Every supported decoder architecture has one, with its family's quirks switched on: ``tiny:qwen2``
+(attention biases), ``tiny:qwen3`` (q/k norms, untied head), ``tiny:gemma2`` / ``tiny:gemma3``
+(scaled embeddings, four norms per block, soft-capping, sliding-window layers), ``tiny:mistral`` (untied)
+and ``tiny:phi3`` (fused qkv / gate_up, converted on load to the equivalent Mistral layout, as any Phi-3
+is). ``tied=0|1`` overrides whether lm_head shares the embedding matrix.
 """
 
 from __future__ import annotations
@@ -13,8 +18,15 @@ import torch
 
 from slimlm.errors import SpecError
 
+_DECODER = dict(layers=4, hidden=64, heads=4, kv_heads=2, ffn=128, seed=0, max_pos=1024)
 _DEFAULTS = {
-    "llama": dict(layers=4, hidden=64, heads=4, kv_heads=2, ffn=128, seed=0, max_pos=1024),
+    "llama": dict(_DECODER, tied=1),
+    "qwen2": dict(_DECODER, tied=1),
+    "qwen3": dict(_DECODER, tied=0),
+    "gemma2": dict(_DECODER, tied=1),
+    "gemma3": dict(_DECODER, tied=1),
+    "mistral": dict(_DECODER, tied=0),
+    "phi3": dict(_DECODER, tied=0),
     "bert": dict(layers=4, hidden=64, heads=4, ffn=128, seed=0, max_pos=512, labels=0),
 }
 
@@ -25,7 +37,7 @@ def byte_tokenizer(kind: str):
     from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    if kind == "llama":
+    if kind != "bert":
         specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
     else:
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -33,7 +45,7 @@ def byte_tokenizer(kind: str):
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    if kind == "llama":
+    if kind != "bert":
         tok.add_special_tokens(specials)
         return PreTrainedTokenizerFast(
             tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<pad>"
@@ -52,7 +64,7 @@ def parse_tiny(spec: str) -> tuple[str, dict[str, int]]:
     body = spec.split(":", 1)[1]
     kind, _, query = body.partition("?")
     if kind not in _DEFAULTS:
-        raise SpecError(f"unknown tiny model {kind!r}; use tiny:llama or tiny:bert.")
+        raise SpecError(f"unknown tiny model {kind!r}; use one of {', '.join('tiny:' + k for k in _DEFAULTS)}.")
     opts = dict(_DEFAULTS[kind])
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in opts:
@@ -69,17 +81,8 @@ def build_tiny(spec: str):
     kind, o = parse_tiny(spec)
     tokenizer = byte_tokenizer(kind)
     torch.manual_seed(o["seed"])
-    if kind == "llama":
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        cfg = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=o["hidden"], intermediate_size=o["ffn"],
-            num_hidden_layers=o["layers"], num_attention_heads=o["heads"], num_key_value_heads=o["kv_heads"],
-            head_dim=o["hidden"] // o["heads"], max_position_embeddings=o["max_pos"], tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        model = LlamaForCausalLM(cfg)
+    if kind != "bert":
+        model = _decoder(kind, o, tokenizer)
     else:
         from transformers import BertConfig, BertForSequenceClassification, BertModel
 
@@ -95,3 +98,40 @@ def build_tiny(spec: str):
             model = BertModel(cfg, add_pooling_layer=False)
     model.eval()
     return model, tokenizer
+
+
+# per architecture: (config class, model class, extra config keys that switch the family's quirks on)
+_DECODERS = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 512}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),  # q/k/v carry biases in Qwen2 itself
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {}),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"sliding_window": 16, "query_pre_attn_scalar": 16,
+                                                     "hidden_activation": "gelu_pytorch_tanh"}),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", {"sliding_window": 16, "query_pre_attn_scalar": 16}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"sliding_window": 512}),
+}
+
+
+def _decoder(kind: str, o: dict, tokenizer):
+    import transformers
+
+    cfg_name, model_name, extra = _DECODERS[kind]
+    cfg = getattr(transformers, cfg_name)(
+        vocab_size=len(tokenizer), hidden_size=o["hidden"], intermediate_size=o["ffn"],
+        num_hidden_layers=o["layers"], num_attention_heads=o["heads"], num_key_value_heads=o["kv_heads"],
+        head_dim=o["hidden"] // o["heads"], max_position_embeddings=o["max_pos"],
+        tie_word_embeddings=bool(o["tied"]), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **extra,
+    )
+    model = getattr(transformers, model_name)(cfg)
+    if kind.startswith("gemma"):  # Gemma norms scale by (1 + weight), initialised at 0: make them non-trivial
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.normal_(0.0, 0.1)
+    if kind == "phi3":
+        from slimlm.models.convert import phi3_to_mistral
+
+        model = phi3_to_mistral(model)
+    return model

@@ -9,3 +9,7 @@ __all__ = [
     "DEFAULT_SHAPES", "co2e_grams", "compare", "dir_mb", "disk_mb", "decode_bytes_per_token", "machine_info", "parse_shapes",
     "prefill_flops", "profile", "roofline", "tensor_bytes",
 ]
+
+from slimlm._verbs import make_callable  # noqa: E402
+
+make_callable(__name__, "slimlm.profile:profile")  # `slimlm.profile(...)` calls the public verb

@@ -25,9 +25,12 @@ from slimlm.errors import ConfigError
 from slimlm.models import META_FILE, Model, save
 from slimlm.profile.energy import EnergyMeter, co2e_grams, grid_intensity
 from slimlm.profile.flops import decode_bytes_per_token, prefill_flops
-from slimlm.profile.machine import machine_info, roofline, usable_cores
+from slimlm.profile.machine import machine_info, roofline
 
 DEFAULT_SHAPES = ((1, 128), (8, 128))
+#: threads when none are given: fixed and recorded, so a figure does not depend on how busy the machine was
+#: (on a shared 2-vCPU machine a second OpenMP thread waits on the neighbours; one thread is the stable choice)
+DEFAULT_THREADS = 1
 
 
 def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
@@ -155,7 +158,7 @@ def compare(
         models: the models; the first is the reference for ``ratios``.
         shapes: prefill shapes ``(batch, seq)``.
         decode_tokens: new tokens per decode run (batch 1, KV cache on); 0 skips decode.
-        threads: torch threads (default: the cores this process may use).
+        threads: torch threads (default `DEFAULT_THREADS`, 1; recorded in every result).
         repeats: timed prefill runs per model and shape, after ``warmup`` untimed ones.
         memory: measure peak RSS per model in a fresh subprocess.
         progress: optional ``progress(desc, done, total)``.
@@ -164,7 +167,7 @@ def compare(
         One dict per model with the keys of the README's ``profile --json`` plus ``flops`` and ``ratios``.
     """
     progress = or_noop(progress)
-    threads = threads or usable_cores()
+    threads = threads or DEFAULT_THREADS
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -263,8 +266,17 @@ class _Null:
         return False
 
 
+def _source_file(m: Model) -> dict:
+    """The file the user brought (a GGUF is often 4x smaller than its fp32 re-save), beside ``disk_mb``."""
+    src = m.provenance.get("source_file")
+    if not src or not Path(src).is_file() or m.provenance.get("stages"):
+        return {}
+    return {"source_file": str(src), "source_file_mb": Path(src).stat().st_size / 1e6}
+
+
 def _static(m: Model) -> dict:
     return {
+        **_source_file(m),
         "model": m.spec, "params": m.num_params(), "nonzero_params": _nonzero(m), "disk_mb": None,
         "peak_rss_mb": None, "latency_ms": {}, "decode_tokens_per_s": None, "flops": {},
         "roofline": {"prefill_share": {}, "decode_share": None}, "_tokens": 0,
@@ -277,6 +289,8 @@ def _ratios(results: list[dict]) -> None:
         ratios = {"params": r["params"] / ref["params"]}
         if r.get("disk_mb") and ref.get("disk_mb"):
             ratios["disk"] = r["disk_mb"] / ref["disk_mb"]
+        if r.get("disk_mb") and ref.get("source_file_mb"):  # against the file the user brought
+            ratios["disk_vs_source_file"] = r["disk_mb"] / ref["source_file_mb"]
         for key, lat in r["latency_ms"].items():
             ratios[f"prefill_speedup_{key}"] = ref["latency_ms"][key]["p50"] / lat["p50"]
             ratios[f"flops_{key}"] = r["flops"][key] / ref["flops"][key]

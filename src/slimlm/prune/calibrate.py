@@ -22,6 +22,26 @@ class _Stop(Exception):
     pass
 
 
+class _Recorder(nn.Module):
+    """Stands in for block ``index`` during `LayerRunner`'s first pass: records what the model passes it."""
+
+    def __init__(self, layer: nn.Module, runner: LayerRunner, index: int):
+        super().__init__()
+        self.index, self._runner = index, [runner]  # a list: not registered as a submodule
+        self.attention_type = getattr(layer, "attention_type", None)  # Gemma picks mask and rope by it
+        self.last = index == len(runner._kwargs) - 1
+
+    def forward(self, *args, **kwargs):
+        h = args[0] if args else kwargs["hidden_states"]
+        runner = self._runner[0]
+        if self.index == 0:
+            runner.hidden.append(h.detach())
+        runner._kwargs[self.index].append({k: v for k, v in kwargs.items() if k != "hidden_states"})
+        if self.last:
+            raise _Stop
+        return h
+
+
 def forward_kwargs(model: Model) -> dict:
     return {"use_cache": False} if model.adapter.causal else {}
 
@@ -39,16 +59,16 @@ class LayerRunner:
     def __init__(self, model: Model, tokens: torch.Tensor, batch_size: int = 8, progress=None):
         self.model = model
         self.hidden: list[torch.Tensor] = []  # per batch (B, T, H)
-        self.kwargs: list[dict] = []
-        first = model.adapter.layers()[0]
-
-        def catch(module, args, kwargs):
-            h = args[0] if args else kwargs["hidden_states"]
-            self.hidden.append(h.detach())
-            self.kwargs.append({k: v for k, v in kwargs.items() if k != "hidden_states"})
-            raise _Stop
-
-        handle = first.register_forward_pre_hook(catch, with_kwargs=True)
+        # per layer, per batch: the keyword arguments the model gives that block. They differ between blocks
+        # where layers alternate sliding-window and global attention (Gemma 2/3: another mask and, on Gemma 3,
+        # another rotary embedding), so every block's own are recorded: the blocks are swapped for recorders
+        # that return their input unchanged, so one pass costs about one embedding lookup.
+        layers = model.adapter.layers()
+        self._index = {id(layer): i for i, layer in enumerate(layers)}
+        self._kwargs: list[list[dict]] = [[] for _ in layers]
+        originals = list(layers)
+        for i, layer in enumerate(originals):
+            layers[i] = _Recorder(layer, self, i)
         progress = or_noop(progress)
         batches = tokens.split(batch_size)
         try:
@@ -60,7 +80,16 @@ class LayerRunner:
                         pass
                     progress("embed calibration", i + 1, len(batches))
         finally:
-            handle.remove()
+            for i, layer in enumerate(originals):
+                layers[i] = layer
+
+    @property
+    def kwargs(self) -> list[dict]:
+        """The first block's keyword arguments, per batch."""
+        return self._kwargs[0]
+
+    def _kwargs_for(self, layer: nn.Module) -> list[dict]:
+        return self._kwargs[self._index.get(id(layer), 0)]
 
     @property
     def tokens(self) -> int:
@@ -69,7 +98,7 @@ class LayerRunner:
     @torch.inference_mode()
     def run(self, layer: nn.Module) -> list[torch.Tensor]:
         outs = []
-        for h, kw in zip(self.hidden, self.kwargs, strict=True):
+        for h, kw in zip(self.hidden, self._kwargs_for(layer), strict=True):
             o = layer(h, **kw)
             outs.append(o[0] if isinstance(o, tuple) else o)
         return outs

@@ -47,9 +47,13 @@ def rebuild(model: Model, sd: dict[str, torch.Tensor], **changes) -> None:
         raise RuntimeError(f"surgery produced a state dict that does not fit: missing {missing}, unexpected {unexpected}")
     old_buffers = dict(old.named_buffers())
     persistent = set(sd)
+    derived = {f"{n}.embed_scale" for n, m in new.named_modules() if hasattr(m, "scalar_embed_scale")}
     with torch.no_grad():
         for name, buf in new.named_buffers():  # non-persistent buffers (rotary inv_freq, position ids)
             if name in persistent:
+                continue
+            if name in derived:  # Gemma's sqrt(hidden_size): follows the new config, as from_pretrained does
+                buf.fill_(new.get_submodule(name.rsplit(".", 1)[0]).scalar_embed_scale)
                 continue
             src = old_buffers.get(name)
             if src is None or src.shape != buf.shape:
@@ -174,7 +178,14 @@ def slice_hidden(model: Model, keep: torch.Tensor) -> None:
     """Keep hidden channels ``keep`` everywhere: embeddings, every block's inputs and outputs, norms, lm_head."""
     a = model.adapter
     sd = _state(model)
-    _hidden_slices(a, _names(model), sd, keep)
+    names = _names(model)
+    _hidden_slices(a, names, sd, keep)
+    head = a.lm_head()
+    if a.scaled_embeddings and (head is None or head.weight is not a.embeddings().weight):
+        # Gemma multiplies the embeddings by sqrt(hidden_size): keep their scale in the residual stream.
+        # A tied matrix is left alone (rescaling it would rescale the logits too).
+        key = _key(names, a.embeddings())
+        sd[key] = sd[key] * (a.hidden_size / len(keep)) ** 0.5
     rebuild(model, sd, hidden_size=len(keep), head_dim=a.head_dim)
 
 

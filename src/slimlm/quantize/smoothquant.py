@@ -32,19 +32,20 @@ def smooth_(adapter: FamilyAdapter, act_absmax: dict[int, torch.Tensor], alpha: 
                 continue
             w_max = torch.stack([c.weight.abs().amax(0) for c in consumers]).amax(0)  # (in,)
             s = (x_max.clamp(min=1e-5).pow(alpha) / w_max.clamp(min=1e-5).pow(1 - alpha)).clamp(min=1e-5)
-            _scale_out_(producer, 1.0 / s)
+            _scale_out_(producer, 1.0 / s, adapter.norm_offset)
             for c in consumers:
                 c.weight.mul_(s[None, :].to(c.weight.dtype))
             done += 1
     return done
 
 
-def _scale_out_(producer: nn.Module, f: torch.Tensor) -> None:
+def _scale_out_(producer: nn.Module, f: torch.Tensor, norm_offset: float = 0.0) -> None:
     if isinstance(producer, nn.Linear):
         producer.weight.mul_(f[:, None].to(producer.weight.dtype))
         if producer.bias is not None:
             producer.bias.mul_(f.to(producer.bias.dtype))
-    else:  # a norm: y = weight * normalized(x) (+ bias)
-        producer.weight.mul_(f.to(producer.weight.dtype))
+    else:  # a norm: y = (offset + weight) * normalized(x) (+ bias); Gemma's offset is 1
+        w = producer.weight
+        w.copy_(((norm_offset + w.float()) * f - norm_offset).to(w.dtype))
         if getattr(producer, "bias", None) is not None:
             producer.bias.mul_(f.to(producer.bias.dtype))

@@ -137,3 +137,7 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
     return {"report": str(report), "decision": str(decision), "selected": s["selected"], "met": s["met"],
             "closest": s["closest"], "rule": s["rule"], "reason": s["reason"], "frontier": front,
             "hypervolume": hv, "objectives": objs, "selection": s, "business": biz}
+
+from slimlm._verbs import make_callable  # noqa: E402
+
+make_callable(__name__, "slimlm.report:write_report")  # `slimlm.report(...)` calls the public verb

@@ -13,8 +13,6 @@ hand-pinned variant (``variant=ID``) is recorded with the tier's bound and wheth
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import time
 from dataclasses import asdict
@@ -26,11 +24,8 @@ from slimlm.report import _selection_settings, write_report
 from slimlm.report.business import J_PER_KWH, Inputs, business_table
 from slimlm.report.html import stage_text
 from slimlm.report.run import load_run
-from slimlm.runs import RunDir, Variant
+from slimlm.runs import RunDir, RunDirError, Variant
 from slimlm.search.frontier import TIERS, select, value
-
-DECISIONS_DIR = "decisions"
-_NAME = re.compile(r"^(\d{4,})\.json$")
 
 
 class DecisionError(SlimlmError):
@@ -42,10 +37,7 @@ def _tier_name(max_drop: float) -> str | None:
 
 
 def _numbers(run_dir: Path) -> list[int]:
-    d = run_dir / DECISIONS_DIR
-    if not d.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in d.iterdir() if (m := _NAME.match(p.name)))
+    return RunDir(run_dir).decision_numbers()
 
 
 def _variant_record(run_dir: Path, v: Variant | None) -> dict | None:
@@ -67,21 +59,7 @@ def _forecast(row: dict, inputs: Inputs) -> dict:
 
 
 def _write_new(run_dir: Path, record: dict) -> dict:
-    """Write the next number with O_EXCL, so two concurrent `decide` calls never share a number."""
-    d = run_dir / DECISIONS_DIR
-    d.mkdir(exist_ok=True)
-    while True:
-        n = (_numbers(run_dir) or [0])[-1] + 1
-        record = {**record, "number": n}
-        tmp = d / f".{n:04d}.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-        try:
-            os.link(tmp, d / f"{n:04d}.json")  # atomic, fails if the name exists
-            return record
-        except FileExistsError:
-            continue
-        finally:
-            tmp.unlink(missing_ok=True)
+    return RunDir(run_dir).add_decision(record)
 
 
 def build_decision(run_dir: str | Path, *, tier: str | None = None, max_drop: str | float | None = None,
@@ -187,15 +165,10 @@ def load_decision(run_dir: str | Path, number: int | None = None) -> dict:
         if not nums:
             raise DecisionError(f"{run_dir} has no recorded decision; record one with `slimlm decide {run_dir}`.")
         number = nums[-1]
-    path = run_dir / DECISIONS_DIR / f"{number:04d}.json"
-    if not path.is_file():
-        have = ", ".join(map(str, nums)) or "none"
-        raise DecisionError(f"decision {number} is not recorded in {run_dir} (recorded: {have}); list them with "
-                            f"`slimlm decide {run_dir} --list`.")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise DecisionError(f"{path} is not valid JSON; record a new decision with `slimlm decide`.") from None
+        return RunDir(run_dir).read_decision(number)
+    except RunDirError as exc:
+        raise DecisionError(str(exc)) from None
 
 
 def current_decision(run_dir: str | Path, number: int | None = None) -> dict:

@@ -18,3 +18,7 @@ __all__ = [
     "HV_DROP_CAP", "OBJECTIVES", "TIERS", "Selection", "hypervolume", "normalised_hypervolume", "pareto_front",
     "parse_drop", "parse_duration", "search", "select", "Space", "load_space", "space_from_dict",
 ]
+
+from slimlm._verbs import make_callable  # noqa: E402
+
+make_callable(__name__, "slimlm.workflows:search")  # `slimlm.search(...)` calls the public verb

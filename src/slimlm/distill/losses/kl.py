@@ -64,9 +64,34 @@ def kd_loss(
         >>> float(kd_loss(t, t)) == 0.0
         True
     """
-    T = float(temperature)
+    per = _chunked_per_position(student_logits, teacher_logits.detach(), float(temperature), direction, beta)
+    return masked_mean(per, mask) * (float(temperature) ** 2)
+
+
+#: positions x vocabulary above which the divergence is computed in chunks of positions, each recomputed in
+#: the backward pass (activation checkpointing): the fp32 log-softmaxes of a 150k vocabulary at 4 x 256
+#: positions are ~0.6 GB each, and a full-width computation holds several of them for the backward pass
+CHUNK_ELEMENTS = 1 << 24
+
+
+def _chunked_per_position(s: torch.Tensor, t: torch.Tensor, T: float, direction: str, beta: float) -> torch.Tensor:
+    V = s.shape[-1]
+    if s.numel() <= CHUNK_ELEMENTS:
+        return _per_position(s, t, T, direction, beta)
+    from torch.utils.checkpoint import checkpoint
+
+    shape = s.shape[:-1]
+    s2, t2 = s.reshape(-1, V), t.reshape(-1, V)  # (N, V)
+    rows = max(1, CHUNK_ELEMENTS // V)
+    parts = [checkpoint(_per_position, s2[i:i + rows], t2[i:i + rows], T, direction, beta, use_reentrant=False)
+             for i in range(0, s2.shape[0], rows)]
+    return torch.cat(parts).reshape(shape)
+
+
+def _per_position(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float, direction: str,
+                  beta: float) -> torch.Tensor:
     s_log = F.log_softmax(student_logits.float() / T, dim=-1)  # (..., V)
-    t_log = F.log_softmax(teacher_logits.detach().float() / T, dim=-1)
+    t_log = F.log_softmax(teacher_logits.float() / T, dim=-1)
     if direction == "forward":
         per = kl_per_position(t_log, s_log)
     elif direction == "reverse":
@@ -79,4 +104,4 @@ def kd_loss(
         per = beta * kl_per_position(t_log, m_log) + (1.0 - beta) * kl_per_position(s_log, m_log)
     else:
         raise ValueError(f"unknown direction {direction!r}")
-    return masked_mean(per, mask) * (T * T)
+    return per

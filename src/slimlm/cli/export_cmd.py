@@ -1,0 +1,56 @@
+"""`slimlm export`: write a variant for llama.cpp (GGUF), ONNX Runtime or OpenVINO, checked on the way out."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from slimlm.cli._out import emit_json, fmt, out, status
+
+
+def export_command(
+    model: str = typer.Argument(..., help="Variant to export: a variant directory, a .gguf file, builtin:/tiny: spec."),
+    fmt_: str = typer.Option(..., "--format", help="gguf, onnx, openvino, or transformers (torchao copy of a "
+                             "slimlm-quantized variant that plain from_pretrained loads)."),
+    out_dir: str = typer.Option(..., "--out", help="Output directory (new, or one an earlier export wrote)."),
+    precision: str | None = typer.Option(
+        None, "--type", "--precision",
+        help="gguf: f32|f16|bf16|q8_0|q5_0|q5_1|q4_0|q4_1 (default f16); onnx: fp32|int8; openvino: fp32|int8|int4."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Compare perplexity on a fixed sample (default on)."),
+    sample: str | None = typer.Option(None, "--sample", help="Text file for the check (default: Shakespeare eval)."),
+    tolerance: float | None = typer.Option(None, "--tolerance", help="Relative perplexity tolerance (default per type)."),
+    group_size: int = typer.Option(64, "--group-size", help="OpenVINO int4 group size."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Export to GGUF / ONNX / OpenVINO; the exported model's perplexity must match the variant's within tolerance."""
+    from pathlib import Path
+
+    from slimlm.errors import SpecError
+    from slimlm.export import export
+    from slimlm.models import load
+
+    text = None
+    if sample:
+        p = Path(sample)
+        if not p.is_file():
+            raise SpecError(f"--sample {sample} is not a file; give a text file, or leave it out for Shakespeare.")
+        text = p.read_text(encoding="utf-8", errors="replace")
+    m = load(model, progress=status)
+    res = export(m, fmt_, out_dir, precision=precision, check=check, sample_text=text, tolerance=tolerance,
+                 group_size=group_size, progress=status)
+    if as_json:
+        emit_json(res)
+        return
+    table = Table(title=f"{model} → {fmt_} {res['precision']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("file", res["main_file"])
+    table.add_row("size MB", fmt(sum(res["files"].values()) / 1e6))
+    c = res.get("check")
+    if c:
+        table.add_row("perplexity (variant)", fmt(c["variant_perplexity"]))
+        table.add_row("perplexity (export)", fmt(c["export_perplexity"]))
+        table.add_row("change / tolerance", f"{c['relative_change']:+.3%} / ±{c['tolerance']:.2%}")
+        table.add_row("checked with", c["reader"])
+    table.add_row("seconds", fmt(res["seconds"]))
+    out.print(table)

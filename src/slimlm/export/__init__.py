@@ -1,0 +1,167 @@
+"""Export a variant to the runtimes CPU and edge deployments use: llama.cpp (GGUF), ONNX Runtime, OpenVINO.
+
+``export(model, fmt, out)`` writes the runtime's files into ``out`` (a new directory, replaced atomically;
+a directory slimlm did not write is never overwritten), then checks them on the way out: the exported
+model's perplexity on a fixed sample must be within the precision's tolerance of the variant's
+(`slimlm.export.check.TOLERANCES`), else `ExportCheckError`. ``export.json`` in ``out`` records the format,
+precision, files, sizes and the check.
+
+- ``gguf``: ``f32|f16|bf16|q8_0|q5_0|q5_1|q4_0|q4_1`` via the ``gguf`` package (a core dependency); checked
+  by reading the file back with transformers' own GGUF loader.
+- ``onnx``: ``fp32`` or ``int8`` (ONNX Runtime dynamic quantization, per-channel weights) via ``torch.onnx``;
+  checked with ONNX Runtime. Needs ``pip install 'slimlm[export]'``.
+- ``openvino``: ``fp32``, ``int8`` or ``int4`` weight compression (NNCF) via ``openvino.convert_model``;
+  checked with OpenVINO's CPU plugin. Needs ``pip install 'slimlm[export]'``.
+- ``transformers``: a slimlm-quantized variant (int8-weight, int8-dynamic, int4-weight) in torchao's format,
+  which plain ``AutoModelForCausalLM.from_pretrained`` loads with no slimlm installed
+  (`slimlm.quantize.portable`); checked by loading it back that way.
+
+optimum-onnx / optimum-intel are not used: their releases pin transformers below the 5.x this project runs.
+The ONNX and OpenVINO graphs take ``input_ids`` (batch, sequence) and return logits (batch, sequence, vocab),
+without a KV cache: the prefill graph; decoding re-runs it on the growing sequence.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from slimlm._io import atomic_dir, write_json_atomic
+from slimlm.errors import ConfigError, SpecError
+from slimlm.export.check import (
+    TOLERANCES,
+    ExportCheckError,
+    compare,
+    perplexity,
+    sample_windows,
+    torch_logits,
+)
+
+FORMATS = {"gguf": ("f16", ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1")),
+           "onnx": ("fp32", ("fp32", "int8")),
+           "openvino": ("fp32", ("fp32", "int8", "int4")),
+           "transformers": ("auto", ("auto",))}
+MANIFEST = "export.json"
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        raise SpecError(f"{out} exists and was not written by slimlm export; give a new --out directory.")
+
+
+def _need(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"this export needs the {module} package; install it with pip install 'slimlm[export]'.")
+
+
+def export(model, fmt: str, out: str | Path, *, precision: str | None = None, check: bool = True,
+           sample_text: str | None = None, tolerance: float | None = None, group_size: int = 64,
+           progress=None) -> dict:
+    """Export ``model`` (a `slimlm.models.Model`, causal LM) to ``fmt`` in directory ``out``, then check it.
+
+    Args:
+        model: the variant; slimlm-quantized layers are dequantized first (the export quantizes in the
+            runtime's own format).
+        fmt: ``gguf``, ``onnx`` or ``openvino``.
+        out: the output directory (created; replaced only if an earlier export wrote it).
+        precision: the runtime's type (see the module docstring); default f16 for GGUF, fp32 otherwise.
+        check: compare perplexity on a fixed sample and raise `ExportCheckError` beyond the tolerance.
+        sample_text: text for the check (default: the start of the Shakespeare eval split).
+        tolerance: override the precision's relative perplexity tolerance.
+        group_size: OpenVINO int4 group size.
+        progress: optional callable taking a status string.
+
+    Returns:
+        ``{"out", "format", "precision", "files": {name: bytes}, "check": {...} | None, "seconds"}``.
+
+    Example:
+        >>> export(load("tiny:llama"), "gguf", "out/tiny-gguf", precision="q8_0")["check"]["passed"]
+        True
+    """
+    say = progress or (lambda _msg: None)
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    default, allowed = FORMATS[fmt]
+    precision = (precision or default).lower()
+    if precision not in allowed:
+        raise ConfigError(f"{fmt} precision {precision!r} is not supported; use one of {', '.join(allowed)}.")
+    if model.task != "causal-lm":
+        raise ConfigError("slimlm export writes causal language models; this model is an encoder.")
+    out = Path(out)
+    _check_out(out)
+    if fmt in ("onnx", "openvino"):
+        _need("onnx" if fmt == "onnx" else "openvino")
+    from slimlm.quantize.portable import float_model
+
+    start = time.perf_counter()
+    hf = float_model(model.hf)
+    windows = sample_windows(model, sample_text) if check else None
+    with atomic_dir(out, marker=MANIFEST) as tmp:
+        if fmt == "gguf":
+            from slimlm.export.gguf import check_supported, gguf_logits_fn, write_gguf
+
+            check_supported(hf, precision)
+            say(f"writing GGUF {precision}")
+            path = tmp / f"model-{precision}.gguf"
+            info = write_gguf(model, hf, path, precision)
+            runner = (lambda: gguf_logits_fn(path, hf.config)) if check else None
+        elif fmt == "onnx":
+            from slimlm.export.onnx import onnx_logits_fn, write_onnx
+
+            say(f"exporting ONNX {precision}")
+            path, info = write_onnx(hf, tmp, precision)
+            model.tokenizer.save_pretrained(tmp)
+            runner = (lambda: (onnx_logits_fn(path), "onnxruntime")) if check else None
+        elif fmt == "transformers":
+            from slimlm.quantize.portable import save_transformers
+
+            say("writing a torchao copy for plain transformers")
+            info = save_transformers(model, tmp)
+            precision = info["scheme"]
+            path = tmp / "model.safetensors"
+            runner = (lambda: (_plain_logits_fn(tmp), "plain transformers from_pretrained")) if check else None
+        else:
+            from slimlm.export.openvino import openvino_logits_fn, write_openvino
+
+            say(f"converting to OpenVINO {precision}")
+            path, info = write_openvino(hf, tmp, precision, group_size)
+            model.tokenizer.save_pretrained(tmp)
+            runner = (lambda: (openvino_logits_fn(path), "openvino CPU")) if check else None
+        result = None
+        if check:
+            say("checking perplexity of the export against the variant")
+            ref = perplexity(torch_logits(model.hf), windows)
+            fn, reader = runner()
+            got = perplexity(fn, windows)
+            result = compare(ref, got, precision, f"{fmt} {precision} export of {model.spec}", tolerance)
+            result["reader"] = reader
+            result["tokens"] = int(windows.numel())
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        manifest = {"format": fmt, "precision": precision, "model": str(model.spec), "main_file": path.name,
+                    "files": files, "check": result, **info,
+                    "source_hash": model.provenance.get("hash")}
+        write_json_atomic(tmp / MANIFEST, manifest)
+    return {"out": str(out), "format": fmt, "precision": precision, "main_file": str(out / path.name),
+            "files": files, "check": result, "seconds": time.perf_counter() - start, **info}
+
+
+def _plain_logits_fn(directory: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    return torch_logits(hf.eval())
+
+
+def read_manifest(out: str | Path) -> dict:
+    """``export.json`` of an export directory."""
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        raise SpecError(f"{out} is not a slimlm export directory (no {MANIFEST}).")
+    return json.loads(path.read_text())
+
+
+__all__ = ["FORMATS", "TOLERANCES", "ExportCheckError", "export", "read_manifest"]

@@ -1,0 +1,81 @@
+"""The check every export runs on the way out: perplexity on a fixed sample, exported model against the variant.
+
+The sample is a few non-overlapping windows of the variant's own tokenizer (``sample_windows``); both sides
+score exactly the same tokens with the same loss (mean next-token cross-entropy, no BOS added), so the only
+difference left is what the export changed: numeric precision, quantization, or a wrong conversion. A wrong
+conversion (a transposed matrix, a missing norm offset) moves perplexity by orders of magnitude; quantization
+moves it by a few percent; the per-format tolerances in `TOLERANCES` sit between the two and are documented
+with the figures measured on this project's models in docs/export.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from slimlm.errors import SlimlmError
+
+#: allowed relative perplexity change per exported precision (|ppl_export / ppl_variant - 1|)
+TOLERANCES = {
+    "f32": 0.001, "f16": 0.01, "bf16": 0.02, "q8_0": 0.03, "q5_0": 0.08, "q5_1": 0.08, "q4_0": 0.15, "q4_1": 0.15,
+    "fp32": 0.001, "int8": 0.10, "int4": 0.25,
+    # torchao copies of slimlm-quantized variants: the same grid re-quantized (int8-dynamic: torchao's
+    # activation rounding differs from slimlm's kernel)
+    "int8-weight": 0.005, "int8-dynamic": 0.03, "int4-weight": 0.03,
+}
+
+
+class ExportCheckError(SlimlmError):
+    """The exported model's perplexity is not within tolerance of the variant's."""
+
+
+def sample_windows(model, text: str | None = None, n: int = 4, seq_len: int = 128) -> torch.Tensor:
+    """``(n, seq_len)`` token windows from ``text`` (default: the start of the Shakespeare eval split)."""
+    if text is None:
+        from slimlm.data import load_data
+
+        text = "\n".join(load_data("shakespeare").texts("eval"))[: n * seq_len * 8]
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    limit = model.adapter.max_positions
+    seq_len = min(seq_len, limit) if limit else seq_len
+    n = min(n, len(ids) // seq_len)
+    if n < 1:
+        raise SlimlmError(f"the check sample has {len(ids)} tokens, fewer than one window of {seq_len}; "
+                          "give a longer --sample text.")
+    return torch.tensor(ids[: n * seq_len]).reshape(n, seq_len)
+
+
+def perplexity(logits_fn: Callable[[torch.Tensor], torch.Tensor], windows: torch.Tensor) -> float:
+    """exp(mean next-token NLL) over ``windows``; ``logits_fn(ids (1, T)) -> logits (1, T, V)``."""
+    total, count = 0.0, 0
+    for row in windows:
+        ids = row[None, :]
+        logits = torch.as_tensor(logits_fn(ids)).float()  # (1, T, V)
+        nll = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum")
+        total += float(nll)
+        count += ids.shape[1] - 1
+    return math.exp(total / count)
+
+
+def torch_logits(hf) -> Callable[[torch.Tensor], torch.Tensor]:
+    def fn(ids):
+        with torch.inference_mode():
+            return hf(input_ids=ids, use_cache=False).logits
+    return fn
+
+
+def compare(variant_ppl: float, export_ppl: float, precision: str, what: str, tolerance: float | None = None) -> dict:
+    """Raise `ExportCheckError` unless the perplexities agree within the precision's tolerance."""
+    tol = TOLERANCES.get(precision, 0.25) if tolerance is None else tolerance
+    rel = export_ppl / variant_ppl - 1.0
+    result = {"variant_perplexity": variant_ppl, "export_perplexity": export_ppl, "relative_change": rel,
+              "tolerance": tol, "passed": bool(abs(rel) <= tol) and math.isfinite(export_ppl)}
+    if not result["passed"]:
+        raise ExportCheckError(
+            f"{what}: exported perplexity {export_ppl:.4g} differs from the variant's {variant_ppl:.4g} by "
+            f"{rel:+.2%}, beyond the {tol:.2%} allowed for {precision}; the export is wrong or this precision "
+            f"loses too much on this model (try a wider type, or --no-check to keep it anyway)."
+        )
+    return result

@@ -1,0 +1,226 @@
+"""GGUF for llama.cpp, written with the ``gguf`` package (llama.cpp's own writer library).
+
+What llama.cpp's converter does for these architectures, done from the in-memory variant so that pruned
+(fewer layers, heads, FFN channels, a narrower hidden width), vocabulary-trimmed and distilled variants
+convert with their own shapes: tensor names from gguf's name map, the architecture's hyper-parameters
+(``attention.key_length`` carries a head size that no longer equals hidden/heads after width pruning),
+Llama's q/k rows permuted to llama.cpp's rotary layout, Gemma's norms stored as ``1 + weight``, and the
+tokenizer as a byte-level BPE (``gpt2``) vocabulary with its merges and special ids.
+
+Types: ``f32``, ``f16``, ``bf16`` and the block types gguf can quantize in Python: ``q8_0``, ``q5_0``,
+``q5_1``, ``q4_0``, ``q4_1``. A 2-D tensor whose rows are not a multiple of the 32-wide block is written
+as f16 (llama.cpp's converter does the same), 1-D tensors (norms, biases) stay f32, and with the 4/5-bit
+types the embedding and output matrices are written as q8_0 (llama.cpp's quantizer also keeps them wider:
+on SmolLM2-135M, whose tied 49k x 576 matrix is both, q4_0 everywhere costs +37% perplexity). K-quants
+(Q4_K_M, ...) are produced by llama.cpp's ``llama-quantize`` from our f16/f32 file: gguf has no Python
+quantizer for them.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slimlm.errors import ConfigError
+
+#: our model type -> gguf architecture name
+ARCHS = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
+         "gemma3_text": "gemma3"}
+TYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1")
+
+
+def _qtype(name: str):
+    import gguf
+
+    return {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+            "bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
+            "q5_0": gguf.GGMLQuantizationType.Q5_0, "q5_1": gguf.GGMLQuantizationType.Q5_1,
+            "q4_0": gguf.GGMLQuantizationType.Q4_0, "q4_1": gguf.GGMLQuantizationType.Q4_1}[name]
+
+
+def _file_type(name: str):
+    import gguf
+
+    return {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+            "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+            "q5_0": gguf.LlamaFileType.MOSTLY_Q5_0, "q5_1": gguf.LlamaFileType.MOSTLY_Q5_1,
+            "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1}[name]
+
+
+def check_supported(hf, precision: str) -> str:
+    """The gguf architecture name for ``hf``, or a `ConfigError` naming what is supported."""
+    mt = hf.config.model_type
+    if mt not in ARCHS:
+        raise ConfigError(f"GGUF export supports model types {', '.join(ARCHS)}; this model is {mt!r} "
+                          "(export it to onnx or openvino instead).")
+    if precision not in TYPES:
+        raise ConfigError(f"GGUF type {precision!r} is not one slimlm writes; use one of {', '.join(TYPES)}.")
+    c = hf.config
+    if mt == "gemma2" and not c.tie_word_embeddings:
+        raise ConfigError("llama.cpp's Gemma 2 has no separate output matrix; this variant has an untied lm_head.")
+    if mt.startswith("gemma") and c.query_pre_attn_scalar != c.head_dim:
+        raise ConfigError(f"llama.cpp scales Gemma attention by head_dim ({c.head_dim}); this model uses "
+                          f"query_pre_attn_scalar={c.query_pre_attn_scalar}, which GGUF cannot express.")
+    if mt == "gemma3_text" and list(c.layer_types) != [
+            "full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(c.num_hidden_layers)]:
+        raise ConfigError("llama.cpp's Gemma 3 puts a global-attention layer every 6th layer; this variant's "
+                          "layers (after layer pruning) do not follow that pattern, which GGUF cannot express.")
+    if mt != "gemma3_text" and getattr(c, "rope_parameters", {}).get("rope_type", "default") != "default":
+        raise ConfigError("GGUF export supports the default rotary embedding only (no rope scaling).")
+    return ARCHS[mt]
+
+
+def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """HF's rotate-half q/k rows -> llama.cpp's interleaved rotary layout (as llama.cpp's converter does)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _vocab(tokenizer, vocab_size: int) -> tuple[list[str], list[int], list[str]]:
+    import gguf
+
+    j = json.loads(tokenizer.backend_tokenizer.to_str())
+    if j["model"]["type"] != "BPE":
+        raise ConfigError(f"GGUF export writes byte-level BPE tokenizers; this one is {j['model']['type']}.")
+    inv = {i: t for t, i in j["model"]["vocab"].items()}
+    added = {t["id"]: t for t in j.get("added_tokens", [])}
+    for i, t in added.items():
+        inv[i] = t["content"]
+    tokens, types = [], []
+    for i in range(vocab_size):
+        if i not in inv:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+        elif i in added:
+            tokens.append(inv[i])
+            types.append(gguf.TokenType.CONTROL if added[i].get("special") else gguf.TokenType.USER_DEFINED)
+        else:
+            tokens.append(inv[i])
+            types.append(gguf.TokenType.NORMAL)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in j["model"].get("merges", [])]
+    return tokens, types, merges
+
+
+def _hparams(w, arch: str, c, a) -> None:
+    w.add_context_length(int(c.max_position_embeddings))
+    w.add_embedding_length(a.hidden_size)
+    w.add_block_count(a.num_layers)
+    w.add_feed_forward_length(a.intermediate_size)
+    w.add_head_count(a.num_heads)
+    w.add_head_count_kv(a.num_kv_heads)
+    w.add_key_length(a.head_dim)
+    w.add_value_length(a.head_dim)
+    w.add_layer_norm_rms_eps(float(c.rms_norm_eps))
+    rope = getattr(c, "rope_parameters", None) or {}
+    if arch == "gemma3":
+        rope = rope.get("full_attention", rope)
+    theta = rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))
+    w.add_rope_freq_base(float(theta))
+    w.add_rope_dimension_count(a.head_dim)
+    w.add_vocab_size(a.vocab_size)
+    if arch in ("gemma2", "gemma3"):
+        if getattr(c, "sliding_window", None):
+            w.add_sliding_window(int(c.sliding_window))
+        if getattr(c, "attn_logit_softcapping", None):
+            w.add_attn_logit_softcapping(float(c.attn_logit_softcapping))
+        if getattr(c, "final_logit_softcapping", None):
+            w.add_final_logit_softcapping(float(c.final_logit_softcapping))
+
+
+def write_gguf(model, hf, path: Path, precision: str) -> dict:
+    """Write ``hf`` (fp32 weights; the model's tokenizer) to ``path`` as GGUF of type ``precision``."""
+    import gguf
+
+    arch = check_supported(hf, precision)
+    a = model.adapter.__class__(hf)
+    c = hf.config
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], a.num_layers)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(Path(str(model.spec)).name or "slimlm-variant")
+    w.add_file_type(_file_type(precision))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _hparams(w, arch, c, a)
+    tokens, types, merges = _vocab(model.tokenizer, a.vocab_size)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_scores([0.0] * len(tokens))  # BPE has no scores; some readers expect the key
+    with tempfile.TemporaryDirectory() as tmp:
+        model.tokenizer.save_pretrained(tmp)
+        special = gguf.SpecialVocab(tmp, load_merges=False, n_vocab=len(tokens))
+    special.merges = merges
+    for key in ("bos", "eos", "pad", "unk"):  # the config's ids are the ones the model was trained with
+        tid = getattr(c, f"{key}_token_id", None)
+        if isinstance(tid, int):
+            special.special_token_ids[key] = tid
+    special.add_to_gguf(w, quiet=True)
+
+    qtype = _qtype(precision)
+    tied = hf.get_output_embeddings() is None or hf.get_output_embeddings().weight is hf.get_input_embeddings().weight
+    counts: dict[str, int] = {}
+    for name, t in hf.state_dict().items():
+        if name == "lm_head.weight" and (tied or arch == "gemma2"):
+            continue
+        if name.endswith(("rotary_emb.inv_freq", "embed_scale")):
+            continue
+        new = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+        if new is None:
+            raise ConfigError(f"GGUF export does not know where tensor {name} goes for {arch}.")
+        t = t.detach().float()
+        if arch == "llama" and name.endswith("q_proj.weight"):
+            t = _permute(t, a.num_heads)
+        elif arch == "llama" and name.endswith("k_proj.weight"):
+            t = _permute(t, a.num_kv_heads)
+        if arch in ("gemma2", "gemma3") and name.endswith("norm.weight"):
+            t = t + 1.0  # llama.cpp's RMSNorm multiplies by the stored weight; Gemma's by (1 + weight)
+        data = t.numpy()
+        kind = qtype
+        if new in ("token_embd.weight", "output.weight") and precision.startswith(("q4", "q5")):
+            kind = gguf.GGMLQuantizationType.Q8_0  # as llama.cpp's quantizer: the vocabulary matrices stay wider
+        if data.ndim == 1 or kind == gguf.GGMLQuantizationType.F32:
+            kind = gguf.GGMLQuantizationType.F32
+            data = data.astype(np.float32)
+        elif kind == gguf.GGMLQuantizationType.F16 or data.shape[-1] % gguf.GGML_QUANT_SIZES[kind][0]:
+            kind = gguf.GGMLQuantizationType.F16
+            data = data.astype(np.float16)
+        else:
+            data = gguf.quants.quantize(data, kind)
+        counts[kind.name] = counts.get(kind.name, 0) + 1
+        w.add_tensor(new, data, raw_dtype=kind)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return {"architecture": arch, "type": precision, "tensor_types": counts}
+
+
+_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+           "vocab_size")
+
+
+def gguf_logits_fn(path: Path, config):
+    """Logits of the GGUF file read back by transformers' own GGUF loader (dequantized to fp32).
+
+    The metadata is read on its own (``AutoConfig``) and its shape fields compared with the variant's; the
+    tensors are then loaded into the variant's config, because transformers' GGUF config mapping leaves out
+    fields llama.cpp derives itself (Qwen's head size, Gemma's query scale), which would otherwise be taken
+    from the class defaults.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from slimlm.export.check import ExportCheckError, torch_logits
+
+    read = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    bad = {f: (getattr(read, f, None), getattr(config, f)) for f in _FIELDS if getattr(read, f, None) != getattr(config, f)}
+    if bad:
+        raise ExportCheckError(f"{path.name}: the GGUF metadata disagrees with the variant on {bad} (read, expected).")
+    if config.model_type == "mistral":  # written as llama.cpp's llama (no sliding window: the sample is shorter)
+        from transformers import LlamaConfig
+
+        config = LlamaConfig(**{k: v for k, v in config.to_dict().items() if k not in ("model_type", "architectures")})
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32, config=config)
+    return torch_logits(hf.eval()), "transformers GGUF reader (metadata shape fields compared; tensors dequantized)"

@@ -1,0 +1,140 @@
+"""Export to GGUF / ONNX / OpenVINO on tiny models of every architecture, each checked on the way out.
+
+The tiny models are "sharpened" (final norm scaled up) so their next-token distributions are peaked: a wrong
+conversion then moves perplexity far beyond any tolerance, while a faithful f32 export matches to ~1e-6.
+"""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from slimlm.errors import ConfigError, SpecError
+from slimlm.export import ExportCheckError, export, read_manifest
+from slimlm.models import load
+from slimlm.prune import parse_structured, prune_
+
+SAMPLE = ("Now, fair Hippolyta, our nuptial hour draws on apace; four happy days bring in another moon: but, O, "
+          "methinks, how slow this old moon wanes! She lingers my desires, like to a step-dame or a dowager "
+          "long withering out a young man's revenue. ") * 6
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def sharp(arch: str, prune: str | None = "heads=0.5,ffn=0.25,hidden=0.25"):
+    m = load(f"tiny:{arch}?layers=2")
+    norm = m.adapter.final_norm().weight
+    with torch.no_grad():
+        norm.add_(7.0) if arch.startswith("gemma") else norm.mul_(8.0)  # Gemma scales by (1 + weight)
+        for layer in m.adapter.layers():  # peaked attention, so a wrong rotary layout shows
+            m.adapter.attention(layer).q.weight.mul_(12.0)
+            m.adapter.attention(layer).k.weight.mul_(12.0)
+    if prune:
+        prune_(m, parse_structured(prune), torch.randint(4, 250, (4, 32), generator=torch.Generator().manual_seed(0)))
+    m.rehash()
+    return m
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "mistral", "phi3"])
+def test_pruned_variant_exports_to_gguf_f32_exactly_and_q8_0_within_tolerance(arch, tmp_path):
+    m = sharp(arch)
+    r = export(m, "gguf", tmp_path / "f32", precision="f32", sample_text=SAMPLE)
+    assert abs(r["check"]["relative_change"]) < 1e-4 and r["check"]["variant_perplexity"] > 20
+    r8 = export(m, "gguf", tmp_path / "q8", precision="q8_0", sample_text=SAMPLE)
+    assert r8["check"]["passed"] and abs(r8["check"]["relative_change"]) < 0.03
+    assert r8["files"]["model-q8_0.gguf"] < r["files"]["model-f32.gguf"]
+    assert read_manifest(tmp_path / "q8")["precision"] == "q8_0"
+    from slimlm.models.loading import gguf_header
+
+    head = gguf_header(tmp_path / "q8" / "model-q8_0.gguf")  # what llama.cpp reads: the variant's own shapes
+    arch_key = head["general.architecture"]
+    assert head[f"{arch_key}.block_count"] == 2 and head[f"{arch_key}.embedding_length"] == 48
+    assert head[f"{arch_key}.attention.head_count_kv"] == 1 and head[f"{arch_key}.attention.key_length"] == 16
+
+
+def test_gguf_4bit_is_smaller_and_checked(tmp_path):
+    m = sharp("llama", prune=None)
+    r = export(m, "gguf", tmp_path / "q4", precision="q4_0", sample_text=SAMPLE)
+    assert r["tensor_types"].get("Q4_0", 0) >= 14 and r["check"]["passed"]
+
+
+def test_slimlm_gguf_export_loads_back_through_slimlm(tmp_path):
+    m = sharp("qwen2", prune="layers=1")
+    export(m, "gguf", tmp_path / "g", precision="f32", sample_text=SAMPLE)
+    back = load(tmp_path / "g" / "model-f32.gguf")
+    ids = torch.randint(4, 250, (1, 20))
+    text = "Lord, what fools these mortals be!"
+    assert back.tokenizer(text, add_special_tokens=False)["input_ids"] == \
+        m.tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        torch.testing.assert_close(back.hf(ids).logits, m.hf(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_a_wrong_conversion_fails_the_check(tmp_path, monkeypatch):
+    import slimlm.export.gguf as g
+
+    monkeypatch.setattr(g, "_permute", lambda w, n: w)  # forget llama.cpp's rotary layout
+    with pytest.raises(ExportCheckError, match="differs from the variant's"):
+        export(sharp("llama"), "gguf", tmp_path / "bad", precision="f32", sample_text=SAMPLE)
+    assert not (tmp_path / "bad").exists()  # nothing half-written is left behind
+
+
+def test_refusals_are_one_sentence_before_work(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    m = load("tiny:llama?layers=1")
+    with pytest.raises(SpecError, match="not written by slimlm export"):
+        export(m, "gguf", tmp_path / "mine")
+    with pytest.raises(ConfigError, match="q4_0"):
+        export(m, "gguf", tmp_path / "x", precision="q4_k")
+    with pytest.raises(ConfigError, match="causal"):
+        export(load("tiny:bert"), "gguf", tmp_path / "x")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_slimlm_int8_variant_exports_from_its_dequantized_weights(tmp_path):
+    from slimlm.quantize import Int8WeightConfig, quantize_
+
+    m = sharp("llama", prune=None)
+    quantize_(m, Int8WeightConfig())
+    r = export(m, "gguf", tmp_path / "g", precision="f32", sample_text=SAMPLE)
+    assert abs(r["check"]["relative_change"]) < 1e-4  # the int8 grid's values, exactly
+
+
+def test_cli_export_json(tmp_path, capsys):
+    from slimlm.cli.main import main
+
+    rc = main(["export", "tiny:qwen3?layers=1", "--format", "gguf", "--type", "q8_0", "--out", str(tmp_path / "o"),
+               "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["check"]["passed"] and res["precision"] == "q8_0"
+    assert main(["export", "tiny:llama", "--format", "tflite", "--out", str(tmp_path / "p")]) == 2
+
+
+needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                               reason="onnxruntime not installed: pip install 'slimlm[export]'")
+needs_ov = pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+                              reason="openvino/nncf not installed: pip install 'slimlm[export]'")
+
+
+@needs_ort
+def test_onnx_fp32_matches_and_int8_is_checked(tmp_path):
+    m = sharp("qwen2")
+    r = export(m, "onnx", tmp_path / "o", precision="fp32", sample_text=SAMPLE)
+    assert abs(r["check"]["relative_change"]) < 1e-4 and "tokenizer.json" in r["files"]
+    r8 = export(m, "onnx", tmp_path / "o8", precision="int8", sample_text=SAMPLE, tolerance=0.5)
+    assert r8["files"]["model.int8.onnx"] < r["files"]["model.onnx"]
+
+
+@needs_ov
+def test_openvino_int4_weight_compression_is_checked(tmp_path):
+    m = sharp("gemma3", prune=None)
+    r = export(m, "openvino", tmp_path / "v", precision="int4", group_size=32, sample_text=SAMPLE)
+    assert r["check"]["passed"] and "openvino_model.xml" in r["files"]

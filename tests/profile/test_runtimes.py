@@ -1,0 +1,48 @@
+"""Runtime-aware profiling: a fixed, recorded thread count by default, the size of the file the user brought,
+and the same protocol on ONNX Runtime / OpenVINO (llama.cpp when its binding is installed)."""
+
+import importlib.util
+
+import pytest
+
+from slimlm.errors import ConfigError
+from slimlm.export import export
+from slimlm.models import load
+from slimlm.profile import compare
+
+
+def test_default_thread_count_is_fixed_and_recorded():
+    r = compare([load("tiny:llama?layers=1")], shapes=((1, 16),), decode_tokens=0, repeats=1, warmup=0, memory=False)
+    assert r[0]["threads"] == 1
+
+
+def test_gguf_input_reports_the_file_brought_beside_its_fp32_size(tmp_path):
+    res = export(load("tiny:llama?layers=2"), "gguf", tmp_path / "g", precision="q8_0", check=False)
+    m = load(res["main_file"])
+    r = compare([m], shapes=((1, 16),), decode_tokens=0, repeats=1, warmup=0, memory=True)[0]
+    assert r["source_file_mb"] == pytest.approx(res["files"]["model-q8_0.gguf"] / 1e6)
+    assert r["disk_mb"] > 2 * r["source_file_mb"]  # the fp32 re-save is larger than the q8_0 file
+    assert r["ratios"]["disk_vs_source_file"] == pytest.approx(r["disk_mb"] / r["source_file_mb"])
+
+
+def test_llamacpp_runtime_without_its_binding_says_how_to_install(monkeypatch):
+    from slimlm.profile.runtimes import compare_runtime
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    with pytest.raises(ConfigError, match="llama-cpp-python"):
+        compare_runtime([load("tiny:llama?layers=1")], "llamacpp")
+    with pytest.raises(ConfigError, match="unknown runtime"):
+        compare_runtime([load("tiny:llama?layers=1")], "tensorrt")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason="onnxruntime not installed: pip install 'slimlm[export]'")
+def test_onnxruntime_profile_interleaves_and_reports_ratios():
+    from slimlm.profile.runtimes import compare_runtime
+
+    res = compare_runtime([load("tiny:llama?layers=2"), load("tiny:llama?layers=1")], "onnxruntime",
+                          shapes=((1, 16),), repeats=2, warmup=1)
+    assert [r["runtime"] for r in res] == ["onnxruntime"] * 2 and res[0]["threads"] == 1
+    assert res[1]["disk_mb"] < res[0]["disk_mb"] and res[0]["latency_ms"]["1x16"]["n"] == 2
+    assert res[1]["ratios"]["prefill_speedup_1x16"] > 0 and res[0]["decode_tokens_per_s"] is None
