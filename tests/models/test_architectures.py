@@ -71,17 +71,18 @@ def test_loads_with_its_family_quirks_and_plain_transformers_reloads_it(arch, tm
     assert load(tmp_path / "v").hash == m.hash
 
 
-def test_phi3_split_into_mistral_computes_the_same_function():
+def test_phi3_directory_loads_split_into_mistral_with_the_same_function(tmp_path):
     from transformers import Phi3Config, Phi3ForCausalLM
-
-    from slimlm.models.convert import phi3_to_mistral
 
     torch.manual_seed(0)
     cfg = Phi3Config(vocab_size=260, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0)
     phi = Phi3ForCausalLM(cfg).eval()
-    conv = phi3_to_mistral(phi)
-    torch.testing.assert_close(_logits(conv, IDS), _logits(phi, IDS), rtol=1e-5, atol=1e-5)
+    phi.save_pretrained(tmp_path / "phi")
+    byte_tokenizer("phi3").save_pretrained(tmp_path / "phi")
+    m = load(tmp_path / "phi")
+    assert m.hf.config.model_type == "mistral" and m.adapter.attention(m.adapter.layers()[0]).k.out_features == 32
+    torch.testing.assert_close(_logits(m.hf, IDS), _logits(phi, IDS), rtol=1e-5, atol=1e-5)
 
 
 def test_unsupported_phi3_rope_is_refused_before_weights(tmp_path):
@@ -232,3 +233,12 @@ def test_gguf_of_an_unsupported_architecture_is_refused_from_its_header(tmp_path
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
     with pytest.raises(UnsupportedModelError, match="'bloom'.*llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3"):
         load(path)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_profile_runs_prefill_and_decode(arch):
+    from slimlm.profile import compare
+
+    r = compare([_tiny(arch)], shapes=((1, 16),), decode_tokens=4, repeats=1, warmup=0, decode_repeats=1,
+                memory=False)[0]
+    assert r["latency_ms"]["1x16"]["p50"] > 0 and r["decode_tokens_per_s"] > 0 and r["flops"]["1x16"] > 0

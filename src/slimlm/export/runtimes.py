@@ -1,4 +1,4 @@
-"""The profile protocol on a deployment runtime: ONNX Runtime, OpenVINO, llama.cpp (or torch, the default).
+"""`slimlm profile --runtime`: the profile protocol on a deployment runtime: ONNX Runtime, OpenVINO, llama.cpp (or torch, the default).
 
 Each model is exported with `slimlm.export` (no check: profiling measures speed, the check is the export
 command's job) into a temporary directory, loaded into the runtime with the same fixed thread count, and

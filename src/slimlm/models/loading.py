@@ -24,6 +24,7 @@ from slimlm.errors import ModelFileError, SpecError, UnsupportedModelError
 from slimlm.models._files import fingerprint, weight_files
 from slimlm.models.adapters import CAUSAL_TYPES, CONVERTED, SUPPORTED, FamilyAdapter, adapter_for
 from slimlm.models.hashing import weights_hash
+from slimlm.models.qlayers import QUANT_METHOD
 from slimlm.models.tiny import build_tiny
 
 BUILTINS = {
@@ -286,7 +287,7 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelFileError(f"{cfg_file} does not describe a valid model ({str(exc).splitlines()[0][:160]}); "
                              "re-save or re-download the model.") from None
-    if (raw.get("quantization_config") or {}).get("quant_method") == "slimlm":
+    if (raw.get("quantization_config") or {}).get("quant_method") == QUANT_METHOD:
         model = _load_slimlm_quantized(path, config, files)
         return _converted(model.eval()), _load_tokenizer(path, trust_remote_code), _meta(path, files)
     kwargs: dict = {"dtype": torch.float32, "trust_remote_code": trust_remote_code,
@@ -425,8 +426,6 @@ def _mark_slimlm_quantized(directory: Path) -> None:
     with every quantized layer missing and randomly initialised (transformers only warns). The weights go
     to ``slimlm-quantized.safetensors``, a name transformers does not look for, so it stops with "no file
     named model.safetensors"; config.json says why and how to get a copy it loads."""
-    from slimlm.models.qlayers import QUANT_METHOD
-
     cfg_file = directory / "config.json"
     cfg = json.loads(cfg_file.read_text())
     cfg["quantization_config"] = {
