@@ -21,6 +21,8 @@ GRID = typer.Option(475.0, "--grid-gco2-per-kwh", min=0.0, help="Grid carbon int
 TRACK = typer.Option(None, "--track", help="Also log every variant to a tracker: mlflow (pip install 'slimlm[track]').")
 TRACKING_URI = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir).")
 JSON = typer.Option(False, "--json", help="Print JSON.")
+TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code",
+                                 help="Run Python code shipped with the model (its auto_map); off by default.")
 FORCE_RUN = typer.Option(False, "--force", help="Start over: discard an earlier run at --out (its cache too).")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, err, fmt, out, status
 
 
@@ -151,6 +152,7 @@ def distill_command(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto (GPU of this rank if any, else CPU), cpu, cuda:0."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Distil TEACHER into STUDENT on --data; save the student to --out with its provenance."""
@@ -169,7 +171,7 @@ def distill_command(
     first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress
     with train_bar(not as_json and first_rank, "distill") as (progress, on_metrics):
         result = distill_job(student, teacher, data, out_dir, cfg, schedule=sched,
-                             prune=parse_structured(prune) if prune else None, resume=resume, force=force, device=device,
+                             prune=parse_structured(prune) if prune else None, resume=resume, force=force, device=device, trust_remote_code=trust_remote_code,
                              eval_tokens=eval_tokens, progress=progress, on_metrics=on_metrics, log=status)
     if result is None:
         return  # not rank 0 of a distributed run

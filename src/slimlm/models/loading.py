@@ -244,8 +244,8 @@ def _check_remote_code(path: Path, config: dict, trust_remote_code: bool) -> Non
     if needs:
         raise UnsupportedModelError(
             f"{path} asks to run its own Python code (auto_map in {needs}); slimlm never runs code from a model "
-            "directory by default: remove auto_map to use the standard classes, or load it with "
-            "slimlm.models.load(..., trust_remote_code=True) if you trust it."
+            "directory by default: remove auto_map to use the standard classes, or pass --trust-remote-code "
+            "(slimlm.models.load(..., trust_remote_code=True)) if you trust its code."
         )
 
 
