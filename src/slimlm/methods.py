@@ -37,12 +37,14 @@ if TYPE_CHECKING:
 @dataclass
 class StageContext:
     """What a stage may need besides the model and its calibration: data, the teacher, progress, a place
-    for checkpoints (a killed stage resumes from there)."""
+    for checkpoints (a killed stage resumes from there), and ``on_metrics`` for a training stage's step and
+    evaluation metrics (a search reports them to its study and may stop the stage by raising)."""
 
     corpus: Corpus | None = None
     teacher: Model | None = None
     progress: Callable | None = None
     checkpoint_dir: Path | None = None
+    on_metrics: Callable[[dict], None] | None = None
 
 
 @dataclass

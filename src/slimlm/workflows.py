@@ -20,24 +20,28 @@ from slimlm.runs import RunDir, Variant
 
 @dataclass(frozen=True)
 class Selection:
-    """How the operating point is chosen: a tier (or an explicit bar), an objective and optional SLOs."""
+    """How the operating point is chosen: a tier (or an explicit bar), an objective, optional SLOs, and the
+    out-of-domain guard ``max_ood_drop`` (``"10%"``, ``0.1``; ``"none"`` turns it off; None: the default,
+    `slimlm.search.DEFAULT_MAX_OOD_DROP`)."""
 
     tier: str | None = None
     max_drop: str | float | None = None
     objective: str = "latency"
     max_latency_ms: float | None = None
     max_memory_mb: float | None = None
+    max_ood_drop: str | float | None = None
 
     def settings(self) -> dict:
-        """The resolved rule as stored in ``run.json`` (``tier`` or ``max_drop``, objective, SLOs)."""
-        from slimlm.search import TIERS, parse_drop
+        """The resolved rule as stored in ``run.json`` (``tier`` or ``max_drop``, objective, SLOs, and
+        ``max_ood_drop``: a fraction, or null when the guard is off)."""
+        from slimlm.search import TIERS, parse_drop, parse_ood_drop
 
         if self.tier is not None and self.tier not in TIERS:
             raise ConfigError(f"--tier {self.tier!r} is not a tier; use one of {', '.join(TIERS)} (or --max-drop).")
         drop = parse_drop(self.max_drop) if self.max_drop is not None else TIERS[self.tier or "medium"]
         return {"tier": self.tier if self.max_drop is None else None, "max_drop": drop,
                 "objective": self.objective, "max_latency_ms": self.max_latency_ms,
-                "max_memory_mb": self.max_memory_mb}
+                "max_memory_mb": self.max_memory_mb, "max_ood_drop": parse_ood_drop(self.max_ood_drop)}
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,8 @@ class RunResult:
         r = self.report
         doc = {"out": str(self.out), "variants": [v.to_dict() for v in self.variants], "frontier": r["frontier"],
                "selected": r["selected"], "met": r["met"], "closest": r["closest"], "rule": r["rule"],
-               "hypervolume": r["hypervolume"], "report": r["report"], "decision": r["decision"]}
+               "hypervolume": r["hypervolume"], "guard": r["guard"], "excluded_by_guard": r["excluded_by_guard"],
+               "report": r["report"], "decision": r["decision"]}
         if self.study is not None:
             doc["study"] = self.study
         if self.tracking:
@@ -106,7 +111,8 @@ def _finish(out: Path, settings: dict, business: Business, tracking: Tracking) -
                        grid_gco2_per_kwh=business.grid_gco2_per_kwh, tier=settings["tier"],
                        max_drop=settings["max_drop"] if settings["tier"] is None else None,
                        objective=settings["objective"], max_latency_ms=settings["max_latency_ms"],
-                       max_memory_mb=settings["max_memory_mb"])
+                       max_memory_mb=settings["max_memory_mb"],
+                       max_ood_drop="none" if settings["max_ood_drop"] is None else settings["max_ood_drop"])
     return rep, tracking.log(out, rep)
 
 

@@ -288,6 +288,18 @@ CASES = [
     ("out-compress-variant-dir", ["compress", TINY, OUT, "{ws}/good"], "holds a slimlm variant"),
     ("out-sensitivity-existing-file", ["sensitivity", TINY, *D, OUT, "{ws}/notes.txt"], "already exists"),
     ("out-sensitivity-dir", ["sensitivity", TINY, *D, OUT, "{ws}/thesis"], "is a directory"),
+    ("out-monitor-existing-file", ["monitor", "dashboard", "{ws}/run-other", OUT, "{ws}/notes.txt"],
+     "already exists"),
+    ("serve-missing", ["serve", "{ws}/nope"], "{ws}/nope is neither a run directory"),
+    ("serve-not-a-run", ["serve", "{ws}/thesis"], "{ws}/thesis is neither a run directory"),
+    ("serve-port-out-of-range", ["serve", "{ws}/good", "--port", "70000"], "--port"),
+    ("decide-missing", ["decide", "{ws}/nope"], "{ws}/nope is not a directory"),
+    ("monitor-not-a-run", ["monitor", "rules", "{ws}/thesis"], "no variants.jsonl"),
+    ("monitor-unknown-kind", ["monitor", "bogus", "{ws}/run-other"], "bogus"),
+    ("export-model-missing", ["export", "{ws}/nope", "--format", "gguf", OUT, "{ws}/out"], "{ws}/nope does not exist"),
+    ("export-format-unknown", ["export", "{ws}/good", "--format", "bogus", OUT, "{ws}/out"], "bogus"),
+    ("export-out-unrelated-dir", ["export", "{ws}/good", "--format", "gguf", OUT, "{ws}/thesis"],
+     "not written by slimlm"),
     ("report-not-a-run", ["report", "{ws}/thesis"], "thesis"),
     ("report-missing", ["report", "{ws}/nope"], "nope"),
     # checkpoints and caches not written by slimlm
@@ -307,7 +319,7 @@ def test_the_catalogue_is_large_and_covers_every_command():
     assert len(CASES) >= 80 and len({c[0] for c in CASES}) == len(CASES)
     commands = {c[1][0] for c in CASES}
     assert commands >= {"evaluate", "profile", "prune", "quantize", "distill", "finetune", "sensitivity",
-                        "compress", "search", "report", "recipes", "demo"}
+                        "compress", "search", "report", "recipes", "demo", "serve", "decide", "monitor", "export"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])

@@ -18,7 +18,7 @@ def test_compress_json_writes_run_dir_report_and_decision(capsys, tmp_path, text
     out = tmp_path / "run"
     code = main(["compress", "tiny:llama", "--recipe", str(recipe), "--data", str(text_file), "--ood-data", "none",
                  "--out", str(out), "--eval-tokens", "128", "--seq-len", "32", "--no-profile", "--max-drop", "50%",
-                 "--json"])
+                 "--max-ood-drop", "5%", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0
     assert {"out", "variants", "frontier", "selected", "met", "report", "decision"} <= data.keys()
@@ -27,7 +27,8 @@ def test_compress_json_writes_run_dir_report_and_decision(capsys, tmp_path, text
     assert "plotly" in html.lower() and "<table" in html
     assert "decision" in (out / "decision.md").read_text().lower()
     run = json.loads((out / "run.json").read_text())
-    assert run["selection"]["max_drop"] == 0.5
+    assert run["selection"]["max_drop"] == 0.5 and run["selection"]["max_ood_drop"] == 0.05
+    assert "not applied" in data["guard"]  # --ood-data none: nothing to guard
 
 
 def test_bad_recipe_fails_before_any_work(capsys, tmp_path):
@@ -45,3 +46,10 @@ def test_recipes_list_and_validate_json(capsys):
     assert {"quick", "balanced", "aggressive", "int8-only", "sparse-50"} <= names
     assert main(["recipes", "validate", "quick", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["valid"] is True
+
+
+def test_max_ood_drop_help_states_the_librarys_default():
+    from slimlm.cli._options import MAX_OOD_DROP
+    from slimlm.search import DEFAULT_MAX_OOD_DROP
+
+    assert f"default {DEFAULT_MAX_OOD_DROP:.0%}" in MAX_OOD_DROP.help

@@ -189,3 +189,28 @@ def test_latencies_from_different_profiles_are_put_on_the_baselines_timing(tmp_p
     assert q.metrics.latency_ms["1x128"].measured_p50 == 460.0
     assert abs(q.metrics.latency_p99_ms - 506.0 * (250.0 / 1.8) / 460.0) < 1e-9  # the spread is its own
     assert any("restated" in n for n in run.notes)
+
+
+def test_ood_guard_is_shown_and_names_the_variant_it_kept_out(tmp_path, capsys):
+    vs = variants()
+    vs[7]["metrics"]["ood_perplexity"] = 60.0  # the medium-tier winner (f1e2d3c4) now ruins general text
+    vs[7]["metrics"]["ood_quality_drop"] = 60.0 / 22.5 - 1
+    d = make_run(tmp_path / "r", vs=vs)
+    res = write_report(d)  # default guard (run.json recorded none: runs before the guard existed)
+    assert res["selected"] != "f1e2d3c4" and res["excluded_by_guard"] == "f1e2d3c4"
+    assert res["selection"]["max_ood_drop"] == 0.10 and "out-of-domain perplexity drop ≤ 10%" in res["rule"]
+    md = (d / "decision.md").read_text(encoding="utf-8")
+    html = (d / "report.html").read_text(encoding="utf-8")
+    for text in (md, html):
+        assert "Out-of-domain guard: out-of-domain perplexity drop ≤ 10%" in text
+        assert "kept out prune ffn=0.25 → distill 400 steps → int8-dynamic (f1e2d3c4)" in text and "+167%" in text
+    # run.json's saved guard is used; an argument overrides it; none turns it off
+    d2 = make_run(tmp_path / "r2", vs=vs, info=run_info(max_ood_drop=None))
+    assert write_report(d2)["selected"] == "f1e2d3c4" and "off" in write_report(d2)["guard"]
+    assert write_report(d2, max_ood_drop="200%")["selected"] == "f1e2d3c4"
+    assert write_report(d2, max_ood_drop="20%")["excluded_by_guard"] == "f1e2d3c4"
+    assert main(["report", str(d2), "--max-ood-drop", "0.2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["excluded_by_guard"] == "f1e2d3c4"
+    assert main(["report", str(d2), "--max-ood-drop", "lots"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--max-ood-drop 'lots' is not a number" in err

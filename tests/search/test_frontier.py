@@ -5,7 +5,16 @@ import math
 import pytest
 
 from slimlm.errors import ConfigError
-from slimlm.search import TIERS, hypervolume, normalised_hypervolume, pareto_front, parse_drop, select
+from slimlm.search import (
+    DEFAULT_MAX_OOD_DROP,
+    TIERS,
+    hypervolume,
+    normalised_hypervolume,
+    pareto_front,
+    parse_drop,
+    parse_ood_drop,
+    select,
+)
 
 # (drop, latency): A and B and D are non-dominated; C is dominated by B; E has no latency; F duplicates B.
 PTS = [
@@ -137,3 +146,58 @@ def test_select_perplexity_wording_and_bad_objective():
     with pytest.raises(ConfigError):
         select(vs, max_drop=0.01, objective="speed")
     assert not math.isnan(select(vs, max_drop=0.01).max_drop)
+
+
+def _o(vid, drop, lat, ood, base=False):
+    v = _v(vid, drop, lat, base=base)
+    v["metrics"]["ood_quality_drop"] = ood
+    v["metrics"]["ood_perplexity"] = None if ood is None else 20.0 * (1 + ood)
+    return v
+
+
+# pq wins in domain but ruins general text; q8 keeps it; "blind" has no out-of-domain measure
+GUARDED = [_o("base", 0.0, 100.0, 0.0, base=True), _o("q8", 0.02, 60.0, 0.03), _o("pq", 0.025, 40.0, 1.2),
+           _o("blind", 0.01, 30.0, None)]
+
+
+def test_ood_guard_keeps_out_the_in_domain_winner_and_says_so():
+    sel = select(GUARDED, max_drop=TIERS["medium"])  # default guard
+    assert sel.chosen["id"] == "q8" and sel.met and sel.max_ood_drop == DEFAULT_MAX_OOD_DROP == 0.10
+    assert sel.excluded["id"] == "blind"  # unknown out-of-domain drop fails the guard when the baseline was measured
+    assert "out-of-domain quality drop ≤ 10%" in sel.rule
+    assert "kept out blind" in sel.reason and "not measured" in sel.reason
+    assert sel.to_dict()["excluded_by_guard"] == "blind" and sel.to_dict()["max_ood_drop"] == 0.10
+    sel = select(GUARDED[:3], max_drop=TIERS["medium"], max_ood_drop=0.5)
+    assert sel.chosen["id"] == "q8" and sel.excluded["id"] == "pq"
+    assert "kept out pq," in sel.reason and "+120%" in sel.reason and "≤ 50%" in sel.reason
+    assert "Out-of-domain guard: out-of-domain quality drop ≤ 50%" in sel.guard
+
+
+def test_ood_guard_off_or_unmeasured_selects_on_domain_quality_alone():
+    sel = select(GUARDED, max_drop=TIERS["medium"], max_ood_drop=None)
+    assert sel.chosen["id"] == "blind" and sel.excluded is None and "out-of-domain" not in sel.rule
+    assert "off" in sel.guard
+    sel = select(GUARDED[:3], max_drop=TIERS["medium"], max_ood_drop=1.5)  # within a loose guard
+    assert sel.chosen["id"] == "pq" and sel.excluded is None
+    sel = select(VS, max_drop=TIERS["medium"])  # the run measured no out-of-domain quality: nothing to guard
+    assert sel.chosen["id"] == "pq" and "not applied" in sel.guard and "out-of-domain" not in sel.rule
+
+
+def test_ood_guard_applies_to_the_closest_variant_too():
+    sel = select(GUARDED, max_drop=0.015, max_latency_ms=50)  # only pq and blind meet the SLO; both fail the guard
+    assert not sel.met and sel.closest["id"] == "blind"  # nearest the bar among those meeting the SLO
+    assert "none of them passes the out-of-domain guard" in sel.reason
+    sel = select(GUARDED[:3], max_drop=0.015, max_latency_ms=70)
+    assert not sel.met and sel.closest["id"] == "q8" and "among those meeting the SLOs and the out-of-domain guard" in sel.reason
+
+
+@pytest.mark.parametrize("text,want", [("10%", 0.10), ("0.05", 0.05), (0.2, 0.2), ("none", None), ("off", None),
+                                       (None, DEFAULT_MAX_OOD_DROP)])
+def test_parse_ood_drop(text, want):
+    assert parse_ood_drop(text) == want
+
+
+@pytest.mark.parametrize("text", ["medium", "lots", "5", "-1%"])
+def test_parse_ood_drop_rejects_with_the_option_name(text):
+    with pytest.raises(ConfigError, match="--max-ood-drop"):
+        parse_ood_drop(text)

@@ -90,7 +90,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path, text_file):
 def test_systematic_trial_failures_stop_the_worker(tmp_path, text_file, monkeypatch):
     from slimlm.recipes import pipeline
 
-    def broken(self, recipe, record_intermediate=True):
+    def broken(self, recipe, record_intermediate=True, on_metrics=None):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(pipeline.Pipeline, "run_recipe", broken)
@@ -158,3 +158,50 @@ def test_quantize_skip_choice_reaches_the_stage_and_its_label():
     assert default.config.skip == ("lm_head", "embed") and everything.config.skip == ()
     assert default.label() == "int8-dynamic" and everything.label() == "int8-dynamic +lm_head+embed"
     assert default.key() != everything.key()  # separate cache entries
+
+
+PRUNE_SPACE = {"name": "mf", "choices": {"layers": [1, 2], "distill_steps": [3]},
+               "fixed": {"calibration": {"samples": 4, "seq_len": 32},
+                         "distill": {"eval_every": 1, "eval_tokens": 64, "seq_len": 32, "batch_size": 2}},
+               "pruner": {"name": "median", "startup_trials": 1, "min_trials": 1}}
+
+
+def test_a_hopeless_distillation_is_pruned_and_the_budget_stays_exact(tmp_path, text_file, monkeypatch):
+    """Multi-fidelity: the distillation's eval curve reaches the study; a trial worse than the median at a step
+    stops there (PRUNED, its half-trained stage not cached), and the study still completes its budget."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from slimlm.distill import trainer
+
+    # the eval is made a known function of the student (fewer layers: worse), so which trial is hopeless is
+    # certain; everything else (pipeline, trainer, study, pruner) runs for real
+    monkeypatch.setattr(trainer, "_eval_score", lambda student, corpus, cfg, task: (
+        lambda ppl: {"perplexity": ppl, "score": ppl})(100.0 / student.adapter.num_layers))
+    sp = space_from_dict(PRUNE_SPACE, "mf")
+    logs: list[str] = []
+    res = search("tiny:llama", sp, tmp_path / "run", trials=2, objectives=("size",), options=_opts(text_file),
+                 log=logs.append)  # a new study starts at the first values: layers=1, then draws layers=2
+    assert res["completed"] == 2
+    study = optuna.load_study(study_name="slimlm", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 2 and len(pruned) >= 1 and res["pruned"] == len(pruned)
+    assert all(t.params["layers"] == 2 for t in pruned) and all(t.params["layers"] == 1 for t in complete)
+    assert pruned[0].user_attrs["curve"] == {"1": 50.0}  # stopped after its first evaluation of 3
+    assert complete[0].user_attrs["curve"] == {"1": 100 / 3, "2": 100 / 3, "3": 100 / 3}  # the full curve
+    assert any("pruned at distillation step 1" in m for m in logs)
+    # the half-trained stage is not in the cache: only the layers=1 distillation (and both prune stages) are
+    run_text = (tmp_path / "run" / "variants.jsonl").read_text()
+    assert '"layers": 2' not in run_text
+    metas = [p.read_text() for p in (tmp_path / "run" / "cache").glob("*/slimlm.json")]
+    assert sum('"distill"' in m for m in metas) == 1
+
+
+def test_pruner_settings_in_the_space():
+    assert space_from_dict({"choices": {"layers": [1]}}, "s").pruner.name == "median"
+    assert space_from_dict({"choices": {"layers": [1]}, "pruner": "none"}, "s").pruner.make() is None
+    with pytest.raises(ConfigError, match="pruner 'hyperband' is unknown"):
+        space_from_dict({"choices": {"layers": [1]}, "pruner": "hyperband"}, "s.yaml")
+    with pytest.raises(ConfigError, match="unknown pruner field"):
+        space_from_dict({"choices": {"layers": [1]}, "pruner": {"name": "median", "patience": 3}}, "s.yaml")

@@ -10,6 +10,8 @@ OOD_DATA = typer.Option("pydoc", "--ood-data", help="Out-of-domain data to check
 REPEATS = typer.Option(5, "--repeats", min=1, help="Timed runs per shape and variant.")
 TIER = typer.Option(None, "--tier", help="critical (≤0.5%), high (≤1%) or medium (≤3%) quality drop.")
 MAX_DROP = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 2% or 0.02.")
+MAX_OOD_DROP = typer.Option(None, "--max-ood-drop", help="Out-of-domain guard: never select a variant whose "
+                            "--ood-data perplexity rises more than this (default 10%; e.g. 5% or 0.05; none: off).")
 OBJECTIVE = typer.Option("latency", "--objective", help="What the operating point minimises: latency, size, memory, energy.")
 MAX_LATENCY_MS = typer.Option(None, "--max-latency-ms", min=0.0, help="p50 latency SLO at the primary shape.")
 MAX_MEMORY_MB = typer.Option(None, "--max-memory-mb", min=0.0, help="Peak memory SLO.")
@@ -19,15 +21,17 @@ GRID = typer.Option(475.0, "--grid-gco2-per-kwh", min=0.0, help="Grid carbon int
 TRACK = typer.Option(None, "--track", help="Also log every variant to a tracker: mlflow (pip install 'slimlm[track]').")
 TRACKING_URI = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir).")
 JSON = typer.Option(False, "--json", help="Print JSON.")
+TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code",
+                                 help="Run Python code shipped with the model (its auto_map); off by default.")
 FORCE_RUN = typer.Option(False, "--force", help="Start over: discard an earlier run at --out (its cache too).")
 
 
 def run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price, grid, track,
-                 tracking_uri) -> dict:
+                 tracking_uri, max_ood_drop=None) -> dict:
     """Keyword arguments for `slimlm.workflows.compress` / `search` from the shared options."""
     from slimlm.workflows import Business, Selection, Tracking
 
-    return {"selection": Selection(tier, max_drop, objective, max_latency_ms, max_memory_mb),
+    return {"selection": Selection(tier, max_drop, objective, max_latency_ms, max_memory_mb, max_ood_drop),
             "business": Business(traffic, price, grid), "tracking": Tracking(track, tracking_uri)}
 
 
@@ -44,7 +48,7 @@ def print_run(res, title: str, as_json: bool) -> None:
     hv = f"; hypervolume {rep['hypervolume']:.3f}" if res.study is not None and rep["hypervolume"] is not None else ""
     verdict = "meets" if rep["met"] else "NOTHING meets"
     out.print(f"★ selected: {rep['selected'] or '-'}  ◆ frontier{hv} — {verdict} the bar: {rep['rule']}")
-    if not rep["met"]:
+    if not rep["met"] or rep.get("excluded_by_guard"):
         out.print(f"[yellow]{rep['reason']}[/yellow]")
     out.print(f"report: {rep['report']}\ndecision record: {rep['decision']}")
     if res.tracking:

@@ -23,6 +23,7 @@ def compress_command(
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Profile the variants (latency, memory)."),
     tier: str | None = O.TIER,
     max_drop: str | None = O.MAX_DROP,
+    max_ood_drop: str | None = O.MAX_OOD_DROP,
     objective: str = O.OBJECTIVE,
     max_latency_ms: float | None = O.MAX_LATENCY_MS,
     max_memory_mb: float | None = O.MAX_MEMORY_MB,
@@ -33,6 +34,7 @@ def compress_command(
     track: str | None = O.TRACK,
     tracking_uri: str | None = O.TRACKING_URI,
     force: bool = O.FORCE_RUN,
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = O.JSON,
 ) -> None:
     """Run compression recipes on MODEL; evaluate and profile every variant; select and report."""
@@ -40,10 +42,10 @@ def compress_command(
     from slimlm.recipes.pipeline import RunOptions
     from slimlm.workflows import compress
 
-    opts = RunOptions(data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
+    opts = RunOptions(trust_remote_code=trust_remote_code, data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
                       seq_len=seq_len, shapes=parse_shapes(shapes), repeats=repeats, profile=profile)
     kw = O.run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price_per_hour, grid,
-                        track, tracking_uri)
+                        track, tracking_uri, max_ood_drop)
     with progress_bars(not as_json) as bar:
         res = compress(model, recipe, out_dir, opts, progress=bar, log=(lambda msg: None) if as_json else status,
                        force=force, **kw)

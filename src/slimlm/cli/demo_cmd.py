@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
 
 
 def demo_command(
     model: str = typer.Option("builtin:smollm2-135m", "--model", help="Model spec."),
     max_tokens: int = typer.Option(8192, "--max-tokens", min=16, help="Perplexity token budget per corpus."),
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Evaluate the model in domain (Shakespeare eval plays) and out of domain (pydoc), then profile it."""
@@ -20,7 +22,7 @@ def demo_command(
     from slimlm.models import load
     from slimlm.profile import profile
 
-    m = load(model, progress=status)
+    m = load(model, progress=status, trust_remote_code=trust_remote_code)
     quality = {}
     with progress_bars(not as_json) as bar:
         for data in ("shakespeare", "pydoc"):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, err, fmt, out, status
 
 
@@ -137,6 +138,10 @@ def distill_command(
     batch_size: int = typer.Option(4, "--batch-size", help="Sequences per micro-batch and process."),
     seq_len: int = typer.Option(256, "--seq-len", help="Tokens per training sequence."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
+    general_data: str | None = typer.Option(None, "--general-data", help="Mix in this corpus's train split (e.g. "
+                                            "pydoc) to keep general ability; needs --general-share."),
+    general_share: float = typer.Option(0.0, "--general-share", help="Share of training rows from --general-data, "
+                                        "in [0, 1), e.g. 0.25."),
     eval_every: int = typer.Option(0, "--eval-every", help="Evaluate every N steps (0: only at the end)."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", help="Perplexity budget of each evaluation."),
     patience: int = typer.Option(0, "--patience", help="Stop after N evaluations without improvement (0: never)."),
@@ -147,6 +152,7 @@ def distill_command(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto (GPU of this rank if any, else CPU), cpu, cuda:0."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Distil TEACHER into STUDENT on --data; save the student to --out with its provenance."""
@@ -159,12 +165,13 @@ def distill_command(
                       layer_map=parse_layer_map(layer_map), attention_weight=attention_weight,
                       relation_weight=relation_weight, steps=steps, lr=lr, warmup_steps=warmup, batch_size=batch_size,
                       seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every, eval_tokens=eval_tokens,
-                      patience=patience, checkpoint_every=checkpoint_every, seed=seed)
+                      patience=patience, checkpoint_every=checkpoint_every, seed=seed, general_data=general_data,
+                      general_share=general_share)
     sched = parse_schedule(schedule)
     first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress
     with train_bar(not as_json and first_rank, "distill") as (progress, on_metrics):
         result = distill_job(student, teacher, data, out_dir, cfg, schedule=sched,
-                             prune=parse_structured(prune) if prune else None, resume=resume, force=force, device=device,
+                             prune=parse_structured(prune) if prune else None, resume=resume, force=force, device=device, trust_remote_code=trust_remote_code,
                              eval_tokens=eval_tokens, progress=progress, on_metrics=on_metrics, log=status)
     if result is None:
         return  # not rank 0 of a distributed run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
 
 
@@ -16,6 +17,7 @@ def evaluate_command(
     max_tokens: int | None = typer.Option(16384, "--max-tokens", min=0, help="Token budget for perplexity (0: all)."),
     max_examples: int | None = typer.Option(512, "--max-examples", min=0, help="Example budget for classifiers (0: all)."),
     teacher: str | None = typer.Option(None, "--teacher", help="Also report agreement with this model."),
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Measure perplexity, calibration (ECE), teacher agreement, and accuracy / macro-F1 for classifiers."""
@@ -24,8 +26,8 @@ def evaluate_command(
     from slimlm.models import load
 
     corpus = load_data(data)  # validate data before loading any weights
-    m = load(model, progress=status)
-    t = load(teacher, progress=status) if teacher else None
+    m = load(model, progress=status, trust_remote_code=trust_remote_code)
+    t = load(teacher, progress=status, trust_remote_code=trust_remote_code) if teacher else None
     with progress_bars(not as_json) as bar:
         res = evaluate(m, corpus, split=split, seq_len=seq_len, max_tokens=max_tokens or None,
                        max_examples=max_examples or None, teacher=t, progress=bar)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out, status
 
 
@@ -20,6 +21,7 @@ def export_command(
     sample: str | None = typer.Option(None, "--sample", help="Text file for the check (default: Shakespeare eval)."),
     tolerance: float | None = typer.Option(None, "--tolerance", help="Relative perplexity tolerance (default per type)."),
     group_size: int = typer.Option(64, "--group-size", help="OpenVINO int4 group size."),
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Export to GGUF / ONNX / OpenVINO; the exported model's perplexity must match the variant's within tolerance."""
@@ -35,7 +37,7 @@ def export_command(
         if not p.is_file():
             raise SpecError(f"--sample {sample} is not a file; give a text file, or leave it out for Shakespeare.")
         text = p.read_text(encoding="utf-8", errors="replace")
-    m = load(model, progress=status)
+    m = load(model, progress=status, trust_remote_code=trust_remote_code)
     res = export(m, fmt_, out_dir, precision=precision, check=check, sample_text=text, tolerance=tolerance,
                  group_size=group_size, progress=status)
     if as_json:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json
 from slimlm.cli.distill_cmd import make_config, print_result, train_bar
 
@@ -26,6 +27,7 @@ def finetune_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.checkpoint."),
     seed: int = typer.Option(0, "--seed"),
     force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Fine-tune MODEL's classification head (and encoder) on --data; report accuracy and macro-F1."""
@@ -37,6 +39,7 @@ def finetune_command(
                       patience=patience, checkpoint_every=checkpoint_every, seed=seed)
     with train_bar(not as_json, "finetune") as (progress, on_metrics):
         result = finetune_job(model, data, out_dir, cfg, resume=resume, force=force, progress=progress,
+                              trust_remote_code=trust_remote_code,
                               on_metrics=on_metrics, log=status)
     if as_json:
         emit_json(result)

@@ -20,6 +20,7 @@ def monitor_command(
     latency_for: str = typer.Option("10m", "--latency-for", help="rules: the same for latency, cost and errors."),
     cost_margin: float = typer.Option(0.25, "--cost-margin", help="rules: cost alert above forecast × (1 + margin)."),
     tests: bool = typer.Option(True, "--tests/--no-tests", help="rules: also write promtool unit tests beside them."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file (and its -test.yml)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Write Prometheus alerting rules or a Grafana dashboard for the run's decision."""
@@ -33,6 +34,12 @@ def monitor_command(
     for dur, opt in ((quality_for, "--quality-for"), (latency_for, "--latency-for")):
         if not (dur[:-1].isdigit() and dur[-1] in "sm"):
             raise ConfigError(f"{opt} {dur!r} is not a duration; write e.g. 30s or 5m.")
+    if out_file is not None:  # the default paths under RUN_DIR/monitor are slimlm's own, rewritten freely
+        from slimlm._io import check_out
+
+        check_out(out_file, force=force, kind="file")
+        if what == "rules" and tests:
+            check_out(out_file.with_name(out_file.stem + "-test.yml"), force=force, kind="file")
     written = {}
     if what == "rules":
         path = out_file or Path(run_dir) / "monitor" / "slimlm-rules.yml"

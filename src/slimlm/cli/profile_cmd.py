@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
 
 
@@ -71,6 +72,7 @@ def profile_command(
     precision: str | None = typer.Option(None, "--type", help="Export type for --runtime (default fp32 / f16)."),
     repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs per shape after 2 warm-up runs."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process."),
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print JSON: an object for one model, a list for several."),
 ) -> None:
     """Measure params, disk, peak RSS, latency p50/p90/p99, decode tok/s, FLOPs, roofline share and energy."""
@@ -78,7 +80,7 @@ def profile_command(
     from slimlm.profile import compare, parse_shapes
 
     shape_list = parse_shapes(shapes)
-    loaded = [load(m, progress=status) for m in models]
+    loaded = [load(m, progress=status, trust_remote_code=trust_remote_code) for m in models]
     if runtime != "torch":
         from slimlm.export.runtimes import compare_runtime
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
 
 
@@ -59,6 +60,7 @@ def prune_command(
     eval_tokens: int = typer.Option(0, "--eval-tokens", min=0,
                                     help="Also measure perplexity on the data's eval split with this token budget (0: skip)."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Prune a model and save it as a variant whose slimlm.json records the config and the measured sparsity."""
@@ -71,7 +73,7 @@ def prune_command(
     with progress_bars(not as_json) as bar:
         res = prune_job(model, cfg, out_dir, data=data, schedule=sched, calib_samples=calib_samples,
                         calib_seq_len=calib_seq_len, seed=seed, eval_tokens=eval_tokens, force=force,
-                        progress=bar, log=status)
+                        trust_remote_code=trust_remote_code, progress=bar, log=status)
     if as_json:
         emit_json(res)
         return

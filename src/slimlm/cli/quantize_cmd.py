@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
 
 
@@ -28,6 +29,7 @@ def quantize_command(
     calib_len: int = typer.Option(512, "--calib-len", min=2, help="Calibration window length (tokens)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the calibration sample and QAT batches."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Quantize MODEL (int8 dynamic, int8 / int4 weight-only; SmoothQuant, GPTQ, per-layer fallback, QAT)."""
@@ -47,7 +49,7 @@ def quantize_command(
     config = parse_config(cfg)  # a bad option fails before anything is loaded
     with progress_bars(not as_json) as bar:
         res = quantize_job(model, config, out_dir, data=data, calib_rows=calib_rows, calib_len=calib_len, seed=seed,
-                           force=force, progress=bar, log=status)
+                           force=force, trust_remote_code=trust_remote_code, progress=bar, log=status)
     res["scheme"] = scheme
     path = res["out"]
     if as_json:

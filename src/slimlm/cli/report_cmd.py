@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out
 
 
@@ -17,6 +18,7 @@ def report_command(
     grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", min=0.0, help="Grid carbon intensity (g CO2e per kWh)."),
     tier: str | None = typer.Option(None, "--tier", help="Quality tier: critical (0.5%), high (1%), medium (3%)."),
     max_drop: str | None = typer.Option(None, "--max-drop", help="Quality bar overriding --tier: 2% or 0.02."),
+    max_ood_drop: str | None = O.MAX_OOD_DROP,
     objective: str | None = typer.Option(None, "--objective", help="latency | size | memory | energy."),
     max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", min=0.0, help="p50 latency SLO (ms)."),
     max_memory_mb: float | None = typer.Option(None, "--max-memory-mb", min=0.0, help="Peak memory SLO (MB)."),
@@ -33,11 +35,12 @@ def report_command(
     tracker.check()
     res = write_report(run_dir, traffic_per_day=traffic, price_per_hour=price_per_hour, grid_gco2_per_kwh=grid,
                        tier=tier, max_drop=max_drop, objective=objective, max_latency_ms=max_latency_ms,
-                       max_memory_mb=max_memory_mb)
+                       max_memory_mb=max_memory_mb, max_ood_drop=max_ood_drop)
     tracking = tracker.log(Path(run_dir), res)
     if as_json:
         emit_json({k: res[k] for k in ("report", "decision", "selected", "met", "frontier", "hypervolume")}
-                  | {"closest": res["closest"], "rule": res["rule"]} | ({"tracking": tracking} if tracking else {}))
+                  | {"closest": res["closest"], "rule": res["rule"], "guard": res["guard"],
+                     "excluded_by_guard": res["excluded_by_guard"]} | ({"tracking": tracking} if tracking else {}))
         return
     run = load_run(run_dir)
     point = res["selected"] or res["closest"]
@@ -57,6 +60,7 @@ def report_command(
     out.print("★ operating point" + ("" if res["met"] else " (closest: nothing meets the bar)") + "   ◆ frontier")
     verdict = "[bold green]met[/bold green]" if res["met"] else "[bold red]NOT met[/bold red]"
     out.print(f"Rule: {res['rule']}: {verdict}. {res['reason']}", highlight=False)
+    out.print(res["guard"], highlight=False)
     out.print(f"Report: {res['report']}\nDecision: {res['decision']}", highlight=False)
     if tracking:
         out.print(tracking_line(tracking), highlight=False)

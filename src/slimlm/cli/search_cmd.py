@@ -29,6 +29,7 @@ def search_command(
                                  "off: only quality and size are measured (objectives size)."),
     tier: str | None = O.TIER,
     max_drop: str | None = O.MAX_DROP,
+    max_ood_drop: str | None = O.MAX_OOD_DROP,
     objective: str = O.OBJECTIVE,
     max_latency_ms: float | None = O.MAX_LATENCY_MS,
     max_memory_mb: float | None = O.MAX_MEMORY_MB,
@@ -43,6 +44,7 @@ def search_command(
     heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Seconds between this worker's heartbeats; a "
                                   "trial silent for 3x this (its worker died) is failed and retried once."),
     force: bool = O.FORCE_RUN,
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = O.JSON,
 ) -> None:
     """Search prune → distill → quantize recipes for the Pareto frontier of quality against cost."""
@@ -50,11 +52,11 @@ def search_command(
     from slimlm.recipes.pipeline import RunOptions
     from slimlm.workflows import search
 
-    opts = RunOptions(data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
+    opts = RunOptions(trust_remote_code=trust_remote_code, data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
                       shapes=parse_shapes(shapes), decode_tokens=decode_tokens, repeats=repeats,
                       profile=profile)
     kw = O.run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price_per_hour, grid,
-                        track, tracking_uri)
+                        track, tracking_uri, max_ood_drop)
     objs = tuple(o.strip() for o in objectives.split(",") if o.strip())
     with progress_bars(not as_json) as bar:
         res = search(model, space, out_dir, opts, trials=trials, objectives=objs, storage=storage, study=study,

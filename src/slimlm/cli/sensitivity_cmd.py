@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
 
 
@@ -19,6 +20,7 @@ def sensitivity_command(
     eval_seq_len: int = typer.Option(256, "--eval-seq-len", min=2, help="Tokens per eval window."),
     out_file: str | None = typer.Option(None, "--out", help="Also write the JSON to this file."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Prune each block alone at each ratio and report the quality change (a table, or JSON for reports)."""
@@ -40,7 +42,7 @@ def sensitivity_command(
 
         check_out(out_file, force=force, kind="file")
     corpus = load_data(data)
-    m = load(model, progress=status)
+    m = load(model, progress=status, trust_remote_code=trust_remote_code)
     calib = make_calibration(m, corpus, calib_samples, calib_seq_len)
     windows = pack(m.tokenizer, corpus.texts("eval"), eval_seq_len)[:eval_samples]
     with progress_bars(not as_json) as bar:

@@ -26,6 +26,11 @@ class DistillConfig(MethodConfig):
     ``layer_map`` or derived from the pruning provenance), attention transfer on the last layer
     (``attention_weight``), relation transfer on pooled last hidden states (``relation_weight``).
 
+    Data: the train split of the run's corpus; with ``general_data`` (a data spec such as ``pydoc``) a share
+    ``general_share`` of the training rows comes from that corpus's train split instead, deterministically
+    (`slimlm.distill.data.MixedLMBatches`), so that a student specialised on the domain keeps general ability.
+    Language models only.
+
     Optimisation: AdamW (``lr``, ``weight_decay``), linear warm-up for ``warmup_steps`` then cosine decay
     to ``min_lr_ratio * lr`` at ``steps``; gradient clipping at ``clip`` (0: off); ``grad_accum``
     micro-batches of ``batch_size`` sequences of ``seq_len`` tokens per step and process.
@@ -59,6 +64,9 @@ class DistillConfig(MethodConfig):
     grad_accum: int = Field(1, ge=1)
     seq_len: int = Field(256, ge=2)
     seed: int = 0
+    # data mixing: keep general ability while specialising
+    general_data: str | None = None
+    general_share: float = Field(0.0, ge=0, lt=1)
     # evaluation, early stopping, checkpoints, caching
     eval_every: int = Field(0, ge=0)
     eval_tokens: int = Field(4096, ge=2)
@@ -79,6 +87,10 @@ class DistillConfig(MethodConfig):
             raise ValueError("cache_teacher stores the teacher's top-k logits: it needs loss='topk'")
         if self.cache_teacher and (self.hidden_weight or self.attention_weight or self.relation_weight):
             raise ValueError("cache_teacher keeps logits only: hidden/attention/relation weights need the live teacher")
+        if self.general_share and not self.general_data:
+            raise ValueError("general_share needs general_data (a data spec such as pydoc) to mix in")
+        if self.general_data and not self.general_share:
+            raise ValueError("general_data needs general_share > 0 (the share of training rows it provides)")
         if self.patience and not self.eval_every:
             raise ValueError("patience (early stopping) needs eval_every > 0")
         if self.warmup_steps >= self.steps and self.warmup_steps:
@@ -111,7 +123,7 @@ class DistillConfig(MethodConfig):
 
         before = model.num_params()
         res = distill_run(model, ctx.teacher, ctx.corpus, self, checkpoint_dir=ctx.checkpoint_dir,
-                          resume=ctx.checkpoint_dir is not None, progress=ctx.progress)
+                          resume=ctx.checkpoint_dir is not None, progress=ctx.progress, on_metrics=ctx.on_metrics)
         summary = res.summary()
         return StageResult(report={"params_before": before, "params_after": model.num_params(), **summary},
                            extra={"distill": summary},

@@ -6,9 +6,18 @@ world size W, grad_accum A and micro-batch B reads positions ``[s*B*A*W, (s+1)*B
 rank r reads ``B`` of them starting at ``s*B*A*W + (a*W + r)*B``. So a resumed run needs only the step
 number, and 2 processes with A=1 read exactly what 1 process with A=2 reads (the 2-process test relies on
 this). Classification uses the same scheme over labelled documents.
+
+Mixing (`MixedLMBatches`): a share s of the positions reads a general corpus instead of the domain one, so a
+student specialised on the domain keeps some general ability. Position p is general exactly when
+``floor((p+1)*s) > floor(p*s)`` (s as a small fraction, integer arithmetic): every window of positions holds
+the share to within one row, and the general and domain streams are each indexed by how many of their
+positions came before p. That keeps the whole mapping a function of p, so resume and data parallelism are
+unchanged.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import torch
 
@@ -46,6 +55,40 @@ class LMBatches:
     def batch(self, start: int, count: int) -> tuple[torch.Tensor, dict]:
         ids = torch.tensor(self.pos.indices(start, count))
         return ids, {"input_ids": self.rows[ids]}
+
+
+class MixedLMBatches:
+    """Domain rows with a fixed ``share`` of rows from a general corpus.
+
+    ``rows`` is the domain's packed rows followed by the general ones, and the row ids ``batch`` returns
+    index into it (so the teacher's top-k cache keys both corpora).
+    """
+
+    def __init__(self, domain: LMBatches, general: LMBatches, share: float):
+        if not 0 <= share < 1:
+            raise ValueError(f"share {share} must be in [0, 1)")
+        frac = Fraction(share).limit_denominator(1000)  # 0.1 -> 1/10 exactly
+        self.num, self.den = frac.numerator, frac.denominator
+        self.domain, self.general = domain, general
+        self.rows = torch.cat([domain.rows, general.rows])  # (N_domain + N_general, T)
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def general_before(self, p: int) -> int:
+        """How many of positions ``[0, p)`` read the general corpus."""
+        return p * self.num // self.den
+
+    def batch(self, start: int, count: int) -> tuple[torch.Tensor, dict]:
+        ids = []
+        for p in range(start, start + count):
+            g = self.general_before(p)
+            if self.general_before(p + 1) > g:
+                ids.append(len(self.domain) + self.general.pos.indices(g, 1)[0])
+            else:
+                ids.append(self.domain.pos.indices(p - g, 1)[0])
+        idx = torch.tensor(ids)
+        return idx, {"input_ids": self.rows[idx]}
 
 
 class ClassBatches:

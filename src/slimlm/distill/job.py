@@ -72,13 +72,13 @@ def final_eval(model, corpus, tokens: int) -> dict:
     return {k: res.get(k) for k in ("perplexity", "accuracy", "f1", "ece", "tokens", "examples") if res.get(k) is not None}
 
 
-def load_classifier(spec: str, num_labels: int, progress=None):
+def load_classifier(spec: str, num_labels: int, progress=None, trust_remote_code: bool = False):
     """``load(spec, num_labels=K)``; tiny specs take their head size as the ``labels`` option instead."""
     from slimlm.models import load
 
     if spec.startswith("tiny:bert") and "labels=" not in spec:
         return load(f"{spec}{'&' if '?' in spec else '?'}labels={num_labels}")
-    return load(spec, progress=progress, num_labels=num_labels)
+    return load(spec, progress=progress, num_labels=num_labels, trust_remote_code=trust_remote_code)
 
 
 def is_encoder(spec: str, num_labels: int | None) -> bool:
@@ -98,6 +98,7 @@ def is_encoder(spec: str, num_labels: int | None) -> bool:
 
 def distill_job(student: str, teacher: str | None, data: str, out: str | Path, cfg: DistillConfig, *,
                 schedule=None, prune=None, resume: bool = False, force: bool = False, device: str = "auto",
+                trust_remote_code: bool = False,
                 eval_tokens: int = 4096,
                 progress: Callable | None = None, on_metrics: Callable | None = None,
                 log: Callable[[str], None] | None = None) -> dict | None:
@@ -110,6 +111,7 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
         cfg: a `DistillConfig`.
         schedule: an iterative schedule (`slimlm.distill.schedules.parse_schedule`) with ``prune`` its target.
         resume: continue from ``OUT.checkpoint``.
+        trust_remote_code: allow the models' own Python code (``auto_map``); refused otherwise.
         force: replace an earlier slimlm variant at ``out`` (anything else there is never touched).
         device: ``auto``, ``cpu``, ``cuda:0``.
         progress, on_metrics, log: progress bar, per-step metrics and status-line callbacks.
@@ -138,8 +140,10 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     dev = pick_device(device)
     corpus = load_data(data)  # validate data before loading any weights
     num_labels = len(corpus.labels) if corpus.labels else None
-    s = load_classifier(student, num_labels, log) if is_encoder(student, num_labels) else load(student, progress=log)
-    t = load(teacher, progress=log, num_labels=None) if teacher else None
+    trc = trust_remote_code
+    s = (load_classifier(student, num_labels, log, trc) if is_encoder(student, num_labels)
+         else load(student, progress=log, trust_remote_code=trc))
+    t = load(teacher, progress=log, num_labels=None, trust_remote_code=trc) if teacher else None
     params_before = s.num_params()
     rank = init_distributed()
     s.hf.to(dev)
@@ -177,7 +181,7 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
 
 def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, resume: bool = False,
                  force: bool = False, progress: Callable | None = None, on_metrics: Callable | None = None,
-                 log: Callable[[str], None] | None = None) -> dict:
+                 log: Callable[[str], None] | None = None, trust_remote_code: bool = False) -> dict:
     """Fine-tune a classifier (``model`` with a head sized to the data's labels) and save it to ``out``."""
     from slimlm.data import load_data
     from slimlm.distill.finetune import finetune
@@ -189,7 +193,7 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
     if not corpus.labels:
         raise DataError(f"data {data!r} has no labels; finetune needs labelled data (shakespeare-genre, or a "
                         ".jsonl/.csv with a label field).")
-    m = load_classifier(model, len(corpus.labels), log)
+    m = load_classifier(model, len(corpus.labels), log, trust_remote_code)
     params_before = m.num_params()
     start = time.perf_counter()
     res = finetune(m, corpus, cfg, checkpoint_dir=ckpt, resume=resume, progress=progress, on_metrics=on_metrics)

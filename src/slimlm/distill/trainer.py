@@ -29,7 +29,7 @@ from slimlm._progress import or_noop
 from slimlm.data import Corpus
 from slimlm.distill.cache import open_cache
 from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from slimlm.distill.data import ClassBatches, LMBatches
+from slimlm.distill.data import ClassBatches, LMBatches, MixedLMBatches
 from slimlm.distill.guard import DivergenceGuard, scale_for_size
 from slimlm.distill.layer_map import derive_layer_map, model_provenance
 from slimlm.distill.losses import (
@@ -216,6 +216,19 @@ def _eval_score(student: Model, corpus: Corpus, cfg: DistillConfig, task: str) -
     return {"accuracy": res["accuracy"], "f1": res["f1"], "score": -res["accuracy"]}
 
 
+def _mixed(domain: LMBatches, student: Model, cfg: DistillConfig, task: str) -> MixedLMBatches:
+    """The domain batches with ``cfg.general_share`` of the rows from ``cfg.general_data``'s train split."""
+    from slimlm.data import load_data
+
+    if task != "causal-lm":
+        raise ConfigError("general_data mixes in unlabelled text: it is for language models; leave it unset for a "
+                          "classifier.")
+    general = load_data(cfg.general_data)
+    if not general.texts("train"):
+        raise DataError(f"general_data {cfg.general_data!r} has no train split text; give a corpus with text to mix in.")
+    return MixedLMBatches(domain, LMBatches(student.tokenizer, general, cfg.seq_len, cfg.seed + 1), cfg.general_share)
+
+
 def _same_config(saved: dict, cfg: DistillConfig) -> None:
     now = cfg.model_dump(mode="json")
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -263,6 +276,8 @@ def distill_run(
 
     Batches = LMBatches if task == "causal-lm" else ClassBatches
     data = Batches(student.tokenizer, corpus, cfg.seq_len, cfg.seed)
+    if cfg.general_data:
+        data = _mixed(data, student, cfg, task)
     micro_per_step = cfg.batch_size * cfg.grad_accum * world
 
     torch.manual_seed(cfg.seed)  # the projections' init must not depend on the rank or on earlier work

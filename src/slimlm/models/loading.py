@@ -24,6 +24,7 @@ from slimlm.errors import ModelFileError, SpecError, UnsupportedModelError
 from slimlm.models._files import fingerprint, weight_files
 from slimlm.models.adapters import CAUSAL_TYPES, CONVERTED, SUPPORTED, FamilyAdapter, adapter_for
 from slimlm.models.hashing import weights_hash
+from slimlm.models.qlayers import QUANT_METHOD
 from slimlm.models.tiny import build_tiny
 
 BUILTINS = {
@@ -243,8 +244,8 @@ def _check_remote_code(path: Path, config: dict, trust_remote_code: bool) -> Non
     if needs:
         raise UnsupportedModelError(
             f"{path} asks to run its own Python code (auto_map in {needs}); slimlm never runs code from a model "
-            "directory by default: remove auto_map to use the standard classes, or load it with "
-            "slimlm.models.load(..., trust_remote_code=True) if you trust it."
+            "directory by default: remove auto_map to use the standard classes, or pass --trust-remote-code "
+            "(slimlm.models.load(..., trust_remote_code=True)) if you trust its code."
         )
 
 
@@ -418,7 +419,6 @@ def _load_hub(repo: str, *, trust_remote_code: bool, num_labels: int | None):
 
 
 QUANT_WEIGHTS = "slimlm-quantized.safetensors"
-QUANT_METHOD = "slimlm"  # config.json's quantization_config.quant_method for slimlm's packed layers
 
 
 def _mark_slimlm_quantized(directory: Path) -> None:

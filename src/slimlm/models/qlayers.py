@@ -38,6 +38,8 @@ from slimlm.models.qmath import (
     unpack_int4,
 )
 
+QUANT_METHOD = "slimlm"  # config.json quantization_config.quant_method of a slimlm-quantized directory
+
 
 class QuantModule(nn.Module):
     """Base: ``kind`` names the saved format; ``meta()`` is what `restore` needs beyond the tensors."""

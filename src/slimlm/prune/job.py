@@ -12,7 +12,7 @@ from slimlm._io import check_out
 
 def prune_job(model: str, config, out: str | Path, *, data: str = "shakespeare", schedule=None,
               calib_samples: int = 128, calib_seq_len: int = 512, seed: int = 0, eval_tokens: int = 0,
-              force: bool = False, progress: Callable | None = None,
+              force: bool = False, trust_remote_code: bool = False, progress: Callable | None = None,
               log: Callable[[str], None] | None = None) -> dict:
     """Prune ``model`` with ``config`` (following ``schedule``) and save the variant to ``out``.
 
@@ -34,7 +34,7 @@ def prune_job(model: str, config, out: str | Path, *, data: str = "shakespeare",
     schedule = schedule or ScheduleConfig()
     check_out(out, force=force, kind="variant")
     corpus = load_data(data)
-    m = load(model, progress=log)
+    m = load(model, progress=log, trust_remote_code=trust_remote_code)
     before = m.num_params()
     evaluate_fn = None
     if eval_tokens or schedule.kind == "iterative":

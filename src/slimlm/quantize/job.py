@@ -10,7 +10,8 @@ from slimlm._io import check_out
 
 
 def quantize_job(model: str, config, out: str | Path, *, data: str | None = None, calib_rows: int = 32,
-                 calib_len: int = 512, seed: int = 0, force: bool = False, progress: Callable | None = None,
+                 calib_len: int = 512, seed: int = 0, force: bool = False, trust_remote_code: bool = False,
+                 progress: Callable | None = None,
                  log: Callable[[str], None] | None = None) -> dict:
     """Quantize ``model`` with ``config`` and save the variant to ``out``.
 
@@ -32,7 +33,7 @@ def quantize_job(model: str, config, out: str | Path, *, data: str | None = None
     start = time.perf_counter()
     check_out(out, force=force, kind="variant")
     corpus = load_data(data) if data else None
-    m = load(model, progress=log)
+    m = load(model, progress=log, trust_remote_code=trust_remote_code)
     check_config(m, config)
     params_before = m.num_params()
     calib = calibration_batch(m.tokenizer, corpus, calib_rows, calib_len, seed=seed) if corpus is not None else None

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from slimlm.models.loading import QUANT_METHOD  # noqa: F401 - re-exported: the marker's one definition
+from slimlm.models.qlayers import QUANT_METHOD  # noqa: F401  (re-exported: the marker this module writes around)
 
 
 def _dequantized(mod: nn.Module) -> torch.Tensor:

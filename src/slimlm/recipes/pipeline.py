@@ -50,9 +50,11 @@ class RunOptions:
     threads: int | None = None
     profile: bool = True
     teacher_agreement: bool = True
+    trust_remote_code: bool = False  # how to load, not what is measured: not part of the run's identity
 
     def measure_key(self) -> dict:
         d = asdict(self)
+        d.pop("trust_remote_code")
         d["shapes"] = [list(s) for s in self.shapes]
         return d
 
@@ -83,7 +85,7 @@ class Pipeline:
         self.corpus = load_data(self.opts.data)  # fail on bad data before loading weights
         self.ood = load_data(self.opts.ood_data) if self.opts.ood_data else None
         self._check_run_dir()
-        self.base = load(model, progress=self.log)
+        self.base = load(model, progress=self.log, trust_remote_code=self.opts.trust_remote_code)
         self._check_eval_text()
         self.variants: dict[str, Variant] = {}
         self._unrecorded: dict[str, Variant] = {}  # stage outputs seen this session, recorded or not
@@ -141,11 +143,13 @@ class Pipeline:
             self.variants.setdefault(v.id, v)
 
     # -- stages ----------------------------------------------------------------------------------------
-    def run_recipe(self, recipe: Recipe, record_intermediate: bool = True) -> list[str]:
+    def run_recipe(self, recipe: Recipe, record_intermediate: bool = True,
+                   on_metrics: Callable[[dict], None] | None = None) -> list[str]:
         """Run (or reuse) every stage of ``recipe``; return the variant ids it produced, in order.
 
         With ``record_intermediate=False`` (search) only the last stage's output becomes a variant of the
-        run; earlier outputs are still cached for reuse.
+        run; earlier outputs are still cached for reuse. ``on_metrics`` receives a training stage's metrics
+        (`slimlm.distill.distill_run`); if it raises, the stage stops and nothing of it is cached.
         """
         parent_key, parent_dir = self.base.hash, None
         parent_id = self.base_id
@@ -166,9 +170,10 @@ class Pipeline:
                     self._fill_stage_info(v, vdir)
                 else:
                     self.log(f"[{recipe.name}] stage {i + 1}/{len(recipe.stages)} {stage.label()}: running")
-                    model = load(parent_dir) if parent_dir else self._fresh_base()
+                    model = (load(parent_dir, trust_remote_code=self.opts.trust_remote_code) if parent_dir
+                             else self._fresh_base())
                     ctx = StageContext(corpus=self.corpus, teacher=self.base, progress=self.progress,
-                                       checkpoint_dir=self.out / "cache" / f".{key}.ckpt")
+                                       checkpoint_dir=self.out / "cache" / f".{key}.ckpt", on_metrics=on_metrics)
                     t = time.perf_counter()
                     result = run_stage(model, stage, ctx)
                     seconds = time.perf_counter() - t
@@ -215,7 +220,7 @@ class Pipeline:
 
     # -- measurement -----------------------------------------------------------------------------------
     def _model_of(self, v: Variant) -> Model:
-        return self.base if v.is_baseline else load(self.out / v.path)
+        return self.base if v.is_baseline else load(self.out / v.path, trust_remote_code=self.opts.trust_remote_code)
 
     def evaluate_all(self, ids: list[str] | None = None) -> None:
         """Quality of every variant not yet measured (cached in its ``metrics``)."""

@@ -26,6 +26,8 @@ from slimlm.search.frontier import (
     normalised_hypervolume,
     pareto_front,
     parse_drop,
+    parse_ood_drop,
+    saved_ood_guard,
     select,
     value,
 )
@@ -59,7 +61,8 @@ def _headline(sel: Selection, base: Variant | None, biz: dict) -> dict[str, str]
     }
 
 
-def _selection_settings(info: dict, tier, max_drop, objective, max_latency_ms, max_memory_mb) -> dict:
+def _selection_settings(info: dict, tier, max_drop, objective, max_latency_ms, max_memory_mb,
+                        max_ood_drop=None) -> dict:
     """Arguments override run.json's ``selection``; run.json overrides the defaults (medium tier, latency)."""
     saved = info.get("selection") or {}
     if tier is not None and tier not in TIERS:
@@ -77,18 +80,20 @@ def _selection_settings(info: dict, tier, max_drop, objective, max_latency_ms, m
         "objective": objective or saved.get("objective") or "latency",
         "max_latency_ms": max_latency_ms if max_latency_ms is not None else saved.get("max_latency_ms"),
         "max_memory_mb": max_memory_mb if max_memory_mb is not None else saved.get("max_memory_mb"),
+        "max_ood_drop": parse_ood_drop(max_ood_drop) if max_ood_drop is not None else saved_ood_guard(saved),
     }
 
 
 def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price_per_hour: float = 0.10,
                  grid_gco2_per_kwh: float = 475.0, tier: str | None = None, max_drop: str | float | None = None,
                  objective: str | None = None, max_latency_ms: float | None = None,
-                 max_memory_mb: float | None = None, objectives: Sequence[str] | None = None,
+                 max_memory_mb: float | None = None, max_ood_drop: str | float | None = None,
+                 objectives: Sequence[str] | None = None,
                  prefill_tokens: int = 128, decode_tokens: int = 64) -> dict[str, Any]:
     """Write ``report.html`` and ``decision.md`` into ``run_dir`` (atomically) and return what was decided.
 
     Selection settings come from the arguments, else from ``run.json``'s ``selection``, else the medium
-    tier and the latency objective. The frontier is over ``objectives``, else ``run.json``'s
+    tier, the latency objective and the default out-of-domain guard. The frontier is over ``objectives``, else ``run.json``'s
     ``objectives``, else quality drop and the selection objective's metric.
 
     Args:
@@ -101,13 +106,15 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
         objective: ``latency`` | ``size`` | ``memory`` | ``energy``.
         max_latency_ms: p50 latency SLO at the primary shape.
         max_memory_mb: peak-memory SLO.
+        max_ood_drop: the out-of-domain guard (``"10%"``, ``0.1``; ``"none"`` turns it off); default: the one
+            in ``run.json``, else `slimlm.search.DEFAULT_MAX_OOD_DROP`.
         objectives: metric names for the frontier and hypervolume.
         prefill_tokens: prompt tokens per request.
         decode_tokens: generated tokens per request.
 
     Returns:
         ``{"report", "decision", "selected", "met", "closest", "rule", "reason", "frontier", "hypervolume",
-        "objectives", "selection"}``; paths as strings, ids of variants.
+        "objectives", "selection", "guard", "excluded_by_guard"}``; paths as strings, ids of variants.
 
     Raises:
         RunDirError: the directory has no (valid) ``variants.jsonl``.
@@ -118,7 +125,7 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
         >>> res["selected"], res["met"]
     """
     run: Run = load_run(run_dir)
-    settings = _selection_settings(run.info, tier, max_drop, objective, max_latency_ms, max_memory_mb)
+    settings = _selection_settings(run.info, tier, max_drop, objective, max_latency_ms, max_memory_mb, max_ood_drop)
     sel = select(run.variants, **settings)
     objs = list(objectives or run.info.get("objectives") or ["quality_drop", OBJECTIVES[sel.objective]])
     front = [run.variants[i].id for i in pareto_front(run.variants, objs)]
@@ -136,7 +143,8 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
     s = sel.to_dict()
     return {"report": str(report), "decision": str(decision), "selected": s["selected"], "met": s["met"],
             "closest": s["closest"], "rule": s["rule"], "reason": s["reason"], "frontier": front,
-            "hypervolume": hv, "objectives": objs, "selection": s, "business": biz}
+            "hypervolume": hv, "objectives": objs, "selection": s, "business": biz, "guard": s["guard"],
+            "excluded_by_guard": s["excluded_by_guard"]}
 
 from slimlm._verbs import make_callable  # noqa: E402
 

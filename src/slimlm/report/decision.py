@@ -82,7 +82,8 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
         lines += ["**No variant meets the bar.** Nothing is recommended for deployment under this rule.", ""]
         if v is not None:
             lines += [f"- Closest variant: `{v.id}`: {stage_text(v)}", f"- Path: `{_path(run_dir, v)}`"]
-    lines += [f"- Rule: {sel.rule}.", f"- Outcome: {sel.reason}", ""]
+    lines += [f"- Rule: {sel.rule}."] + ([f"- {sel.guard}"] if sel.guard else []) + [f"- Outcome: {sel.reason}"]
+    lines += [""]
     if v is None:
         return "\n".join(lines) + "\n"
     if v.is_baseline:

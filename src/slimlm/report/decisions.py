@@ -89,7 +89,9 @@ def build_decision(run_dir: str | Path, *, tier: str | None = None, max_drop: st
         res = write_report(run_dir, traffic_per_day=inputs.traffic_per_day, price_per_hour=inputs.price_per_hour,
                            grid_gco2_per_kwh=inputs.grid_gco2_per_kwh, max_drop=settings["max_drop"],
                            objective=settings["objective"], max_latency_ms=settings["max_latency_ms"],
-                           max_memory_mb=settings["max_memory_mb"], prefill_tokens=inputs.prefill_tokens,
+                           max_memory_mb=settings["max_memory_mb"],
+                           max_ood_drop="none" if settings["max_ood_drop"] is None else settings["max_ood_drop"],
+                           prefill_tokens=inputs.prefill_tokens,
                            decode_tokens=inputs.decode_tokens)
         chosen_id, met, rule, reason = res["selected"], res["met"], res["rule"], res["reason"]
         frontier, objectives, closest = res["frontier"], res["objectives"], res["closest"]

@@ -27,7 +27,7 @@ from typing import Any
 from slimlm.errors import SlimlmError
 from slimlm.report.run import Run, load_run
 from slimlm.runs import Variant
-from slimlm.search.frontier import TIERS, parse_drop, select
+from slimlm.search.frontier import TIERS, parse_drop, saved_ood_guard, select
 
 BACKENDS = ("mlflow",)
 _INSTALL = "pip install 'slimlm[track]'"
@@ -139,7 +139,8 @@ def _operating_point(run: Run) -> dict:
     saved = run.info.get("selection") or {}
     drop = parse_drop(saved["max_drop"]) if saved.get("max_drop") is not None else TIERS[saved.get("tier") or "medium"]
     return select(run.variants, max_drop=drop, objective=saved.get("objective") or "latency",
-                  max_latency_ms=saved.get("max_latency_ms"), max_memory_mb=saved.get("max_memory_mb")).to_dict()
+                  max_latency_ms=saved.get("max_latency_ms"), max_memory_mb=saved.get("max_memory_mb"),
+                  max_ood_drop=saved_ood_guard(saved)).to_dict()
 
 
 def track_run(run_dir: str | Path, backend: str = "mlflow", tracking_uri: str | None = None,

@@ -5,7 +5,7 @@ Every objective is minimised: ``quality_drop`` (relative to the base model: perp
 ``energy_j_per_1k_tokens``). A point is a flat metrics dict or a variant dict with a ``metrics`` dict; a point
 with a missing (``None``/NaN) objective is never on the front, because "unknown" must not look like "free".
 
-Selection: inside the quality tier and the SLOs, take the best variant on one cost.
+Selection: inside the quality tier, the out-of-domain guard and the SLOs, take the best variant on one cost.
 When nothing qualifies, `select` still names the closest variant, so a run always ends with something to
 ship or to improve on, and says plainly that the bar was not met.
 """
@@ -30,6 +30,16 @@ OBJECTIVES: dict[str, str] = {
     "energy": "energy_j_per_1k_tokens",
 }
 """Selection objective name → the metric it minimises."""
+
+DEFAULT_MAX_OOD_DROP = 0.10
+"""Default out-of-domain guard: a variant whose out-of-domain perplexity rises more than 10% is never selected.
+
+Why 10%: the tiers bound the in-domain drop at 0.5-3%, and variants that keep general ability lose a little
+more out of domain than in domain (on SmolLM2-135M, int8 variants at or near the medium tier lose 1.6-3.4% on
+``pydoc``; GPTQ int4 loses 12-16% out of domain for 8-10% in domain, see ``bench/results/search.md``), so the
+guard must sit above the widest tier to leave such variants in. A variant specialised by distillation on
+the domain alone loses 120-160% on the same text: anything past 10% means the model got noticeably worse at
+text the user did not evaluate on, which a tier on in-domain quality alone would not show."""
 
 HV_DROP_CAP = 0.10
 """Quality drop at the hypervolume reference point: variants losing more than 10% count for nothing."""
@@ -172,7 +182,7 @@ def normalised_hypervolume(variants: Sequence[Mapping[str, Any]], objectives: Se
     return hypervolume(pts, objectives, [1.0] * len(objectives))
 
 
-def parse_drop(text: str | float) -> float:
+def parse_drop(text: str | float, option: str = "--max-drop") -> float:
     """Parse a quality bar: ``"1%"`` → 0.01, ``"0.01"`` → 0.01, or a tier name (``"medium"`` → 0.03).
 
     Raises:
@@ -182,21 +192,44 @@ def parse_drop(text: str | float) -> float:
         raw, pct = float(text), False
     else:
         s = str(text).strip().lower()
-        if s in TIERS:
+        if s in TIERS and option == "--max-drop":
             return TIERS[s]
         pct = s.endswith("%")
         try:
             raw = float(s.rstrip("%").strip())
         except ValueError:
-            raise ConfigError(f"--max-drop {text!r} is not a number; write 1% or 0.01, or a tier "
-                              f"({', '.join(TIERS)}).") from None
+            hint = f", or a tier ({', '.join(TIERS)})" if option == "--max-drop" else ", or none to turn it off"
+            raise ConfigError(f"{option} {text!r} is not a number; write 10% or 0.1{hint}.") from None
     drop = raw / 100 if pct else raw
     if math.isnan(drop) or drop < 0:
-        raise ConfigError(f"--max-drop {text!r} must be zero or positive; write 1% or 0.01.")
+        raise ConfigError(f"{option} {text!r} must be zero or positive; write 1% or 0.01.")
     if not pct and drop >= 1:
-        raise ConfigError(f"--max-drop {text!r} is ambiguous; write {raw:g}% for a percentage or a fraction "
+        raise ConfigError(f"{option} {text!r} is ambiguous; write {raw:g}% for a percentage or a fraction "
                           "below 1 such as 0.03.")
     return drop
+
+
+def parse_ood_drop(text: str | float | None) -> float | None:
+    """Parse the out-of-domain guard: ``"10%"`` or ``0.1`` → 0.1; ``"none"`` (or ``"off"``) → None (no
+    guard); None (not given) → `DEFAULT_MAX_OOD_DROP`.
+
+    Raises:
+        ConfigError: for anything else, in one sentence naming ``--max-ood-drop``.
+    """
+    if text is None:
+        return DEFAULT_MAX_OOD_DROP
+    if isinstance(text, str) and text.strip().lower() in ("none", "off"):
+        return None
+    return parse_drop(text, option="--max-ood-drop")
+
+
+def saved_ood_guard(saved: Mapping[str, Any]) -> float | None:
+    """The guard recorded in a run's ``selection`` (``max_ood_drop``: a fraction, or null when it was turned
+    off); `DEFAULT_MAX_OOD_DROP` for runs recorded before the guard existed."""
+    if "max_ood_drop" not in saved:
+        return DEFAULT_MAX_OOD_DROP
+    v = saved["max_ood_drop"]
+    return None if v is None else parse_ood_drop(v)
 
 
 @dataclass(frozen=True)
@@ -205,12 +238,17 @@ class Selection:
 
     Attributes:
         chosen: the selected variant, or None when nothing meets the bar.
-        met: whether ``chosen`` meets the quality tier and every SLO.
-        rule: the rule in one sentence, e.g. "fastest variant with perplexity drop ≤ 3% and p50 latency ≤ 200 ms".
+        met: whether ``chosen`` meets the quality tier, the out-of-domain guard and every SLO.
+        rule: the rule in one sentence, e.g. "fastest variant with perplexity drop ≤ 3% and out-of-domain
+            perplexity drop ≤ 10%".
         closest: when nothing meets the bar, the variant nearest to it (else None).
-        reason: one or two sentences on the outcome.
+        reason: one or two sentences on the outcome (naming a variant the guard kept out, if any).
         objective: ``latency`` | ``size`` | ``memory`` | ``energy``.
         max_drop: the quality bar (relative drop).
+        max_ood_drop: the out-of-domain guard asked for (None: turned off).
+        guard: one sentence on the guard: applied with its bound, off, or not applicable (no out-of-domain
+            measure in the run).
+        excluded: the variant that would have been chosen without the guard, when the guard kept it out.
     """
 
     chosen: Variant | None
@@ -220,12 +258,16 @@ class Selection:
     reason: str
     objective: str
     max_drop: float
+    max_ood_drop: float | None = None
+    guard: str = ""
+    excluded: Variant | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready summary with variant ids instead of whole variants."""
         return {"selected": field_of(self.chosen, "id"), "met": self.met, "rule": self.rule,
                 "closest": field_of(self.closest, "id"), "reason": self.reason,
-                "objective": self.objective, "max_drop": self.max_drop}
+                "objective": self.objective, "max_drop": self.max_drop, "max_ood_drop": self.max_ood_drop,
+                "guard": self.guard, "excluded_by_guard": field_of(self.excluded, "id")}
 
 
 def drop_name(variants: Sequence[Mapping[str, Any]]) -> str:
@@ -241,13 +283,33 @@ def _pct(x: float) -> str:
     return f"{x * 100:.3g}%"
 
 
+def _ood_measured(variants: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the run measured out-of-domain quality: on the baseline, or (no baseline) on any variant."""
+    base = [v for v in variants if field_of(v, "is_baseline")]
+    keys = ("ood_quality_drop", "ood_perplexity")
+    return any(value(v, k) is not None for v in (base or variants) for k in keys)
+
+
+def _ood_drop(v) -> float | None:
+    d = value(v, "ood_quality_drop")
+    if d is None and field_of(v, "is_baseline") and value(v, "ood_perplexity") is not None:
+        return 0.0  # the baseline is the reference
+    return d
+
+
 def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective: str = "latency",
-           max_latency_ms: float | None = None, max_memory_mb: float | None = None) -> Selection:
-    """The best variant on ``objective`` among those within ``max_drop`` and the SLOs.
+           max_latency_ms: float | None = None, max_memory_mb: float | None = None,
+           max_ood_drop: float | None = DEFAULT_MAX_OOD_DROP) -> Selection:
+    """The best variant on ``objective`` among those within ``max_drop``, the out-of-domain guard and the SLOs.
 
     The baseline is a candidate too: when no compressed variant beats it under the rule, keeping it is the
     right answer. A variant with an unknown quality drop never qualifies; one with an unknown SLO metric
     fails that SLO. Ties on the objective go to the smaller quality drop.
+
+    The out-of-domain guard: when the run measured out-of-domain quality (``ood_perplexity`` on the
+    baseline), a variant whose ``ood_quality_drop`` exceeds ``max_ood_drop`` is never selected, and one
+    whose out-of-domain drop is unknown fails the guard. When the guard keeps out the variant that would
+    otherwise have won, the `Selection` names it (``excluded``) and the reason says why.
 
     Args:
         variants: variant dicts (``id``, ``label``, ``is_baseline``, ``metrics``).
@@ -256,6 +318,8 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
             ``energy`` (J per 1k tokens).
         max_latency_ms: optional p50 latency SLO.
         max_memory_mb: optional peak-memory SLO.
+        max_ood_drop: largest allowed out-of-domain quality drop (default `DEFAULT_MAX_OOD_DROP`; None: no
+            guard).
 
     Returns:
         A `Selection`.
@@ -267,7 +331,17 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r} is unknown; use one of {', '.join(OBJECTIVES)}.")
     metric = OBJECTIVES[objective]
-    conds = [f"{drop_name(variants)} ≤ {_pct(max_drop)}"]
+    dname = drop_name(variants)
+    guarded = max_ood_drop is not None and _ood_measured(variants)
+    conds = [f"{dname} ≤ {_pct(max_drop)}"]
+    if guarded:
+        conds.append(f"out-of-domain {dname} ≤ {_pct(max_ood_drop)}")
+        guard = f"Out-of-domain guard: out-of-domain {dname} ≤ {_pct(max_ood_drop)}; a variant past it is never selected."
+    elif max_ood_drop is None:
+        guard = "Out-of-domain guard off (--max-ood-drop none)."
+    else:
+        guard = (f"Out-of-domain guard ({_pct(max_ood_drop)}) not applied: the run measured no out-of-domain "
+                 "quality (give --ood-data).")
     if max_latency_ms is not None:
         conds.append(f"p50 latency ≤ {max_latency_ms:g} ms")
     if max_memory_mb is not None:
@@ -279,33 +353,59 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
         return ((max_latency_ms is None or (lat is not None and lat <= max_latency_ms))
                 and (max_memory_mb is None or (mem is not None and mem <= max_memory_mb)))
 
+    def passes_guard(v) -> bool:
+        od = _ood_drop(v)
+        return not guarded or (od is not None and od <= max_ood_drop + 1e-12)
+
     rated = [v for v in variants if value(v, "quality_drop") is not None]
-    ok = [v for v in rated if value(v, "quality_drop") <= max_drop + 1e-12 and meets_slos(v)]
+    unguarded = [v for v in rated if value(v, "quality_drop") <= max_drop + 1e-12 and meets_slos(v)]
+    ok = [v for v in unguarded if passes_guard(v)]
 
     def key(v):
         cost = value(v, metric)
         return (cost is None, cost if cost is not None else 0.0, value(v, "quality_drop"), str(field_of(v, "id")))
 
+    def name(v) -> str:
+        return str(field_of(v, "label") or field_of(v, "id"))
+
+    excluded, note = None, ""
+    if unguarded:
+        winner = min(unguarded, key=key)
+        if not passes_guard(winner):
+            od = _ood_drop(winner)
+            excluded = winner
+            vid = field_of(winner, "id")
+            who = name(winner) + (f" ({vid})" if name(winner) != str(vid) else "")
+            note = (f" The out-of-domain guard kept out {who}, which would otherwise have won: its "
+                    + (f"out-of-domain {dname} is {od * 100:+.3g}%" if od is not None
+                       else "out-of-domain quality was not measured")
+                    + f" (guard ≤ {_pct(max_ood_drop)}).")
+
     if ok:
         best = min(ok, key=key)
-        name = field_of(best, "label") or field_of(best, "id")
         if field_of(best, "is_baseline"):
             reason = (f"No compressed variant beats the baseline under this rule; keep the baseline "
                       f"({len(ok)} of {len(variants)} variants qualify).")
         else:
-            reason = f"{name} is the {_BEST[objective]} of the {len(ok)} of {len(variants)} variants that qualify."
+            reason = f"{name(best)} is the {_BEST[objective]} of the {len(ok)} of {len(variants)} variants that qualify."
         if value(best, metric) is None:
             reason += f" Its {metric} was not measured, so it was chosen on quality alone."
-        return Selection(best, True, rule, None, reason, objective, max_drop)
+        return Selection(best, True, rule, None, reason + note, objective, max_drop, max_ood_drop, guard, excluded)
 
     slo_ok = [v for v in rated if meets_slos(v)]
-    pool = slo_ok or rated
+    both_ok = [v for v in slo_ok if passes_guard(v)]
+    pool = both_ok or slo_ok or rated
     closest = min(pool, key=lambda v: (value(v, "quality_drop"), key(v))) if pool else None
     if closest is None:
         reason = "No variant has a measured quality drop, so none can be selected; check the run's evaluation."
     else:
         d = value(closest, "quality_drop")
-        where = "among those meeting the SLOs" if slo_ok else "and no variant meets the SLOs"
-        reason = (f"No variant meets the bar. Closest: {field_of(closest, 'label') or field_of(closest, 'id')} with a "
+        if both_ok:
+            where = "among those meeting the SLOs and the out-of-domain guard" if guarded else "among those meeting the SLOs"
+        elif slo_ok:
+            where = "among those meeting the SLOs; none of them passes the out-of-domain guard"
+        else:
+            where = "and no variant meets the SLOs"
+        reason = (f"No variant meets the bar. Closest: {name(closest)} with a "
                   f"{_pct(d)} drop ({where}); relax the tier, the SLOs, or add recovery (distillation).")
-    return Selection(None, False, rule, closest, reason, objective, max_drop)
+    return Selection(None, False, rule, closest, reason + note, objective, max_drop, max_ood_drop, guard, excluded)

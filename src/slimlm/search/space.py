@@ -16,7 +16,8 @@ A space file:
       lowrank: [0.0, 0.5]         # truncated-SVD factorisation, share of rank kept (0: off)
     fixed:                        # settings every trial shares
       calibration: {samples: 32, seq_len: 256}
-      distill: {lr: 3.0e-4, batch_size: 4, seq_len: 256}
+      distill: {lr: 3.0e-4, batch_size: 4, seq_len: 256, eval_every: 10}
+    pruner: median                # stop hopeless distillations early (needs distill eval_every); none: off
 
 Every choice is categorical: recipe parameters are few and discrete, and categorical picks make trials that
 share a prefix (same pruning) hit the stage cache. Omitted keys take "off" values. The keys are not listed
@@ -36,6 +37,7 @@ import yaml
 from slimlm.errors import ConfigError
 from slimlm.methods import methods
 from slimlm.recipes import Recipe, recipe_from_dict
+from slimlm.search.pruning import PrunerSettings, parse_pruner
 
 FAMILIES = ("prune", "distill", "quantize")  # a trial's stages, in this order
 
@@ -55,6 +57,7 @@ class Space:
     choices: dict[str, list]
     fixed: dict[str, Any]
     description: str = ""
+    pruner: PrunerSettings = PrunerSettings()
 
     def build(self, params: dict[str, Any]) -> Recipe | None:
         """The recipe for one pick of parameters (None when the pick changes nothing: the baseline)."""
@@ -95,11 +98,12 @@ def space_from_dict(data: Any, source: str) -> Space:
     for k, v in data["choices"].items():
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{source}: choices.{k} must be a non-empty list.")
-    extra = set(data) - {"name", "description", "choices", "fixed"}
+    extra = set(data) - {"name", "description", "choices", "fixed", "pruner"}
     if extra:
-        raise ConfigError(f"{source}: unknown field(s) {sorted(extra)}; use name, description, choices, fixed.")
+        raise ConfigError(f"{source}: unknown field(s) {sorted(extra)}; use name, description, choices, fixed, "
+                          "pruner.")
     space = Space(name=str(data.get("name") or source), choices=data["choices"], fixed=data.get("fixed") or {},
-                  description=str(data.get("description") or ""))
+                  description=str(data.get("description") or ""), pruner=parse_pruner(data.get("pruner"), source))
     space.validate()
     return space
 

@@ -9,7 +9,8 @@ comparable with each other.
 Several workers (processes, machines) share a study by pointing at the same ``storage`` (SQLite by default,
 in the run directory; any SQLAlchemy URL such as ``postgresql://...`` works) and ``study`` name. The trial
 budget is exact, a worker killed mid-trial has its trial retried once, and workers may start together:
-see `slimlm.search.workers`.
+see `slimlm.search.workers`. Multi-fidelity: a trial's distillation reports its eval curve and a hopeless
+trial is pruned before its distillation ends (`slimlm.search.pruning`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from slimlm.recipes.pipeline import Pipeline, RunOptions
 from slimlm.runs import Metrics
 from slimlm.search import workers
 from slimlm.search.frontier import OBJECTIVES
+from slimlm.search.pruning import trial_reporter
 from slimlm.search.space import Space
 
 
@@ -84,7 +86,8 @@ def search(
             is every key's first value. ``()`` turns both off (pure sampler).
 
     Returns:
-        ``{"study", "storage", "completed", "ran_here", "trials": [{"number", "params", "variant", "values"}]}``.
+        ``{"study", "storage", "completed", "ran_here", "pruned", "trials": [{"number", "params", "variant",
+        "values"}]}`` (``pruned``: trials stopped early by the pruner, in the whole study).
     """
     import optuna
     from optuna.trial import TrialState
@@ -101,6 +104,7 @@ def search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = workers.unique_sampler(
         optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(6, trials // 2))), list(space.choices))
+    pruner = space.pruner.make()  # multi-fidelity: see slimlm.search.pruning
     store = workers.open_storage(url, heartbeat_s)
     study = workers.open_study(store, study_name, ["minimize"] * (1 + len(objectives)), sampler)
     lock = out / ".study.lock"
@@ -135,7 +139,8 @@ def search(
         recipe = space.build(params)
         log(f"trial {trial.number}: " + (" → ".join(s.label() for s in recipe.stages) if recipe else "baseline"))
         try:
-            vid = p.run_recipe(recipe, record_intermediate=False)[-1] if recipe else p.base_id
+            report = trial_reporter(study, trial, pruner, log)
+            vid = p.run_recipe(recipe, record_intermediate=False, on_metrics=report)[-1] if recipe else p.base_id
             p.evaluate_all([vid])
             if p.opts.profile and not p.variants[vid].metrics.latency_ms:
                 p.profile_all([vid])  # a repeated pick (TPE resamples categorical spaces) reuses its measurement
@@ -149,6 +154,10 @@ def search(
             beat.__exit__(None, None, None)
             study.tell(trial, state=TrialState.FAIL)
             raise
+        except optuna.TrialPruned:  # hopeless: its stage was not cached, and it does not count to the budget
+            beat.__exit__(None, None, None)
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
         except Exception as exc:  # noqa: BLE001 - a failed trial must not lose the study; it is recorded
             beat.__exit__(None, None, None)
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
@@ -171,7 +180,8 @@ def search(
     if p.opts.profile and complete:
         _reprofile_frontier(p, [t.user_attrs.get("variant") for t in complete])
     p.write_state([])
-    return {"study": study_name, "storage": url, "completed": len(complete), "ran_here": ran,
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    return {"study": study_name, "storage": url, "completed": len(complete), "ran_here": ran, "pruned": len(pruned),
             "stage_seconds_run": p.stage_seconds_run,
             "trials": [{"number": t.number, "params": t.params, "variant": t.user_attrs.get("variant"),
                         "values": t.values} for t in complete]}

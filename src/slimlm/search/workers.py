@@ -114,11 +114,13 @@ def study_lock(storage, url: str, name: str, lock_file: Path) -> Iterator[None]:
 
 
 def _taken(study, exclude: int | None = None) -> set[tuple]:
-    """Parameter combinations that are complete, running or queued (a queued trial keeps them aside)."""
+    """Parameter combinations that are complete, running, queued (a queued trial keeps them aside) or pruned
+    (a hopeless recipe is not drawn again while a free one remains)."""
     from optuna.trial import TrialState
 
     out = set()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)):
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
+    for t in study.get_trials(deepcopy=False, states=states):
         if t.number != exclude:
             params = t.params or t.system_attrs.get("fixed_params") or {}
             out.add(tuple(sorted((k, repr(v)) for k, v in params.items())))
