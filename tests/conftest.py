@@ -8,6 +8,16 @@ torch.set_num_threads(1)  # tiny models: thread overhead dominates, and CI may s
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared CPU spinning threads cost a lot; a test
+    that changes the count does not leak it into the next."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tests never write to the user's cache, except the converted SmolLM2 (slow tests reuse it)."""
     if os.environ.get("SLIMLM_TEST_REAL_CACHE") != "1":

@@ -20,12 +20,6 @@ SAMPLE = ("Now, fair Hippolyta, our nuptial hour draws on apace; four happy days
           "long withering out a young man's revenue. ") * 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def sharp(arch: str, prune: str | None = "heads=0.5,ffn=0.25,hidden=0.25"):
@@ -141,25 +135,10 @@ def test_openvino_int4_weight_compression_is_checked(tmp_path):
 
 
 def test_vocabulary_trimmed_variant_exports_with_its_own_vocabulary_and_merges(tmp_path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from slimlm.models import Model
     from slimlm.prune import Calibration
+    from slimlm.testing.bpe import bpe_llama
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<|endoftext|>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator([SAMPLE, "def f(x): return x + 1\nclass A: pass\n" * 20], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<pad>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
-                      tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=1)
-    m = Model(hf=LlamaForCausalLM(cfg).eval(), tokenizer=fast, spec="bpe", provenance={"spec": "bpe", "stages": []})
+    m = bpe_llama([SAMPLE, "def f(x): return x + 1\nclass A: pass\n" * 20], 500, spec="bpe")
     with torch.no_grad():
         m.hf.model.norm.weight.mul_(8.0)
     prune_(m, parse_structured("vocab=domain"), Calibration(torch.zeros(1, 2, dtype=torch.long), texts=[SAMPLE]))

@@ -81,23 +81,9 @@ def eval_windows(_trained, data):
 @pytest.fixture(scope="session")
 def bpe_llama(data):
     """A tiny Llama whose tokenizer is a real byte-level BPE (trained here on docstrings, 600 tokens)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from slimlm.testing.bpe import bpe_llama as build
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(data[0] + data[1], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<pad>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
-                      tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=1)
-    hf = LlamaForCausalLM(cfg).eval()
-    return Model(hf=hf, tokenizer=fast, spec="tiny-bpe", provenance={"spec": "tiny-bpe", "stages": []})
+    return build(data[0] + data[1], 600)
 
 
 @pytest.fixture(scope="session")
