@@ -43,6 +43,10 @@ STRUCTURED = [
     ("hidden -10%", "hidden=0.1"),
     ("vocab=domain", "vocab=domain"),
 ]
+LOWRANK = [  # the method added through the one-module contract (slimlm/prune/lowrank.py), measured as cut
+    ("lowrank 50% mlp", {"rank": 0.5}),
+    ("lowrank 25% mlp", {"rank": 0.25}),
+]
 TARGETS = {
     "unstructured_50": "SparseGPT or Wanda+OWL at 50% within 1.5x dense perplexity (Shakespeare eval)",
     "nm_24": "2:4 (SparseGPT or Wanda, as for 50%) within 2.5x dense perplexity",
@@ -92,12 +96,18 @@ def main() -> None:
                     help="torch threads; 1 by default: on a shared 2-core CPU, 2 threads ran matmuls 2x slower")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--resume", action="store_true", help="reuse quality rows of a previous partial run")
+    ap.add_argument("--add-lowrank", action="store_true",
+                    help="measure only the low-rank rows (quality, and latency interleaved with dense) and add them "
+                         "to an existing prune.json / prune.md")
     ap.add_argument("--remeasure", action="store_true",
                     help="with --resume: keep the (deterministic) quality rows, redo the interleaved timings")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.add_lowrank:
+        _add_lowrank(args, out_dir)
+        return
     partial = out_dir / "prune.partial.json"
     rows: dict[str, dict] = json.loads(partial.read_text()) if args.resume and partial.exists() else {}
     if args.remeasure:
@@ -182,6 +192,53 @@ def _measure_structured(dense, calib, corpora, rows, keep, args) -> None:
         keep(name, row)
     keep("_machine", {**prof[0]["machine"], "threads": prof[0]["threads"], "load_average": list(os.getloadavg()),
                       "roofline": {k: prof[0]["roofline"][k] for k in ("peak_gflops", "peak_gb_s")}})
+
+
+def _add_lowrank(args, out_dir: Path) -> None:
+    """Low-rank rows beside an earlier full run: quality ratios against its (deterministic) dense perplexity,
+    speed interleaved with dense in this session; the rows record when and under what load."""
+    result = json.loads((out_dir / "prune.json").read_text())
+    rows = result["variants"]
+    base = rows["dense"]["quality"]
+    corpora = {"shakespeare": load_data("shakespeare"), "pydoc": load_data("pydoc")}
+    dense = load(args.model)
+    load_before = list(os.getloadavg())
+    models, names = [dense], ["dense"]
+    for name, fields in LOWRANK:
+        _log(f"prune {name}")
+        m = _copy(dense, name)
+        cfg = make_config("lowrank", **fields)
+        rep = prune_(m, cfg, None)
+        _log(f"  {rep['seconds']:.0f} s; quality")
+        q = _quality(m, corpora, args.eval_tokens)
+        rows[name] = {"kind": "lowrank", "config": cfg.model_dump(), "params": m.num_params(),
+                      "prune_seconds": rep["seconds"], "factorised": rep["factorised"], "ranks": rep["ranks"],
+                      "quality": q, "ppl_ratio": {k: q[k]["perplexity"] / base[k]["perplexity"] for k in q}}
+        models.append(m)
+        names.append(name)
+    _log("latency (interleaved with dense)")
+    dense.spec = "dense"
+    prof = compare(models, shapes=parse_shapes(args.shapes), decode_tokens=64, threads=args.threads,
+                   repeats=args.repeats, memory=True)
+    session = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
+               "dense_p50_ms_this_session": prof[0]["latency_ms"]["1x128"]["p50"]}
+    for name, p in zip(names[1:], prof[1:], strict=True):
+        row = rows[name]
+        row["profile"] = {k: p.get(k) for k in ("params", "nonzero_params", "disk_mb", "peak_rss_mb",
+                                                  "decode_tokens_per_s", "ratios")}
+        row["profile"]["latency_p50_ms"] = {k: v["p50"] for k, v in p["latency_ms"].items()}
+        row["profile"]["latency_p90_ms"] = {k: v["p90"] for k, v in p["latency_ms"].items()}
+        row["profile"]["gflops"] = {k: v / 1e9 for k, v in p["flops"].items()}
+        r = p["ratios"]
+        flop_saving, time_saving = 1 - r["flops_1x128"], 1 - 1 / r["prefill_speedup_1x128"]
+        row["realised_share_of_flop_saving"] = time_saving / flop_saving if flop_saving > 1e-9 else None
+        row["session"] = session
+    result["lowrank_session"] = session
+    (out_dir / "prune.json").write_text(json.dumps(result, indent=1))
+    md = _markdown(result)
+    (out_dir / "prune.md").write_text(md)
+    print(md)
 
 
 def _summarise(rows: dict, args, machine: dict) -> dict:
@@ -286,6 +343,14 @@ def _markdown(res: dict) -> str:
         share = rows.get(name, {}).get("realised_share_of_flop_saving")
         if share is not None and share < 0.8:
             lines.append(f"- {name} realised {share:.2f} of its FLOP saving: {why}")
+    lr = res.get("lowrank_session")
+    if lr:
+        lines.append(f"- Low-rank rows (truncated SVD of the MLP projections, `slimlm/prune/lowrank.py`, no "
+                     f"retraining) were added by `bench/prune.py --add-lowrank` at {lr['measured_at']}, timed "
+                     f"interleaved with the dense model in that session (its p50 then: "
+                     f"{lr['dense_p50_ms_this_session']:.0f} ms; load average {lr['load_average_before'][0]:.1f} "
+                     f"before, {lr['load_average_after'][0]:.1f} after, from other jobs sharing the CPU); their "
+                     "ratios are against that session's dense timing.")
     lines += ["", "## Targets", ""]
     for t in res["targets"].values():
         lines.append(f"- {'MET' if t['met'] else 'MISSED'}: {t['target']} (measured: {t['measured']})")

@@ -63,7 +63,9 @@ def _edges(mods, imports) -> dict[str, set[str]]:
     edges = {m: set() for m in mods}
     for m, found in imports.items():
         for base, names in found:
-            for target in [base, *(f"{base}.{n}" for n in names)]:
+            # `from pkg import submodule` depends on the submodule, not on what pkg/__init__ imports
+            subs = [f"{base}.{n}" for n in names if f"{base}.{n}" in mods]
+            for target in subs if subs and len(subs) == len(names) else [base, *subs]:
                 if target in mods and target != m:
                     edges[m].add(target)
     return edges

@@ -1,19 +1,50 @@
-"""Small file helpers: atomic writes and the user cache directory.
+"""File helpers: atomic writes, output-path checks, slimlm's own temp names and their sweeping.
 
-Everything slimlm writes goes through a temp file (or temp dir) and a rename, so that an interrupted run
-never leaves a half-written file where a complete one is expected.
+Three promises live here:
+
+- **Nothing half-written.** Every file goes through a temp file + ``fsync`` + rename; every directory is
+  built in a sibling temp directory and renamed into place, then the parent directory is fsynced.
+- **Never lose the user's data.** `check_out` accepts an ``--out`` that is absent, empty, or an earlier
+  slimlm output of the same kind (recognised by its metadata file: ``slimlm.json`` for a variant,
+  ``run.json`` for a run directory); replacing an earlier variant needs ``force``. Anything else is a
+  one-sentence `OutputError` before any work starts. `atomic_dir` checks the target again right before
+  it swaps, so library callers get the same protection.
+- **Readers never see a gap.** Replacing an existing directory uses Linux ``renameat2(RENAME_EXCHANGE)``:
+  the complete new directory and the complete old one trade places in one atomic step, then the old one
+  (now under the temp name) is deleted. No symlinks are involved, so the output stays a plain directory
+  that ``transformers`` and ``cp -r`` treat normally. Where the filesystem cannot exchange (non-Linux,
+  some network filesystems) we fall back to two renames, which leave a window of microseconds.
+
+Temp names are ``.NAME.slimlm-tmp-HOST-PID-RANDOM``, always next to (inside the same directory as) what
+they become, so a run's temp files live in its run or cache directory, never in ``/tmp``. `sweep` removes
+those whose owner process (on this host) is gone; it runs whenever slimlm writes into a directory, so a
+SIGKILLed run's leftovers disappear at the next start. Files get the umask's permissions (not 0600), since
+run directories and caches are meant to be shared.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from slimlm.errors import OutputError
+
+TEMP_TAG = ".slimlm-tmp-"
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+_TEMP_RE = re.compile(r"^\..*" + re.escape(TEMP_TAG) + r"(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]+(\.tmp)?$")
+
+# the file whose presence marks a directory as slimlm's own output, per kind of output
+MARKERS = {"variant": "slimlm.json", "run": "run.json", "checkpoint": "meta.json"}
 
 
 def cache_dir(*parts: str) -> Path:
@@ -27,20 +58,49 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+# -- temp names and sweeping -------------------------------------------------------------------------
+def temp_path(final: str | Path, suffix: str = "") -> Path:
+    """A fresh slimlm temp name beside ``final`` that `sweep` recognises once this process is gone."""
+    final = Path(final)
+    return final.with_name(f".{final.name}{TEMP_TAG}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def _alive(pid: int) -> bool:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(directory: str | Path) -> list[Path]:
+    """Remove slimlm temp files and folders in ``directory`` whose owner process (on this host) is dead.
+
+    Only names made by `temp_path` are touched; temp names of other hosts sharing the directory are left
+    alone (their owner may still be running). Returns what was removed.
+    """
+    directory = Path(directory)
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for e in entries:
+        m = _TEMP_RE.match(e.name)
+        if not m or m["host"] != _HOST or _alive(int(m["pid"])):
+            continue
+        path = Path(e.path)
+        try:
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:
+            pass  # another process swept it first
+    return removed
 
 
 def _umask() -> int:
@@ -49,26 +109,276 @@ def _umask() -> int:
     return mask
 
 
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+# -- files -------------------------------------------------------------------------------------------
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file beside it, fsync and rename (umask permissions)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep(path.parent)
+    tmp = temp_path(path, ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+# -- directories -------------------------------------------------------------------------------------
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with ``renameat2(RENAME_EXCHANGE)``; False where that is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def is_foreign(path: str | Path, marker: str | None) -> bool:
+    """True when ``path`` is something slimlm must not replace: a file, or a non-empty dir without ``marker``."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return False
+    if path.is_symlink() or not path.is_dir():
+        return True
+    if marker is None:
+        return False
+    return not (path / marker).is_file() and any(path.iterdir())
+
+
 @contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a temp directory next to ``final``; on success it replaces ``final`` in one rename."""
+def atomic_dir(final: str | Path, marker: str | None = "slimlm.json") -> Iterator[Path]:
+    """Yield a temp directory beside ``final``; on success it replaces ``final`` atomically.
+
+    Args:
+        final: the directory to create or replace.
+        marker: the metadata file that marks an existing ``final`` as slimlm's own output; an existing
+            ``final`` that is a file, or a non-empty directory without it, is never replaced
+            (`OutputError`). ``None`` skips that check (callers that own the path).
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    sweep(final.parent)
+    tmp = temp_path(final)
+    os.mkdir(tmp)  # 0777 & ~umask (mkdtemp would make it 0700)
     try:
         yield tmp
+        _fsync_tree(tmp)
+        if is_foreign(final, marker):
+            raise OutputError(f"{final} is not a slimlm output (it has no {marker}); slimlm will not replace "
+                              "it: choose a new or empty directory.")
         if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            if _exchange(tmp, final):  # tmp now holds the old directory
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                old = temp_path(final)
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
+        _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# -- output paths ------------------------------------------------------------------------------------
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not os.path.lexists(p):
+        if p.parent == p:
+            break
+        p = p.parent
+    return p
+
+
+def _check_writable(path: Path, option: str, inside: bool) -> None:
+    """Fail unless slimlm can write where ``path`` goes: not under a file, not read-only, not ``/proc``.
+
+    ``inside``: the command writes inside an existing ``path`` (a run directory); otherwise it writes a
+    sibling temp directory next to ``path`` and renames it (a variant, a file).
+    """
+    target = path if inside and path.is_dir() else path.parent
+    anchor = _nearest_existing(target)
+    if not anchor.is_dir():
+        raise OutputError(f"{option} {path}: {anchor} is a file, so nothing can be created under it; "
+                          "choose a path in a directory.")
+    st = anchor.stat()
+    # root passes every permission check, but a directory without write bits is meant to be read-only
+    ro = not os.access(anchor, os.W_OK | os.X_OK) or (os.geteuid() == 0 and not st.st_mode & 0o222)
+    if not ro and anchor != path:  # the honest test: create something there (catches /proc); an existing
+        # output directory is only checked by access(2) (which sees read-only mounts) so its mtime is kept
+        probe = temp_path(anchor / "probe")
+        try:
+            os.mkdir(probe)
+            os.rmdir(probe)
+        except OSError:
+            ro = True
+    if ro:
+        raise OutputError(f"{option} {path}: {anchor} is not writable; choose a directory you can write to.")
+
+
+def check_out(path: str | Path, *, force: bool = False, kind: str = "variant", option: str = "--out") -> Path:
+    """Check an output path before any heavy work; return it as a `Path`.
+
+    Accepted: a path that does not exist (its parent must be creatable and writable), an empty directory,
+    or an earlier slimlm output of the same ``kind``: a run directory (``run.json``) is resumed; a variant
+    (``slimlm.json``) is replaced only with ``force``. A ``kind="file"`` output (a JSON file) may be
+    replaced only with ``force``. Everything else raises `OutputError` with one sentence and the fix.
+
+    Args:
+        path: the ``--out`` value.
+        force: the user's explicit opt-in to replace an earlier slimlm output.
+        kind: ``variant``, ``run`` or ``file``.
+        option: the option's name, for the message.
+
+    Example:
+        >>> check_out("runs/new-variant", kind="variant")  # doctest: +SKIP
+    """
+    path = Path(path).expanduser()
+    if kind == "file":
+        if path.is_dir():
+            raise OutputError(f"{option} {path} is a directory; give a file name for the JSON output.")
+        if path.exists() and not force:
+            raise OutputError(f"{option} {path} already exists; pass --force to replace it, or choose a new name.")
+        _check_writable(path, option, inside=False)
+        return path
+    marker = MARKERS[kind]
+    other = [k for k, m in MARKERS.items() if k != kind and k != "checkpoint" and (path / m).is_file()]
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise OutputError(f"{option} {path} is an existing file, not a directory; slimlm will not replace it: "
+                          "choose a new directory name.")
+    if path.is_dir():
+        try:
+            entries = [e for e in os.listdir(path) if not _TEMP_RE.match(e)]
+        except OSError:
+            raise OutputError(f"{option} {path} cannot be read; choose a directory you can read and write.") from None
+        if entries and not (kind == "run" and _run_leftovers_only(path, entries)):
+            if other:
+                raise OutputError(f"{option} {path} holds a slimlm {other[0]} ({MARKERS[other[0]]}), not a {kind}; "
+                                  "choose another directory.")
+            if not (path / marker).is_file():
+                shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+                raise OutputError(f"{option} {path} is a directory slimlm did not write (it holds {shown}); "
+                                  "slimlm never replaces it: choose a new or empty directory.")
+            if kind == "variant" and not force:
+                raise OutputError(f"{option} {path} holds an earlier slimlm variant; pass --force to replace it, "
+                                  "or choose a new directory.")
+    _check_writable(path, option, inside=kind == "run")
+    return path
+
+
+def _run_leftovers_only(path: Path, entries: list[str]) -> bool:
+    """A run directory killed before it wrote run.json: only its lock and an empty cache folder."""
+    if not set(entries) <= {".lock", "cache"}:
+        return False
+    cache = path / "cache"
+    return not cache.exists() or all(_TEMP_RE.match(e) for e in os.listdir(cache))
+
+
+def discard(path: str | Path) -> None:
+    """Remove a directory slimlm wrote: first renamed to a temp name (readers never see it half-deleted)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    tmp = temp_path(path)
+    os.replace(path, tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_dir(path.parent)
+
+
+@contextmanager
+def remove_on_error(path: str | Path, keep: Callable[[], bool] | None = None) -> Iterator[None]:
+    """Remove ``path`` again if the block fails and ``path`` did not exist (or was empty) before it.
+
+    A run that fails on a user error before it produced anything leaves nothing behind; ``keep()`` returning
+    True (work worth resuming was saved) keeps it. An empty directory the user made is recreated empty.
+    """
+    path = Path(path)
+    existed = path.is_dir()
+    fresh = not existed or not any(path.iterdir())
+    try:
+        yield
+    except Exception:
+        if fresh and path.is_dir() and not (keep and keep()):
+            discard(path)
+            if existed:
+                path.mkdir()
+        raise
+
+
+def prepare_run_dir(out: str | Path, force: bool = False) -> Path:
+    """Check a run directory's path before heavy work (see `check_out`); ``force`` discards an earlier run."""
+    out = check_out(out, kind="run")
+    if force and (out / MARKERS["run"]).is_file():
+        discard(out)
+    return out
+
+
+def has_stage_output(run_dir: str | Path) -> bool:
+    """True once a run directory holds work worth resuming (a finished stage in its cache)."""
+    return any((d / MARKERS["variant"]).is_file() for d in (Path(run_dir) / "cache").glob("*"))
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed), released when the block ends or the process dies."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -31,3 +31,7 @@ class DataError(SlimlmError):
 
 class ConfigError(SlimlmError):
     """A method or recipe configuration that is invalid."""
+
+
+class OutputError(SlimlmError):
+    """An output path slimlm must not or cannot write: someone else's file or directory, or unwritable."""

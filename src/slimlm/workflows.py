@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slimlm._io import has_stage_output, prepare_run_dir, remove_on_error
 from slimlm.errors import ConfigError
 from slimlm.runs import RunDir, Variant
 
@@ -111,7 +112,8 @@ def _finish(out: Path, settings: dict, business: Business, tracking: Tracking) -
 
 def compress(model: str, recipes: Sequence[str], out: str | Path, options=None, *,
              selection: Selection = Selection(), business: Business = Business(), tracking: Tracking = Tracking(),
-             progress: Callable | None = None, log: Callable[[str], None] | None = None) -> RunResult:
+             progress: Callable | None = None, log: Callable[[str], None] | None = None,
+             force: bool = False) -> RunResult:
     """Run recipes on ``model`` in run directory ``out``, measure every variant, select and report.
 
     Args:
@@ -123,6 +125,8 @@ def compress(model: str, recipes: Sequence[str], out: str | Path, options=None, 
         business: traffic, price and grid intensity for the report.
         tracking: optional MLflow logging.
         progress: ``progress(desc, done, total)`` for long steps; ``log(message)`` for status lines.
+        force: discard an earlier run in ``out`` and start over (``out`` must otherwise be new, empty, or a
+            run directory to resume; see `slimlm._io.check_out`).
 
     Returns:
         A `RunResult`.
@@ -137,7 +141,9 @@ def compress(model: str, recipes: Sequence[str], out: str | Path, options=None, 
     tracking.check()
     settings = selection.settings()
     loaded = [load_recipe(r) for r in recipes]
-    p = run_recipes(model, loaded, out, options, progress=progress, log=log)
+    out = prepare_run_dir(out, force)
+    with remove_on_error(out, keep=lambda: has_stage_output(out)):  # a failed fresh run leaves nothing
+        p = run_recipes(model, loaded, out, options, progress=progress, log=log)
     p.write_state([r.name for r in loaded], extra={"selection": settings})
     rep, logged = _finish(Path(out), settings, business, tracking)
     return RunResult(Path(out), RunDir(out).variants(), rep, logged)
@@ -147,7 +153,8 @@ def search(model: str, space: str, out: str | Path, options=None, *, trials: int
            objectives: Sequence[str] = ("latency",), storage: str | None = None, study: str = "slimlm",
            timeout: str | float | None = None, seed: int = 0, expand: str | Sequence[str] = ("quantize",),
            selection: Selection = Selection(), business: Business = Business(), tracking: Tracking = Tracking(),
-           progress: Callable | None = None, log: Callable[[str], None] | None = None) -> RunResult:
+           progress: Callable | None = None, log: Callable[[str], None] | None = None,
+           heartbeat_s: int = 10, force: bool = False) -> RunResult:
     """Search a space of recipes with a multi-objective Optuna study; select and report (after every trial
     too, so the best so far is always on disk).
 
@@ -162,7 +169,9 @@ def search(model: str, space: str, out: str | Path, options=None, *, trials: int
         timeout: stop starting new trials after this long (``30m``, ``2h``, seconds).
         seed: sampler seed.
         expand: cost-aware sampling keys (``"quantize"``, ``"none"``, or a sequence).
-        selection, business, tracking, progress, log: as for `compress`.
+        selection, business, tracking, progress, log, force: as for `compress`.
+        heartbeat_s: seconds between a worker's heartbeats; a trial whose worker is silent for 3x this is
+            failed and retried once by the surviving workers.
 
     Returns:
         A `RunResult` whose ``study`` holds the study summary.
@@ -185,8 +194,10 @@ def search(model: str, space: str, out: str | Path, options=None, *, trials: int
         p.write_state([], extra={"selection": settings})
         _finish(Path(out), settings, business, Tracking())
 
-    res = run_study(model, sp, out, trials=trials, objectives=tuple(objectives), storage=storage,
-                    study_name=study, timeout_s=timeout_s, options=options, seed=seed, progress=progress,
-                    log=log, after_trial=after, expand=keys)
+    out = prepare_run_dir(out, force)
+    with remove_on_error(out, keep=lambda: (out / "variants.jsonl").exists()):  # shared: keep once it started
+        res = run_study(model, sp, out, trials=trials, objectives=tuple(objectives), storage=storage,
+                        study_name=study, timeout_s=timeout_s, options=options, seed=seed, progress=progress,
+                        log=log, after_trial=after, expand=keys, heartbeat_s=heartbeat_s)
     rep, logged = _finish(Path(out), settings, business, tracking)
     return RunResult(Path(out), RunDir(out).variants(), rep, logged, study=res)

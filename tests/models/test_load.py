@@ -95,7 +95,7 @@ def test_pickle_only_directory_is_refused(tmp_path):
     save(load("tiny:llama"), tmp_path / "v")
     (tmp_path / "v" / "model.safetensors").unlink()
     (tmp_path / "v" / "pytorch_model.bin").write_bytes(b"not really")
-    with pytest.raises(ModelFileError, match="--allow-pickle"):
+    with pytest.raises(ModelFileError, match="safetensors only"):
         load(tmp_path / "v")
 
 

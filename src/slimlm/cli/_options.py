@@ -7,18 +7,19 @@ import typer
 
 DATA = typer.Option("shakespeare", "--data", help="Data for calibration, training and evaluation.")
 OOD_DATA = typer.Option("pydoc", "--ood-data", help="Out-of-domain data to check quality on ('none': skip).")
-REPEATS = typer.Option(5, "--repeats", help="Timed runs per shape and variant.")
+REPEATS = typer.Option(5, "--repeats", min=1, help="Timed runs per shape and variant.")
 TIER = typer.Option(None, "--tier", help="critical (≤0.5%), high (≤1%) or medium (≤3%) quality drop.")
 MAX_DROP = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 2% or 0.02.")
 OBJECTIVE = typer.Option("latency", "--objective", help="What the operating point minimises: latency, size, memory, energy.")
-MAX_LATENCY_MS = typer.Option(None, "--max-latency-ms", help="p50 latency SLO at the primary shape.")
-MAX_MEMORY_MB = typer.Option(None, "--max-memory-mb", help="Peak memory SLO.")
-TRAFFIC = typer.Option(100_000, "--traffic", help="Requests per day, for the business figures.")
-PRICE = typer.Option(0.10, "--price-per-hour", help="USD per machine-hour.")
-GRID = typer.Option(475.0, "--grid-gco2-per-kwh", help="Grid carbon intensity.")
+MAX_LATENCY_MS = typer.Option(None, "--max-latency-ms", min=0.0, help="p50 latency SLO at the primary shape.")
+MAX_MEMORY_MB = typer.Option(None, "--max-memory-mb", min=0.0, help="Peak memory SLO.")
+TRAFFIC = typer.Option(100_000, "--traffic", min=0.0, help="Requests per day, for the business figures.")
+PRICE = typer.Option(0.10, "--price-per-hour", min=0.0, help="USD per machine-hour.")
+GRID = typer.Option(475.0, "--grid-gco2-per-kwh", min=0.0, help="Grid carbon intensity.")
 TRACK = typer.Option(None, "--track", help="Also log every variant to a tracker: mlflow (pip install 'slimlm[track]').")
 TRACKING_URI = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir).")
 JSON = typer.Option(False, "--json", help="Print JSON.")
+FORCE_RUN = typer.Option(False, "--force", help="Start over: discard an earlier run at --out (its cache too).")
 
 
 def run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price, grid, track,

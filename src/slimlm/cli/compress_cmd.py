@@ -16,8 +16,8 @@ def compress_command(
     recipe: list[str] = typer.Option(["quick"], "--recipe", help="Builtin recipe name or YAML file; repeatable."),
     data: str = O.DATA,
     ood_data: str = O.OOD_DATA,
-    eval_tokens: int = typer.Option(8192, "--eval-tokens", help="Perplexity token budget per variant and corpus."),
-    seq_len: int = typer.Option(512, "--seq-len", help="Perplexity window."),
+    eval_tokens: int = typer.Option(8192, "--eval-tokens", min=16, help="Perplexity token budget per variant and corpus."),
+    seq_len: int = typer.Option(512, "--seq-len", min=2, help="Perplexity window."),
     shapes: str = typer.Option("1x128,8x128", "--shapes", help="Prefill shapes to profile; the first is primary."),
     repeats: int = O.REPEATS,
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Profile the variants (latency, memory)."),
@@ -32,6 +32,7 @@ def compress_command(
     resume: bool = typer.Option(False, "--resume", help="Resume a run (rerunning the same command does the same)."),
     track: str | None = O.TRACK,
     tracking_uri: str | None = O.TRACKING_URI,
+    force: bool = O.FORCE_RUN,
     as_json: bool = O.JSON,
 ) -> None:
     """Run compression recipes on MODEL; evaluate and profile every variant; select and report."""
@@ -44,5 +45,6 @@ def compress_command(
     kw = O.run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price_per_hour, grid,
                         track, tracking_uri)
     with progress_bars(not as_json) as bar:
-        res = compress(model, recipe, out_dir, opts, progress=bar, log=(lambda msg: None) if as_json else status, **kw)
+        res = compress(model, recipe, out_dir, opts, progress=bar, log=(lambda msg: None) if as_json else status,
+                       force=force, **kw)
     O.print_run(res, f"variants of {model} ({out_dir})", as_json)

@@ -10,7 +10,7 @@ from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
 
 def demo_command(
     model: str = typer.Option("builtin:smollm2-135m", "--model", help="Model spec."),
-    max_tokens: int = typer.Option(8192, "--max-tokens", help="Perplexity token budget per corpus."),
+    max_tokens: int = typer.Option(8192, "--max-tokens", min=16, help="Perplexity token budget per corpus."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Evaluate the model in domain (Shakespeare eval plays) and out of domain (pydoc), then profile it."""

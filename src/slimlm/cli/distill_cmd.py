@@ -146,6 +146,7 @@ def distill_command(
     prune: str | None = typer.Option(None, "--prune", help="Pruning target for --schedule, e.g. layers=10,ffn=0.35."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto (GPU of this rank if any, else CPU), cpu, cuda:0."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Distil TEACHER into STUDENT on --data; save the student to --out with its provenance."""
@@ -163,7 +164,7 @@ def distill_command(
     first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress
     with train_bar(not as_json and first_rank, "distill") as (progress, on_metrics):
         result = distill_job(student, teacher, data, out_dir, cfg, schedule=sched,
-                             prune=parse_structured(prune) if prune else None, resume=resume, device=device,
+                             prune=parse_structured(prune) if prune else None, resume=resume, force=force, device=device,
                              eval_tokens=eval_tokens, progress=progress, on_metrics=on_metrics, log=status)
     if result is None:
         return  # not rank 0 of a distributed run

@@ -12,9 +12,9 @@ def evaluate_command(
     model: str = typer.Argument(..., help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
     data: str = typer.Option("shakespeare", "--data", help="Data spec: shakespeare, shakespeare-genre, pydoc, a file."),
     split: str = typer.Option("eval", help="Split to score: train, calibration or eval."),
-    seq_len: int = typer.Option(512, "--seq-len", help="Window length (tokens) for perplexity."),
-    max_tokens: int | None = typer.Option(16384, "--max-tokens", help="Token budget for perplexity (0: all)."),
-    max_examples: int | None = typer.Option(512, "--max-examples", help="Example budget for classifiers (0: all)."),
+    seq_len: int = typer.Option(512, "--seq-len", min=2, help="Window length (tokens) for perplexity."),
+    max_tokens: int | None = typer.Option(16384, "--max-tokens", min=0, help="Token budget for perplexity (0: all)."),
+    max_examples: int | None = typer.Option(512, "--max-examples", min=0, help="Example budget for classifiers (0: all)."),
     teacher: str | None = typer.Option(None, "--teacher", help="Also report agreement with this model."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:

@@ -25,6 +25,7 @@ def finetune_command(
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Write a resumable checkpoint every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.checkpoint."),
     seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Fine-tune MODEL's classification head (and encoder) on --data; report accuracy and macro-F1."""
@@ -35,8 +36,8 @@ def finetune_command(
                       batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every,
                       patience=patience, checkpoint_every=checkpoint_every, seed=seed)
     with train_bar(not as_json, "finetune") as (progress, on_metrics):
-        result = finetune_job(model, data, out_dir, cfg, resume=resume, progress=progress, on_metrics=on_metrics,
-                              log=status)
+        result = finetune_job(model, data, out_dir, cfg, resume=resume, force=force, progress=progress,
+                              on_metrics=on_metrics, log=status)
     if as_json:
         emit_json(result)
     else:

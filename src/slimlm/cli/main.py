@@ -21,6 +21,8 @@ def _root() -> None:
 
 
 def _register() -> None:
+    if app.registered_commands:  # main() may run many times in one process (tests); register once
+        return
     from slimlm.cli import evaluate_cmd
 
     app.command("evaluate")(evaluate_cmd.evaluate_command)
@@ -74,14 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # usage errors: typer vendors click, so match its base class
-        if hasattr(exc, "show"):
-            exc.show()
-        return getattr(exc, "exit_code", 2)
+        return _usage_error(exc, argv)
     except (typer.Abort, KeyboardInterrupt):
         from slimlm.cli._out import err
 
         err.print("interrupted")
         return 130
+
+
+def _usage_error(exc, argv: list[str]) -> int:
+    """A bad option or value: one ``error:`` line naming it and where to look, like every other user error."""
+    from rich.markup import escape
+
+    from slimlm.cli._out import err
+
+    msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    cmd = next((a for a in argv if not a.startswith("-")), None)
+    hint = f"see `slimlm {cmd} --help`" if cmd else "see `slimlm --help`"
+    line = " ".join(msg.split()).rstrip(".")
+    err.print(f"[bold red]error:[/bold red] {escape(line)}; {hint}.", highlight=False, soft_wrap=True)
+    return getattr(exc, "exit_code", 2)
 
 
 if __name__ == "__main__":

@@ -46,9 +46,9 @@ def profile_table(results: list[dict], title: str = "profile") -> Table:
 def profile_command(
     models: list[str] = typer.Argument(..., help="One or more model specs; several are compared, interleaved."),
     shapes: str = typer.Option("1x128,8x128", "--shapes", help="Prefill shapes BxS, comma-separated."),
-    decode_tokens: int = typer.Option(64, "--decode-tokens", help="New tokens per decode run (0 skips decode)."),
-    threads: int | None = typer.Option(None, "--threads", help="Torch threads (default: usable cores)."),
-    repeats: int = typer.Option(10, "--repeats", help="Timed runs per shape after 2 warm-up runs."),
+    decode_tokens: int = typer.Option(64, "--decode-tokens", min=0, help="New tokens per decode run (0 skips decode)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads (default: usable cores)."),
+    repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs per shape after 2 warm-up runs."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: an object for one model, a list for several."),
 ) -> None:

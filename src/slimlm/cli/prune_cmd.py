@@ -37,17 +37,17 @@ def prune_command(
     model: str = typer.Argument(..., help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
     out_dir: str = typer.Option(..., "--out", help="Directory for the pruned variant (replaced atomically)."),
     data: str = typer.Option("shakespeare", "--data", help="Calibration data spec (its calibration split)."),
-    calib_samples: int = typer.Option(128, "--calib-samples", help="Calibration windows."),
-    calib_seq_len: int = typer.Option(512, "--calib-seq-len", help="Tokens per calibration window."),
+    calib_samples: int = typer.Option(128, "--calib-samples", min=1, help="Calibration windows."),
+    calib_seq_len: int = typer.Option(512, "--calib-seq-len", min=2, help="Tokens per calibration window."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration sampler."),
     method: str | None = typer.Option(None, "--method", help="magnitude | wanda | sparsegpt (default wanda)."),
-    sparsity: float | None = typer.Option(None, "--sparsity", help="Fraction of weights to zero (default 0.5)."),
+    sparsity: float | None = typer.Option(None, "--sparsity", min=0.0, max=1.0, help="Fraction of weights to zero (default 0.5)."),
     pattern: str | None = typer.Option(None, "--pattern", help="Semi-structured N:M, e.g. 2:4 or 4:8."),
     allocation: str = typer.Option("uniform", "--allocation", help="uniform | owl (outlier-weighted per layer)."),
     include: str | None = typer.Option(None, "--include", help="Also prune: lm_head,embeddings (default: neither)."),
     sequential: bool = typer.Option(True, "--sequential/--no-sequential",
                                     help="Calibrate each block on the outputs of the pruned blocks before it."),
-    blocksize: int = typer.Option(128, "--blocksize", help="SparseGPT: columns per lazy update block."),
+    blocksize: int = typer.Option(128, "--blocksize", min=1, help="SparseGPT: columns per lazy update block."),
     damp: float = typer.Option(0.01, "--damp", help="SparseGPT: Hessian damping, fraction of the mean diagonal."),
     structured: str | None = typer.Option(None, "--structured",
                                              help="Physical removal: layers=6,heads=0.33,ffn=0.25,hidden=0.1,vocab=domain."),
@@ -55,50 +55,23 @@ def prune_command(
     head_mode: str = typer.Option("auto", "--head-mode", help="auto | groups (whole KV groups) | query (evenly per group)."),
     ffn_importance: str = typer.Option("activation", "--ffn-importance", help="activation | taylor."),
     schedule: str = typer.Option("oneshot", "--schedule", help="oneshot | iterative (cubic ramp, evaluated per step)."),
-    steps: int = typer.Option(4, "--steps", help="Steps of an iterative schedule."),
-    eval_tokens: int = typer.Option(0, "--eval-tokens",
+    steps: int = typer.Option(4, "--steps", min=1, help="Steps of an iterative schedule."),
+    eval_tokens: int = typer.Option(0, "--eval-tokens", min=0,
                                     help="Also measure perplexity on the data's eval split with this token budget (0: skip)."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Prune a model and save it as a variant whose slimlm.json records the config and the measured sparsity."""
-    import time
-
-    from slimlm.data import load_data
-    from slimlm.models import load, save
-    from slimlm.prune import ScheduleConfig, make_calibration, run_schedule, save_kwargs
+    from slimlm.prune import ScheduleConfig
+    from slimlm.prune.job import prune_job
 
     cfg = _config(method, sparsity, pattern, allocation, include, sequential, structured, layer_importance,
                   head_mode, ffn_importance, blocksize, damp)  # validate before loading anything
     sched = ScheduleConfig(kind=schedule, steps=steps if schedule == "iterative" else 1)
-    corpus = load_data(data)
-    m = load(model, progress=status)
-    before = m.num_params()
-    evaluate_fn = None
-    if eval_tokens or schedule == "iterative":
-        from slimlm.evaluate import evaluate
-
-        def evaluate_fn(mod):
-            return {"perplexity": evaluate(mod, corpus, max_tokens=eval_tokens or 4096)["perplexity"]}
-
-    start = time.perf_counter()
     with progress_bars(not as_json) as bar:
-        calib = make_calibration(m, corpus, calib_samples, calib_seq_len, seed) if cfg.needs_calibration else None
-        records = run_schedule(m, cfg, calib, sched, evaluate=evaluate_fn, progress=bar)
-    report = records[-1].pop("report")
-    for r in records:
-        r.pop("report", None)
-    kwargs = save_kwargs(cfg, report, m)
-    kwargs["extra"]["schedule"] = {"config": sched.model_dump(), "steps": records}
-    if records[-1].get("metrics"):
-        kwargs["metrics"].update(records[-1]["metrics"])
-    seconds = time.perf_counter() - start
-    kwargs["metrics"]["prune_seconds"] = seconds
-    save(m, out_dir, **kwargs)
-    res = {"out": out_dir, "params_before": before, "params_after": m.num_params(), "seconds": seconds,
-           **{k: v for k, v in report.items() if k not in ("modules", "params_before", "params_after", "seconds")},
-           "steps": records}
-    if records[-1].get("metrics"):
-        res["perplexity"] = records[-1]["metrics"]["perplexity"]
+        res = prune_job(model, cfg, out_dir, data=data, schedule=sched, calib_samples=calib_samples,
+                        calib_seq_len=calib_seq_len, seed=seed, eval_tokens=eval_tokens, force=force,
+                        progress=bar, log=status)
     if as_json:
         emit_json(res)
         return

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import typer
 from rich.table import Table
 
@@ -17,25 +15,25 @@ def quantize_command(
     data: str | None = typer.Option(None, "--data", help="Calibration data spec (needed by gptq, smoothquant, fallback, qat)."),
     skip: str = typer.Option("lm_head,embed", "--skip", help="Parts kept in fp32: lm_head, embed, both, or 'none'."),
     exclude: str = typer.Option("", "--exclude", help="Comma-separated module names or suffixes kept in fp32."),
-    group_size: int = typer.Option(32, "--group-size", help="int4-weight: input columns per scale (must divide every width)."),
+    group_size: int = typer.Option(32, "--group-size", min=1, help="int4-weight: input columns per scale (must divide every width)."),
     method: str = typer.Option("gptq", "--method", help="int4-weight: gptq (calibrated) or rtn (round to nearest)."),
     kernel: str = typer.Option("dequant", "--kernel", help="int4-weight: dequant (fp32 reference) or int4pack (CPU int4 kernel, faster)."),
-    smoothquant: float | None = typer.Option(None, "--smoothquant", help="int8-dynamic: SmoothQuant alpha in [0, 1]."),
-    tolerance: float | None = typer.Option(None, "--tolerance", help="Per-layer fallback: allowed perplexity increase (0.01 = 1%)."),
-    max_fallback: int | None = typer.Option(None, "--max-fallback", help="Fallback: at most this many layers in fp32."),
-    qat_steps: int = typer.Option(0, "--qat-steps", help="QAT: distillation steps after PTQ (0: no QAT)."),
-    qat_if_drop_above: float | None = typer.Option(None, "--qat-if-drop-above", help="Hybrid: train only if the PTQ drop exceeds this."),
+    smoothquant: float | None = typer.Option(None, "--smoothquant", min=0.0, max=1.0, help="int8-dynamic: SmoothQuant alpha in [0, 1]."),
+    tolerance: float | None = typer.Option(None, "--tolerance", min=0.0, help="Per-layer fallback: allowed perplexity increase (0.01 = 1%)."),
+    max_fallback: int | None = typer.Option(None, "--max-fallback", min=0, help="Fallback: at most this many layers in fp32."),
+    qat_steps: int = typer.Option(0, "--qat-steps", min=0, help="QAT: distillation steps after PTQ (0: no QAT)."),
+    qat_if_drop_above: float | None = typer.Option(None, "--qat-if-drop-above", min=0.0, help="Hybrid: train only if the PTQ drop exceeds this."),
     qat_lr: float = typer.Option(1e-5, "--qat-lr", help="QAT learning rate."),
-    calib_rows: int = typer.Option(32, "--calib-rows", help="Calibration windows."),
-    calib_len: int = typer.Option(512, "--calib-len", help="Calibration window length (tokens)."),
+    calib_rows: int = typer.Option(32, "--calib-rows", min=1, help="Calibration windows."),
+    calib_len: int = typer.Option(512, "--calib-len", min=2, help="Calibration window length (tokens)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the calibration sample and QAT batches."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Quantize MODEL (int8 dynamic, int8 / int4 weight-only; SmoothQuant, GPTQ, per-layer fallback, QAT)."""
-    from slimlm.models import load
-    from slimlm.quantize import check_config, logical_params, parse_config, quantize_, save
+    from slimlm.quantize import parse_config
+    from slimlm.quantize.job import quantize_job
 
-    start = time.perf_counter()
     cfg: dict = {"scheme": scheme, "skip": skip, "exclude": [e for e in exclude.split(",") if e]}
     if scheme == "int4-weight":
         cfg.update(group_size=group_size, method=method, kernel=kernel)
@@ -47,26 +45,11 @@ def quantize_command(
         cfg = {"scheme": "qat", "target": cfg, "steps": max(qat_steps, 1), "lr": qat_lr,
                "only_if_drop_above": qat_if_drop_above}
     config = parse_config(cfg)  # a bad option fails before anything is loaded
-    corpus = None
-    if data:
-        from slimlm.data import load_data
-
-        corpus = load_data(data)
-    m = load(model, progress=status)
-    check_config(m, config)
-    params_before = m.num_params()
-    calib = None
-    if corpus is not None:
-        from slimlm.data import calibration_batch
-
-        calib = calibration_batch(m.tokenizer, corpus, calib_rows, calib_len, seed=seed)
     with progress_bars(not as_json) as bar:
-        report = quantize_(m, config, calib, progress=bar)
-    path = save(m, out_dir, config, report)
-    disk_mb = sum(p.stat().st_size for p in path.rglob("*.safetensors")) / 2**20
-    res = {"out": str(path), "params_before": params_before, "params_after": logical_params(m.hf),
-           "seconds": time.perf_counter() - start, "scheme": scheme, "weights_mb": disk_mb,
-           **{k: v for k, v in report.items() if k not in ("scheme", "seconds")}}
+        res = quantize_job(model, config, out_dir, data=data, calib_rows=calib_rows, calib_len=calib_len, seed=seed,
+                           force=force, progress=bar, log=status)
+    res["scheme"] = scheme
+    path = res["out"]
     if as_json:
         emit_json(res)
         return

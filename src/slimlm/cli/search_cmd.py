@@ -14,16 +14,16 @@ def search_command(
     model: str = typer.Argument(..., help="Model spec of the baseline (the teacher)."),
     out_dir: Path = typer.Option(..., "--out", help="Run directory, shared by every worker of the study."),
     space: str = typer.Option("builtin", "--space", help="Search space YAML file, or 'builtin'."),
-    trials: int = typer.Option(12, "--trials", help="Complete trials wanted, across all workers."),
+    trials: int = typer.Option(12, "--trials", min=1, help="Complete trials wanted, across all workers."),
     objectives: str = typer.Option("latency", "--objectives", help="Costs besides quality: latency,size,memory,energy."),
     storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL (default: sqlite in --out)."),
     study: str = typer.Option("slimlm", "--study", help="Study name to create or join."),
     timeout: str | None = typer.Option(None, "--timeout", help="Stop starting trials after e.g. 30m; best so far is kept."),
     data: str = O.DATA,
     ood_data: str = O.OOD_DATA,
-    eval_tokens: int = typer.Option(4096, "--eval-tokens", help="Perplexity token budget per variant and corpus."),
+    eval_tokens: int = typer.Option(4096, "--eval-tokens", min=16, help="Perplexity token budget per variant and corpus."),
     shapes: str = typer.Option("1x128", "--shapes", help="Prefill shapes to profile; the first is primary."),
-    decode_tokens: int = typer.Option(16, "--decode-tokens", help="Decode tokens per profile run."),
+    decode_tokens: int = typer.Option(16, "--decode-tokens", min=0, help="Decode tokens per profile run."),
     repeats: int = O.REPEATS,
     tier: str | None = O.TIER,
     max_drop: str | None = O.MAX_DROP,
@@ -38,6 +38,9 @@ def search_command(
                                "these keys (reusing its cached stages); 'none' turns it off."),
     track: str | None = O.TRACK,
     tracking_uri: str | None = O.TRACKING_URI,
+    heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Seconds between this worker's heartbeats; a "
+                                  "trial silent for 3x this (its worker died) is failed and retried once."),
+    force: bool = O.FORCE_RUN,
     as_json: bool = O.JSON,
 ) -> None:
     """Search prune → distill → quantize recipes for the Pareto frontier of quality against cost."""
@@ -53,5 +56,5 @@ def search_command(
     with progress_bars(not as_json) as bar:
         res = search(model, space, out_dir, opts, trials=trials, objectives=objs, storage=storage, study=study,
                      timeout=timeout, seed=seed, expand=expand, progress=bar,
-                     log=(lambda msg: None) if as_json else status, **kw)
+                     log=(lambda msg: None) if as_json else status, heartbeat_s=heartbeat, force=force, **kw)
     O.print_run(res, f"search of {model}: {res.study['completed']} trials ({res.study['ran_here']} here)", as_json)

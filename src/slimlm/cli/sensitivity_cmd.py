@@ -13,11 +13,12 @@ def sensitivity_command(
     data: str = typer.Option("shakespeare", "--data", help="Data spec: calibration split for importance, eval split for quality."),
     kind: str = typer.Option("layers", "--kind", help="layers | ffn | heads | unstructured."),
     ratios: str = typer.Option("0.25,0.5", "--ratios", help="Fractions pruned per block (ignored for layers)."),
-    calib_samples: int = typer.Option(16, "--calib-samples", help="Calibration windows for importance."),
-    calib_seq_len: int = typer.Option(256, "--calib-seq-len", help="Tokens per calibration window."),
-    eval_samples: int = typer.Option(8, "--eval-samples", help="Eval windows for the quality measure."),
-    eval_seq_len: int = typer.Option(256, "--eval-seq-len", help="Tokens per eval window."),
+    calib_samples: int = typer.Option(16, "--calib-samples", min=1, help="Calibration windows for importance."),
+    calib_seq_len: int = typer.Option(256, "--calib-seq-len", min=2, help="Tokens per calibration window."),
+    eval_samples: int = typer.Option(8, "--eval-samples", min=1, help="Eval windows for the quality measure."),
+    eval_seq_len: int = typer.Option(256, "--eval-seq-len", min=2, help="Tokens per eval window."),
     out_file: str | None = typer.Option(None, "--out", help="Also write the JSON to this file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Prune each block alone at each ratio and report the quality change (a table, or JSON for reports)."""
@@ -34,6 +35,10 @@ def sensitivity_command(
         ratio_list = tuple(float(r) for r in ratios.split(",") if r.strip())
     except ValueError:
         raise ConfigError(f"--ratios {ratios!r} is not a comma-separated list of fractions (e.g. 0.25,0.5).") from None
+    if out_file:
+        from slimlm._io import check_out
+
+        check_out(out_file, force=force, kind="file")
     corpus = load_data(data)
     m = load(model, progress=status)
     calib = make_calibration(m, corpus, calib_samples, calib_seq_len)

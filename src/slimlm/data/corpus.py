@@ -153,7 +153,7 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text.") from None
+        raise DataError(f"{path} is not UTF-8 text; give a text, .jsonl or .csv file.") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}.") from None
 
@@ -174,11 +174,18 @@ def _records(path: Path, text_key: str, label_key: str) -> Corpus:
         for i, line in enumerate(_read_text(path).splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{i} is not valid JSON ({exc.msg}).") from None
+                    raise DataError(f"{path}:{i} is not valid JSON ({exc.msg}); fix or remove that line.") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{i} is a JSON {type(row).__name__}, not an object with a "
+                                    f"{text_key!r} field; write one object per line.")
+                rows.append(row)
     else:
-        rows = list(csv.DictReader(_read_text(path).splitlines()))
+        try:
+            rows = list(csv.DictReader(_read_text(path).splitlines()))
+        except csv.Error as exc:
+            raise DataError(f"{path} is not valid CSV ({exc}); give a CSV file with a header row.") from None
     rows = [r for r in rows if str(r.get(text_key) or "").strip()]
     if not rows:
         raise DataError(f"data {path} is empty (no rows with a non-empty {text_key!r} field).")

@@ -52,7 +52,8 @@ def pack(tokenizer, texts: list[str], seq_len: int, eos: bool = True) -> torch.T
         stream += encode(tokenizer, text) + sep
     n = len(stream) // seq_len
     if n == 0:
-        raise DataError(f"the text has {len(stream)} tokens, fewer than one window of {seq_len}.")
+        raise DataError(f"the text has {len(stream)} tokens, fewer than one window of {seq_len}; give more text "
+                        "or a shorter window.")
     return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 

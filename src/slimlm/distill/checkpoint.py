@@ -13,15 +13,18 @@ from pathlib import Path
 import torch
 
 from slimlm._io import atomic_dir, write_json_atomic
+from slimlm.errors import ConfigError
 
 STATE = "state.pt"
 META = "meta.json"
+_META_KEYS = {"step", "tokens", "config", "history", "eval_curve", "best"}
+_STATE_KEYS = {"model", "optimizer", "scheduler", "rng"}
 
 
 def save_checkpoint(directory: Path, state: dict, meta: dict) -> None:
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, marker=META) as tmp:
         torch.save(state, tmp / STATE)
-        write_json_atomic(tmp / META, meta)
+        write_json_atomic(tmp / META, {"slimlm_checkpoint": 1, **meta})
 
 
 def has_checkpoint(directory: Path) -> bool:
@@ -29,6 +32,19 @@ def has_checkpoint(directory: Path) -> bool:
 
 
 def load_checkpoint(directory: Path) -> tuple[dict, dict]:
-    meta = json.loads((directory / META).read_text())
-    state = torch.load(directory / STATE, map_location="cpu", weights_only=True)
+    """Read a checkpoint written by `save_checkpoint`; anything else is a `ConfigError`, never unpickled code."""
+    bad = (f"{directory} is not a slimlm training checkpoint ({{}}); delete it, or choose another --out "
+           "to start a new run.")
+    try:
+        meta = json.loads((directory / META).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(bad.format(f"{META} is unreadable: {exc}")) from None
+    if not isinstance(meta, dict) or not _META_KEYS <= meta.keys():
+        raise ConfigError(bad.format(f"{META} lacks its fields"))
+    try:
+        state = torch.load(directory / STATE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read it safely means it is not ours
+        raise ConfigError(bad.format(f"{STATE} cannot be read safely: {type(exc).__name__}")) from None
+    if not isinstance(state, dict) or not _STATE_KEYS <= state.keys():
+        raise ConfigError(bad.format(f"{STATE} lacks model, optimizer, scheduler or rng state"))
     return state, meta

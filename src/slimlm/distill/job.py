@@ -17,14 +17,20 @@ from pathlib import Path
 
 import torch
 
+from slimlm._io import check_out
 from slimlm.distill.config import DistillConfig
 from slimlm.errors import ConfigError, DataError
 
 
 def checkpoint_dir_for(out_dir: str | Path, resume: bool, checkpoint_every: int) -> Path:
     """``OUT.checkpoint``; refuses to start over an earlier run's checkpoint unless resuming."""
+    from slimlm._io import is_foreign
+
     out_dir = Path(out_dir)
     ckpt = out_dir.with_name(out_dir.name + ".checkpoint")
+    if is_foreign(ckpt, "meta.json"):
+        raise ConfigError(f"{ckpt} is where this run keeps its checkpoints, but it holds something slimlm did not "
+                          "write; move it away or choose another --out.")
     if ckpt.exists() and not resume and checkpoint_every:
         raise ConfigError(f"{ckpt} holds a checkpoint of an earlier run; pass --resume to continue it, "
                           "or delete it to start over.")
@@ -91,7 +97,8 @@ def is_encoder(spec: str, num_labels: int | None) -> bool:
 
 
 def distill_job(student: str, teacher: str | None, data: str, out: str | Path, cfg: DistillConfig, *,
-                schedule=None, prune=None, resume: bool = False, device: str = "auto", eval_tokens: int = 4096,
+                schedule=None, prune=None, resume: bool = False, force: bool = False, device: str = "auto",
+                eval_tokens: int = 4096,
                 progress: Callable | None = None, on_metrics: Callable | None = None,
                 log: Callable[[str], None] | None = None) -> dict | None:
     """Distil ``teacher`` into ``student`` on ``data`` and save the student to ``out``.
@@ -103,6 +110,7 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
         cfg: a `DistillConfig`.
         schedule: an iterative schedule (`slimlm.distill.schedules.parse_schedule`) with ``prune`` its target.
         resume: continue from ``OUT.checkpoint``.
+        force: replace an earlier slimlm variant at ``out`` (anything else there is never touched).
         device: ``auto``, ``cpu``, ``cuda:0``.
         progress, on_metrics, log: progress bar, per-step metrics and status-line callbacks.
 
@@ -113,7 +121,8 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     from slimlm.data import load_data
     from slimlm.distill.schedules import prune_distill
     from slimlm.distill.trainer import distill_run
-    from slimlm.models import load, save
+    from slimlm.methods import StageResult
+    from slimlm.models import load
 
     if schedule is not None and prune is None:
         raise ConfigError("--schedule iterative needs a pruning target; add --prune layers=N,ffn=F.")
@@ -124,6 +133,7 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
         raise ConfigError("--checkpoint-every is not supported with --schedule yet; run without it.")
     if cfg.uses_teacher_outputs and not teacher:
         raise ConfigError(f"--loss {cfg.loss} needs --teacher MODEL (or use --loss ce to fine-tune without one).")
+    out = check_out(out, force=force, kind="variant")
     ckpt = checkpoint_dir_for(out, resume, cfg.checkpoint_every)
     dev = pick_device(device)
     corpus = load_data(data)  # validate data before loading any weights
@@ -151,12 +161,14 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
         return None  # rank 0 holds the same weights and writes the result
     s.hf.to("cpu")
     final = final_eval(s, corpus, eval_tokens)
-    stage = {"kind": "distill", "config": cfg.model_dump(mode="json"),
-             "teacher": {"spec": teacher, "hash": t.hash if t else None}, "data": data,
+    # recorded exactly as the pipeline records a distill stage (config, report, and the summary under
+    # "distill"), plus what only a standalone run knows: the teacher, the data, the schedule
+    record = {k: summary[k] for k in ("steps", "tokens", "final_losses") if k in summary}
+    record["seconds"] = summary.get("seconds", round(time.perf_counter() - start, 2))
+    extra = {"distill": summary, "teacher": {"spec": teacher, "hash": t.hash if t else None}, "data": data,
              "schedule": schedule.model_dump() if schedule else None,
-             "prune": prune.model_dump(mode="json") if prune else None,
-             "result": {k: v for k, v in summary.items() if k != "eval_curve"}}
-    save(s, out, stage=stage, metrics={"eval": final})
+             "prune": prune.model_dump(mode="json") if prune else None}
+    cfg.save_output(s, out, StageResult(report=summary, extra=extra, record=record), metrics={"eval": final})
     if ckpt.exists():
         shutil.rmtree(ckpt)  # the run finished; the saved student supersedes its checkpoint
     return {"out": str(out), "params_before": params_before, "params_after": s.num_params(),
@@ -164,13 +176,14 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
 
 
 def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, resume: bool = False,
-                 progress: Callable | None = None, on_metrics: Callable | None = None,
+                 force: bool = False, progress: Callable | None = None, on_metrics: Callable | None = None,
                  log: Callable[[str], None] | None = None) -> dict:
     """Fine-tune a classifier (``model`` with a head sized to the data's labels) and save it to ``out``."""
     from slimlm.data import load_data
     from slimlm.distill.finetune import finetune
     from slimlm.models import save
 
+    out = check_out(out, force=force, kind="variant")
     ckpt = checkpoint_dir_for(out, resume, cfg.checkpoint_every)
     corpus = load_data(data)
     if not corpus.labels:
@@ -183,7 +196,7 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
     final = final_eval(m, corpus, 4096)
     summary = res.summary()
     stage = {"kind": "finetune", "config": cfg.model_dump(mode="json"), "data": data, "labels": corpus.labels,
-             "result": {k: v for k, v in summary.items() if k != "eval_curve"}}
+             "report": {k: v for k, v in summary.items() if k != "eval_curve"}}
     m.hf.config.id2label = dict(enumerate(corpus.labels))
     m.hf.config.label2id = {v: k for k, v in m.hf.config.id2label.items()}
     save(m, out, stage=stage, metrics={"eval": final})

@@ -299,11 +299,15 @@ def distill_run(
         _same_config(meta["config"], cfg)
         if meta.get("world", 1) != world:
             raise ConfigError(f"the checkpoint was written by {meta['world']} processes; resume with the same number.")
-        student.hf.load_state_dict(state["model"])
-        if extra is not None:
-            extra.load_state_dict(state["extra"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        try:
+            student.hf.load_state_dict(state["model"])
+            if extra is not None:
+                extra.load_state_dict(state["extra"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ConfigError(f"the checkpoint in {ckpt} does not fit this student ({str(exc).splitlines()[0][:120]}); "
+                              "delete it, or resume with the model it was written for.") from None
         torch.set_rng_state(state["rng"])
         start_step, tokens = meta["step"], meta["tokens"]
         history, eval_curve = meta["history"], meta["eval_curve"]

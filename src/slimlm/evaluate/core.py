@@ -23,6 +23,7 @@ from slimlm.models import Model
 
 DEFAULT_SEQ_LEN = 512
 DEFAULT_MAX_TOKENS = 16384
+MIN_EVAL_TOKENS = 16  # fewer predicted tokens give a perplexity that means nothing
 
 
 def _check_seq_len(model: Model, seq_len: int) -> None:
@@ -112,6 +113,19 @@ def _evaluate_classifier(model: Model, corpus: Corpus, split: str, seq_len: int,
     return out
 
 
+def perplexity_windows(model: Model, corpus: Corpus, split: str, seq_len: int, max_tokens: int | None) -> list:
+    """The windows perplexity is computed on; too little text is a `DataError`, not a number over 2 tokens."""
+    if max_tokens is not None and max_tokens < MIN_EVAL_TOKENS:
+        raise DataError(f"--max-tokens {max_tokens} is too small: perplexity needs at least {MIN_EVAL_TOKENS} "
+                        "tokens (0 means all of the split).")
+    windows = eval_windows(model.tokenizer, corpus.texts(split), seq_len, max_tokens)
+    predicted = sum(len(w) - 1 for w in windows)
+    if predicted < MIN_EVAL_TOKENS:
+        raise DataError(f"data {corpus.name!r} has only {predicted + len(windows)} tokens in its {split} split; "
+                        f"perplexity needs at least {MIN_EVAL_TOKENS}: give more text.")
+    return windows
+
+
 def evaluate(
     model: Model,
     corpus: Corpus,
@@ -147,7 +161,7 @@ def evaluate(
     if model.task == "causal-lm":
         if corpus.task == "classification" and not corpus.splits.get(split):
             raise DataError(f"data {corpus.name!r} has no {split} text.")
-        windows = eval_windows(model.tokenizer, corpus.texts(split), seq_len, max_tokens)
+        windows = perplexity_windows(model, corpus, split, seq_len, max_tokens)
         out = _evaluate_lm(model, windows, teacher, progress)
     elif model.task == "classification":
         if corpus.task != "classification":

@@ -51,10 +51,12 @@ def weight_files(directory: Path, allow_pickle: bool = False) -> list[Path]:
     if pickles and not allow_pickle:
         raise ModelFileError(
             f"{directory} holds only pickled weights ({pickles[0].name}); slimlm reads safetensors only. "
-            "Convert them, or pass --allow-pickle if you trust the file."
+            "Convert them to safetensors where you trust the file (from_pretrained, then save_pretrained), "
+            "or call slimlm.models.load(..., allow_pickle=True)."
         )
     if not pickles:
-        raise ModelFileError(f"{directory} has a config.json but no weights (*.safetensors).")
+        raise ModelFileError(f"{directory} has a config.json but no weights (*.safetensors); "
+                             "save the model into it with save_pretrained.")
     return pickles
 
 

@@ -118,9 +118,10 @@ def _load_gguf(path: Path):
         raise SpecError(f"GGUF file {path} does not exist.")
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    except (ValueError, KeyError, OSError) as exc:
-        raise ModelFileError(f"could not read GGUF file {path}: {str(exc).splitlines()[0]}") from None
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - the GGUF reader fails in many ways on a corrupt file
+        raise ModelFileError(f"could not read GGUF file {path} ({type(exc).__name__}: "
+                             f"{(str(exc).splitlines() or [''])[0][:160]}); re-download or re-convert it.") from None
     # A GGUF-loaded model carries a quantization config that makes save_pretrained refuse; the weights
     # are already dequantized to fp32, so the config no longer describes them.
     if hasattr(model.config, "quantization_config"):
@@ -156,19 +157,72 @@ def _auto_class(config, num_labels: int | None):
     return transformers.AutoModel
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")
+
+
+def _check_remote_code(path: Path, config: dict, trust_remote_code: bool) -> None:
+    """Refuse a directory that needs its own Python code (``auto_map``) unless the caller trusts it.
+
+    transformers would otherwise either ask on a terminal or fail deep inside; either way nothing from the
+    directory runs here.
+    """
+    if trust_remote_code:
+        return
+    needs = "config.json" if config.get("auto_map") else None
+    tok_cfg = path / "tokenizer_config.json"
+    if needs is None and tok_cfg.is_file():
+        try:
+            t = json.loads(tok_cfg.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ModelFileError(f"{tok_cfg} is not valid JSON; re-save or re-download the tokenizer.") from None
+        if isinstance(t, dict) and t.get("auto_map"):
+            needs = "tokenizer_config.json"
+    if needs:
+        raise UnsupportedModelError(
+            f"{path} asks to run its own Python code (auto_map in {needs}); slimlm never runs code from a model "
+            "directory by default: remove auto_map to use the standard classes, or load it with "
+            "slimlm.models.load(..., trust_remote_code=True) if you trust it."
+        )
+
+
+def _load_tokenizer(path: Path, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelFileError(f"{path} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:3])}, ...); "
+                             "save the tokenizer into the model directory (tokenizer.save_pretrained).")
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError) as exc:
+        raise ModelFileError(f"could not load the tokenizer in {path} ({str(exc).splitlines()[0][:160]}); "
+                             "re-save or re-download it.") from None
+
+
 def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_labels: int | None):
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
-        raise SpecError(f"{path} is not a Hugging Face model directory (no config.json).")
+        raise SpecError(f"{path} is not a Hugging Face model directory (no config.json); give the directory "
+                        "save_pretrained wrote, a .gguf file, or a builtin:/tiny: spec.")
     try:
         raw = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{cfg_file} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        raise ModelFileError(f"{cfg_file} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+                             "re-save or re-download the model.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{cfg_file} cannot be read ({exc}); re-save or re-download the model.") from None
+    if not isinstance(raw, dict):
+        raise ModelFileError(f"{cfg_file} holds a JSON {type(raw).__name__}, not an object; "
+                             "re-save or re-download the model.")
     _check_arch(raw.get("model_type"), str(path))
+    _check_remote_code(path, raw, trust_remote_code)
     files = weight_files(path, allow_pickle=allow_pickle)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ModelFileError(f"{cfg_file} does not describe a valid model ({str(exc).splitlines()[0][:160]}); "
+                             "re-save or re-download the model.") from None
     kwargs: dict = {"dtype": torch.float32, "trust_remote_code": trust_remote_code,
                     "use_safetensors": files[0].suffix == ".safetensors"}
     if num_labels:
@@ -176,13 +230,22 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
     cls = _auto_class(config, num_labels)
     try:
         model = cls.from_pretrained(path, config=config, **kwargs) if not num_labels else cls.from_pretrained(path, **kwargs)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise ModelFileError(f"could not load weights from {path}: {str(exc).splitlines()[0]}") from None
-    tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        why = str(exc).splitlines()[0][:300]
+        if "mismatch" in str(exc):
+            why = "the tensors' shapes do not match its config.json"
+        raise ModelFileError(f"could not load weights from {path}: {why}; re-save or re-download the model.") from None
+    tok = _load_tokenizer(path, trust_remote_code)
     model.eval()
     meta = {}
     if (path / META_FILE).is_file():
-        meta = json.loads((path / META_FILE).read_text())
+        try:
+            meta = json.loads((path / META_FILE).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            meta = None
+        if not isinstance(meta, dict):
+            raise ModelFileError(f"{path / META_FILE} is not valid slimlm metadata; delete it to load the "
+                                 "directory as a plain Hugging Face model.")
         if meta.get("weights") != fingerprint(files):  # weights changed since the hash was taken
             meta.pop("hash", None)
     return model, tok, meta
@@ -279,7 +342,7 @@ def _load_hub(repo: str, *, trust_remote_code: bool, num_labels: int | None):
     kw = {"num_labels": num_labels} if num_labels else {}
     hf = cls.from_pretrained(repo, dtype=torch.float32, use_safetensors=True,
                              trust_remote_code=trust_remote_code, **kw)
-    return hf.eval(), AutoTokenizer.from_pretrained(repo)
+    return hf.eval(), AutoTokenizer.from_pretrained(repo, trust_remote_code=trust_remote_code)
 
 
 def library_versions() -> dict:

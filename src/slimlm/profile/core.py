@@ -14,12 +14,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from slimlm._io import cache_dir, sweep, temp_path
 from slimlm._progress import or_noop
 from slimlm.errors import ConfigError
 from slimlm.models import META_FILE, Model, save
@@ -67,7 +67,13 @@ def _disk_dir(model: Model) -> tuple[Path, bool]:
     if model.path is not None and model.path.is_dir() and not model.provenance.get("stages") and \
             model.provenance.get("spec", "").startswith("builtin:"):
         return model.path, False
-    tmp = Path(tempfile.mkdtemp(prefix="slimlm-profile-")) / "model"
+    # in the user cache, under a name `sweep` removes once this process is gone (a SIGKILLed run's
+    # hundreds of MB do not pile up in /tmp)
+    root = cache_dir("tmp")
+    sweep(root)
+    holder = temp_path(root / "profile")
+    holder.mkdir()
+    tmp = holder / "model"
     save(model, tmp)
     return tmp, True
 
@@ -90,7 +96,8 @@ def disk_mb(model: Model) -> float:
 def _peak_rss(path: Path, shape: tuple[int, int], decode: int, threads: int) -> dict:
     cmd = [sys.executable, "-m", "slimlm.profile.memprobe", str(path), "--shape", f"{shape[0]}x{shape[1]}",
            "--decode", str(decode), "--threads", str(threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false",
+                                                                    "SLIMLM_PARENT_PID": str(os.getpid())})
     if res.returncode != 0:
         return {"peak_rss_mb": None, "error": res.stderr.strip().splitlines()[-1:] or ["failed"]}
     return json.loads(res.stdout.strip().splitlines()[-1])

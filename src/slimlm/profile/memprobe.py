@@ -25,7 +25,27 @@ def _status_mb(field: str) -> float:
     return float("nan")
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``).
+
+    A probe whose parent was killed would otherwise keep a model in memory until it finished. The parent
+    passes its pid in ``SLIMLM_PARENT_PID``; if it died before the prctl took effect we exit at once.
+    """
+    import ctypes
+    import os
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: nothing to ask for
+    parent = os.environ.get("SLIMLM_PARENT_PID")
+    if parent and os.getppid() != int(parent):
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("path")
     p.add_argument("--shape", default="1x128")

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from slimlm._io import file_lock
 from slimlm.data import load_data
 from slimlm.errors import ConfigError
 from slimlm.methods import StageContext
@@ -83,6 +84,7 @@ class Pipeline:
         self.ood = load_data(self.opts.ood_data) if self.opts.ood_data else None
         self._check_run_dir()
         self.base = load(model, progress=self.log)
+        self._check_eval_text()
         self.variants: dict[str, Variant] = {}
         self._unrecorded: dict[str, Variant] = {}  # stage outputs seen this session, recorded or not
         self.stage_seconds_run = 0.0  # stage time actually spent in this session (not served from cache)
@@ -102,9 +104,19 @@ class Pipeline:
         if prev and (prev.get("model") != self.spec or prev.get("options") != self.opts.measure_key()):
             raise ConfigError(
                 f"{self.out} holds a run of {prev.get('model')} with other options; use another --out "
-                "or the same model and options to resume it."
+                "or the same model and options to resume it, or --force to start over."
             )
         self.run.cache.mkdir(parents=True, exist_ok=True)
+
+    def _check_eval_text(self) -> None:
+        """Too little eval text fails here, before any stage runs (not after the first one)."""
+        if self.base.task != "causal-lm":
+            return
+        from slimlm.evaluate.core import perplexity_windows
+
+        for corpus in (self.corpus, self.ood):
+            if corpus is not None:
+                perplexity_windows(self.base, corpus, "eval", self.opts.seq_len, self.opts.eval_tokens)
 
     def _load_previous(self) -> None:
         try:
@@ -144,29 +156,31 @@ class Pipeline:
             vdir = self.out / "cache" / key
             lineage = lineage + [{"kind": stage.kind, "config": stage.config_dict(), "label": stage.label()}]
             label = " → ".join(s["label"] for s in lineage)
-            if (vdir / META_FILE).exists():
-                self.log(f"[{recipe.name}] stage {i + 1}/{len(recipe.stages)} {stage.label()}: cached ({key})")
-                v = self.variants.get(key) or Variant(id=key, label=label, parent=parent_id, stages=lineage,
-                                                      path=f"cache/{key}")
-                v.cached = True
-                self._fill_stage_info(v, vdir)
-            else:
-                self.log(f"[{recipe.name}] stage {i + 1}/{len(recipe.stages)} {stage.label()}: running")
-                model = load(parent_dir) if parent_dir else self._fresh_base()
-                ctx = StageContext(corpus=self.corpus, teacher=self.base, progress=self.progress,
-                                   checkpoint_dir=self.out / "cache" / f".{key}.ckpt")
-                t = time.perf_counter()
-                result = run_stage(model, stage, ctx)
-                seconds = time.perf_counter() - t
-                self.stage_seconds_run += seconds
-                stage.config.save_output(model, vdir, result, metrics={"stage_seconds": seconds})
-                report = result.report
-                shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)
-                v = Variant(id=key, label=label, parent=parent_id, stages=lineage, path=f"cache/{key}")
-                self._fill_stage_info(v, vdir)
-                self.log(f"[{recipe.name}] stage {i + 1} done in {seconds:.0f} s: "
-                         f"{report.get('params_before', 0):,} → {report.get('params_after', model.num_params()):,} params")
-                del model
+            # one worker computes a stage while another that needs the same stage waits, then reuses it
+            with file_lock(self.out / "cache" / ".locks" / key):
+                if (vdir / META_FILE).exists():
+                    self.log(f"[{recipe.name}] stage {i + 1}/{len(recipe.stages)} {stage.label()}: cached ({key})")
+                    v = self.variants.get(key) or Variant(id=key, label=label, parent=parent_id, stages=lineage,
+                                                          path=f"cache/{key}")
+                    v.cached = True
+                    self._fill_stage_info(v, vdir)
+                else:
+                    self.log(f"[{recipe.name}] stage {i + 1}/{len(recipe.stages)} {stage.label()}: running")
+                    model = load(parent_dir) if parent_dir else self._fresh_base()
+                    ctx = StageContext(corpus=self.corpus, teacher=self.base, progress=self.progress,
+                                       checkpoint_dir=self.out / "cache" / f".{key}.ckpt")
+                    t = time.perf_counter()
+                    result = run_stage(model, stage, ctx)
+                    seconds = time.perf_counter() - t
+                    self.stage_seconds_run += seconds
+                    stage.config.save_output(model, vdir, result, metrics={"stage_seconds": seconds})
+                    report = result.report
+                    shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)
+                    v = Variant(id=key, label=label, parent=parent_id, stages=lineage, path=f"cache/{key}")
+                    self._fill_stage_info(v, vdir)
+                    self.log(f"[{recipe.name}] stage {i + 1} done in {seconds:.0f} s: "
+                             f"{report.get('params_before', 0):,} → {report.get('params_after', model.num_params()):,} params")
+                    del model
             parent = self.variants.get(parent_id) or self._unrecorded.get(parent_id)
             v.seconds = (parent.seconds if parent else 0.0) + v.seconds
             v.recovery = {"tokens": (parent.recovery["tokens"] if parent else 0) + v.recovery["tokens"],

@@ -155,7 +155,13 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist.")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"recipe file {path} is not UTF-8 text; give a YAML recipe "
+                              "(see `slimlm recipes show quick`).") from None
+        except OSError as exc:
+            raise ConfigError(f"recipe file {path} cannot be read ({exc.strerror}).") from None
     elif source in builtin_names():
         text = (resources.files("slimlm.recipes") / "builtin" / f"{source}.yaml").read_text(encoding="utf-8")
     else:

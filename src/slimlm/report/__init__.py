@@ -7,7 +7,6 @@ the run directory (no model is loaded), so re-rendering takes a second.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -134,7 +133,6 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
     report, decision = run.dir / "report.html", run.dir / "decision.md"
     for path, text in ((report, html), (decision, md)):
         write_text_atomic(path, text)
-        os.chmod(path, 0o644)  # the temp file is private (0600); a report is meant to be shared
     s = sel.to_dict()
     return {"report": str(report), "decision": str(decision), "selected": s["selected"], "met": s["met"],
             "closest": s["closest"], "rule": s["rule"], "reason": s["reason"], "frontier": front,

@@ -108,8 +108,15 @@ def load_space(name_or_path: str | Path) -> Space:
     """``builtin`` (or another packaged name) or a YAML file."""
     source = str(name_or_path)
     path = Path(source)
+    if path.is_dir():
+        raise ConfigError(f"search space {path} is a directory; give a YAML file or 'builtin'.")
     if path.exists():
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"search space {path} is not UTF-8 text; give a YAML file or 'builtin'.") from None
+        except OSError as exc:
+            raise ConfigError(f"search space {path} cannot be read ({exc.strerror}).") from None
     else:
         packaged = resources.files("slimlm.search") / "spaces" / f"{source}.yaml"
         if not packaged.is_file():

@@ -8,19 +8,21 @@ comparable with each other.
 
 Several workers (processes, machines) share a study by pointing at the same ``storage`` (SQLite by default,
 in the run directory; any SQLAlchemy URL such as ``postgresql://...`` works) and ``study`` name. The trial
-budget is exact: a worker that finds the budget taken by lower-numbered trials gives its trial up (marked
-FAIL with the user attribute ``abandoned``), so N complete trials are run between all workers, none twice.
+budget is exact, a worker killed mid-trial has its trial retried once, and workers may start together:
+see `slimlm.search.workers`.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from slimlm.errors import ConfigError
 from slimlm.recipes.pipeline import Pipeline, RunOptions
 from slimlm.runs import Metrics
+from slimlm.search import workers
 from slimlm.search.frontier import OBJECTIVES
 from slimlm.search.space import Space
 
@@ -37,13 +39,6 @@ def parse_duration(text: str | None) -> float | None:
         raise ConfigError(f"--timeout {text!r} is not a duration; use e.g. 90s, 30m or 2h.") from None
 
 
-def _storage(url: str):
-    import optuna
-
-    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-
-
 def _objective_value(metrics: Metrics, objective: str, primary: str) -> float | None:
     if objective == "latency":
         s = metrics.speedup(primary)
@@ -51,13 +46,6 @@ def _objective_value(metrics: Metrics, objective: str, primary: str) -> float | 
     if objective == "energy":
         return metrics.ratios.get("energy")
     return metrics.number(OBJECTIVES[objective])
-
-
-def _in_flight_rank(study, number: int) -> int:
-    from optuna.trial import TrialState
-
-    live = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
-    return sum(1 for n in live if n < number)
 
 
 def search(
@@ -76,6 +64,7 @@ def search(
     log: Callable[[str], None] | None = None,
     after_trial: Callable[[Pipeline], None] | None = None,
     expand: tuple[str, ...] = ("quantize",),
+    heartbeat_s: int = 10,
 ) -> dict:
     """Run (or join) a study until ``trials`` trials are complete or ``timeout_s`` passes.
 
@@ -110,11 +99,16 @@ def search(
     p = Pipeline(model, out, options, progress=progress, log=log)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(6, trials // 2)))
-    with p.run.lock():  # workers starting together must not both create the schema of a new DB
-        study = optuna.create_study(study_name=study_name, storage=_storage(url), load_if_exists=True,
-                                    directions=["minimize"] * (1 + len(objectives)), sampler=sampler)
-        study.set_metric_names(["quality_drop", *objectives])
+    sampler = workers.unique_sampler(
+        optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(6, trials // 2))), list(space.choices))
+    store = workers.open_storage(url, heartbeat_s)
+    study = workers.open_study(store, study_name, ["minimize"] * (1 + len(objectives)), sampler)
+    lock = out / ".study.lock"
+    with workers.study_lock(store, url, study_name, lock):
+        if study.metric_names is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental API
+                study.set_metric_names(["quality_drop", *objectives])
         if expand and not study.get_trials(deepcopy=False):
             # a new study starts at the cheapest corner (every key at its first value, the space's "off" by
             # convention): with its expanded siblings that is quantization alone, the likeliest variants
@@ -128,21 +122,16 @@ def search(
     ran = failed = 0
     max_failures = max(3, trials)
     while True:
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        if done >= trials:
-            break
         if timeout_s is not None and time.monotonic() - start > timeout_s:
             log(f"time budget reached after {ran} trial(s) here; the best so far is saved")
             break
-        trial = study.ask()
-        if _in_flight_rank(study, trial.number) >= trials:  # another worker holds the last slots
-            trial.set_user_attr("abandoned", "trial budget taken by lower-numbered trials")
-            study.tell(trial, state=TrialState.FAIL)
-            if len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) == 0:
-                continue
-            time.sleep(1.0)
+        with workers.study_lock(store, url, study_name, lock):
+            state, trial, params, beat = workers.claim_trial(study, trials, space.choices)
+        if state == "done":
+            break
+        if state == "wait":  # the last slots run elsewhere: wait for them (or their heartbeats to stop)
+            time.sleep(min(2.0, heartbeat_s))
             continue
-        params = {k: trial.suggest_categorical(k, v) for k, v in space.choices.items()}
         recipe = space.build(params)
         log(f"trial {trial.number}: " + (" → ".join(s.label() for s in recipe.stages) if recipe else "baseline"))
         try:
@@ -157,9 +146,11 @@ def search(
             if any(v is None for v in values):
                 raise ConfigError(f"trial {trial.number}: an objective could not be measured ({values}).")
         except KeyboardInterrupt:
+            beat.__exit__(None, None, None)
             study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:  # noqa: BLE001 - a failed trial must not lose the study; it is recorded
+            beat.__exit__(None, None, None)
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
             study.tell(trial, state=TrialState.FAIL)
             log(f"trial {trial.number} failed: {type(exc).__name__}: {exc}")
@@ -168,6 +159,7 @@ def search(
                 raise ConfigError(f"{failed} trials failed in this worker; the last: {type(exc).__name__}: "
                                   f"{exc}. See the study's trial attributes for all errors.") from exc
             continue
+        beat.__exit__(None, None, None)
         trial.set_user_attr("variant", vid)
         study.tell(trial, values)
         _queue_siblings(study, space, params, expand, trial.number)

@@ -1,0 +1,45 @@
+"""The ``slimlm quantize`` job: check the output path, load, calibrate if the scheme asks, quantize, save."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from slimlm._io import check_out
+
+
+def quantize_job(model: str, config, out: str | Path, *, data: str | None = None, calib_rows: int = 32,
+                 calib_len: int = 512, seed: int = 0, force: bool = False, progress: Callable | None = None,
+                 log: Callable[[str], None] | None = None) -> dict:
+    """Quantize ``model`` with ``config`` and save the variant to ``out``.
+
+    Args:
+        model: model spec.
+        config: a quantization config (`slimlm.quantize.parse_config`).
+        out: variant directory (an earlier slimlm variant is replaced only with ``force``).
+        data: calibration data spec (needed by GPTQ, SmoothQuant, the fallback and QAT).
+        calib_rows, calib_len, seed: the calibration sample.
+        progress, log: callbacks.
+
+    Returns:
+        ``{"out", "params_before", "params_after", "seconds", "scheme", "weights_mb", ...report}``.
+    """
+    from slimlm.data import calibration_batch, load_data
+    from slimlm.models import load
+    from slimlm.quantize import check_config, logical_params, quantize_, save
+
+    start = time.perf_counter()
+    check_out(out, force=force, kind="variant")
+    corpus = load_data(data) if data else None
+    m = load(model, progress=log)
+    check_config(m, config)
+    params_before = m.num_params()
+    calib = calibration_batch(m.tokenizer, corpus, calib_rows, calib_len, seed=seed) if corpus is not None else None
+    report = quantize_(m, config, calib, progress=progress)
+    path = save(m, out, config, report)
+    weights_mb = sum(p.stat().st_size for p in path.rglob("*.safetensors")) / 2**20
+    scheme = getattr(config, "scheme", None)
+    return {"out": str(path), "params_before": params_before, "params_after": logical_params(m.hf),
+            "seconds": time.perf_counter() - start, "scheme": scheme, "weights_mb": weights_mb,
+            **{k: v for k, v in report.items() if k not in ("scheme", "seconds")}}

@@ -1,0 +1,136 @@
+"""Output paths and atomic directories: nothing of the user's is replaced, readers never see a gap."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from slimlm._io import atomic_dir, check_out, remove_on_error, sweep, temp_path, write_text_atomic
+from slimlm.errors import OutputError
+
+
+def _variant(path, text="v1"):
+    with atomic_dir(path) as tmp:
+        (tmp / "slimlm.json").write_text("{}")
+        (tmp / "weights").write_text(text)
+
+
+def test_check_out_accepts_new_empty_and_own_outputs(tmp_path):
+    assert check_out(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    (tmp_path / "empty").mkdir()
+    check_out(tmp_path / "empty")
+    _variant(tmp_path / "v")
+    with pytest.raises(OutputError, match="--force"):
+        check_out(tmp_path / "v")
+    check_out(tmp_path / "v", force=True)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text("{}")
+    check_out(tmp_path / "run", kind="run")  # a run directory is resumed
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_check_out_refuses_what_slimlm_did_not_write(tmp_path, force):
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "important.txt").write_text("years of work")
+    (tmp_path / "file").write_text("x")
+    for path, kind, msg in [(tmp_path / "thesis", "variant", "did not write"),
+                            (tmp_path / "thesis", "run", "did not write"),
+                            (tmp_path / "file", "variant", "existing file"),
+                            (tmp_path / "file" / "sub", "variant", "is a file"),
+                            ("/proc/slimlm-out", "variant", "not writable")]:
+        with pytest.raises(OutputError, match=msg):
+            check_out(path, force=force, kind=kind)
+    assert (tmp_path / "thesis" / "important.txt").read_text() == "years of work"
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_check_out_refuses_read_only_directory(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(OutputError, match="not writable"):
+            check_out(ro / "out")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_check_out_refuses_the_other_kind(tmp_path):
+    _variant(tmp_path / "v")
+    with pytest.raises(OutputError, match="holds a slimlm variant"):
+        check_out(tmp_path / "v", kind="run")
+
+
+def test_atomic_dir_never_replaces_a_foreign_directory(tmp_path):
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "important.txt").write_text("keep")
+    with pytest.raises(OutputError):
+        _variant(tmp_path / "thesis")
+    assert (tmp_path / "thesis" / "important.txt").read_text() == "keep"
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis"]  # no temp directory left behind
+
+
+def test_replacing_a_variant_leaves_no_moment_without_a_complete_directory(tmp_path):
+    target = tmp_path / "v"
+    _variant(target)
+    stop, seen = threading.Event(), []
+
+    def reader():
+        while not stop.is_set():
+            try:
+                seen.append((target / "weights").read_text())
+            except FileNotFoundError:
+                seen.append(None)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(200):
+        _variant(target, f"v{i}")
+    stop.set()
+    t.join()
+    assert None not in seen and len(seen) > 10
+    assert (target / "weights").read_text() == "v199"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]
+
+
+def test_files_and_dirs_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.json", "{}")
+        _variant(tmp_path / "v")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "v").stat().st_mode & 0o777 == 0o755
+
+
+def test_sweep_removes_only_stale_slimlm_temp_names(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    mine = temp_path(tmp_path / "x")
+    mine.mkdir()
+    stale = tmp_path / mine.name.replace(f"-{os.getpid()}-", f"-{dead}-")
+    stale.mkdir()
+    (stale / "big").write_text("leftover")
+    user = tmp_path / ".x.tmp"
+    user.write_text("not ours")
+    assert sweep(tmp_path) == [stale]
+    assert mine.exists() and user.exists() and not stale.exists()
+
+
+def test_remove_on_error_removes_only_what_the_block_created(tmp_path):
+    with pytest.raises(ValueError), remove_on_error(tmp_path / "run"):
+        (tmp_path / "run" / "cache").mkdir(parents=True)
+        raise ValueError
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError), remove_on_error(tmp_path / "empty"):
+        (tmp_path / "empty" / "run.json").write_text("{}")
+        raise ValueError
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+    with pytest.raises(ValueError), remove_on_error(tmp_path / "kept", keep=lambda: True):
+        (tmp_path / "kept").mkdir()
+        raise ValueError
+    assert (tmp_path / "kept").is_dir()
