@@ -53,6 +53,7 @@ class _Guard:
         m, limit = self.state.metrics, self.state.settings.max_body_bytes
         route = scope["path"] if scope["path"] in _ROUTES else "other"
         start, status = time.perf_counter(), [500]
+        scope.setdefault("state", {})["arrived"] = start  # request.state.arrived: TTFT counts from here
 
         async def send_wrapped(message):
             if message["type"] == "http.response.start":
@@ -309,11 +310,6 @@ def create_app(state: ServerState) -> FastAPI:
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    @app.middleware("http")
-    async def _arrival(request: Request, call_next):
-        request.state.arrived = time.perf_counter()
-        return await call_next(request)
 
     @app.post("/v1/completions")
     async def completions(request: Request, req: CompletionRequest):
