@@ -119,8 +119,7 @@ class Metrics:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Metrics:
         d = dict(d or {})
-        known = {f.name for f in fields(cls)} - {"extra"}
-        kw = {k: d.pop(k) for k in list(d) if k in known}
+        kw = {k: d.pop(k) for k in list(d) if k in _METRIC_FIELDS}
         kw["latency_ms"] = {s: Latency.from_dict(x) for s, x in (kw.get("latency_ms") or {}).items()
                             if isinstance(x, Mapping)}
         for k in ("ratios", "flops", "roofline"):
@@ -138,7 +137,7 @@ class Metrics:
 
     def get(self, key: str) -> Any:
         """A measurement by name (a field, else an extra one); None when absent."""
-        if key != "extra" and key in {f.name for f in fields(self)}:
+        if key in _METRIC_FIELDS:
             return getattr(self, key)
         return self.extra.get(key)
 
@@ -148,11 +147,10 @@ class Metrics:
 
     def update(self, values: Mapping[str, Any]) -> None:
         """Set measurements by name; unknown names go to ``extra``."""
-        known = {f.name for f in fields(self)} - {"extra"}
         for k, v in values.items():
             if k == "latency_ms":
                 v = {s: x if isinstance(x, Latency) else Latency.from_dict(x) for s, x in (v or {}).items()}
-            if k in known:
+            if k in _METRIC_FIELDS:
                 setattr(self, k, v)
             else:
                 self.extra[k] = v
@@ -169,6 +167,9 @@ class Metrics:
     @property
     def measured(self) -> bool:
         return self.perplexity is not None or self.accuracy is not None
+
+
+_METRIC_FIELDS = frozenset(f.name for f in fields(Metrics)) - {"extra"}  # looked up per metric read
 
 
 @dataclass
