@@ -90,12 +90,16 @@ class ActCache:
 
     Eager only: siblings quantize their shared input once instead of three times. It holds a strong
     reference to that input, so an identity check cannot be fooled by a freed tensor's reused address.
+
+    Thread-safe: ``entry`` is one ``(x, q, s)`` tuple, replaced and read in a single step. A server runs
+    forwards of one model on several threads at once; with three separate fields, a thread could pair its
+    input with another thread's int8 rows (a wrong shape, or, at equal shapes, silently wrong outputs).
     """
 
-    __slots__ = ("x", "q", "s")
+    __slots__ = ("entry",)
 
     def __init__(self):
-        self.x = self.q = self.s = None
+        self.entry: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 def quantize_per_token(x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,12 +131,13 @@ class Int8DynamicLinear(QuantLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         c = self.act_cache
-        if c is not None and c.x is x:
-            q, s = c.q, c.s
+        hit = c.entry if c is not None else None  # one read: another thread may replace it, never half of it
+        if hit is not None and hit[0] is x:
+            q, s = hit[1], hit[2]
         else:
             q, s = quantize_per_token(x.reshape(-1, shape[-1]).float())  # (M, in), (M, 1)
             if c is not None:
-                c.x, c.q, c.s = x, q, s
+                c.entry = (x, q, s)
         y = torch._int_mm(q, self.qweight.t())  # (M, out) int32
         y = torch.mul(y, s).mul_(self.scale)  # int32 * fp32 -> fp32
         if self.bias is not None:

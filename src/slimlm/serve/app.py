@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import signal
 import time
 import uuid
@@ -27,6 +28,7 @@ from slimlm.serve.engine import Generation, RequestError
 from slimlm.serve.schemas import ChatRequest, ClassifyRequest, CompletionRequest, SwitchRequest
 from slimlm.serve.state import Served, ServerState
 
+_log = logging.getLogger("slimlm.serve")
 _ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/classify", "/v1/models", "/healthz", "/metrics",
            "/dashboard", "/v1/operating_point", "/admin/decision")
 
@@ -42,6 +44,11 @@ class _Guard:
     The body is read here (up to the limit) and replayed to the app, so an oversized body is refused with a
     413 before any parsing, whether or not the client sent Content-Length. Latency is observed when the last
     byte is sent, so streamed responses count their whole duration.
+
+    An unexpected exception becomes a 500 here and goes no further. Left to Starlette's error middleware,
+    it would be re-raised after the 500 was sent, and uvicorn closes a connection whose app raised: the
+    client, keeping the connection alive, may already have sent its next request on it, which then fails
+    with "connection reset by peer". Only a response cut off mid-stream still closes the connection.
     """
 
     def __init__(self, app, state: ServerState):
@@ -52,17 +59,30 @@ class _Guard:
             return await self.app(scope, receive, send)
         m, limit = self.state.metrics, self.state.settings.max_body_bytes
         route = scope["path"] if scope["path"] in _ROUTES else "other"
-        start, status = time.perf_counter(), [500]
+        start, status, sent = time.perf_counter(), [500], {"start": False, "end": False}
         scope.setdefault("state", {})["arrived"] = start  # request.state.arrived: TTFT counts from here
 
         async def send_wrapped(message):
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status[0], sent["start"] = message["status"], True
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body"):
+                sent["end"] = True
                 m.requests.labels(route=route, code=str(status[0])).inc()
                 if route.startswith("/v1/"):
                     m.request_seconds.labels(route=route).observe(time.perf_counter() - start)
+
+        async def run(rcv):
+            try:
+                await self.app(scope, rcv, send_wrapped)
+            except Exception as exc:
+                if sent["start"] and not sent["end"]:
+                    raise  # a response cut off mid-way: closing the connection is how the client learns it
+                _log.error("internal error on %s %s", scope["method"], scope["path"], exc_info=exc)
+                if not sent["start"]:
+                    m.errors.labels(kind="internal").inc()
+                    await _error(500, "internal", f"internal error: {type(exc).__name__}: {exc}")(scope, rcv,
+                                                                                                 send_wrapped)
 
         if scope["method"] in ("POST", "PUT", "PATCH"):
             length = dict(scope["headers"]).get(b"content-length")
@@ -82,17 +102,17 @@ class _Guard:
                 resp = _error(413, "body_too_large", f"the request body is over the limit of {limit} bytes; send a "
                               "smaller request (the server's --max-body-bytes).")
                 return await resp(scope, receive, send_wrapped)
-            sent = False
+            replayed = False
 
             async def replay():
-                nonlocal sent
-                if not sent:
-                    sent = True
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()
 
-            return await self.app(scope, replay, send_wrapped)
-        return await self.app(scope, receive, send_wrapped)
+            return await run(replay)
+        return await run(receive)
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "function-after", "function-before"}
@@ -185,11 +205,6 @@ def create_app(state: ServerState) -> FastAPI:
         if exc.status_code == 404:
             detail = f"no route {request.url.path}; see GET /v1/models, POST /v1/completions, /v1/chat/completions."
         return _error(exc.status_code, kind, detail)
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception):
-        m.errors.labels(kind="internal").inc()
-        return _error(500, "internal", f"internal error: {type(exc).__name__}: {exc}")
 
     async def _work(fn):
         """Run ``fn(started_at)`` on a worker thread; 503 when the line is full."""
