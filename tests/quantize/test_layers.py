@@ -113,3 +113,54 @@ def test_siblings_quantize_a_shared_input_once(tiny):
             if isinstance(m, Int8DynamicLinear):
                 m.act_cache = None
         assert torch.equal(cached, tiny.hf(ids).logits)
+
+
+def test_siblings_sharing_a_cache_stay_correct_when_threads_interleave():
+    """A server runs forwards of one model on several threads: each must get the int8 rows of its own input.
+
+    The cache below hands the GIL to the other thread on every attribute read and write, so the threads
+    interleave inside the cache look-up on every call (without it such a collision is rare, not absent).
+    """
+    import threading
+    import time
+
+    from slimlm.models.qlayers import ActCache
+
+    class Yielding(ActCache):
+        __slots__ = ()
+
+        def __getattribute__(self, name):
+            time.sleep(0.0002)
+            return super().__getattribute__(name)
+
+        def __setattr__(self, name, value):
+            time.sleep(0.0002)
+            super().__setattr__(name, value)
+
+    siblings = [Int8DynamicLinear.from_float(_linear(64, 32, seed=i)) for i in range(3)]  # like q, k, v
+    inputs = [_inputs(n, 64, seed=n) for n in (1, 5)]  # one row (decode) and five (prefill)
+    with torch.inference_mode():
+        want = [[m(x) for m in siblings] for x in inputs]
+        cache = Yielding()
+        for m in siblings:
+            m.act_cache = cache
+        failures = []
+
+        def worker(k):
+            with torch.inference_mode():
+                for _ in range(40):
+                    x = inputs[k].clone()  # a new tensor each call, as a forward makes
+                    try:
+                        got = [m(x) for m in siblings]
+                    except RuntimeError as exc:  # another thread's rows: the reshape fails
+                        failures.append(str(exc))
+                        continue
+                    if not all(torch.equal(g, w) for g, w in zip(got, want[k], strict=True)):
+                        failures.append("wrong values")
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not failures, failures[:3]

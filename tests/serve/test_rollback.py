@@ -33,10 +33,12 @@ def test_rollback_under_load_drops_no_request(server, run):
                         events = [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
                         ok = r.status_code == 200 and events[-1] == "[DONE]"
                         model = json.loads(events[0])["model"] if ok else None
+                        detail = events[-1] if events else r.text[-300:]
                     else:
                         r = c.post("/v1/completions", json={"prompt": f"client {i}", "max_tokens": 8})
                         ok, model = r.status_code == 200, r.json().get("model")
-                    results.append((ok, model, r.status_code))
+                        detail = r.text[-300:]
+                    results.append((ok, model, r.status_code, detail))
                 except httpx.HTTPError as exc:  # a dropped connection is exactly what must not happen
                     errors.append(repr(exc))
 
@@ -52,8 +54,8 @@ def test_rollback_under_load_drops_no_request(server, run):
     for t in threads:
         t.join(60)
     assert not errors, errors[:3]
-    assert results and all(ok for ok, _, _ in results), [r for r in results if not r[0]][:3]
-    served = {m for _, m, _ in results}
+    assert results and all(ok for ok, *_ in results), [r for r in results if not r[0]][:3]
+    served = {m for _, m, *_ in results}
     assert {run["good"], run["base"]} <= served  # both models answered, none failed in between
     health = server.get("/healthz").json()
     assert health["decision"] == 1 and health["last_switch"]["via"] == "admin"
