@@ -1,5 +1,6 @@
 """An internal error is answered with a 500 and the client's keep-alive connection stays usable."""
 
+import socket
 import threading
 import time
 
@@ -12,7 +13,6 @@ def test_an_internal_error_answers_500_and_keeps_the_connection(run):
     """Uvicorn closes the connection of an app that raises, even after the 500 went out; a client reusing it
     for its next request then sees "connection reset by peer". The server must answer and keep it open."""
     import uvicorn
-    from conftest import free_port
 
     app, state = build_app(run["dir"], ServeSettings(canary_interval_s=0, shadow_ratio=0, threads=1))
     engine, calls = state.current.engine, []
@@ -25,7 +25,9 @@ def test_an_internal_error_answers_500_and_keeps_the_connection(run):
         return real(*a, **kw)
 
     engine.generate = generate
-    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical",
                                            timeout_keep_alive=75))
     thread = threading.Thread(target=server.run, daemon=True)
