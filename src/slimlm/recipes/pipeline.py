@@ -319,20 +319,23 @@ class Pipeline:
 
     def _profile_on_runtime(self, chosen: list[Variant]) -> None:
         """`profile_all` on a deployment runtime (see the module docstring)."""
-        from slimlm.export.runtimes import compare_runtime, runtime_export
+        from slimlm.export.runtimes import compare_runtime, runtime_export, runtime_type
 
         rt = self.opts.runtime
         self.log(f"exporting {len(chosen)} variants for {rt} (reused when already exported)")
         ok, models, exports = [], [], []
         for v in chosen:
             m = self._model_of(v)
+            precision, why = runtime_type(m, rt)  # why: no equivalent type on this runtime
             try:
-                exp = runtime_export(m, rt, self.out / "exports" / f"{v.id}-{rt}", check=True, progress=self.log)
-            except SlimlmError as exc:  # no equivalent type on this runtime, or the export failed its check
+                if why is None:
+                    exp = runtime_export(m, rt, self.out / "exports" / f"{v.id}-{rt}", precision=precision, check=True,
+                                         progress=self.log)
+            except SlimlmError as exc:  # the export failed its check (or the converter refused the model)
                 why = str(exc)
             except Exception as exc:  # noqa: BLE001 - one variant's failed conversion must not lose the run
                 why = f"the {rt} export failed: {type(exc).__name__}: {exc}"[:500]
-            else:
+            if why is None:
                 ok.append(v)
                 models.append(m)
                 exports.append(exp)
