@@ -51,7 +51,7 @@ def quantize_command(
         res = quantize_job(model, config, out_dir, data=data, calib_rows=calib_rows, calib_len=calib_len, seed=seed,
                            force=force, trust_remote_code=trust_remote_code, progress=bar, log=status)
     res["scheme"] = scheme
-    from slimlm.profile import int8_gemm_support, int8_slow_warning
+    from slimlm.profile.cpu import int8_gemm_support, int8_slow_warning
 
     warn = int8_slow_warning(int8_gemm_support()) if scheme == "int8-dynamic" else None
     res["warnings"] = [warn] if warn else []
