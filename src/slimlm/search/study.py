@@ -11,6 +11,11 @@ in the run directory; any SQLAlchemy URL such as ``postgresql://...`` works) and
 budget is exact, a worker killed mid-trial has its trial retried once, and workers may start together:
 see `slimlm.search.workers`. Multi-fidelity: a trial's distillation reports its eval curve and a hopeless
 trial is pruned before its distillation ends (`slimlm.search.pruning`).
+
+With ``RunOptions.runtime`` other than torch every trial is profiled on that runtime (its export beside the
+baseline's, `slimlm.recipes.pipeline`). A trial whose quantization the runtime has no equivalent for is
+pruned before any stage runs, and one whose export fails its check is pruned after; neither counts to the
+budget, and the reason is in the trial's ``not_measured_on_runtime`` attribute.
 """
 
 from __future__ import annotations
