@@ -99,3 +99,37 @@ def test_quantize_int8_dynamic_warns_once_on_a_cpu_without_vnni(capsys, tmp_path
     assert code == 0 and json.loads(cap.out)["warnings"] == [
         "int8 GEMMs on this CPU have no VNNI/AMX: expect int8-dynamic to be slower than fp32 here"]
     assert cap.err.count("no VNNI/AMX") == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason="onnxruntime not installed: pip install 'slimlm[export]'")
+def test_a_variant_whose_export_fails_its_check_is_not_measured_and_never_selected(capsys, tmp_path, text_file,
+                                                                                    monkeypatch):
+    from slimlm.export.check import ExportCheckError
+
+    rts = importlib.import_module("slimlm.export.runtimes")
+    failed = {"variant_perplexity": 50.0, "export_perplexity": 90.0, "relative_change": 0.8, "tolerance": 0.1,
+              "passed": False}
+
+    def fake_export(model, runtime, out, *, precision=None, check=False, **kw):  # no conversion: logic only
+        assert check, "compress checks every export"
+        if precision == "int8":
+            raise ExportCheckError.with_result(failed, "int8 export off by +80%")
+        return {"out": str(out), "format": "onnx", "precision": precision, "main_file": str(out / "m.onnx"),
+                "files": {"m.onnx": 10**6}, "check": None, "reused": False}
+
+    def fake_compare(models, runtime, *, exports, **kw):
+        return [{"latency_ms": {"1x16": {"p50": 1.0, "p90": 1.1, "p99": 1.2, "n": 2}}, "decode_tokens_per_s": None,
+                 "ratios": {"prefill_speedup_1x16": 1.0}, "threads": 1, "format": "onnx", "precision": e["precision"],
+                 "disk_mb": 1.0, "check": None} for e in exports]
+
+    monkeypatch.setattr(rts, "runtime_export", fake_export)
+    monkeypatch.setattr(rts, "compare_runtime", fake_compare)
+    args = _args(tmp_path, text_file, tmp_path / "run", "--runtime", "onnxruntime", "--objective", "size", "--json")
+    del args[4:6]  # the int8 recipe only
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    int8 = next(v for v in data["variants"] if not v["is_baseline"])
+    why = int8["metrics"]["runtime_not_measured"]
+    assert "+80.0%" in why and "check sample" in why and int8["metrics"]["latency_p50_ms"] is None
+    assert data["selected"] == data["variants"][0]["id"]  # the smaller int8 variant cannot be deployed there

@@ -332,7 +332,10 @@ class Pipeline:
                     exp = runtime_export(m, rt, self.out / "exports" / f"{v.id}-{rt}", precision=precision, check=True,
                                          progress=self.log)
             except SlimlmError as exc:  # the export failed its check (or the converter refused the model)
-                why = str(exc)
+                r = getattr(exc, "result", None)
+                why = (f"its {rt} {precision} export's perplexity on the check sample is {r['relative_change']:+.1%} "
+                       f"off the variant's ({r['variant_perplexity']:.4g} -> {r['export_perplexity']:.4g}), beyond "
+                       f"the {r['tolerance']:.1%} allowed for {precision}" if r else str(exc))
             except Exception as exc:  # noqa: BLE001 - one variant's failed conversion must not lose the run
                 why = f"the {rt} export failed: {type(exc).__name__}: {exc}"[:500]
             if why is None:
