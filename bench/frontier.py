@@ -78,6 +78,9 @@ def recipes(a, with_int8_dynamic: bool) -> dict[str, dict]:
         quants["int8dyn"] = {"quantize": {"scheme": "int8-dynamic", "smoothquant": 0.5}, "calibration": calib}
     out = {f"q-{k}": [q] for k, q in quants.items()}
     out.update({f"pdq-{k}": [prune, distill, q] for k, q in quants.items()})
+    if a.ffn:  # a pruned FFN width (1382 of 1536) takes no int4 group size but 2: down_proj stays fp32 there
+        q = out["pdq-int4"][-1]
+        out["pdq-int4"][-1] = {**q, "quantize": {**q["quantize"], "exclude": ["mlp.down_proj"]}}
     return out
 
 
