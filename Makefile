@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml constraints.txt requirements/embedded.txt
 
 venv: $(STAMP)
 
-# The main job on the embedded defaults: prune -> distill -> int8 SmolLM2-135M, measure every variant,
+# The main job on the embedded defaults: prune -> distill -> int8 SmolLM2-135M, measure every variant (4,096
+# evaluation tokens per corpus, the benchmarks' budget),
 # pick the operating point, and write demo-run/report.html and demo-run/decision.md (rerun to resume).
 demo: $(STAMP)
-	$(BIN)/slimlm compress builtin:smollm2-135m --recipe quick --data shakespeare --out demo-run
+	$(BIN)/slimlm compress builtin:smollm2-135m --recipe quick --data shakespeare --eval-tokens 4096 --out demo-run
 
 # Debian packages the serve tests run against (real Prometheus, headless Chromium) and the shared-search test
 # (a throwaway PostgreSQL server on loopback); skipped when not root.

@@ -33,8 +33,11 @@ class Calibration:
 
 
 def make_calibration(model: Model, corpus, n: int = 128, seq_len: int = 512, seed: int = 0,
-                     batch_size: int = 8) -> Calibration:
+                     batch_size: int = 8, general=None, general_share: float = 0.0) -> Calibration:
     """Sample ``n`` windows from the corpus' calibration split; keep every split's text for ``vocab=domain``.
+
+    With a ``general`` corpus and ``general_share`` > 0, ``round(n * general_share)`` of the windows come from
+    the general corpus's calibration split instead (the domain vocabulary still comes from ``corpus`` only).
 
     Example:
         >>> calib = make_calibration(model, load_data("shakespeare"), n=16, seq_len=128)
@@ -44,7 +47,11 @@ def make_calibration(model: Model, corpus, n: int = 128, seq_len: int = 512, see
     limit = model.adapter.max_positions
     if limit and seq_len > limit:
         raise DataError(f"--calib-seq-len {seq_len} exceeds the model's {limit} positions; use at most {limit}.")
-    tokens = calibration_batch(model.tokenizer, corpus, n, seq_len, seed=seed)
+    n_general = min(n - 1, round(n * general_share)) if general is not None and general_share > 0 else 0
+    tokens = calibration_batch(model.tokenizer, corpus, n - n_general, seq_len, seed=seed)
+    if n_general:
+        extra = calibration_batch(model.tokenizer, general, n_general, seq_len, seed=seed)
+        tokens = torch.cat([tokens, extra])[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
     texts: list[str] = []
     seen: set[int] = set()
     for docs in corpus.splits.values():

@@ -96,12 +96,36 @@ class RunResult:
         doc = {"out": str(self.out), "variants": [v.to_dict() for v in self.variants], "frontier": r["frontier"],
                "selected": r["selected"], "met": r["met"], "closest": r["closest"], "rule": r["rule"],
                "hypervolume": r["hypervolume"], "guard": r["guard"], "excluded_by_guard": r["excluded_by_guard"],
+               "runtime": self.runtime(), "warnings": r.get("warnings", []),
                "report": r["report"], "decision": r["decision"]}
         if self.study is not None:
             doc["study"] = self.study
         if self.tracking:
             doc["tracking"] = self.tracking
         return doc
+
+
+    def runtime(self) -> dict:
+        """Where the latencies were measured: ``{"name", "label", "threads", "not_measured": {variant id: reason}}``."""
+        info = self.report.get("runtime") or RunDir(self.out).info().get("runtime") or {"name": "torch", "threads": None}
+        skipped = {v.id: v.metrics.get("runtime_not_measured") for v in self.variants
+                   if v.metrics.get("runtime_not_measured")}
+        return {**info, "not_measured": skipped}
+
+
+def _check_runtime(options, settings: dict, objectives: Sequence[str] = ()) -> None:
+    """Fail before any work when ``options.runtime`` is unknown, not installed, or cannot measure the objective."""
+    from slimlm.export.runtimes import check_runtime
+
+    rt = getattr(options, "runtime", "torch")
+    check_runtime(rt)
+    if rt == "torch" or not getattr(options, "profile", True):
+        return
+    asked = [o for o in (settings["objective"], *objectives) if o in ("memory", "energy")]
+    if asked or settings["max_memory_mb"] is not None:
+        what = f"--objective {asked[0]}" if asked else "--max-memory-mb"
+        raise ConfigError(f"{what} needs peak memory and energy, which --runtime {rt} does not measure (latency "
+                          "and size it does); use --objective latency or size, or --runtime torch.")
 
 
 def _finish(out: Path, settings: dict, business: Business, tracking: Tracking) -> tuple[dict, dict | None]:
@@ -146,6 +170,7 @@ def compress(model: str, recipes: Sequence[str], out: str | Path, options=None, 
 
     tracking.check()
     settings = selection.settings()
+    _check_runtime(options, settings)
     loaded = [load_recipe(r) for r in recipes]
     out = prepare_run_dir(out, force)
     with remove_on_error(out, keep=lambda: has_stage_output(out)):  # a failed fresh run leaves nothing
@@ -187,6 +212,7 @@ def search(model: str, space: str, out: str | Path, options=None, *, trials: int
 
     tracking.check()
     settings = selection.settings()
+    _check_runtime(options, settings, objectives)
     sp = load_space(space)
     keys = tuple(k.strip() for k in (expand.split(",") if isinstance(expand, str) else expand)
                  if k.strip() and k.strip() != "none")

@@ -46,3 +46,42 @@ def test_onnxruntime_profile_interleaves_and_reports_ratios():
     assert [r["runtime"] for r in res] == ["onnxruntime"] * 2 and res[0]["threads"] == 1
     assert res[1]["disk_mb"] < res[0]["disk_mb"] and res[0]["latency_ms"]["1x16"]["n"] == 2
     assert res[1]["ratios"]["prefill_speedup_1x16"] > 0 and res[0]["decode_tokens_per_s"] is None
+
+
+def test_each_quantization_scheme_maps_to_the_runtimes_own_type_or_a_reason():
+    from slimlm.export.runtimes import runtime_type
+    from slimlm.quantize import Int4WeightConfig, Int8DynamicConfig, Int8WeightConfig, quantize_
+
+    want = {  # scheme -> runtime -> the runtime's type (None: refused with a reason)
+        None: {"onnxruntime": "fp32", "openvino": "fp32", "llamacpp": "f16"},
+        "int8-dynamic": {"onnxruntime": "int8", "openvino": None, "llamacpp": None},
+        "int8-weight": {"onnxruntime": None, "openvino": "int8", "llamacpp": "q8_0"},
+        "int4-weight": {"onnxruntime": None, "openvino": "int4", "llamacpp": "q4_1"},
+    }
+    configs = {None: None, "int8-dynamic": Int8DynamicConfig(), "int8-weight": Int8WeightConfig(),
+               "int4-weight": Int4WeightConfig(method="rtn", group_size=16)}
+    for scheme, cfg in configs.items():
+        m = load("tiny:llama?layers=1")
+        if cfg is not None:
+            quantize_(m, cfg)
+        for runtime, expected in want[scheme].items():
+            kind, why = runtime_type(m, runtime)
+            assert kind == expected, (scheme, runtime)
+            assert (why is None) == (expected is not None)
+            if why:
+                assert scheme in why and runtime in why
+
+
+def test_search_skips_a_trial_whose_quantization_the_runtime_cannot_take_before_running_it():
+    from slimlm.recipes.recipe import recipe_from_dict
+    from slimlm.search.study import _runtime_refuses
+
+    def recipe(q):
+        return recipe_from_dict({"name": "r", "stages": [{"prune": {"method": "structured", "layers": 1}}, {"quantize": q}]})
+
+    assert _runtime_refuses(recipe({"scheme": "int4-weight"}), "onnxruntime")
+    assert _runtime_refuses(recipe({"scheme": "int8-dynamic"}), "onnxruntime") is None
+    assert "int8-dynamic" in _runtime_refuses(recipe({"scheme": "int8-dynamic"}), "llamacpp")
+    qat = {"scheme": "qat", "target": {"scheme": "int8-dynamic"}, "steps": 1}
+    assert "int8-dynamic" in _runtime_refuses(recipe(qat), "openvino")
+    assert _runtime_refuses(recipe({"scheme": "int4-weight"}), "torch") is None

@@ -58,3 +58,48 @@ def test_stage_key_depends_on_config_and_calibration():
     d = recipe_from_dict({"name": "d", "stages": [{"prune": {"method": "wanda", "sparsity": 0.5},
                                                    "calibration": {"samples": 8}}]}).stages[0]
     assert a.key() == b.key() and len({a.key(), c.key(), d.key()}) == 3
+
+
+def test_calibration_can_mix_general_text_and_old_keys_stay():
+    import torch
+
+    from slimlm.calibration import make_calibration
+    from slimlm.data import load_data
+    from slimlm.models import load
+    from slimlm.recipes import recipe_from_dict
+
+    plain = recipe_from_dict({"name": "a", "stages": [{"prune": {"method": "wanda", "sparsity": 0.5},
+                                                        "calibration": {"samples": 8, "seq_len": 32}}]})
+    mixed = recipe_from_dict({"name": "b", "stages": [{"prune": {"method": "wanda", "sparsity": 0.5},
+                                                        "calibration": {"samples": 8, "seq_len": 32,
+                                                                        "general_data": "pydoc",
+                                                                        "general_share": 0.5}}]})
+    # the key of an unmixed stage does not change with the new fields (runs made before them resume)
+    import hashlib
+    import json
+
+    st = plain.stages[0]
+    before = json.dumps({"kind": st.kind, "config": st.config_dict(),
+                         "calibration": {"samples": 8, "seq_len": 32, "seed": 0}}, sort_keys=True)
+    assert st.key() == hashlib.sha256(before.encode()).hexdigest()[:16]
+    assert plain.stages[0].key() != mixed.stages[0].key()
+    m = load("tiny:llama")
+    dom, gen = load_data("shakespeare"), load_data("pydoc")
+    only = make_calibration(m, dom, n=8, seq_len=32)
+    mix = make_calibration(m, dom, n=8, seq_len=32, general=gen, general_share=0.5)
+    assert mix.tokens.shape == only.tokens.shape == (8, 32)
+    from slimlm.data import calibration_batch
+
+    general_rows = {tuple(r) for r in calibration_batch(m.tokenizer, gen, 4, 32).tolist()}
+    assert sum(tuple(r) in general_rows for r in mix.tokens.tolist()) == 4
+    assert not any(tuple(r) in general_rows for r in only.tokens.tolist())
+    assert torch.equal(mix.tokens, make_calibration(m, dom, n=8, seq_len=32, general=gen, general_share=0.5).tokens)
+
+
+def test_general_share_without_general_data_is_refused():
+    from slimlm.errors import ConfigError
+    from slimlm.recipes import recipe_from_dict
+
+    with pytest.raises(ConfigError, match="general_data"):
+        recipe_from_dict({"name": "a", "stages": [{"prune": {"method": "wanda", "sparsity": 0.5},
+                                                    "calibration": {"general_share": 0.5}}]})

@@ -23,6 +23,14 @@ TRACKING_URI = typer.Option(None, "--tracking-uri", help="Tracker URI (default: 
 JSON = typer.Option(False, "--json", help="Print JSON.")
 TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code",
                                  help="Run Python code shipped with the model (its auto_map); off by default.")
+RUNTIME = typer.Option(
+    "torch", "--runtime",
+    help="Where the variants' latencies (frontier, operating point) are measured: torch, onnxruntime, openvino or "
+    "llamacpp. Each variant is exported into <out>/exports as the runtime's equivalent type (int8-dynamic -> ONNX "
+    "int8; int8-weight -> OpenVINO int8 / GGUF q8_0; int4-weight -> OpenVINO int4 / GGUF q4_1), checked, and timed "
+    "beside the baseline's export; a variant the runtime cannot take is recorded as not measured and never "
+    "selected (no fallback to torch). Part of the run: resuming with another --runtime is refused.")
+THREADS = typer.Option(None, "--threads", min=1, help="Threads for profiling (default 1: fixed and recorded).")
 FORCE_RUN = typer.Option(False, "--force", help="Start over: discard an earlier run at --out (its cache too).")
 
 
@@ -50,6 +58,12 @@ def print_run(res, title: str, as_json: bool) -> None:
     out.print(f"★ selected: {rep['selected'] or '-'}  ◆ frontier{hv} — {verdict} the bar: {rep['rule']}")
     if not rep["met"] or rep.get("excluded_by_guard"):
         out.print(f"[yellow]{rep['reason']}[/yellow]")
+    rt = rep.get("runtime") or {}
+    if rt:
+        out.print(f"latency measured on {rt.get('label', rt.get('name'))}"
+                  + (f", {rt['threads']} thread(s)" if rt.get("threads") else ""), highlight=False)
+    for w in rep.get("warnings", []):
+        out.print(f"[yellow]warning: {w}[/yellow]", highlight=False)
     out.print(f"report: {rep['report']}\ndecision record: {rep['decision']}")
     if res.tracking:
         out.print(tracking_line(res.tracking), highlight=False)

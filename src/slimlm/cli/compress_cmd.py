@@ -20,6 +20,8 @@ def compress_command(
     seq_len: int = typer.Option(512, "--seq-len", min=2, help="Perplexity window."),
     shapes: str = typer.Option("1x128,8x128", "--shapes", help="Prefill shapes to profile; the first is primary."),
     repeats: int = O.REPEATS,
+    runtime: str = O.RUNTIME,
+    threads: int | None = O.THREADS,
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Profile the variants (latency, memory)."),
     tier: str | None = O.TIER,
     max_drop: str | None = O.MAX_DROP,
@@ -43,7 +45,8 @@ def compress_command(
     from slimlm.workflows import compress
 
     opts = RunOptions(trust_remote_code=trust_remote_code, data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
-                      seq_len=seq_len, shapes=parse_shapes(shapes), repeats=repeats, profile=profile)
+                      seq_len=seq_len, shapes=parse_shapes(shapes), repeats=repeats, profile=profile,
+                      runtime=runtime, threads=threads)
     kw = O.run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price_per_hour, grid,
                         track, tracking_uri, max_ood_drop)
     with progress_bars(not as_json) as bar:

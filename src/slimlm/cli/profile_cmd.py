@@ -48,10 +48,11 @@ def profile_table(results: list[dict], title: str = "profile") -> Table:
 
 def _runtime_table(results: list[dict]) -> Table:
     r0 = results[0]
-    table = Table(title=f"profile on {r0['runtime']} ({r0['format']} {r0['precision']}, {r0['threads']} threads)")
+    table = Table(title=f"profile on {r0['runtime']} ({r0['format']}, {r0['threads']} threads)")
     table.add_column("measure")
     for r in results:
         table.add_column(r["model"], justify="right", overflow="fold")
+    table.add_row("type", *[r["precision"] for r in results])
     table.add_row("disk MB", *[fmt(r["disk_mb"]) for r in results])
     for key in r0["latency_ms"]:
         table.add_row(f"prefill {key} p50 ms", *[
@@ -69,7 +70,9 @@ def profile_command(
     threads: int | None = typer.Option(None, "--threads", min=1,
                                        help="Threads (default 1: fixed and recorded; more measure the neighbours too)."),
     runtime: str = typer.Option("torch", "--runtime", help="torch, onnxruntime, openvino or llamacpp (export first)."),
-    precision: str | None = typer.Option(None, "--type", help="Export type for --runtime (default fp32 / f16)."),
+    precision: str | None = typer.Option(None, "--type", help="Export type for --runtime, for every model (default: "
+                                         "each model's equivalent: fp32 / f16 unquantized, int8-dynamic -> onnx int8, "
+                                         "int8-weight -> openvino int8 / q8_0, int4-weight -> openvino int4 / q4_1)."),
     repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs per shape after 2 warm-up runs."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process."),
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from slimlm.cli import _options as O
-from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
+from slimlm.cli._out import emit_json, err, fmt, out, progress_bars, status
 
 
 def quantize_command(
@@ -51,6 +51,12 @@ def quantize_command(
         res = quantize_job(model, config, out_dir, data=data, calib_rows=calib_rows, calib_len=calib_len, seed=seed,
                            force=force, trust_remote_code=trust_remote_code, progress=bar, log=status)
     res["scheme"] = scheme
+    from slimlm.profile.cpu import int8_gemm_support, int8_slow_warning
+
+    warn = int8_slow_warning(int8_gemm_support()) if scheme == "int8-dynamic" else None
+    res["warnings"] = [warn] if warn else []
+    if warn:
+        err.print(f"[yellow]warning: {warn}[/yellow]", highlight=False)
     path = res["out"]
     if as_json:
         emit_json(res)

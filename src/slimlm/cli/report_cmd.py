@@ -40,7 +40,8 @@ def report_command(
     if as_json:
         emit_json({k: res[k] for k in ("report", "decision", "selected", "met", "frontier", "hypervolume")}
                   | {"closest": res["closest"], "rule": res["rule"], "guard": res["guard"],
-                     "excluded_by_guard": res["excluded_by_guard"]} | ({"tracking": tracking} if tracking else {}))
+                     "excluded_by_guard": res["excluded_by_guard"], "runtime": res["runtime"],
+                     "warnings": res["warnings"]} | ({"tracking": tracking} if tracking else {}))
         return
     run = load_run(run_dir)
     point = res["selected"] or res["closest"]
@@ -61,6 +62,11 @@ def report_command(
     verdict = "[bold green]met[/bold green]" if res["met"] else "[bold red]NOT met[/bold red]"
     out.print(f"Rule: {res['rule']}: {verdict}. {res['reason']}", highlight=False)
     out.print(res["guard"], highlight=False)
+    rt = res["runtime"]
+    out.print(f"Latency measured on {rt['label']}" + (f", {rt['threads']} thread(s)" if rt.get("threads") else ""),
+              highlight=False)
+    for w in res["warnings"]:
+        out.print(f"[yellow]warning: {w}[/yellow]", highlight=False)
     out.print(f"Report: {res['report']}\nDecision: {res['decision']}", highlight=False)
     if tracking:
         out.print(tracking_line(tracking), highlight=False)

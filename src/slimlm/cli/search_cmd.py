@@ -25,6 +25,8 @@ def search_command(
     shapes: str = typer.Option("1x128", "--shapes", help="Prefill shapes to profile; the first is primary."),
     decode_tokens: int = typer.Option(16, "--decode-tokens", min=0, help="Decode tokens per profile run."),
     repeats: int = O.REPEATS,
+    runtime: str = O.RUNTIME,
+    threads: int | None = O.THREADS,
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Profile the variants (latency, memory); "
                                  "off: only quality and size are measured (objectives size)."),
     tier: str | None = O.TIER,
@@ -54,7 +56,7 @@ def search_command(
 
     opts = RunOptions(trust_remote_code=trust_remote_code, data=data, ood_data=None if ood_data == "none" else ood_data, eval_tokens=eval_tokens,
                       shapes=parse_shapes(shapes), decode_tokens=decode_tokens, repeats=repeats,
-                      profile=profile)
+                      profile=profile, runtime=runtime, threads=threads)
     kw = O.run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price_per_hour, grid,
                         track, tracking_uri, max_ood_drop)
     objs = tuple(o.strip() for o in objectives.split(",") if o.strip())

@@ -40,7 +40,8 @@ class DistillConfig(MethodConfig):
     """
 
     family: ClassVar[str] = "distill"
-    space: ClassVar[dict[str, Any]] = {"distill_steps": 0, "distill_loss": "kl"}
+    space: ClassVar[dict[str, Any]] = {"distill_steps": 0, "distill_loss": "kl", "distill_alpha": None,
+                                       "distill_general_share": None}
     kind: Literal["distill"] = "distill"
     # loss
     loss: LossName = "kl"
@@ -115,8 +116,12 @@ class DistillConfig(MethodConfig):
     def from_pick(cls, pick, fixed, before):
         if not before or not pick.get("distill_steps"):  # nothing to recover without a compression stage
             return None
-        return {"distill": {**fixed.get("distill", {}), "loss": pick.get("distill_loss", "kl"),
-                            "steps": int(pick["distill_steps"])}}
+        body = {**fixed.get("distill", {}), "loss": pick.get("distill_loss", "kl"), "steps": int(pick["distill_steps"])}
+        if pick.get("distill_alpha") is not None:  # hard-label CE share of the loss
+            body["alpha"] = float(pick["distill_alpha"])
+        if pick.get("distill_general_share") is not None:  # share of general rows (needs fixed general_data)
+            body["general_share"] = float(pick["distill_general_share"])
+        return {"distill": body}
 
     def apply(self, model, calib, ctx) -> StageResult:
         from slimlm.distill.trainer import distill_run

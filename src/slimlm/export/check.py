@@ -28,7 +28,15 @@ TOLERANCES = {
 
 
 class ExportCheckError(SlimlmError):
-    """The exported model's perplexity is not within tolerance of the variant's."""
+    """The exported model's perplexity is not within tolerance of the variant's (``result``: the numbers)."""
+
+    result: dict | None = None
+
+    @classmethod
+    def with_result(cls, result: dict, message: str) -> ExportCheckError:
+        err = cls(message)
+        err.result = result
+        return err
 
 
 def sample_windows(model, text: str | None = None, n: int = 4, seq_len: int = 128) -> torch.Tensor:
@@ -73,9 +81,9 @@ def compare(variant_ppl: float, export_ppl: float, precision: str, what: str, to
     result = {"variant_perplexity": variant_ppl, "export_perplexity": export_ppl, "relative_change": rel,
               "tolerance": tol, "passed": bool(abs(rel) <= tol) and math.isfinite(export_ppl)}
     if not result["passed"]:
-        raise ExportCheckError(
+        raise ExportCheckError.with_result(result, (
             f"{what}: exported perplexity {export_ppl:.4g} differs from the variant's {variant_ppl:.4g} by "
             f"{rel:+.2%}, beyond the {tol:.2%} allowed for {precision}; the export is wrong or this precision "
             f"loses too much on this model (try a wider type, or --no-check to keep it anyway)."
-        )
+        ))
     return result

@@ -1,9 +1,16 @@
-"""`slimlm profile --runtime`: the profile protocol on a deployment runtime: ONNX Runtime, OpenVINO, llama.cpp (or torch, the default).
+"""`slimlm profile --runtime` and `compress`/`search --runtime`: the profile protocol on a deployment runtime:
+ONNX Runtime, OpenVINO, llama.cpp (or torch, the default, in `slimlm.profile`).
 
-Each model is exported with `slimlm.export` (no check: profiling measures speed, the check is the export
-command's job) into a temporary directory, loaded into the runtime with the same fixed thread count, and
-timed like `slimlm.profile.compare` does on torch: warm-up runs, then repeated prefill timings per
-``BxS`` shape, interleaved model by model, with ratios against the first model on the same runtime.
+Each model is exported with `slimlm.export` into a directory (a temporary one, or one the caller owns such as
+``<run>/exports/<variant>-<runtime>`` where an earlier export of the same weights is reused), loaded into the
+runtime with the same fixed thread count, and timed like `slimlm.profile.compare` does on torch: warm-up
+runs, then repeated prefill timings per ``BxS`` shape, interleaved model by model, with ratios against the
+first model on the same runtime.
+
+A slimlm-quantized variant runs as the runtime's own equivalent type (`EQUIVALENT`: int8-dynamic -> ONNX
+Runtime dynamic int8; int8-weight -> OpenVINO int8 / GGUF q8_0; int4-weight -> OpenVINO int4 / GGUF q4_1),
+never silently as a dequantized fp32 copy. A scheme the runtime has no equivalent for (int4 in ONNX,
+int8-dynamic in OpenVINO or GGUF) is refused with the reason (`runtime_type`); ``--type`` forces a type.
 
 Decode tokens/s: llama.cpp decodes with its KV cache (one token per call after the prompt). The ONNX and
 OpenVINO graphs slimlm writes are prefill graphs without a KV cache, so their decode is not measured (None)
@@ -27,6 +34,111 @@ from slimlm.errors import ConfigError
 
 RUNTIMES = {"onnxruntime": ("onnx", "fp32", "onnxruntime"), "openvino": ("openvino", "fp32", "openvino"),
             "llamacpp": ("gguf", "f16", "llama_cpp")}
+PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "llamacpp": "llama-cpp-python"}
+
+#: the runtime's own type for a variant, by its slimlm quantization scheme (None: not quantized); a scheme
+#: missing here has no equivalent on that runtime (see `CANNOT`)
+EQUIVALENT: dict[str, dict[str | None, str]] = {
+    "onnxruntime": {None: "fp32", "int8-dynamic": "int8"},
+    "openvino": {None: "fp32", "int8-weight": "int8", "int4-weight": "int4"},
+    "llamacpp": {None: "f16", "int8-weight": "q8_0", "int4-weight": "q4_1"},
+}
+CANNOT = {
+    "onnxruntime": "slimlm's ONNX export has fp32 and ONNX Runtime's dynamic int8 (int8 activations too) only",
+    "openvino": "OpenVINO's weight compression (int8, int4) keeps activations in float; it has no int8-dynamic",
+    "llamacpp": "GGUF has weight-only types (q8_0, q4_1...), not slimlm's int8-activation scheme",
+}
+
+
+def check_runtime(runtime: str) -> None:
+    """Fail fast, before any heavy work: an unknown runtime name, or its Python package not installed.
+
+    Raises:
+        ConfigError: one sentence naming the runtime or the missing package and how to install it.
+    """
+    if runtime == "torch":
+        return
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}; use torch, {', '.join(RUNTIMES)}.")
+    module = RUNTIMES[runtime][2]
+    if importlib.util.find_spec(module) is None:
+        hint = ("pip install llama-cpp-python (it builds llama.cpp from source, about 20 minutes)"
+                if runtime == "llamacpp" else "pip install 'slimlm[export]'")
+        raise ConfigError(f"--runtime {runtime} needs the {PACKAGES[runtime]} package, which is not installed; "
+                          f"{hint}.")
+
+
+def variant_scheme(hf: torch.nn.Module) -> tuple[str | None, int | None]:
+    """(slimlm quantization scheme of the Linear layers, int4 group size): (None, None) for a float model,
+    ``"mixed"`` when layers hold several schemes. An int8 embedding alone does not count (exports keep it float)."""
+    from slimlm.models.qlayers import Int8Embedding, QuantModule
+
+    layers = [m for m in hf.modules() if isinstance(m, QuantModule) and not isinstance(m, Int8Embedding)]
+    kinds = {m.kind for m in layers}
+    if not kinds:
+        return None, None
+    if len(kinds) > 1:
+        return "mixed", None
+    return kinds.pop(), getattr(layers[0], "group_size", None)
+
+
+def runtime_type(model, runtime: str) -> tuple[str | None, str | None]:
+    """The runtime's type for ``model`` (a `slimlm.models.Model`), or why the runtime cannot take it.
+
+    Returns:
+        ``(type, None)``, e.g. ``("int8", None)`` for an int8-dynamic variant on ONNX Runtime; or
+        ``(None, reason)``, e.g. for an int4-weight variant on ONNX Runtime.
+    """
+    scheme, _ = variant_scheme(model.hf)
+    if runtime not in EQUIVALENT:
+        raise ConfigError(f"unknown runtime {runtime!r}; use torch, {', '.join(RUNTIMES)}.")
+    if model.task != "causal-lm":
+        return None, f"{runtime} profiling exports causal language models only; this model is an encoder"
+    if scheme == "mixed":
+        return None, f"the variant mixes several quantization schemes; {runtime} takes one"
+    if scheme not in EQUIVALENT[runtime]:
+        return None, f"{runtime} cannot run slimlm's {scheme} variant as it is: {CANNOT[runtime]}"
+    return EQUIVALENT[runtime][scheme], None
+
+
+def runtime_export(model, runtime: str, out: str | Path, *, precision: str | None = None, check: bool = False,
+                   sample_text: str | None = None, progress=None) -> dict:
+    """Export ``model`` for ``runtime`` into ``out``, or reuse the export already there.
+
+    An earlier export in ``out`` is reused when it was written from the same weights (content hash), in the
+    same format and type, and (with ``check``) passed its check; otherwise it is replaced.
+
+    Args:
+        model: a `slimlm.models.Model` (causal LM).
+        runtime: ``onnxruntime``, ``openvino`` or ``llamacpp``.
+        out: the export directory (slimlm's: an existing directory not written by slimlm export is refused).
+        precision: the runtime's type; default `runtime_type` (raises `ConfigError` when there is none).
+        check: run the export's perplexity check (`slimlm.export.export`; raises `ExportCheckError`).
+        sample_text: text for the check.
+
+    Returns:
+        `slimlm.export.export`'s result, plus ``reused`` (bool).
+    """
+    from slimlm.export import MANIFEST, export, read_manifest
+
+    fmt = RUNTIMES[runtime][0]
+    if precision is None:
+        precision, why = runtime_type(model, runtime)
+        if why:
+            raise ConfigError(f"{model.spec}: {why}; pass --type to export it as another type anyway.")
+    out = Path(out)
+    source = model.provenance.get("hash")
+    if source and (out / MANIFEST).is_file():
+        man = read_manifest(out)
+        if (man.get("source_hash") == source and man.get("format") == fmt and man.get("precision") == precision
+                and (out / man.get("main_file", "")).is_file()
+                and (not check or (man.get("check") or {}).get("passed"))):
+            return {"out": str(out), "format": fmt, "precision": precision, "main_file": str(out / man["main_file"]),
+                    "files": man["files"], "check": man.get("check"), "seconds": 0.0, "reused": True}
+    _, group = variant_scheme(model.hf)
+    res = export(model, fmt, out, precision=precision, check=check, sample_text=sample_text,
+                 group_size=group or 64, progress=progress)
+    return {**res, "reused": False}
 
 
 def _p(times: list[float]) -> dict:
@@ -71,38 +183,48 @@ class _Session:
 
 
 def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: int = 64, threads: int | None = None,
-                    repeats: int = 10, warmup: int = 2, precision: str | None = None, progress=None) -> list[dict]:
+                    repeats: int = 10, warmup: int = 2, precision: str | None = None, exports: list[dict] | None = None,
+                    progress=None) -> list[dict]:
     """Profile ``models`` on ``runtime`` (onnxruntime, openvino or llamacpp), interleaved, ratios to the first.
+
+    Args:
+        models: `slimlm.models.Model` objects; the first is the reference of the ratios.
+        runtime: the runtime.
+        shapes, decode_tokens, threads, repeats, warmup: as `slimlm.profile.compare`.
+        precision: one runtime type for every model; default each model's `runtime_type` (a model the
+            runtime cannot take raises `ConfigError`).
+        exports: `runtime_export` results, one per model, made by the caller (they stay where they are);
+            default: export into a temporary directory removed at the end.
 
     Returns:
         One dict per model: ``model``, ``runtime``, ``format``, ``precision``, ``threads``, ``disk_mb``,
-        ``latency_ms`` (per ``BxS``: p50/p90/p99/mean/n), ``decode_tokens_per_s`` (llama.cpp only) and ``ratios``.
+        ``latency_ms`` (per ``BxS``: p50/p90/p99/mean/n), ``decode_tokens_per_s`` (llama.cpp only),
+        ``check`` (the export check, when one ran), ``machine`` and ``ratios``.
     """
-    from slimlm.export import export
     from slimlm.profile.core import DEFAULT_THREADS
     from slimlm.profile.machine import machine_info
 
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"unknown runtime {runtime!r}; use torch, {', '.join(RUNTIMES)}.")
-    fmt, default, module = RUNTIMES[runtime]
-    if importlib.util.find_spec(module) is None:
-        hint = ("pip install llama-cpp-python (builds llama.cpp from source, about 20 minutes)" if runtime == "llamacpp"
-                else "pip install 'slimlm[export]'")
-        raise ConfigError(f"--runtime {runtime} needs the {module} package; {hint}.")
+    check_runtime(runtime)
+    if runtime == "torch":
+        raise ConfigError("compare_runtime profiles exported models; use slimlm.profile.compare for torch.")
     progress = or_noop(progress)
     threads = threads or DEFAULT_THREADS
     n_ctx = max(s for _, s in shapes) + decode_tokens + 8
-    tmp = Path(tempfile.mkdtemp(prefix="slimlm-runtime-"))
+    tmp = None if exports is not None else Path(tempfile.mkdtemp(prefix="slimlm-runtime-"))
     try:
+        if exports is None:
+            exports = []
+            for i, m in enumerate(models):
+                progress(f"export for {runtime}", i, len(models))
+                exports.append(runtime_export(m, runtime, tmp / f"m{i}", precision=precision))
+            progress(f"export for {runtime}", len(models), len(models))
         sessions, results = [], []
-        for i, m in enumerate(models):
-            progress(f"export for {runtime}", i, len(models))
-            res = export(m, fmt, tmp / f"m{i}", precision=precision or default, check=False)
+        machine = machine_info()
+        for m, res in zip(models, exports, strict=True):
             sessions.append(_Session(runtime, Path(res["main_file"]), threads, n_ctx))
-            results.append({"model": m.spec, "runtime": runtime, "format": fmt, "precision": res["precision"],
-                            "threads": threads, "disk_mb": sum(res["files"].values()) / 1e6,
-                            "latency_ms": {}, "decode_tokens_per_s": None, "machine": machine_info()})
-        progress(f"export for {runtime}", len(models), len(models))
+            results.append({"model": m.spec, "runtime": runtime, "format": res["format"], "precision": res["precision"],
+                            "threads": threads, "disk_mb": sum(res["files"].values()) / 1e6, "check": res.get("check"),
+                            "latency_ms": {}, "decode_tokens_per_s": None, "machine": machine})
         g = torch.Generator().manual_seed(0)
         for b, s in shapes:
             times: list[list[float]] = [[] for _ in models]
@@ -128,4 +250,5 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
                 r["ratios"]["decode_speedup"] = r["decode_tokens_per_s"] / ref["decode_tokens_per_s"]
         return results
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

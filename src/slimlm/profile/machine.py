@@ -40,6 +40,8 @@ def machine_info() -> dict:
     """A short, JSON-ready description of this machine and the software that measured on it."""
     import transformers
 
+    from slimlm.profile.cpu import int8_gemm_support
+
     mem_gb = None
     try:
         import psutil
@@ -57,6 +59,7 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
+        "int8_gemm": int8_gemm_support(),  # VNNI/AMX (x86) or dot-product/i8mm (Arm): see slimlm.profile.cpu
     }
 
 

@@ -55,7 +55,7 @@ class StructuredConfig(PruneMethod):
             raise ValueError("nothing to prune; set at least one of layers, heads, ffn, hidden, vocab")
         return self
 
-    space: ClassVar[dict[str, Any]] = {"layers": 0, "ffn": 0.0, "heads": 0.0}
+    space: ClassVar[dict[str, Any]] = {"layers": 0, "ffn": 0.0, "heads": 0.0, "vocab": "none"}
 
     def label(self) -> str:
         parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -68,6 +68,8 @@ class StructuredConfig(PruneMethod):
     @classmethod
     def from_pick(cls, pick, fixed, before):
         body = {k: pick[k] for k in ("layers", "ffn", "heads") if pick.get(k)}
+        if pick.get("vocab") not in (None, "none"):  # domain vocabulary trimming
+            body["vocab"] = pick["vocab"]
         if not body or any(s.get("prune") for s in before):
             return None
         return {"prune": {"method": "structured", **body}, "calibration": fixed.get("calibration", {})}

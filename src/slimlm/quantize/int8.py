@@ -4,7 +4,7 @@ and weight-only int8. The layers themselves are `slimlm.models.qlayers.Int8Dynam
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -19,7 +19,16 @@ class Int8DynamicConfig(QuantScheme):
     """
 
     scheme: Literal["int8-dynamic"] = "int8-dynamic"
+    space: ClassVar[dict[str, Any]] = {**QuantScheme.space, "smoothquant": "none"}
     smoothquant: float | None = Field(None, ge=0, le=1)
+
+    @classmethod
+    def from_pick(cls, pick, fixed, before):
+        stage = super().from_pick(pick, fixed, before)
+        sq = pick.get("smoothquant", "none")
+        if stage is not None and sq not in (None, "none"):  # SmoothQuant strength as a search dimension
+            stage["quantize"]["smoothquant"] = float(sq)
+        return stage
 
     def stats_wanted(self) -> dict:
         return {"absmax": True} if self.smoothquant is not None else {}

@@ -11,6 +11,16 @@ stages and finished evaluations are reused, only the unfinished ones run again.
 Trade-off: variants are profiled together at the end, interleaved in one process (comparable ratios),
 rather than right after each stage; a killed run re-profiles on resume because timings are only comparable
 within one session.
+
+Runtime: ``RunOptions.runtime`` (``torch`` by default; ``onnxruntime``, ``openvino``, ``llamacpp``) is where
+the latencies are measured. On a deployment runtime every variant is exported into ``exports/<id>-<runtime>/``
+(kept: the operating point's export is ready to ship, and a resumed run or the next search trial reuses the
+baseline's) as the runtime's equivalent type, checked (perplexity on a fixed sample within the type's
+tolerance), then timed interleaved with the baseline's export (`slimlm.export.runtimes`). A variant the
+runtime cannot take, or whose export fails its check, is recorded with ``runtime_not_measured`` (the
+reason) and no latency, and selection never picks it: it does not silently fall back to torch. The runtime is
+part of the run's identity: resuming with another ``--runtime`` is refused, because a run's (and a study's)
+latencies must all come from one runtime.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from pathlib import Path
 
 from slimlm._io import file_lock
 from slimlm.data import load_data
-from slimlm.errors import ConfigError
+from slimlm.errors import ConfigError, SlimlmError
 from slimlm.methods import StageContext
 from slimlm.models import META_FILE, Model, load
 from slimlm.profile import disk_mb
@@ -49,6 +59,7 @@ class RunOptions:
     repeats: int = 5
     threads: int | None = None
     profile: bool = True
+    runtime: str = "torch"  # where latencies are measured: torch, onnxruntime, openvino, llamacpp
     teacher_agreement: bool = True
     trust_remote_code: bool = False  # how to load, not what is measured: not part of the run's identity
 
@@ -82,10 +93,16 @@ class Pipeline:
         self.opts = options or RunOptions()
         self.progress = progress
         self.log = log or (lambda msg: None)
+        from slimlm.export.runtimes import check_runtime
+
+        check_runtime(self.opts.runtime)  # an unknown runtime or a missing package fails before any work
         self.corpus = load_data(self.opts.data)  # fail on bad data before loading weights
         self.ood = load_data(self.opts.ood_data) if self.opts.ood_data else None
         self._check_run_dir()
         self.base = load(model, progress=self.log, trust_remote_code=self.opts.trust_remote_code)
+        if self.opts.runtime != "torch" and self.opts.profile and self.base.task != "causal-lm":
+            raise ConfigError(f"--runtime {self.opts.runtime} profiles causal language models only; this model "
+                              "is an encoder: use --runtime torch.")
         self._check_eval_text()
         self.variants: dict[str, Variant] = {}
         self._unrecorded: dict[str, Variant] = {}  # stage outputs seen this session, recorded or not
@@ -103,7 +120,14 @@ class Pipeline:
             prev = self.run.info()
         except RunDirError as exc:
             raise ConfigError(str(exc)) from None
-        if prev and (prev.get("model") != self.spec or prev.get("options") != self.opts.measure_key()):
+        before = {"runtime": "torch", **(prev.get("options") or {})}  # runs from before --runtime: torch
+        if prev and prev.get("model") == self.spec and before.get("runtime") != self.opts.runtime:
+            raise ConfigError(
+                f"{self.out} holds a run profiled on --runtime {before.get('runtime')}; resume it with --runtime "
+                f"{before.get('runtime')} (one run's latencies come from one runtime), or use another --out or "
+                "--force for a run on another runtime."
+            )
+        if prev and (prev.get("model") != self.spec or before != self.opts.measure_key()):
             raise ConfigError(
                 f"{self.out} holds a run of {prev.get('model')} with other options; use another --out "
                 "or the same model and options to resume it, or --force to start over."
@@ -131,12 +155,14 @@ class Pipeline:
     def write_state(self, recipes: list[str], extra: dict | None = None) -> None:
         """Write run.json and variants.jsonl, merging with what other workers wrote (`RunDir` locks)."""
         from slimlm.profile import machine_info
+        from slimlm.profile.core import DEFAULT_THREADS
 
         prev = self.run.info()
         info = {"model": self.spec, "data": self.opts.data, "ood_data": self.opts.ood_data,
                 "options": self.opts.measure_key(),
                 "recipes": sorted(set(prev.get("recipes", [])) | set(recipes)), "machine": machine_info(),
                 "primary_shape": "x".join(map(str, self.opts.shapes[0])), "baseline": self.base_id,
+                "runtime": {"name": self.opts.runtime, "threads": self.opts.threads or DEFAULT_THREADS},
                 **(extra or {})}
         self.run.update_info(info, keep=("selection", "objectives", "search", "created"))
         for v in self.run.write_variants(self.variants.values()):
@@ -266,6 +292,9 @@ class Pipeline:
 
         chosen = [v for v in self.variants.values() if v.is_baseline or ids is None or v.id in ids]
         chosen.sort(key=lambda v: not v.is_baseline)
+        if self.opts.runtime != "torch":
+            self._profile_on_runtime(chosen)
+            return
         self.log(f"profiling {len(chosen)} variants side by side (latency, decode, peak memory)")
         models = [self._model_of(v) for v in chosen]
         results = compare(models, shapes=self.opts.shapes, decode_tokens=self.opts.decode_tokens,
@@ -285,6 +314,61 @@ class Pipeline:
             })
             if v.is_baseline and v.path and not v.path.startswith(("builtin:", "tiny:")):
                 v.metrics.disk_mb = r["disk_mb"]
+        del models
+        self.write_state([])
+
+    def _profile_on_runtime(self, chosen: list[Variant]) -> None:
+        """`profile_all` on a deployment runtime (see the module docstring)."""
+        from slimlm.export.runtimes import compare_runtime, runtime_export, runtime_type
+
+        rt = self.opts.runtime
+        self.log(f"exporting {len(chosen)} variants for {rt} (reused when already exported)")
+        ok, models, exports = [], [], []
+        for v in chosen:
+            m = self._model_of(v)
+            precision, why = runtime_type(m, rt)  # why: no equivalent type on this runtime
+            try:
+                if why is None:
+                    exp = runtime_export(m, rt, self.out / "exports" / f"{v.id}-{rt}", precision=precision, check=True,
+                                         progress=self.log)
+            except SlimlmError as exc:  # the export failed its check (or the converter refused the model)
+                r = getattr(exc, "result", None)
+                why = (f"its {rt} {precision} export's perplexity on the check sample is {r['relative_change']:+.1%} "
+                       f"off the variant's ({r['variant_perplexity']:.4g} -> {r['export_perplexity']:.4g}), beyond "
+                       f"the {r['tolerance']:.1%} allowed for {precision}" if r else str(exc))
+            except Exception as exc:  # noqa: BLE001 - one variant's failed conversion must not lose the run
+                why = f"the {rt} export failed: {type(exc).__name__}: {exc}"[:500]
+            if why is None:
+                ok.append(v)
+                models.append(m)
+                exports.append(exp)
+                continue
+            if v.is_baseline:
+                raise ConfigError(f"the baseline cannot be profiled on {rt}: {why}")
+            self.log(f"{v.label or v.id}: not measured on {rt}: {why}")
+            v.metrics.update({"latency_ms": {}, "latency_p50_ms": None, "latency_p99_ms": None,
+                              "decode_tokens_per_s": None, "ratios": {}, "runtime": rt,
+                              "runtime_not_measured": why})
+        self.log(f"profiling {len(ok)} variants side by side on {rt} (latency"
+                 + (", decode)" if rt == "llamacpp" else "; its exported graphs have no KV cache: no decode)"))
+        results = compare_runtime(models, rt, shapes=self.opts.shapes, decode_tokens=self.opts.decode_tokens,
+                                  threads=self.opts.threads, repeats=self.opts.repeats, exports=exports,
+                                  progress=self.progress)
+        primary = "x".join(map(str, self.opts.shapes[0]))
+        session = uuid.uuid4().hex[:12]
+        for v, r, exp in zip(ok, results, exports, strict=True):
+            lat = r["latency_ms"].get(primary, {})
+            check = r.get("check") or {}
+            v.metrics.update({
+                "latency_ms": {shape: {**x, "session": session} for shape, x in r["latency_ms"].items()},
+                "latency_p50_ms": lat.get("p50"), "latency_p99_ms": lat.get("p99"),
+                "decode_tokens_per_s": r["decode_tokens_per_s"], "ratios": r["ratios"], "threads": r["threads"],
+                "runtime": rt, "runtime_format": r["format"], "runtime_precision": r["precision"],
+                "runtime_disk_mb": r["disk_mb"], "runtime_not_measured": None,
+                "runtime_export": str(Path(exp["out"]).relative_to(self.out)),
+                "runtime_check": {k: check.get(k) for k in ("variant_perplexity", "export_perplexity",
+                                                             "relative_change", "tolerance")} if check else None,
+            })
         del models
         self.write_state([])
 

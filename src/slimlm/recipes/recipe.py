@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import slimlm.distill  # noqa: F401  (each family registers its methods on import)
 import slimlm.prune  # noqa: F401
@@ -50,12 +50,25 @@ def _parse(kind: str, d: dict) -> MethodConfig:
 
 
 class CalibrationSpec(BaseModel):
-    """Calibration data for a stage that needs it (pruning, SmoothQuant, GPTQ, the fallback, QAT)."""
+    """Calibration data for a stage that needs it (pruning, SmoothQuant, GPTQ, the fallback, QAT).
+
+    ``general_data`` (a data spec such as ``pydoc``) with ``general_share`` > 0 draws that share of the
+    windows from the general corpus's calibration split: importance and statistics measured on mixed text
+    keep what general text needs instead of fitting the cut to the domain alone.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     samples: int = Field(64, ge=1)
     seq_len: int = Field(512, ge=2)
     seed: int = 0
+    general_data: str | None = None
+    general_share: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_general(self) -> CalibrationSpec:
+        if self.general_share and not self.general_data:
+            raise ValueError("general_share needs general_data (a data spec such as pydoc)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -80,8 +93,10 @@ class Stage:
 
     def key(self) -> str:
         """Stable digest of everything that determines this stage's output given its input."""
-        blob = json.dumps({"kind": self.kind, "config": self.config_dict(),
-                           "calibration": self.calibration.model_dump()}, sort_keys=True)
+        calib = self.calibration.model_dump()
+        if not calib["general_share"]:  # unmixed calibration keeps the keys runs made before mixing existed
+            del calib["general_data"], calib["general_share"]
+        blob = json.dumps({"kind": self.kind, "config": self.config_dict(), "calibration": calib}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def label(self) -> str:

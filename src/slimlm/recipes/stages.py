@@ -20,7 +20,13 @@ def stage_calibration(model: Model, stage: Stage, ctx: StageContext) -> Calibrat
     c = stage.calibration
     limit = model.adapter.max_positions
     seq_len = min(c.seq_len, limit) if limit else c.seq_len
-    return make_calibration(model, ctx.corpus, n=c.samples, seq_len=seq_len, seed=c.seed)
+    general = None
+    if c.general_data and c.general_share:
+        from slimlm.data import load_data
+
+        general = load_data(c.general_data)
+    return make_calibration(model, ctx.corpus, n=c.samples, seq_len=seq_len, seed=c.seed, general=general,
+                            general_share=c.general_share)
 
 
 def run_stage(model: Model, stage: Stage, ctx: StageContext) -> StageResult:

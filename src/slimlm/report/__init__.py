@@ -16,7 +16,7 @@ from slimlm.errors import ConfigError
 from slimlm.report.business import Inputs, business_table
 from slimlm.report.decision import render_decision
 from slimlm.report.html import render_html
-from slimlm.report.run import Run, RunDirError, load_run
+from slimlm.report.run import Run, RunDirError, load_run, run_warnings
 from slimlm.runs import Variant
 from slimlm.search.frontier import (
     OBJECTIVES,
@@ -24,6 +24,7 @@ from slimlm.search.frontier import (
     Selection,
     drop_name,
     normalised_hypervolume,
+    not_runnable,
     pareto_front,
     parse_drop,
     parse_ood_drop,
@@ -114,7 +115,9 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
 
     Returns:
         ``{"report", "decision", "selected", "met", "closest", "rule", "reason", "frontier", "hypervolume",
-        "objectives", "selection", "guard", "excluded_by_guard"}``; paths as strings, ids of variants.
+        "objectives", "selection", "guard", "excluded_by_guard", "runtime", "warnings"}``; paths as strings,
+        ids of variants (``runtime``: where the latencies were measured, ``{"name", "label", "threads"}``;
+        ``warnings``: one-line warnings about the measurements).
 
     Raises:
         RunDirError: the directory has no (valid) ``variants.jsonl``.
@@ -128,15 +131,18 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
     settings = _selection_settings(run.info, tier, max_drop, objective, max_latency_ms, max_memory_mb, max_ood_drop)
     sel = select(run.variants, **settings)
     objs = list(objectives or run.info.get("objectives") or ["quality_drop", OBJECTIVES[sel.objective]])
-    front = [run.variants[i].id for i in pareto_front(run.variants, objs)]
-    hv = normalised_hypervolume(run.variants, objs)
+    runnable = [v for v in run.variants if not not_runnable(v)]  # the deployment runtime took them
+    front = [runnable[i].id for i in pareto_front(runnable, objs)]
+    hv = normalised_hypervolume(runnable, objs)
     inputs = Inputs(traffic_per_day=traffic_per_day, price_per_hour=price_per_hour,
                     grid_gco2_per_kwh=grid_gco2_per_kwh, prefill_tokens=prefill_tokens,
                     decode_tokens=decode_tokens, primary_shape=run.info.get("primary_shape") or "1x128")
     biz = business_table(run.variants, inputs)
     html = render_html(run, sel, frontier_ids=front, objectives=objs, hypervolume=hv, biz=biz, inputs=inputs,
                        headline=_headline(sel, run.baseline, biz))
-    md = render_decision(run.dir, run.info, sel, run.baseline, biz, inputs, drop_name(run.variants))
+    warnings = run_warnings(run)
+    md = render_decision(run.dir, run.info, sel, run.baseline, biz, inputs, drop_name(run.variants),
+                         runtime=run.runtime, warnings=warnings)
     report, decision = run.dir / "report.html", run.dir / "decision.md"
     for path, text in ((report, html), (decision, md)):
         write_text_atomic(path, text)
@@ -144,7 +150,7 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
     return {"report": str(report), "decision": str(decision), "selected": s["selected"], "met": s["met"],
             "closest": s["closest"], "rule": s["rule"], "reason": s["reason"], "frontier": front,
             "hypervolume": hv, "objectives": objs, "selection": s, "business": biz, "guard": s["guard"],
-            "excluded_by_guard": s["excluded_by_guard"]}
+            "excluded_by_guard": s["excluded_by_guard"], "runtime": run.runtime, "warnings": warnings}
 
 from slimlm._verbs import make_callable  # noqa: E402
 

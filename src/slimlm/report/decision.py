@@ -7,7 +7,7 @@ and the outcome in the first line. When nothing meets the bar it says so before 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,8 @@ def _evidence(v: Variant, base: Variant | None, shape: str, dname: str) -> list[
 
 
 def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base: Variant | None,
-                    biz: Mapping[str, Mapping[str, Any]], inputs: Inputs, dname: str | None = None) -> str:
+                    biz: Mapping[str, Mapping[str, Any]], inputs: Inputs, dname: str | None = None,
+                    runtime: Mapping[str, Any] | None = None, warnings: Sequence[str] = ()) -> str:
     """Markdown for ``decision.md``.
 
     Args:
@@ -67,6 +68,8 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
         biz: `business_table` output by variant id.
         inputs: the business assumptions.
         dname: name of the quality measure (``perplexity drop``); derived when None.
+        runtime: where the latencies were measured (`slimlm.report.run.Run.runtime`); None: not stated.
+        warnings: one-line warnings about the measurements (`slimlm.report.run.run_warnings`).
     """
     v = sel.chosen or sel.closest
     dname = dname or drop_name([x for x in (v, base) if x])
@@ -83,6 +86,15 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
         if v is not None:
             lines += [f"- Closest variant: `{v.id}`: {stage_text(v)}", f"- Path: `{_path(run_dir, v)}`"]
     lines += [f"- Rule: {sel.rule}."] + ([f"- {sel.guard}"] if sel.guard else []) + [f"- Outcome: {sel.reason}"]
+    if runtime:
+        rt = (f"- Latency measured on: {runtime.get('label') or runtime.get('name')} (`--runtime {runtime.get('name')}`"
+              + (f", {runtime['threads']} thread(s)" if runtime.get("threads") else "") + ")")
+        if v is not None and v.metrics.get("runtime_precision"):
+            rt += f"; this variant ran as {v.metrics.get('runtime_format')} {v.metrics.get('runtime_precision')}"
+            if v.metrics.get("runtime_export"):
+                rt += f", exported to `{run_dir / str(v.metrics.get('runtime_export'))}`"
+        lines += [rt + "."]
+    lines += [f"- Warning: {w}" for w in warnings]
     lines += [""]
     if v is None:
         return "\n".join(lines) + "\n"

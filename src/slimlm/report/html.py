@@ -184,6 +184,18 @@ def comparison_rows(variants: Sequence[Variant], base: Variant | None, shape: st
     row("calibration (ECE)", lambda v: _cell(fmt(m(v, "ece"))))
     row("teacher top-1 agreement", lambda v: _cell(pct(m(v, "teacher_top1"), signed=False) if m(v, "teacher_top1") is not None else "–"))
     row("teacher KL (nats)", lambda v: _cell(fmt(m(v, "teacher_kl"))))
+    def runtime_cell(v):
+        rt, why = v.metrics.get("runtime"), v.metrics.get("runtime_not_measured")
+        if not rt or rt == "torch":
+            return _cell("–")
+        if why:
+            return _cell(f"not measured on {rt}", str(why))
+        check, size = v.metrics.get("runtime_check") or {}, v.metrics.get("runtime_disk_mb")
+        note = " · ".join(x for x in (f"{fmt(size)} MB exported" if size else "",
+                                      f"export perplexity {check['relative_change'] * 100:+.2f}% vs the variant"
+                                      if check.get("relative_change") is not None else "") if x)
+        return _cell(f"{rt} · {v.metrics.get('runtime_format') or '?'} {v.metrics.get('runtime_precision') or '?'}", note)
+    row("runtime (latency measured on)", runtime_cell)
     row(f"latency p50 ({shape})", lambda v: _cell(f"{fmt(m(v, 'latency_p50_ms'))} ms" if m(v, "latency_p50_ms") else "–",
                                                  rel(v, "latency_p50_ms", word="faster")))
     row(f"latency p99 ({shape})", lambda v: _cell(f"{fmt(m(v, 'latency_p99_ms'))} ms" if m(v, "latency_p99_ms") else "–"))
@@ -271,5 +283,6 @@ def render_html(run: Run, sel: Selection, *, frontier_ids: list[str], objectives
         headline=headline, dname=dname, plots=plots, heatmaps=heatmaps, curves=curves, tables=tables,
         frontier_ids=frontier_ids, objectives=list(objectives), hypervolume=hypervolume, hv_cap=HV_DROP_CAP,
         biz=biz, inputs=inputs, variants=variants, base=base, machine=machine, energy_sources=sources,
+        runtime=run.runtime,
         tiers=_tiers_text(), stage_text=stage_text, plotlyjs=offline_plotlyjs(), shape=shape,
         n_sens_tables=len(run.sensitivity))

@@ -11,7 +11,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from slimlm.profile.cpu import int8_slow_warning
 from slimlm.runs import RunDir, RunDirError, Variant
+
+RUNTIME_NAMES = {"torch": "PyTorch eager", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
+                 "llamacpp": "llama.cpp"}
 
 
 @dataclass
@@ -35,6 +39,44 @@ class Run:
     @property
     def baseline(self) -> Variant | None:
         return next((v for v in self.variants if v.is_baseline), None)
+
+    @property
+    def runtime(self) -> dict:
+        """Where the latencies were measured: ``{"name", "label", "threads"}`` (torch for runs from before
+        ``--runtime``; threads from the baseline's profile when run.json does not say)."""
+        rt = dict(self.info.get("runtime") or {})
+        rt.setdefault("name", "torch")
+        if rt.get("threads") is None:
+            base = self.baseline
+            rt["threads"] = base.metrics.threads if base else None
+        rt["label"] = RUNTIME_NAMES.get(rt["name"], rt["name"])
+        return rt
+
+
+def _int8_dynamic(v: Variant) -> bool:
+    for st in v.stages:
+        cfg = st.get("config") or {}
+        target = cfg.get("target") if isinstance(cfg.get("target"), dict) else {}
+        if st.get("kind") == "quantize" and "int8-dynamic" in (cfg.get("scheme"), target.get("scheme")):
+            return True
+    return False
+
+
+def run_warnings(run: Run) -> list[str]:
+    """One-line warnings about how the latencies were measured: variants the deployment runtime could not
+    take, and int8-dynamic variants timed on a CPU without fast int8 GEMM instructions."""
+    out = []
+    rt = run.runtime
+    skipped = [v for v in run.variants if v.metrics.get("runtime_not_measured")]
+    if skipped:
+        out.append(f"{len(skipped)} variant(s) could not run on {rt['label']} and have no latency there, so they are "
+                   "never selected: " + "; ".join(f"{v.label or v.id}: {v.metrics.get('runtime_not_measured')}"
+                                                   for v in skipped))
+    timed_int8 = [v for v in run.variants if _int8_dynamic(v) and v.metrics.latency_p50_ms is not None]
+    warn = int8_slow_warning((run.info.get("machine") or {}).get("int8_gemm"))
+    if timed_int8 and warn:
+        out.append(warn + ".")
+    return out
 
 
 def _sensitivity_tables(obj) -> list[dict] | None:
@@ -90,4 +132,6 @@ def load_run(run_dir: str | Path) -> Run:
             notes.append("sensitivity.json is not in the `slimlm sensitivity --json` format; heat map skipped.")
         else:
             sens = tables
-    return Run(d, info, variants, sens, notes)
+    run_ = Run(d, info, variants, sens, notes)
+    run_.notes.extend(run_warnings(run_))
+    return run_

@@ -63,6 +63,19 @@ def value(point: Variant | Metrics | Mapping[str, Any] | None, key: str) -> floa
     return float(v)
 
 
+def value_of(point: Variant | Mapping[str, Any] | None, key: str) -> Any:
+    """A measurement by name as stored (strings too): ``point.metrics`` of a `Variant`, else ``point[key]`` or
+    ``point["metrics"][key]``; None when absent."""
+    if isinstance(point, Variant):
+        return point.metrics.get(key)
+    if not isinstance(point, Mapping):
+        return None
+    v = point.get(key)
+    if v is None and isinstance(point.get("metrics"), Mapping):
+        v = point["metrics"].get(key)
+    return v
+
+
 def field_of(point: Variant | Mapping[str, Any] | None, name: str) -> Any:
     """A variant's own field (``id``, ``label``, ``is_baseline``) from a `Variant` or a variant dict."""
     if point is None:
@@ -290,6 +303,12 @@ def _ood_measured(variants: Sequence[Mapping[str, Any]]) -> bool:
     return any(value(v, k) is not None for v in (base or variants) for k in keys)
 
 
+def not_runnable(v) -> str | None:
+    """Why the run's deployment runtime could not take variant ``v`` (``runtime_not_measured``), else None."""
+    why = value_of(v, "runtime_not_measured")
+    return str(why) if why else None
+
+
 def _ood_drop(v) -> float | None:
     d = value(v, "ood_quality_drop")
     if d is None and field_of(v, "is_baseline") and value(v, "ood_perplexity") is not None:
@@ -311,6 +330,9 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
     whose out-of-domain drop is unknown fails the guard. When the guard keeps out the variant that would
     otherwise have won, the `Selection` names it (``excluded``) and the reason says why.
 
+    A variant the run's deployment runtime could not take (``runtime_not_measured``, see
+    `slimlm.recipes.pipeline`) is never a candidate, whatever the objective: it cannot be deployed there.
+
     Args:
         variants: variant dicts (``id``, ``label``, ``is_baseline``, ``metrics``).
         max_drop: largest allowed relative quality drop (see `TIERS`, `parse_drop`).
@@ -331,6 +353,13 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r} is unknown; use one of {', '.join(OBJECTIVES)}.")
     metric = OBJECTIVES[objective]
+    unrunnable = [v for v in variants if not_runnable(v)]
+    runtime_note = ""
+    if unrunnable:
+        rt = {str(value_of(v, "runtime")) for v in unrunnable} - {"None"}
+        runtime_note = (f" {len(unrunnable)} variant(s) could not run on {', '.join(sorted(rt)) or 'the runtime'} "
+                        "and are not candidates.")
+        variants = [v for v in variants if not not_runnable(v)]
     dname = drop_name(variants)
     guarded = max_ood_drop is not None and _ood_measured(variants)
     conds = [f"{dname} ≤ {_pct(max_drop)}"]
@@ -390,7 +419,8 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
             reason = f"{name(best)} is the {_BEST[objective]} of the {len(ok)} of {len(variants)} variants that qualify."
         if value(best, metric) is None:
             reason += f" Its {metric} was not measured, so it was chosen on quality alone."
-        return Selection(best, True, rule, None, reason + note, objective, max_drop, max_ood_drop, guard, excluded)
+        return Selection(best, True, rule, None, reason + note + runtime_note, objective, max_drop, max_ood_drop,
+                         guard, excluded)
 
     slo_ok = [v for v in rated if meets_slos(v)]
     both_ok = [v for v in slo_ok if passes_guard(v)]
@@ -408,4 +438,5 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
             where = "and no variant meets the SLOs"
         reason = (f"No variant meets the bar. Closest: {name(closest)} with a "
                   f"{_pct(d)} drop ({where}); relax the tier, the SLOs, or add recovery (distillation).")
-    return Selection(None, False, rule, closest, reason + note, objective, max_drop, max_ood_drop, guard, excluded)
+    return Selection(None, False, rule, closest, reason + note + runtime_note, objective, max_drop, max_ood_drop,
+                     guard, excluded)

@@ -7,12 +7,16 @@ A space file:
       layers: [0, 2, 4, 6]        # structured: whole layers removed (count or fraction)
       ffn: [0.0, 0.25]            # structured: share of FFN channels removed
       heads: [0.0]                # structured: share of attention heads removed
+      vocab: [none, domain]       # structured: trim the vocabulary to the tokens the domain uses
       unstructured: [none, wanda:0.5, sparsegpt:2:4]   # method:sparsity or method:N:M
       distill_steps: [0, 20]      # distillation after pruning (skipped when nothing was pruned)
       distill_loss: [kl]
+      distill_alpha: [0.0, 0.5]   # hard-label CE share of the distillation loss
+      distill_general_share: [0.0, 0.5]   # share of general rows (set fixed.distill.general_data)
       quantize: [none, int8-dynamic, int8-weight, int4-weight]
       quantize_skip: ["lm_head,embed", embed, none]   # parts kept in fp32 (default both; none: quantize all)
       group_size: [32, 64]        # int4 only
+      smoothquant: [none, 0.5, 0.8]   # int8-dynamic only: SmoothQuant migration strength
       lowrank: [0.0, 0.5]         # truncated-SVD factorisation, share of rank kept (0: off)
     fixed:                        # settings every trial shares
       calibration: {samples: 32, seq_len: 256}

@@ -11,6 +11,11 @@ in the run directory; any SQLAlchemy URL such as ``postgresql://...`` works) and
 budget is exact, a worker killed mid-trial has its trial retried once, and workers may start together:
 see `slimlm.search.workers`. Multi-fidelity: a trial's distillation reports its eval curve and a hopeless
 trial is pruned before its distillation ends (`slimlm.search.pruning`).
+
+With ``RunOptions.runtime`` other than torch every trial is profiled on that runtime (its export beside the
+baseline's, `slimlm.recipes.pipeline`). A trial whose quantization the runtime has no equivalent for is
+pruned before any stage runs, and one whose export fails its check is pruned after; neither counts to the
+budget, and the reason is in the trial's ``not_measured_on_runtime`` attribute.
 """
 
 from __future__ import annotations
@@ -138,6 +143,13 @@ def search(
             continue
         recipe = space.build(params)
         log(f"trial {trial.number}: " + (" → ".join(s.label() for s in recipe.stages) if recipe else "baseline"))
+        why = _runtime_refuses(recipe, p.opts.runtime) if p.opts.profile else None
+        if why:  # known before any stage runs: the deployment runtime has no equivalent of its quantization
+            beat.__exit__(None, None, None)
+            trial.set_user_attr("not_measured_on_runtime", why)
+            study.tell(trial, state=TrialState.PRUNED)
+            log(f"trial {trial.number}: skipped: {why}")
+            continue
         try:
             report = trial_reporter(study, trial, pruner, log)
             vid = p.run_recipe(recipe, record_intermediate=False, on_metrics=report)[-1] if recipe else p.base_id
@@ -147,6 +159,8 @@ def search(
             elif p.opts.profile:
                 log(f"trial {trial.number}: same variant as an earlier trial; its measurements are reused")
             m = p.variants[vid].metrics
+            if m.get("runtime_not_measured"):  # its export failed the check: it cannot be deployed there
+                raise _NotOnRuntime(m.get("runtime_not_measured"))
             values = [m.quality_drop] + [_objective_value(m, o, primary) for o in objectives]
             if any(v is None for v in values):
                 raise ConfigError(f"trial {trial.number}: an objective could not be measured ({values}).")
@@ -154,6 +168,14 @@ def search(
             beat.__exit__(None, None, None)
             study.tell(trial, state=TrialState.FAIL)
             raise
+        except _NotOnRuntime as exc:  # kept in variants.jsonl with the reason; does not count to the budget
+            beat.__exit__(None, None, None)
+            trial.set_user_attr("variant", vid)
+            trial.set_user_attr("not_measured_on_runtime", str(exc)[:500])
+            study.tell(trial, state=TrialState.PRUNED)
+            log(f"trial {trial.number}: not measured on {p.opts.runtime}: {exc}")
+            p.write_state([])
+            continue
         except optuna.TrialPruned:  # hopeless: its stage was not cached, and it does not count to the budget
             beat.__exit__(None, None, None)
             study.tell(trial, state=TrialState.PRUNED)
@@ -185,6 +207,26 @@ def search(
             "stage_seconds_run": p.stage_seconds_run,
             "trials": [{"number": t.number, "params": t.params, "variant": t.user_attrs.get("variant"),
                         "values": t.values} for t in complete]}
+
+
+class _NotOnRuntime(Exception):
+    """The trial's variant could not be profiled on the run's deployment runtime (the reason)."""
+
+
+def _runtime_refuses(recipe, runtime: str) -> str | None:
+    """Why ``runtime`` cannot take the recipe's quantization scheme (known before running it), else None."""
+    from slimlm.export.runtimes import CANNOT, EQUIVALENT
+
+    if runtime == "torch" or recipe is None:
+        return None
+    scheme = None
+    for stage in recipe.stages:
+        if stage.kind == "quantize":
+            cfg = stage.config
+            scheme = getattr(getattr(cfg, "target", None), "scheme", None) or getattr(cfg, "scheme", None)
+    if scheme in EQUIVALENT[runtime]:
+        return None
+    return f"{runtime} cannot run slimlm's {scheme} variant as it is: {CANNOT[runtime]}"
 
 
 def _queue_siblings(study, space: Space, params: dict, keys: tuple[str, ...], number: int) -> None:

@@ -1,0 +1,56 @@
+"""The search dimensions that tune a recipe rather than pick a method: vocabulary trimming, SmoothQuant
+strength, distillation loss mix and general-data share."""
+
+import pytest
+
+from slimlm.errors import ConfigError
+from slimlm.search import space_from_dict
+
+
+def _stages(recipe):
+    return {s.kind: s for s in recipe.stages}
+
+
+def test_vocab_smoothquant_and_distill_mix_reach_the_recipe():
+    sp = space_from_dict({"choices": {"layers": [2], "vocab": ["domain"], "distill_steps": [10],
+                                      "distill_alpha": [0.5], "distill_general_share": [0.25],
+                                      "quantize": ["int8-dynamic"], "smoothquant": [0.8]},
+                          "fixed": {"distill": {"general_data": "pydoc"}}}, "t")
+    r = sp.build({"layers": 2, "vocab": "domain", "distill_steps": 10, "distill_alpha": 0.5,
+                  "distill_general_share": 0.25, "quantize": "int8-dynamic", "smoothquant": 0.8})
+    st = _stages(r)
+    assert st["prune"].config.vocab == "domain" and st["prune"].config.layers == 2
+    d = st["distill"].config
+    assert (d.alpha, d.general_share, d.general_data) == (0.5, 0.25, "pydoc")
+    assert st["quantize"].config.smoothquant == 0.8
+
+
+def test_off_values_leave_the_recipe_as_before():
+    sp = space_from_dict({"choices": {"layers": [2], "vocab": ["none"], "distill_steps": [10],
+                                      "quantize": ["int8-dynamic"], "smoothquant": ["none"]}}, "t")
+    st = _stages(sp.build({"layers": 2, "vocab": "none", "distill_steps": 10, "quantize": "int8-dynamic",
+                           "smoothquant": "none"}))
+    assert st["prune"].config.vocab is None
+    assert st["distill"].config.alpha == 0.0 and st["distill"].config.general_share == 0.0
+    assert st["quantize"].config.smoothquant is None
+
+
+def test_vocab_alone_is_a_structured_stage():
+    st = _stages(space_from_dict({"choices": {"vocab": ["domain"]}}, "t").build({"vocab": "domain"}))
+    assert st["prune"].config.vocab == "domain" and not st["prune"].config.layers
+
+
+def test_smoothquant_strength_applies_to_int8_dynamic_only():
+    sp = space_from_dict({"choices": {"quantize": ["int8-weight"], "smoothquant": [0.5]}}, "t")
+    assert not hasattr(_stages(sp.build({"quantize": "int8-weight", "smoothquant": 0.5}))["quantize"].config,
+                       "smoothquant")
+
+
+@pytest.mark.parametrize("choices, msg", [
+    ({"smoothquant": [1.5], "quantize": ["int8-dynamic"]}, "smoothquant"),
+    ({"distill_alpha": [2.0], "distill_steps": [5], "layers": [1]}, "alpha"),
+    ({"vocab": ["all"]}, "vocab"),
+])
+def test_out_of_range_values_fail_before_the_study(choices, msg):
+    with pytest.raises(ConfigError, match=msg):
+        space_from_dict({"choices": choices}, "s.yaml")
