@@ -83,7 +83,7 @@ def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, settin
     app, state = build_app(path, settings, decision=decision, trust_remote_code=trust_remote_code)
     if on_ready is not None:
         on_ready(state)
-    # keep-alive longer than uvicorn's 5 s: a client reusing a pooled connection just as the server closes it
-    # sees "connection reset" (seen under CPU contention, when requests queue for seconds behind the model)
+    # keep-alive longer than uvicorn's 5 s, so pooled client connections outlive requests that queue for
+    # seconds behind the model (the resets once blamed on it came from an error path; see serve.app)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
                 timeout_keep_alive=75, access_log=False)
