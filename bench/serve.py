@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serve.py            # SmolLM2-135M: int8-dynamic (SmoothQuant 0.5) vs the fp32 teacher
     .venv/bin/python bench/serve.py --quick    # tiny:llama, to check the script in a minute
+    .venv/bin/python bench/serve.py --from-run demo-run   # the operating point make demo chose vs its teacher
 
 It builds a run directory (``compress`` with one int8 recipe, profiled: that profile gives the interleaved
 prefill speedup and the forecast), records a decision by the rule (medium tier) and one pinned to the
@@ -58,8 +59,11 @@ def build_run(a, run_dir: Path) -> dict:
     opts = RunOptions(data=a.data, ood_data=None, eval_tokens=a.eval_tokens, seq_len=a.seq_len,
                       shapes=((1, a.prompt_tokens),), decode_tokens=32, repeats=a.repeats, threads=1,
                       profile=True, teacher_agreement=False)
-    _log(f"compress {a.model} -> {run_dir} (cached on rerun)")
-    compress(a.model, [recipe], run_dir, opts)
+    if a.from_run:  # an existing, profiled compress run (e.g. make demo's): its variants and profile as they are
+        _log(f"using the compress run {run_dir} as it is")
+    else:
+        _log(f"compress {a.model} -> {run_dir} (cached on rerun)")
+        compress(a.model, [recipe], run_dir, opts)
     inputs = Inputs(price_per_hour=a.price_per_hour, prefill_tokens=a.prompt_tokens, decode_tokens=a.max_tokens)
     chosen = record_decision(run_dir, max_drop=a.max_drop, inputs=inputs, note="bench/serve.py: the rule's choice")
     base_id = chosen["baseline"]["id"]
@@ -149,6 +153,9 @@ def main() -> None:
     p.add_argument("--data", default="shakespeare")
     p.add_argument("--quick", action="store_true", help="tiny:llama on a small text: checks the script")
     p.add_argument("--run-dir", default=None, help="run directory to build or reuse (default: a cache dir)")
+    p.add_argument("--from-run", default=None,
+                   help="serve the teacher and the selected variant of this existing compress run (e.g. demo-run) "
+                        "instead of building an int8 run; int8-dynamic crawls on a CPU without VNNI/AMX")
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--levels", default="1,4,16")
@@ -176,7 +183,10 @@ def main() -> None:
     from slimlm._io import cache_dir
     from slimlm.profile import machine_info
 
-    run_dir = Path(a.run_dir) if a.run_dir else cache_dir("bench-serve", a.model.replace(":", "_").replace("/", "_"))
+    run_dir = (Path(a.from_run) if a.from_run else Path(a.run_dir) if a.run_dir
+               else cache_dir("bench-serve", a.model.replace(":", "_").replace("/", "_")))
+    if a.from_run:
+        a.model = json.loads((run_dir / "run.json").read_text())["model"]
     load_before = os.getloadavg()
     t_start = time.time()
     decisions = build_run(a, run_dir)
