@@ -16,6 +16,7 @@ overlapping corpus say so.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ def _split_of(play: str) -> str:
     return "train"
 
 
+@functools.cache
 def _shakespeare() -> Corpus:
     splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
     for play, path in shakespeare_plays().items():
@@ -116,6 +118,7 @@ def _passages(text: str, n: int) -> list[str]:
     return ["\n".join(lines[i : i + n]) for i in range(0, len(lines) - n + 1, n)]
 
 
+@functools.cache
 def _shakespeare_genre() -> Corpus:
     splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
     for play, path in shakespeare_plays().items():
@@ -125,6 +128,7 @@ def _shakespeare_genre() -> Corpus:
     return Corpus("shakespeare-genre", splits, labels=list(GENRES))
 
 
+@functools.cache  # built from installed files: one build per process (pydoc parses the stdlib, ~6 s)
 def _pydoc() -> Corpus:
     """Docstrings of stdlib modules, split by module name hash (deterministic across machines)."""
     import ast
