@@ -68,6 +68,8 @@ def test_quick_run_writes_every_arm_and_resumes(encoder_bench, reviews_csv, tmp_
     assert names["p1-distilled"]["params"] < names["teacher"]["params"]
     assert names["p1-int8"]["disk_mb"] < names["p1-distilled"]["disk_mb"] < names["teacher"]["disk_mb"]
     assert names["q-int8"]["size_ratio"] > 1.5 and names["teacher"]["accuracy_drop"] == 0
+    assert names["q-int8"]["disk_mb"] < names["q-int8emb"]["disk_mb"] < names["teacher"]["disk_mb"]
+    assert out["stages"]["q-int8emb"]["quantized"] == 1  # the word embeddings only
     assert all(isinstance(t["met"], bool) for t in out["targets"]) and len(out["targets"]) == 4
     saved = json.loads((tmp_path / "res" / "encoder-quick.json").read_text())
     assert saved["variants"] == json.loads(json.dumps(out["variants"]))
