@@ -115,7 +115,8 @@ def paired_drop(teacher_pred: torch.Tensor, pred: torch.Tensor, labels: torch.Te
 
 def key_of(args) -> dict:
     return {"version": VERSION, "data": args.data, "teacher": args.teacher, "ft_steps": args.ft_steps, "ft_lr": args.ft_lr,
-            "kd_steps": args.kd_steps, "kd_lr": args.kd_lr, "batch_size": args.batch_size, "seq_len": args.seq_len,
+            "kd_steps": args.kd_steps, "kd_lr": args.kd_lr,
+            "hidden_weight": args.hidden_weight, "batch_size": args.batch_size, "seq_len": args.seq_len,
             "prune": list(args.prune), "eval_examples": args.eval_examples, "calib": args.calib, "seed": 0}
 
 
@@ -127,7 +128,7 @@ def run(args) -> dict:
     from slimlm.models import load, save
     from slimlm.profile import compare, machine_info
     from slimlm.profile.core import dir_mb
-    from slimlm.prune import StructuredConfig, make_calibration, parse_structured, prune_
+    from slimlm.prune import StructuredConfig, make_calibration, parse_structured, prune_, save_kwargs
     from slimlm.quantize import Int8WeightConfig, quantize_
     from slimlm.quantize import save as save_quantized
 
@@ -157,7 +158,8 @@ def run(args) -> dict:
                              seq_len=args.seq_len, warmup_steps=max(1, args.ft_steps // 10), min_lr_ratio=0.1,
                              seed=0)
     kd_cfg = base_cfg.model_copy(update={"loss": "kl", "alpha": 0.5, "temperature": 2.0, "steps": args.kd_steps,
-                                         "lr": args.kd_lr, "warmup_steps": max(1, args.kd_steps // 10)})
+                                         "lr": args.kd_lr, "warmup_steps": max(1, args.kd_steps // 10),
+                                         "hidden_weight": args.hidden_weight})
 
     def on_metrics(m):
         if "loss" in m and (m["step"] % 25 == 0 or m["step"] == m.get("steps")):
@@ -213,7 +215,7 @@ def run(args) -> dict:
                 m = copy.deepcopy(teacher)
                 calib = make_calibration(m, corpus, n=args.calib, seq_len=64, seed=0)
                 rep = prune_(m, pcfg, calib)
-                save(m, pdir, stage={"kind": "prune", "config": pcfg.model_dump(mode="json")})
+                save(m, pdir, **save_kwargs(pcfg, rep, m))  # with the layers kept: the hidden-transfer map
             done(f"{tag}-prune", {**s.record, "spec": spec, "shape": rep["shape_after"],
                                   "layers_removed": rep.get("layers", {}).get("removed")})
         evaluate_variant(f"{tag}-pruned", load(pdir), t_pred)
@@ -369,7 +371,8 @@ def markdown(out: dict, by: dict) -> str:
         f"accuracy {100 * t['accuracy']:.1f}%, macro-F1 {100 * t['f1']:.1f}%, {t['disk_mb']:.1f} MiB on disk, "
         f"fine-tuning {t['finetune_cpu_min']:.1f} CPU min.",
         f"Distillation: {cfg['kd_steps']} steps x {cfg['batch_size']} snippets, forward KL at T=2 mixed 0.5/0.5 with "
-        f"hard-label CE, lr {cfg['kd_lr']:g}. Throughput: sequences/s at {', '.join(shapes)} (batch x tokens), "
+        f"hard-label CE" + (f" plus {cfg['hidden_weight']:g} x hidden-state transfer" if cfg.get("hidden_weight") else "")
+        + f", lr {cfg['kd_lr']:g}. Throughput: sequences/s at {', '.join(shapes)} (batch x tokens), "
         f"{out['threads']} torch thread, all variants interleaved in one process; ratios to the fp32 teacher.",
         "",
         "| variant | family | accuracy | drop (rel.) | drop 95% CI (points) | F1 | agreement | tier | "
@@ -430,6 +433,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ft-lr", type=float, default=1e-4)
     p.add_argument("--kd-steps", type=int, default=300, help="distillation steps per prune arm")
     p.add_argument("--kd-lr", type=float, default=2e-4)
+    p.add_argument("--hidden-weight", type=float, default=0.0,
+                   help="weight of hidden-state transfer (cosine, through the pruning's layer map, with learned "
+                        "projections where the student is narrower) added to the KD loss")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128, help="truncation length (the snippets are shorter)")
     p.add_argument("--calib", type=int, default=64, help="calibration windows (64 tokens) for pruning")

@@ -61,7 +61,7 @@ def test_predict_matches_slimlm_evaluate(encoder_bench, reviews_csv):
 def test_quick_run_writes_every_arm_and_resumes(encoder_bench, reviews_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("SLIMLM_CACHE", str(tmp_path / "cache"))
     argv = ["--quick", "--data", str(reviews_csv), "--teacher", "tiny:bert", "--results", str(tmp_path / "res"),
-            "--prune", "layers=1,heads=0.5,hidden=0.5,ffn=0.5", "--eval-examples", "24"]
+            "--prune", "layers=1,heads=0.5,hidden=0.5,ffn=0.5", "--eval-examples", "24", "--hidden-weight", "1"]
     out = encoder_bench.main(argv)
     names = {r["variant"]: r for r in out["variants"]}
     assert set(names) == {"teacher", "q-int8", "q-int8emb", "p1-pruned", "p1-distilled", "p1-int8", "p1-int8emb"}
@@ -70,6 +70,7 @@ def test_quick_run_writes_every_arm_and_resumes(encoder_bench, reviews_csv, tmp_
     assert names["q-int8"]["size_ratio"] > 1.5 and names["teacher"]["accuracy_drop"] == 0
     assert names["q-int8"]["disk_mb"] < names["q-int8emb"]["disk_mb"] < names["teacher"]["disk_mb"]
     assert out["stages"]["q-int8emb"]["quantized"] == 1  # the word embeddings only
+    assert "hidden" in out["stages"]["p1-distill"]["final_losses"]  # hidden-state transfer through projections
     assert all(isinstance(t["met"], bool) for t in out["targets"]) and len(out["targets"]) == 4
     saved = json.loads((tmp_path / "res" / "encoder-quick.json").read_text())
     assert saved["variants"] == json.loads(json.dumps(out["variants"]))
