@@ -419,7 +419,9 @@ def markdown(out: dict, by: dict) -> str:
             f"{r['compress_cpu_min']:.1f} |")
     lines += ["", "Targets:", ""]
     for tg in out["targets"]:
-        lines.append(f"- {'MET' if tg['met'] else 'MISSED'}: {tg['target']} ({tg['measured']})")
+        verdict = "MET" if tg["met"] else "MISSED"
+        lines.append(f"- {verdict + ' (quick mode: not a verdict)' if out['quick'] else verdict}: {tg['target']} "
+                     f"({tg['measured']})")
     shapes_s = {k: v.get("shape") for k, v in out["stages"].items() if k.endswith("-prune")}
     lines += ["", "Notes:", "",
               "- drop (rel.) = (teacher accuracy - variant accuracy) / teacher accuracy; tiers: high <= 1%, "
