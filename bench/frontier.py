@@ -96,6 +96,28 @@ def student_stages() -> str:
     return "; ".join(json.dumps(s, sort_keys=True) for s in stages)
 
 
+def recovery_lines(rows: list[dict]) -> list[str]:
+    """Share of the one-shot prune's perplexity gap each distillation recovered, per CPU-minute it cost."""
+    base = next((r for r in rows if r["arm"] == "baseline"), None)
+    pruned = next((r for r in rows if r["families"] == ["prune"]), None)
+    pds = sorted((r for r in rows if r["arm"] == "prune+distill"), key=lambda r: r["cpu_min"])
+    if not (base and pruned and pds and pruned["ppl"] and base["ppl"]):
+        return []
+    out = ["", "Recovery per CPU-minute (gap = one-shot prune's perplexity minus the teacher's; > 100% means the "
+           "student ended better than the teacher in domain):", "",
+           "| distilled student | distill CPU min | gap recovered | per CPU-min | OOD gap recovered |",
+           "|---|---|---|---|---|"]
+    for r in pds:
+        minutes = r["cpu_min"] - pruned["cpu_min"]
+        share = (pruned["ppl"] - r["ppl"]) / (pruned["ppl"] - base["ppl"])
+        ood = None
+        if pruned["ood_ppl"] and r["ood_ppl"] and base["ood_ppl"]:
+            ood = (pruned["ood_ppl"] - r["ood_ppl"]) / (pruned["ood_ppl"] - base["ood_ppl"])
+        out.append(f"| {r['label']} | {minutes:.1f} | {share:.1%} | {share / max(minutes, 1e-9):.1%} | "
+                   + ("-" if ood is None else f"{ood:.1%}") + " |")
+    return out
+
+
 def families(v) -> tuple[str, ...]:
     kinds = []
     for s in v.stages:
@@ -293,6 +315,7 @@ def main() -> int:
         lines += ["", f"No quantized variant is faster than fp32 at prefill on this CPU (fastest: {fastest['label']}, "
                   f"{speed(fastest):.2f}x): here quantization buys disk and memory, not speed, so speed has to come "
                   "from structured pruning, and every point of it costs recovery tokens (CPU minutes)."]
+    lines += recovery_lines(rows)
     if a.note:
         lines += ["", a.note]
     lines += ["", "Targets:", ""]
