@@ -372,7 +372,7 @@ def main() -> None:
     if args.tag:
         NAME = f"distill-{args.tag}"
     PARTIAL = RESULTS / f"{NAME}.partial.json"
-    from slimlm.cli._quiet import quiet
+    from slimlm._quiet import quiet
 
     quiet()
     torch.set_num_threads(args.threads)

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "results" / "quantize"))
     a = p.parse_args(argv)
 
-    from slimlm.cli._quiet import quiet
+    from slimlm._quiet import quiet
 
     quiet()
     torch.set_num_threads(a.threads)

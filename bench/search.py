@@ -51,7 +51,7 @@ def main() -> int:
                     help="torch threads (1: on this 2-core machine a second job usually shares the CPU)")
     a = ap.parse_args()
 
-    from slimlm.cli._quiet import quiet
+    from slimlm._quiet import quiet
 
     quiet()
     import torch
