@@ -18,7 +18,7 @@ venv: $(STAMP)
 # evaluation tokens per corpus, the benchmarks' budget),
 # pick the operating point, and write demo-run/report.html and demo-run/decision.md (rerun to resume).
 demo: $(STAMP)
-	$(BIN)/slimlm compress builtin:smollm2-135m --recipe quick --data shakespeare --eval-tokens 4096 --out demo-run
+	$(BIN)/slimlm compress builtin:smollm2-135m --recipe quick --data shakespeare --eval-tokens 4096 --shapes 1x128 --out demo-run
 
 # Debian packages the serve tests run against (real Prometheus, headless Chromium) and the shared-search test
 # (a throwaway PostgreSQL server on loopback); skipped when not root.

@@ -9,9 +9,9 @@ the end, interleaved in one process with one torch thread.
 Arms (every prune+distill stage is shared by the combined arms that extend it):
 - quantization only: int8-dynamic with SmoothQuant 0.5; int8 weight-only with lm_head and embeddings too;
   int4 GPTQ group 32 with lm_head and embeddings too.
-- prune + distill: a light structured prune (``--layers``, ``--ffn``), then ``--steps`` of KD mixed with
-  hard-label CE (``--alpha``) on the domain plus a share of general text (``--general-share`` of pydoc's
-  train split; the guard reads its eval split, other modules).
+- prune + distill: the builtin ``quick`` recipe's prune and distill stages (what ``make demo`` runs: a light
+  structured prune on mixed calibration, KD mixed with hard-label CE on the domain plus a share of pydoc's
+  train split; the guard reads its eval split, other modules), at each distillation budget in ``--steps``.
 - combined: that distilled student, then each of the three quantizations.
 
 int8-dynamic needs int8 GEMM instructions (AVX-512 VNNI / AMX / AVX-VNNI on x86); without them torch's int8
@@ -26,7 +26,7 @@ Targets (issue: make the combination pay off), each printed met or missed with t
 - high tier (<= 1%): a combined variant faster than the fp32 teacher;
 - the CPU minutes that found the medium-tier variant: <= 60.
 
-Usage: python bench/frontier.py [--out bench/results/frontier-run] [--steps 80] [--fresh]
+Usage: python bench/frontier.py [--out bench/results/frontier-run] [--steps 40,80] [--fresh]
 """
 
 from __future__ import annotations
@@ -64,11 +64,14 @@ def int8_gemm_ratio() -> float:
 
 
 def recipes(a, with_int8_dynamic: bool) -> dict[str, dict]:
+    """The arms. The prune and distill stages are the builtin ``quick`` recipe's (what ``make demo`` runs), so
+    the benchmark measures the demo's point; ``--steps`` adds longer distillations of the same student."""
+    from slimlm.recipes import load_recipe
+
+    quick = load_recipe("quick").to_dict()["stages"]
+    prune = next(s for s in quick if "prune" in s)
+    distill = next(s for s in quick if "distill" in s)
     calib = {"samples": 32, "seq_len": 256}
-    prune = {"prune": {"method": "structured", "layers": a.layers, "ffn": a.ffn}, "calibration": calib}
-    distill = {"distill": {"loss": "kl", "alpha": a.alpha, "steps": a.steps, "lr": a.lr, "batch_size": 4,
-                           "seq_len": 256, "warmup_steps": max(1, a.steps // 10),
-                           "general_data": "pydoc", "general_share": a.general_share}}
     quants = {
         "int8w": {"quantize": {"scheme": "int8-weight", "skip": "none"}},
         "int4": {"quantize": {"scheme": "int4-weight", "group_size": 32, "method": "gptq", "skip": "none"},
@@ -77,10 +80,41 @@ def recipes(a, with_int8_dynamic: bool) -> dict[str, dict]:
     if with_int8_dynamic:
         quants["int8dyn"] = {"quantize": {"scheme": "int8-dynamic", "smoothquant": 0.5}, "calibration": calib}
     out = {f"q-{k}": [q] for k, q in quants.items()}
-    out.update({f"pdq-{k}": [prune, distill, q] for k, q in quants.items()})
-    if a.ffn:  # a pruned FFN width (1382 of 1536) takes no int4 group size but 2: down_proj stays fp32 there
-        q = out["pdq-int4"][-1]
-        out["pdq-int4"][-1] = {**q, "quantize": {**q["quantize"], "exclude": ["mlp.down_proj"]}}
+    for steps in a.steps:
+        d = {"distill": {**distill["distill"], "steps": steps, "warmup_steps": max(1, steps // 10)}}
+        out.update({f"pdq{steps}-{k}": [prune, d, q] for k, q in quants.items()})
+        if prune["prune"].get("ffn"):  # a pruned FFN width (1382 of 1536) takes no int4 group size but 2
+            q = out[f"pdq{steps}-int4"][-1]
+            out[f"pdq{steps}-int4"][-1] = {**q, "quantize": {**q["quantize"], "exclude": ["mlp.down_proj"]}}
+    return out
+
+
+def student_stages() -> str:
+    from slimlm.recipes import load_recipe
+
+    stages = [s for s in load_recipe("quick").to_dict()["stages"] if "quantize" not in s]
+    return "; ".join(json.dumps(s, sort_keys=True) for s in stages)
+
+
+def recovery_lines(rows: list[dict]) -> list[str]:
+    """Share of the one-shot prune's perplexity gap each distillation recovered, per CPU-minute it cost."""
+    base = next((r for r in rows if r["arm"] == "baseline"), None)
+    pruned = next((r for r in rows if r["families"] == ["prune"]), None)
+    pds = sorted((r for r in rows if r["arm"] == "prune+distill"), key=lambda r: r["cpu_min"])
+    if not (base and pruned and pds and pruned["ppl"] and base["ppl"]):
+        return []
+    out = ["", "Recovery per CPU-minute (gap = one-shot prune's perplexity minus the teacher's; > 100% means the "
+           "student ended better than the teacher in domain):", "",
+           "| distilled student | distill CPU min | gap recovered | per CPU-min | OOD gap recovered |",
+           "|---|---|---|---|---|"]
+    for r in pds:
+        minutes = r["cpu_min"] - pruned["cpu_min"]
+        share = (pruned["ppl"] - r["ppl"]) / (pruned["ppl"] - base["ppl"])
+        ood = None
+        if pruned["ood_ppl"] and r["ood_ppl"] and base["ood_ppl"]:
+            ood = (pruned["ood_ppl"] - r["ood_ppl"]) / (pruned["ood_ppl"] - base["ood_ppl"])
+        out.append(f"| {r['label']} | {minutes:.1f} | {share:.1%} | {share / max(minutes, 1e-9):.1%} | "
+                   + ("-" if ood is None else f"{ood:.1%}") + " |")
     return out
 
 
@@ -109,15 +143,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(RESULTS / "frontier-run"), help="run directory (rerun to resume)")
     ap.add_argument("--fresh", action="store_true", help="discard an earlier run in --out and start over")
-    ap.add_argument("--layers", type=int, default=3, help="decoder layers the structured prune removes")
-    ap.add_argument("--ffn", type=float, default=0.1, help="share of FFN channels the structured prune removes")
-    ap.add_argument("--steps", type=int, default=80, help="distillation steps (4 x 256 tokens each)")
-    ap.add_argument("--alpha", type=float, default=0.5, help="hard-label CE weight mixed into the KD loss")
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--general-share", type=float, default=0.5, help="share of general (pydoc) rows in training")
+    ap.add_argument("--steps", type=lambda x: [int(v) for v in x.split(",")], default=[40, 80],
+                    help="distillation budgets, comma-separated (4 x 256 tokens a step); 40 is make demo's")
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--int8-dynamic", action="store_true", help="run the int8-dynamic arms even without VNNI/AMX")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for profiling (stages use 2)")
     ap.add_argument("--note", default="", help="a line for the results (e.g. what else ran on the machine)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the results from the run directory and the last frontier.json, measuring nothing")
@@ -128,7 +158,7 @@ def main() -> int:
     quiet()
     import torch
 
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(2)  # stages (pruning, distillation) use both cores; profiling uses --threads
     import yaml
 
     from slimlm.profile import machine_info
@@ -267,8 +297,8 @@ def main() -> int:
              f"int8 GEMM here: torch._int_mm is {ratio:.0f}x slower than fp32 matmul (128x576 @ 576x1536); "
              + ("int8-dynamic arms were run." if with_dyn else
                 "int8-dynamic arms were skipped (no fast int8 instructions on this CPU; --int8-dynamic forces them)."),
-             f"Student: structured prune layers={a.layers}, ffn={a.ffn}; distillation {a.steps} steps x 4 x 256 "
-             f"tokens, KD + {a.alpha:g} CE, lr {a.lr:g}, {a.general_share:.0%} of rows from pydoc's train split. "
+             f"Student: the builtin `quick` recipe's stages (make demo): {student_stages()}; distillation budgets "
+             f"{', '.join(map(str, a.steps))} steps x 4 x 256 tokens (warm-up a tenth). "
              f"Quality: perplexity on {a.eval_tokens} tokens of the Shakespeare eval plays and of pydoc's eval split "
              "(other modules than its train split).", "",
              "| arm | variant | ppl | drop | OOD ppl | OOD drop | prefill speedup 1x128 | disk MB | disk reduction | CPU min |",
@@ -285,6 +315,7 @@ def main() -> int:
         lines += ["", f"No quantized variant is faster than fp32 at prefill on this CPU (fastest: {fastest['label']}, "
                   f"{speed(fastest):.2f}x): here quantization buys disk and memory, not speed, so speed has to come "
                   "from structured pruning, and every point of it costs recovery tokens (CPU minutes)."]
+    lines += recovery_lines(rows)
     if a.note:
         lines += ["", a.note]
     lines += ["", "Targets:", ""]

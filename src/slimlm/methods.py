@@ -63,13 +63,16 @@ class MethodConfig(BaseModel):
     """Base of every method config: typed, frozen, versioned, extra fields forbidden.
 
     Class attributes a method sets: ``family`` (``prune`` | ``distill`` | ``quantize``), ``key_field`` (the
-    discriminator a recipe uses, ``method`` or ``scheme``; None for a family with one method) and ``space``.
+    discriminator a recipe uses, ``method`` or ``scheme``; None for a family with one method), ``space``
+    and ``added_defaults``: fields added after runs were cached, with their default values; a stage whose
+    field holds that default leaves it out of its cache key, so adding an option never invalidates caches.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     family: ClassVar[str] = ""
     key_field: ClassVar[str | None] = None
     space: ClassVar[dict[str, Any]] = {}
+    added_defaults: ClassVar[dict[str, Any]] = {}
     version: int = 1
 
     @classmethod

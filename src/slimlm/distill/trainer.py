@@ -229,6 +229,31 @@ def _mixed(domain: LMBatches, student: Model, cfg: DistillConfig, task: str) -> 
     return MixedLMBatches(domain, LMBatches(student.tokenizer, general, cfg.seq_len, cfg.seed + 1), cfg.general_share)
 
 
+def _freeze(student: Model, cfg: DistillConfig) -> list[nn.Parameter]:
+    """Stop gradients for what ``cfg`` keeps fixed; returns the parameters it froze (to unfreeze after)."""
+    if not cfg.freeze_embeddings and not cfg.freeze_layers:
+        return []
+    ad = student.adapter
+    n = ad.num_layers
+    if cfg.freeze_layers >= n:
+        raise ConfigError(f"freeze_layers={cfg.freeze_layers} leaves nothing to train: the student has {n} blocks; "
+                          f"use at most {n - 1}.")
+    modules: list[nn.Module] = [ad.embeddings()]
+    if cfg.freeze_layers:
+        emb = getattr(ad.base(), "embeddings", None)  # encoders: word, position and type embeddings together
+        modules += ([emb] if isinstance(emb, nn.Module) else []) + list(ad.layers()[:cfg.freeze_layers])
+    if cfg.freeze_embeddings and ad.lm_head() is not None:
+        modules.append(ad.lm_head())
+    out, seen = [], set()
+    for m in modules:
+        for p in m.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                p.requires_grad_(False)
+                out.append(p)
+    return out
+
+
 def _same_config(saved: dict, cfg: DistillConfig) -> None:
     now = cfg.model_dump(mode="json")
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -296,6 +321,7 @@ def distill_run(
             m.hf.set_attn_implementation("eager")
 
     extra = step_fn.hidden
+    frozen = _freeze(student, cfg)  # restored in the finally below
     params = [p for p in student.hf.parameters() if p.requires_grad]
     if extra is not None:
         params += list(extra.parameters())
@@ -307,7 +333,8 @@ def distill_run(
     params = unique
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    run_cfg = scale_for_size(cfg, sum(p.numel() for p in params))  # lr / warm-up for the model's size
+    size = sum(p.numel() for p in params) + sum(p.numel() for p in frozen)  # the model's size, frozen or not
+    run_cfg = scale_for_size(cfg, size)  # lr / warm-up for the model's size
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=run_cfg.lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, run_cfg))
@@ -402,6 +429,8 @@ def distill_run(
             if stopped:
                 break
     finally:
+        for p in frozen:
+            p.requires_grad_(True)
         if attn_impl is not None:
             for m, impl in zip((student, teacher), attn_impl, strict=True):
                 m.hf.set_attn_implementation(impl)

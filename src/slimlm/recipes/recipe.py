@@ -96,7 +96,11 @@ class Stage:
         calib = self.calibration.model_dump()
         if not calib["general_share"]:  # unmixed calibration keeps the keys runs made before mixing existed
             del calib["general_data"], calib["general_share"]
-        blob = json.dumps({"kind": self.kind, "config": self.config_dict(), "calibration": calib}, sort_keys=True)
+        config = self.config_dict()
+        for name, default in type(self.config).added_defaults.items():
+            if config.get(name) == default:  # an option added later, at its default: the key runs had before
+                del config[name]
+        blob = json.dumps({"kind": self.kind, "config": config, "calibration": calib}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def label(self) -> str:
