@@ -76,12 +76,12 @@ def test_compress_on_onnxruntime_records_runtime_types_and_keeps_int4_out(capsys
 
 def test_llamacpp_without_its_package_is_one_error_line_before_any_work(capsys, tmp_path, text_file, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xllamacpp" else real(name, *a))
     out = tmp_path / "run"
     code = main(_args(tmp_path, text_file, out, "--runtime", "llamacpp"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and len(err.splitlines()) == 1
-    assert "llama-cpp-python" in err and not out.exists()
+    assert "xllamacpp" in err and not out.exists()
 
 
 def test_runtime_refuses_what_it_cannot_measure_and_unknown_names(capsys, tmp_path, text_file):

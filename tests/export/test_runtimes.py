@@ -29,8 +29,8 @@ def test_llamacpp_runtime_without_its_binding_says_how_to_install(monkeypatch):
     from slimlm.export.runtimes import compare_runtime
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
-    with pytest.raises(ConfigError, match="llama-cpp-python"):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xllamacpp" else real(name, *a))
+    with pytest.raises(ConfigError, match="xllamacpp"):
         compare_runtime([load("tiny:llama?layers=1")], "llamacpp")
     with pytest.raises(ConfigError, match="unknown runtime"):
         compare_runtime([load("tiny:llama?layers=1")], "tensorrt")

@@ -16,7 +16,8 @@ def export_command(
     out_dir: str = typer.Option(..., "--out", help="Output directory (new, or one an earlier export wrote)."),
     precision: str | None = typer.Option(
         None, "--type", "--precision",
-        help="gguf: f32|f16|bf16|q8_0|q5_0|q5_1|q4_0|q4_1 (default f16); onnx: fp32|int8; openvino: fp32|int8|int4."),
+        help="gguf: f32|f16|bf16|q8_0|q5_0|q5_1|q4_0|q4_1, or llama.cpp's K-quants q4_k_s|q4_k_m|q5_k_s|q5_k_m|q6_k "
+             "(default f16); onnx: fp32|int8; openvino: fp32|int8|int4."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare perplexity on a fixed sample (default on)."),
     sample: str | None = typer.Option(None, "--sample", help="Text file for the check (default: Shakespeare eval)."),
     tolerance: float | None = typer.Option(None, "--tolerance", help="Relative perplexity tolerance (default per type)."),

@@ -72,7 +72,8 @@ def profile_command(
     runtime: str = typer.Option("torch", "--runtime", help="torch, onnxruntime, openvino or llamacpp (export first)."),
     precision: str | None = typer.Option(None, "--type", help="Export type for --runtime, for every model (default: "
                                          "each model's equivalent: fp32 / f16 unquantized, int8-dynamic -> onnx int8, "
-                                         "int8-weight -> openvino int8 / q8_0, int4-weight -> openvino int4 / q4_1)."),
+                                         "int8-weight -> openvino int8 / q8_0, int4-weight -> openvino int4 / q4_1; "
+                                         "llamacpp also takes its K-quants, e.g. q4_k_m)."),
     repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs per shape after 2 warm-up runs."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process."),
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,

@@ -6,8 +6,10 @@ model's perplexity on a fixed sample must be within the precision's tolerance of
 (`slimlm.export.check.TOLERANCES`), else `ExportCheckError`. ``export.json`` in ``out`` records the format,
 precision, files, sizes and the check.
 
-- ``gguf``: ``f32|f16|bf16|q8_0|q5_0|q5_1|q4_0|q4_1`` via the ``gguf`` package (a core dependency); checked
-  by reading the file back with transformers' own GGUF loader.
+- ``gguf``: ``f32|f16|bf16|q8_0|q5_0|q5_1|q4_0|q4_1`` via the ``gguf`` package (a core dependency), and
+  llama.cpp's K-quant mixes ``q4_k_s|q4_k_m|q5_k_s|q5_k_m|q6_k`` quantized by llama.cpp itself (needs
+  ``pip install 'slimlm[export]'``); checked on llama.cpp when it is installed (`slimlm.export.llamacpp`),
+  else by reading the file back with transformers' own GGUF loader.
 - ``onnx``: ``fp32`` or ``int8`` (ONNX Runtime dynamic quantization, per-channel weights) via ``torch.onnx``;
   checked with ONNX Runtime. Needs ``pip install 'slimlm[export]'``.
 - ``openvino``: ``fp32``, ``int8`` or ``int4`` weight compression (NNCF) via ``openvino.convert_model``;
@@ -38,7 +40,8 @@ from slimlm.export.check import (
     torch_logits,
 )
 
-FORMATS = {"gguf": ("f16", ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1")),
+FORMATS = {"gguf": ("f16", ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1",
+                            "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")),
            "onnx": ("fp32", ("fp32", "int8")),
            "openvino": ("fp32", ("fp32", "int8", "int4")),
            "transformers": ("auto", ("auto",))}
@@ -101,13 +104,13 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
     windows = sample_windows(model, sample_text) if check else None
     with atomic_dir(out, marker=MANIFEST) as tmp:
         if fmt == "gguf":
-            from slimlm.export.gguf import check_supported, gguf_logits_fn, write_gguf
+            from slimlm.export.gguf import check_supported, write_gguf
 
             check_supported(hf, precision)
             say(f"writing GGUF {precision}")
             path = tmp / f"model-{precision}.gguf"
             info = write_gguf(model, hf, path, precision)
-            runner = (lambda: gguf_logits_fn(path, hf.config)) if check else None
+            runner = (lambda: _gguf_reader(path, hf.config, info, windows)) if check else None
         elif fmt == "onnx":
             from slimlm.export.onnx import onnx_logits_fn, write_onnx
 
@@ -146,6 +149,18 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
         write_json_atomic(tmp / MANIFEST, manifest)
     return {"out": str(out), "format": fmt, "precision": precision, "main_file": str(out / path.name),
             "files": files, "check": result, "seconds": time.perf_counter() - start, **info}
+
+
+def _gguf_reader(path: Path, config, info: dict, windows):
+    """The GGUF check's logits: llama.cpp itself when installed (it cannot load a BPE vocabulary without
+    merges, which only slimlm's tiny test tokenizers lack), else transformers' GGUF reader."""
+    from slimlm.export import llamacpp
+    from slimlm.export.gguf import gguf_logits_fn
+
+    if llamacpp.available() and info.get("bpe_merges"):
+        return (llamacpp.logits_fn(path, threads=1, n_ctx=int(windows.shape[1])),
+                f"{llamacpp.describe()}, 1 thread")
+    return gguf_logits_fn(path, config)
 
 
 def _plain_logits_fn(directory: Path):

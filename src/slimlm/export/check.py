@@ -20,6 +20,7 @@ from slimlm.errors import SlimlmError
 #: allowed relative perplexity change per exported precision (|ppl_export / ppl_variant - 1|)
 TOLERANCES = {
     "f32": 0.001, "f16": 0.01, "bf16": 0.02, "q8_0": 0.03, "q5_0": 0.08, "q5_1": 0.08, "q4_0": 0.15, "q4_1": 0.15,
+    "q6_k": 0.03, "q5_k_s": 0.06, "q5_k_m": 0.06, "q4_k_s": 0.12, "q4_k_m": 0.12,  # llama.cpp's K-quant mixes
     "fp32": 0.001, "int8": 0.10, "int4": 0.25,
     # torchao copies of slimlm-quantized variants: the same grid re-quantized (int8-dynamic: torchao's
     # activation rounding differs from slimlm's kernel)

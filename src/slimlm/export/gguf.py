@@ -12,8 +12,14 @@ Types: ``f32``, ``f16``, ``bf16`` and the block types gguf can quantize in Pytho
 as f16 (llama.cpp's converter does the same), 1-D tensors (norms, biases) stay f32, and with the 4/5-bit
 types the embedding and output matrices are written as q8_0 (llama.cpp's quantizer also keeps them wider:
 on SmolLM2-135M, whose tied 49k x 576 matrix is both, q4_0 everywhere costs +37% perplexity). K-quants
-(Q4_K_M, ...) are produced by llama.cpp's ``llama-quantize`` from our f16/f32 file: gguf has no Python
-quantizer for them.
+(``q4_k_s``, ``q4_k_m``, ``q5_k_s``, ``q5_k_m``, ``q6_k``) need llama.cpp (gguf has no Python quantizer for
+them): each tensor's type is chosen by `kquant_type`, a port of llama.cpp's own mix rules for these types
+(``llama_tensor_get_type`` in ``llama-quant.cpp``, no importance matrix), and quantized by llama.cpp's
+``ggml_quantize_chunk`` (`slimlm.export.llamacpp.quantize_rows`), so the file is what ``llama-quantize``
+writes from an F32 GGUF. K-quant blocks are 256 wide: a tensor whose rows are not a multiple of 256 falls
+back as llama.cpp's does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16 below a multiple of 32). On
+SmolLM2-135M (hidden 576 = 2.25 x 256) only ffn_down (1536 wide) can be a K-quant; pruned widths should be
+multiples of 256 to get the K-quant everywhere.
 """
 
 from __future__ import annotations
@@ -30,7 +36,47 @@ from slimlm.errors import ConfigError
 #: our model type -> gguf architecture name
 ARCHS = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
          "gemma3_text": "gemma3"}
-TYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1")
+#: llama.cpp's K-quant mixes: name -> the mix's base type
+KQUANTS = {"q4_k_s": "Q4_K", "q4_k_m": "Q4_K", "q5_k_s": "Q5_K", "q5_k_m": "Q5_K", "q6_k": "Q6_K"}
+TYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1", *KQUANTS)
+_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}  # llama.cpp's, for rows not a multiple of 256
+
+
+def kquant_type(precision: str, name: str, ncols: int, n_layer: int, has_output: bool) -> str:
+    """The ggml type llama.cpp's quantizer gives the 2-D GGUF tensor ``name`` in the K-quant mix ``precision``.
+
+    A port of ``llama_tensor_get_type`` (llama.cpp's ``llama-quant.cpp``) for the mixes in `KQUANTS`, dense
+    models, no importance matrix: the output matrix (the embedding when there is no separate output) in Q6_K
+    (Q8_0 when its rows do not fit a 256 block); in the ``_m`` mixes attn_v and ffn_down in Q6_K in the first
+    and last eighth of the layers and every third layer between; in ``q4_k_s`` attn_v of the first 4 layers
+    and ffn_down of the first eighth in Q5_K; everything else in the base type; then the 256-block fallback.
+
+    Args:
+        precision: a `KQUANTS` name.
+        name: the GGUF tensor name (``blk.3.attn_v.weight``).
+        ncols: the tensor's row length (its last numpy dimension).
+        n_layer: the number of blocks.
+        has_output: whether the file has a separate ``output.weight``.
+
+    Returns:
+        A ``gguf.GGMLQuantizationType`` name, e.g. ``"Q6_K"``.
+    """
+    t = KQUANTS[precision]
+    layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
+
+    def more_bits(i: int) -> bool:
+        return i < n_layer // 8 or i >= 7 * n_layer // 8 or (i - n_layer // 8) % 3 == 2
+
+    if name == "output.weight" or (not has_output and name == "token_embd.weight"):
+        return "Q6_K" if ncols % 256 == 0 else "Q8_0" if ncols % 32 == 0 else "F16"
+    if name.endswith(("attn_v.weight", "ffn_down.weight")) and precision.endswith("_m") and more_bits(layer):
+        t = "Q6_K"
+    elif precision == "q4_k_s" and (name.endswith("attn_v.weight") and layer < 4
+                                    or name.endswith("ffn_down.weight") and layer < n_layer // 8):
+        t = "Q5_K"
+    if ncols % 256:
+        t = "F16" if ncols % 32 else _FALLBACK[t]
+    return t
 
 
 def _qtype(name: str):
@@ -48,7 +94,8 @@ def _file_type(name: str):
     return {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
             "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
             "q5_0": gguf.LlamaFileType.MOSTLY_Q5_0, "q5_1": gguf.LlamaFileType.MOSTLY_Q5_1,
-            "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1}[name]
+            "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
+            **{k: gguf.LlamaFileType[f"MOSTLY_{k.upper()}"] for k in KQUANTS}}[name]
 
 
 def check_supported(hf, precision: str) -> str:
@@ -59,9 +106,20 @@ def check_supported(hf, precision: str) -> str:
                           "(export it to onnx or openvino instead).")
     if precision not in TYPES:
         raise ConfigError(f"GGUF type {precision!r} is not one slimlm writes; use one of {', '.join(TYPES)}.")
+    if precision in KQUANTS:
+        from slimlm.export import llamacpp
+
+        if not llamacpp.available():
+            raise ConfigError(f"GGUF {precision} is quantized by llama.cpp, which is not installed; "
+                              f"{llamacpp.INSTALL}.")
     c = hf.config
     if mt == "gemma2" and not c.tie_word_embeddings:
         raise ConfigError("llama.cpp's Gemma 2 has no separate output matrix; this variant has an untied lm_head.")
+    width = c.num_attention_heads * (getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads)
+    if mt == "qwen2" and width != c.hidden_size:
+        raise ConfigError(f"llama.cpp's qwen2 sizes attn_q and attn_output hidden x hidden; this variant's heads x "
+                          f"head_dim is {width}, its hidden size {c.hidden_size} (prune heads and hidden by the "
+                          "same fraction, or export to onnx or openvino).")
     if mt.startswith("gemma") and c.query_pre_attn_scalar != c.head_dim:
         raise ConfigError(f"llama.cpp scales Gemma attention by head_dim ({c.head_dim}); this model uses "
                           f"query_pre_attn_scalar={c.query_pre_attn_scalar}, which GGUF cannot express.")
@@ -159,9 +217,11 @@ def write_gguf(model, hf, path: Path, precision: str) -> dict:
             special.special_token_ids[key] = tid
     special.add_to_gguf(w, quiet=True)
 
-    qtype = _qtype(precision)
+    qtype = None if precision in KQUANTS else _qtype(precision)
     tied = hf.get_output_embeddings() is None or hf.get_output_embeddings().weight is hf.get_input_embeddings().weight
+    has_output = not (tied or arch == "gemma2") and hf.get_output_embeddings() is not None
     counts: dict[str, int] = {}
+    fallback: list[str] = []  # K-quant mixes: 2-D tensors whose rows do not fit the 256-wide K-quant block
     for name, t in hf.state_dict().items():
         if name == "lm_head.weight" and (tied or arch == "gemma2"):
             continue
@@ -178,8 +238,21 @@ def write_gguf(model, hf, path: Path, precision: str) -> dict:
         if arch in ("gemma2", "gemma3") and name.endswith("norm.weight"):
             t = t + 1.0  # llama.cpp's RMSNorm multiplies by the stored weight; Gemma's by (1 + weight)
         data = t.numpy()
-        kind = qtype
-        if new in ("token_embd.weight", "output.weight") and precision.startswith(("q4", "q5")):
+        if precision in KQUANTS:  # llama.cpp's mix and quantizer
+            from slimlm.export.llamacpp import quantize_rows
+
+            kind = gguf.GGMLQuantizationType.F32
+            if data.ndim == 2:
+                kind = gguf.GGMLQuantizationType[kquant_type(precision, new, data.shape[1], a.num_layers, has_output)]
+                if data.shape[1] % 256:
+                    fallback.append(new)
+            if kind not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+                counts[kind.name] = counts.get(kind.name, 0) + 1
+                w.add_tensor(new, quantize_rows(data, kind), raw_dtype=kind)
+                continue
+        else:
+            kind = qtype
+        if new in ("token_embd.weight", "output.weight") and precision in ("q4_0", "q4_1", "q5_0", "q5_1"):
             kind = gguf.GGMLQuantizationType.Q8_0  # as llama.cpp's quantizer: the vocabulary matrices stay wider
         if data.ndim == 1 or kind == gguf.GGMLQuantizationType.F32:
             kind = gguf.GGMLQuantizationType.F32
@@ -195,7 +268,10 @@ def write_gguf(model, hf, path: Path, precision: str) -> dict:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return {"architecture": arch, "type": precision, "tensor_types": counts}
+    info = {"architecture": arch, "type": precision, "tensor_types": counts, "bpe_merges": len(merges)}
+    if precision in KQUANTS:
+        info["kquant_fallback_tensors"] = fallback
+    return info
 
 
 _FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",

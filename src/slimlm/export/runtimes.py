@@ -33,8 +33,8 @@ from slimlm._progress import or_noop
 from slimlm.errors import ConfigError
 
 RUNTIMES = {"onnxruntime": ("onnx", "fp32", "onnxruntime"), "openvino": ("openvino", "fp32", "openvino"),
-            "llamacpp": ("gguf", "f16", "llama_cpp")}
-PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "llamacpp": "llama-cpp-python"}
+            "llamacpp": ("gguf", "f16", "xllamacpp")}
+PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "llamacpp": "xllamacpp (llama.cpp)"}
 
 #: the runtime's own type for a variant, by its slimlm quantization scheme (None: not quantized); a scheme
 #: missing here has no equivalent on that runtime (see `CANNOT`)
@@ -62,8 +62,7 @@ def check_runtime(runtime: str) -> None:
         raise ConfigError(f"unknown runtime {runtime!r}; use torch, {', '.join(RUNTIMES)}.")
     module = RUNTIMES[runtime][2]
     if importlib.util.find_spec(module) is None:
-        hint = ("pip install llama-cpp-python (it builds llama.cpp from source, about 20 minutes)"
-                if runtime == "llamacpp" else "pip install 'slimlm[export]'")
+        hint = "pip install 'slimlm[export]'"
         raise ConfigError(f"--runtime {runtime} needs the {PACKAGES[runtime]} package, which is not installed; "
                           f"{hint}.")
 
@@ -160,23 +159,23 @@ class _Session:
             from slimlm.export.openvino import openvino_logits_fn
 
             self.prefill = openvino_logits_fn(path, threads)
-        else:  # llama.cpp through llama-cpp-python
-            from llama_cpp import Llama
+        else:  # llama.cpp through its C API (slimlm.export.llamacpp)
+            from slimlm.export.llamacpp import LlamaCpp
 
-            llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx,
-                        n_batch=n_ctx, logits_all=False, verbose=False)
+            llm = self.llm = LlamaCpp(path, threads=threads, n_ctx=n_ctx)
 
             def prefill(ids: torch.Tensor):
                 for row in ids.tolist():  # llama.cpp evaluates one sequence at a time
                     llm.reset()
                     llm.eval(row)
 
-            def decode(n: int) -> float:
+            def decode(n: int) -> float:  # as slimlm.profile: 8 prompt tokens, then n greedy tokens
+                prompt = torch.randint(0, llm.n_vocab, (8,), generator=torch.Generator().manual_seed(8)).tolist()
                 llm.reset()
-                llm.eval([llm.token_bos() if llm.token_bos() >= 0 else 0])
+                last = llm.eval(prompt)
                 t = time.perf_counter()
                 for _ in range(n):
-                    llm.eval([int(llm.sample(temp=0.0))])
+                    last = llm.eval([int(last.argmax())])
                 return n / (time.perf_counter() - t)
 
             self.prefill, self.decode = prefill, decode

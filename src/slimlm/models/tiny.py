@@ -7,7 +7,8 @@ Every supported decoder architecture has one, with its family's quirks switched 
 (attention biases), ``tiny:qwen3`` (q/k norms, untied head), ``tiny:gemma2`` / ``tiny:gemma3``
 (scaled embeddings, four norms per block, soft-capping, sliding-window layers), ``tiny:mistral`` (untied)
 and ``tiny:phi3`` (fused qkv / gate_up, converted on load to the equivalent Mistral layout, as any Phi-3
-is). ``tied=0|1`` overrides whether lm_head shares the embedding matrix.
+is). ``tied=0|1`` overrides whether lm_head shares the embedding matrix. ``merges=1`` gives the byte-level
+tokenizer one BPE merge (two spaces -> one token): llama.cpp refuses a BPE vocabulary without merges.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from slimlm.errors import SpecError
 
-_DECODER = dict(layers=4, hidden=64, heads=4, kv_heads=2, ffn=128, seed=0, max_pos=1024)
+_DECODER = dict(layers=4, hidden=64, heads=4, kv_heads=2, ffn=128, seed=0, max_pos=1024, merges=0)
 _DEFAULTS = {
     "llama": dict(_DECODER, tied=1),
     "qwen2": dict(_DECODER, tied=1),
@@ -31,8 +32,9 @@ _DEFAULTS = {
 }
 
 
-def byte_tokenizer(kind: str):
-    """A byte-level BPE tokenizer with no merges: 256 byte tokens plus the family's special tokens."""
+def byte_tokenizer(kind: str, merges: int = 0):
+    """A byte-level BPE tokenizer: 256 byte tokens plus the family's special tokens; no merges, or with
+    ``merges`` one merge (two spaces, ``"\u0120\u0120"``, the last token)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -41,8 +43,8 @@ def byte_tokenizer(kind: str):
         specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
     else:
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {tok: i for i, tok in enumerate(specials + sorted(alphabet))}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(alphabet) + ["\u0120\u0120"] * bool(merges))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("\u0120", "\u0120")] if merges else []))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     if kind != "bert":
@@ -79,7 +81,7 @@ def parse_tiny(spec: str) -> tuple[str, dict[str, int]]:
 def build_tiny(spec: str):
     """Return ``(hf_model, tokenizer)`` for a ``tiny:`` spec, deterministically from its seed."""
     kind, o = parse_tiny(spec)
-    tokenizer = byte_tokenizer(kind)
+    tokenizer = byte_tokenizer(kind, o.get("merges", 0))
     torch.manual_seed(o["seed"])
     if kind != "bert":
         model = _decoder(kind, o, tokenizer)

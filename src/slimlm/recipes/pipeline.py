@@ -367,7 +367,7 @@ class Pipeline:
                 "runtime_disk_mb": r["disk_mb"], "runtime_not_measured": None,
                 "runtime_export": str(Path(exp["out"]).relative_to(self.out)),
                 "runtime_check": {k: check.get(k) for k in ("variant_perplexity", "export_perplexity",
-                                                             "relative_change", "tolerance")} if check else None,
+                                                             "relative_change", "tolerance", "reader")} if check else None,
             })
         del models
         self.write_state([])

@@ -1,0 +1,301 @@
+"""Benchmark: the teacher and slimlm's variants on the runtimes users deploy on: torch eager, torch.compile,
+llama.cpp (F16, Q8_0, Q4_K_M), ONNX Runtime (fp32, int8) and OpenVINO (fp32, int8, int4), all on this CPU
+with the same thread count.
+
+Per runtime and type, the teacher and the variants run interleaved in one process (the teacher of that
+runtime is the reference of its ratios): prefill 1x128 p50, decode tokens/s (batch 1, 8 prompt tokens, KV
+cache on; the ONNX / OpenVINO graphs slimlm writes have no KV cache and torch.compile's decode would
+recompile per length, so those rows have none), peak RSS (a fresh process loads the model and runs one prefill
+and one decode), disk (the exported files; torch: the saved safetensors), and perplexity on the export check's
+fixed sample (4 x 128 tokens of the Shakespeare eval plays), computed by the runtime itself; the drop is
+against the teacher in torch fp32 on the same tokens. Each export is checked on the way out
+(`slimlm.export.export`): a runtime type that fails its tolerance is reported, not measured.
+
+Models: the teacher (builtin:smollm2-135m) and the float variants of a compress run (``--from-run``, e.g.
+bench/frontier.py's run directory: its prune / prune+distill variants; slimlm-quantized variants are left out,
+the runtimes quantize in their own types) and any ``--variant DIR``. ``--quick``: tiny random models built
+in-process (a teacher whose widths are multiples of 256, so Q4_K applies, and an FFN-pruned variant), 2
+repeats, 8 decode tokens: a smoke run of the whole protocol in about two minutes, written to
+runtimes-quick.json/.md.
+
+Targets (issue: deploy where users run models), printed MET / MISSED:
+- the best variant (perplexity drop <= 3%) in its best runtime decodes >= 2x faster than the teacher in
+  llama.cpp Q8_0;
+- decode on the best runtime reaches >= 60% of the memory-bandwidth bound (weights + KV bytes per token /
+  the measured copy bandwidth).
+
+Usage: python bench/runtimes.py [--from-run bench/results/frontier-run] [--variant DIR ...] [--threads 1]
+       python bench/runtimes.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+GROUPS = [("torch", "fp32"), ("torch.compile", "fp32"), ("llamacpp", "f16"), ("llamacpp", "q8_0"),
+          ("llamacpp", "q4_k_m"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
+          ("openvino", "int8"), ("openvino", "int4")]
+MAX_DROP, DECODE_X, BW_SHARE = 0.03, 2.0, 0.60
+QUICK_TEACHER = "tiny:llama?merges=1&layers=8&hidden=256&ffn=512"
+
+
+def rss_child(runtime: str, path: str, threads: int, decode: int) -> int:
+    """Fresh process: load one export in ``runtime``, one prefill 1x128 and one decode; print peak RSS (MiB)."""
+    import torch
+
+    from slimlm.export.runtimes import _Session
+    from slimlm.profile.memprobe import _status_mb, die_with_parent
+
+    die_with_parent()
+    s = _Session(runtime, Path(path), threads, 128 + decode + 8)
+    s.prefill(torch.randint(0, 200, (1, 128)))
+    if s.decode is not None and decode:
+        s.decode(decode)
+    print(json.dumps({"peak_rss_mb": _status_mb("VmHWM")}))
+    return 0
+
+
+def peak_rss(runtime: str, path: str, threads: int, decode: int) -> float | None:
+    cmd = [sys.executable, __file__, "--rss-child", runtime, path, "--threads", str(threads), "--decode", str(decode)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "SLIMLM_PARENT_PID": str(os.getpid())})
+    if res.returncode != 0:
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def models(a) -> list[tuple[str, object]]:
+    """``(name, slimlm Model)``: the teacher first."""
+    import torch
+
+    from slimlm.models import load
+
+    if a.quick:
+        from slimlm.prune import parse_structured, prune_
+
+        teacher = load(QUICK_TEACHER)
+        student = load(QUICK_TEACHER)
+        prune_(student, parse_structured("ffn=0.5"), torch.randint(4, 250, (4, 32)))
+        student.rehash()
+        return [("teacher (tiny)", teacher), ("ffn-50% (tiny)", student)]
+    out = [("teacher", load("builtin:smollm2-135m"))]
+    if a.from_run:
+        from slimlm.runs import RunDir
+
+        run = Path(a.from_run)
+        for v in RunDir(run).variants():
+            kinds = {s.get("kind") for s in v.stages}
+            if v.is_baseline or "quantize" in kinds or not v.path:
+                continue
+            out.append((v.label or v.id, load(str(run / v.path))))
+    for d in a.variant:
+        out.append((Path(d).name, load(d)))
+    return out
+
+
+def available(runtime: str) -> bool:
+    import importlib.util
+
+    module = {"torch": "torch", "torch.compile": "torch", "llamacpp": "xllamacpp", "onnxruntime": "onnxruntime",
+              "openvino": "openvino"}[runtime]
+    return importlib.util.find_spec(module) is not None
+
+
+def kv_bytes_per_token(m, context: int, bytes_per: int) -> int:
+    a = m.adapter
+    return 2 * a.num_layers * a.num_kv_heads * a.head_dim * context * bytes_per
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--from-run", default=None, help="a compress run directory whose float variants to include")
+    ap.add_argument("--variant", action="append", default=[], help="a variant directory to include (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="tiny models, 2 repeats: a smoke run of the protocol")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=None, help="timed prefill runs (default 10, quick 2)")
+    ap.add_argument("--decode-tokens", type=int, default=None, help="default 64, quick 8")
+    ap.add_argument("--only", default=None, help="comma-separated runtimes to run (default all installed)")
+    ap.add_argument("--note", default="", help="a line for the results (e.g. what else ran on the machine)")
+    ap.add_argument("--rss-child", nargs=2, metavar=("RUNTIME", "PATH"), help=argparse.SUPPRESS)
+    ap.add_argument("--decode", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the last .json, measuring nothing")
+    a = ap.parse_args()
+    if a.report_only:
+        name = "runtimes-quick" if a.quick else "runtimes"
+        text = report(json.loads((RESULTS / f"{name}.json").read_text()), a.quick)
+        (RESULTS / f"{name}.md").write_text(text)
+        print(text)
+        return 0
+    if a.rss_child:
+        return rss_child(a.rss_child[0], a.rss_child[1], a.threads, a.decode)
+
+    from slimlm._quiet import quiet
+
+    quiet()
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from slimlm.export.check import perplexity, sample_windows, torch_logits
+    from slimlm.export.runtimes import compare_runtime, runtime_export
+    from slimlm.profile import compare, machine_info
+    from slimlm.profile.flops import decode_bytes_per_token
+    from slimlm.profile.machine import roofline
+
+    repeats = a.repeats or (2 if a.quick else 10)
+    decode = a.decode_tokens if a.decode_tokens is not None else (8 if a.quick else 64)
+    only = set(a.only.split(",")) if a.only else None
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    named = models(a)
+    teacher = named[0][1]
+    windows = sample_windows(teacher)
+    base_ppl = perplexity(torch_logits(teacher.hf), windows)
+    eager_ppl = {name: perplexity(torch_logits(m.hf), windows) for name, m in named}
+    peak_gb_s = roofline(a.threads)["peak_gb_s"]
+    context = 8 + decode // 2  # the mean context of a decode run
+    rows, skipped = [], []
+    tmp = Path(tempfile.mkdtemp(prefix="slimlm-bench-runtimes-"))
+    try:
+        for runtime, kind in GROUPS:
+            if (only and runtime not in only) or not available(runtime):
+                skipped.append(f"{runtime} {kind}: " + ("not selected" if only and runtime not in only
+                                                        else "not installed"))
+                continue
+            print(f"== {runtime} {kind}", flush=True)
+            ms = [m for _, m in named]
+            if runtime in ("torch", "torch.compile"):
+                for m in ms:
+                    m.runner = torch.compile(m.hf) if runtime == "torch.compile" else None
+                t = time.perf_counter()
+                res = compare(ms, shapes=((1, 128),), decode_tokens=0 if runtime == "torch.compile" else decode,
+                              threads=a.threads, repeats=repeats, memory=runtime == "torch")
+                compile_s = time.perf_counter() - t if runtime == "torch.compile" else None
+                for (name, m), r in zip(named, res, strict=True):
+                    m.runner = None
+                    dec = r["decode_tokens_per_s"]
+                    rows.append({"model": name, "runtime": runtime, "type": kind, "threads": r["threads"],
+                                 "prefill_ms": r["latency_ms"]["1x128"]["p50"], "decode_tok_s": dec,
+                                 "peak_rss_mb": r.get("peak_rss_mb"), "disk_mb": r["disk_mb"],
+                                 "perplexity": eager_ppl[name], "bytes_per_token": decode_bytes_per_token(m, context),
+                                 "compile_s": compile_s})
+                continue
+            exports, kept = [], []
+            for i, (name, m) in enumerate(named):
+                try:
+                    exports.append(runtime_export(m, runtime, tmp / f"{runtime}-{kind}-{i}", precision=kind,
+                                                  check=True))
+                    kept.append((name, m))
+                except Exception as exc:  # noqa: BLE001 - a failed export is a result, not a crash
+                    skipped.append(f"{name} on {runtime} {kind}: {type(exc).__name__}: {exc}"[:300])
+            if not kept or kept[0][1] is not teacher:
+                skipped.append(f"{runtime} {kind}: the teacher did not export; group not measured")
+                continue
+            res = compare_runtime([m for _, m in kept], runtime, shapes=((1, 128),), decode_tokens=decode,
+                                  threads=a.threads, repeats=repeats, exports=exports)
+            for (name, m), r, e in zip(kept, res, exports, strict=True):
+                weights = r["disk_mb"] * 1e6 if runtime == "llamacpp" else None  # GGUF: the file is the weights
+                rows.append({"model": name, "runtime": runtime, "type": kind, "threads": r["threads"],
+                             "prefill_ms": r["latency_ms"]["1x128"]["p50"], "decode_tok_s": r["decode_tokens_per_s"],
+                             "peak_rss_mb": peak_rss(runtime, e["main_file"], a.threads, decode),
+                             "disk_mb": r["disk_mb"], "perplexity": e["check"]["export_perplexity"],
+                             "check_reader": e["check"].get("reader"),
+                             "bytes_per_token": weights and weights + kv_bytes_per_token(m, context, 2)})
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    wall = time.perf_counter() - t0
+    load_after = os.getloadavg()
+
+    names = [n for n, _ in named]
+    for r in rows:
+        r["drop"] = r["perplexity"] / base_ppl - 1.0
+        ref = next((x for x in rows if x["runtime"] == r["runtime"] and x["type"] == r["type"] and x["model"] == names[0]),
+                   None)
+        r["prefill_speedup"] = ref and ref["prefill_ms"] / r["prefill_ms"]
+        r["decode_speedup"] = ref and ref["decode_tok_s"] and r["decode_tok_s"] and r["decode_tok_s"] / ref["decode_tok_s"]
+        r["bandwidth_share"] = (r["bytes_per_token"] * r["decode_tok_s"] / (peak_gb_s * 1e9)
+                                if r["bytes_per_token"] and r["decode_tok_s"] else None)
+
+    targets = {}
+    ref_q8 = next((r for r in rows if (r["model"], r["runtime"], r["type"]) == (names[0], "llamacpp", "q8_0")), None)
+    good = [r for r in rows if r["model"] != names[0] and r["drop"] <= MAX_DROP and r["decode_tok_s"]]
+    best = max(good, key=lambda r: r["decode_tok_s"], default=None)
+    if ref_q8 is None or not ref_q8["decode_tok_s"]:
+        targets["decode_2x_teacher_llamacpp_q8_0"] = {"met": False, "detail": "the teacher was not measured on llama.cpp Q8_0"}
+    elif best is None:
+        targets["decode_2x_teacher_llamacpp_q8_0"] = {
+            "met": False, "detail": f"no variant within a {MAX_DROP:.0%} perplexity drop has a decode figure "
+                                    f"(teacher llama.cpp Q8_0: {ref_q8['decode_tok_s']:.1f} tok/s)"}
+    else:
+        x = best["decode_tok_s"] / ref_q8["decode_tok_s"]
+        targets["decode_2x_teacher_llamacpp_q8_0"] = {
+            "met": x >= DECODE_X, "detail": f"{best['model']} on {best['runtime']} {best['type']}: "
+            f"{best['decode_tok_s']:.1f} tok/s vs the teacher's {ref_q8['decode_tok_s']:.1f} in llama.cpp Q8_0 = "
+            f"{x:.2f}x (need {DECODE_X:g}x), perplexity drop {best['drop']:+.2%}"}
+    fastest = max((r for r in rows if r["bandwidth_share"]), key=lambda r: r["decode_tok_s"], default=None)
+    targets["decode_60pct_of_bandwidth_bound"] = {"met": False, "detail": "no decode row with a byte count"} if not fastest else {
+        "met": fastest["bandwidth_share"] >= BW_SHARE,
+        "detail": f"{fastest['model']} on {fastest['runtime']} {fastest['type']}: {fastest['decode_tok_s']:.1f} tok/s x "
+                  f"{fastest['bytes_per_token'] / 1e6:.1f} MB/token = {fastest['bandwidth_share']:.0%} of "
+                  f"{peak_gb_s:.1f} GB/s (need {BW_SHARE:.0%})"}
+
+    name = "runtimes-quick" if a.quick else "runtimes"
+    result = {"machine": machine_info(), "threads": a.threads, "load_before": load_before, "load_after": load_after,
+              "wall_s": wall, "settings": {k: v for k, v in vars(a).items() if k not in ("rss_child", "decode")},
+              "repeats": repeats, "decode_tokens": decode, "copy_gb_s": peak_gb_s, "teacher_perplexity": base_ppl,
+              "sample_tokens": int(windows.numel()), "rows": rows, "not_measured": skipped, "targets": targets}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    text = report(result, a.quick)
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+    return 0
+
+
+def report(res: dict, quick: bool) -> str:
+    """The Markdown results from a result dict (also ``--report-only``: rewritten from the JSON)."""
+    fmt = lambda x, s: "-" if x is None else f"{x:{s}}" + ("x" if s == ".2f" else "")  # noqa: E731
+    mach, rows = res["machine"], res["rows"]
+    lines = ["# Runtimes benchmark: teacher and variants on torch, torch.compile, llama.cpp, ONNX Runtime, OpenVINO"
+             + (" (quick: tiny random models)" if quick else " (SmolLM2-135M)"), "",
+             f"Machine: {mach.get('cpu')}, {mach.get('cores')} cores, torch {mach.get('torch')}; {res['threads']} "
+             f"thread(s) on every runtime; copy bandwidth {res['copy_gb_s']:.1f} GB/s; load average before "
+             f"{res['load_before'][0]:.2f}, after {res['load_after'][0]:.2f}; wall {res['wall_s'] / 60:.1f} min. "
+             f"Prefill: batch 1 x 128 tokens, p50 of {res.get('repeats', '?')}; decode: batch 1, 8 prompt tokens + "
+             f"{res.get('decode_tokens', '?')} new; perplexity on {res['sample_tokens']} tokens of the Shakespeare "
+             f"eval plays computed by each runtime (teacher in torch fp32: {res['teacher_perplexity']:.2f}).", "",
+             "| model | runtime | type | prefill 1x128 ms | x teacher | decode tok/s | x teacher | share of BW bound "
+             "| peak RSS MB | disk MB | ppl | drop |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['type']} | {fmt(r['prefill_ms'], '.1f')} | "
+                     f"{fmt(r['prefill_speedup'], '.2f')} | {fmt(r['decode_tok_s'], '.1f')} | "
+                     f"{fmt(r['decode_speedup'], '.2f')} | {fmt(r['bandwidth_share'], '.0%')} | "
+                     f"{fmt(r['peak_rss_mb'], '.0f')} | {fmt(r['disk_mb'], '.1f')} | {fmt(r['perplexity'], '.3f')} | "
+                     f"{fmt(r['drop'], '+.2%')} |")
+    compiled = [r["compile_s"] for r in rows if r.get("compile_s")]
+    if compiled:
+        lines += ["", f"torch.compile: the compiled group took {statistics.fmean(compiled):.0f} s in all (compilation "
+                  "included); its decode is not measured (generate would recompile per length), nor its disk and "
+                  "memory (the same weights as eager)."]
+    if res["not_measured"]:
+        lines += ["", "Not measured:", ""] + [f"- {s}" for s in res["not_measured"]]
+    if res["settings"].get("note"):
+        lines += ["", res["settings"]["note"]]
+    lines += ["", "Targets:", ""] + [f"- {'MET' if t['met'] else 'MISSED'}: {k}: {t['detail']}"
+                                     for k, t in res["targets"].items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""llama.cpp itself (xllamacpp's prebuilt library through `slimlm.export.llamacpp`): the GGUF files slimlm writes
+load and score in llama.cpp as the variant does in torch, K-quant mixes follow llama.cpp's rules and fallbacks,
+and `profile` / `compress --runtime llamacpp` run end to end. Skipped when llama.cpp is not installed."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from slimlm.errors import ConfigError
+from slimlm.export import export
+from slimlm.export.gguf import kquant_type
+from slimlm.models import load
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None,
+                                reason="llama.cpp not installed: pip install 'slimlm[export]'")
+
+# merges=1: llama.cpp refuses a BPE vocabulary without merges (the plain tiny tokenizer has none)
+K256 = "tiny:llama?merges=1&layers=8&hidden=256&ffn=512&heads=4&kv_heads=2"
+
+
+def test_llamacpp_logits_match_torch_on_an_f32_export(tmp_path):
+    from slimlm.export.llamacpp import LlamaCpp
+
+    m = load("tiny:qwen3?merges=1&layers=2")
+    path = export(m, "gguf", tmp_path / "g", precision="f32", check=False)["main_file"]
+    ids = torch.randint(4, 250, (1, 40), generator=torch.Generator().manual_seed(0))
+    with LlamaCpp(path, threads=1, n_ctx=64) as llm:
+        got = torch.from_numpy(llm.logits(ids[0].tolist()))  # (40, vocab)
+        assert llm.n_vocab == m.hf.config.vocab_size
+        steps = llm.greedy(ids[0, :8].tolist(), 5)
+    with torch.inference_mode():
+        want = m.hf(ids).logits[0]
+        ref = m.hf.generate(ids[:, :8], max_new_tokens=5, do_sample=False, pad_token_id=3)[0, 8:].tolist()
+    assert torch.allclose(got, want, atol=1e-3), (got - want).abs().max()
+    assert steps == ref  # decoding with llama.cpp's KV cache follows torch's greedy path
+
+
+def test_q4_k_m_follows_llamacpp_mix_and_is_checked_on_llamacpp(tmp_path):
+    r = export(load(K256), "gguf", tmp_path / "q4km", precision="q4_k_m")
+    # 8 layers: attn_v and ffn_down of layers 0, 3, 6, 7 in Q6_K, with the tied embedding (output): 9 Q6_K
+    assert r["tensor_types"] == {"Q6_K": 9, "Q4_K": 48, "F32": 17}
+    assert r["kquant_fallback_tensors"] == []
+    assert r["check"]["passed"] and r["check"]["reader"].startswith("llama.cpp")
+    f16 = export(load(K256), "gguf", tmp_path / "f16", precision="f16", check=False)
+    assert r["files"]["model-q4_k_m.gguf"] < 0.4 * f16["files"]["model-f16.gguf"]
+
+
+def test_k_quant_falls_back_per_tensor_where_rows_do_not_fit_256(tmp_path):
+    # hidden 64 (pruned widths are rarely multiples of 256): every matrix reading the hidden state falls back
+    r = export(load("tiny:llama?merges=1&layers=2"), "gguf", tmp_path / "q", precision="q4_k_m")
+    assert "Q4_K" not in r["tensor_types"] and r["tensor_types"]["Q5_0"] > 0
+    assert "blk.0.attn_q.weight" in r["kquant_fallback_tensors"] and r["check"]["passed"]
+    # the rules, as llama.cpp's llama_tensor_get_type has them
+    assert kquant_type("q4_k_m", "blk.0.ffn_down.weight", 1536, 30, False) == "Q6_K"  # first eighth
+    assert kquant_type("q4_k_m", "blk.4.ffn_down.weight", 1536, 30, False) == "Q4_K"
+    assert kquant_type("q4_k_m", "blk.4.ffn_down.weight", 1000, 30, False) == "F16"  # 1000 % 32 != 0
+    assert kquant_type("q4_k_m", "blk.4.attn_q.weight", 576, 30, False) == "Q5_0"
+    assert kquant_type("q4_k_m", "token_embd.weight", 576, 30, False) == "Q8_0"  # tied: the output's rule
+    assert kquant_type("q4_k_m", "token_embd.weight", 512, 30, True) == "Q4_K"
+    assert kquant_type("q4_k_s", "blk.2.attn_v.weight", 512, 30, True) == "Q5_K"
+
+
+def test_llamacpp_refuses_what_it_cannot_express(tmp_path):
+    from slimlm.prune import parse_structured, prune_
+
+    m = load("tiny:qwen2?merges=1&layers=2")
+    prune_(m, parse_structured("hidden=0.25"), torch.randint(4, 250, (2, 16)))
+    with pytest.raises(ConfigError, match="qwen2 sizes attn_q"):
+        export(m, "gguf", tmp_path / "q", precision="f16")
+    with pytest.raises(ConfigError, match="could not load"):
+        from slimlm.export.llamacpp import LlamaCpp
+
+        (tmp_path / "bad.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+        LlamaCpp(tmp_path / "bad.gguf")
+
+
+def test_profile_on_llamacpp_interleaves_and_measures_decode():
+    from slimlm.export.runtimes import compare_runtime
+
+    res = compare_runtime([load("tiny:llama?merges=1&layers=2"), load("tiny:llama?merges=1&layers=1")], "llamacpp",
+                          shapes=((1, 16),), decode_tokens=8, repeats=2, warmup=1)
+    assert [r["runtime"] for r in res] == ["llamacpp"] * 2 and res[0]["precision"] == "f16"
+    assert res[0]["latency_ms"]["1x16"]["n"] == 2 and res[1]["disk_mb"] < res[0]["disk_mb"]
+    assert res[0]["decode_tokens_per_s"] > 0 and res[1]["ratios"]["decode_speedup"] > 0
+
+
+def test_cli_profile_and_compress_on_llamacpp(capsys, tmp_path, text_file):
+    from slimlm.cli.main import main
+
+    code = main(["profile", "tiny:llama?merges=1&layers=2", "--runtime", "llamacpp", "--shapes", "1x16",
+                 "--repeats", "2", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    data = json.loads(out)
+    row = data[0] if isinstance(data, list) else data
+    assert row["runtime"] == "llamacpp" and row["decode_tokens_per_s"] > 0
+
+    (tmp_path / "q8.yaml").write_text("name: q8\nstages:\n  - quantize: {scheme: int8-weight}\n")
+    out_dir = tmp_path / "run"
+    code = main(["compress", "tiny:llama?merges=1&layers=2", "--recipe", str(tmp_path / "q8.yaml"), "--data",
+                 str(text_file), "--ood-data", "none", "--out", str(out_dir), "--eval-tokens", "128", "--seq-len",
+                 "32", "--shapes", "1x16", "--repeats", "2", "--max-drop", "50%", "--runtime", "llamacpp", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    by_base = {v["is_baseline"]: v["metrics"] for v in data["variants"]}
+    base, q8 = by_base[True], by_base[False]
+    assert (base["runtime"], base["runtime_precision"]) == ("llamacpp", "f16")
+    chk = q8["runtime_check"]
+    assert q8["runtime_precision"] == "q8_0" and abs(chk["relative_change"]) <= chk["tolerance"]
+    assert chk["reader"].startswith("llama.cpp")
+    assert q8["decode_tokens_per_s"] > 0 and q8["runtime_disk_mb"] < base["runtime_disk_mb"]
+    assert data["runtime"]["name"] == "llamacpp"
