@@ -142,6 +142,12 @@ def distill_command(
                                             "pydoc) to keep general ability; needs --general-share."),
     general_share: float = typer.Option(0.0, "--general-share", help="Share of training rows from --general-data, "
                                         "in [0, 1), e.g. 0.25."),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep the token embeddings and the "
+                                           "LM head fixed (no gradient, no optimizer state for them)."),
+    freeze_layers: int = typer.Option(0, "--freeze-layers", help="Also keep the lowest N blocks fixed (cheaper "
+                                      "steps; backward stops at block N)."),
+    teacher_precision: str = typer.Option("auto", "--teacher-precision", help="auto (bfloat16 weight storage for "
+                                          "teachers of 300M+ parameters), float32 or bfloat16; computed in float32."),
     eval_every: int = typer.Option(0, "--eval-every", help="Evaluate every N steps (0: only at the end)."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", help="Perplexity budget of each evaluation."),
     patience: int = typer.Option(0, "--patience", help="Stop after N evaluations without improvement (0: never)."),
@@ -166,7 +172,8 @@ def distill_command(
                       relation_weight=relation_weight, steps=steps, lr=lr, warmup_steps=warmup, batch_size=batch_size,
                       seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every, eval_tokens=eval_tokens,
                       patience=patience, checkpoint_every=checkpoint_every, seed=seed, general_data=general_data,
-                      general_share=general_share)
+                      general_share=general_share, freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers,
+                      teacher_precision=teacher_precision)
     sched = parse_schedule(schedule)
     first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress
     with train_bar(not as_json and first_rank, "distill") as (progress, on_metrics):

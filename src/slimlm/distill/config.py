@@ -43,10 +43,15 @@ class DistillConfig(MethodConfig):
     parameters, for a 150k vocabulary a quarter of a 0.5B model). ``freeze_layers`` keeps the embeddings and
     the lowest N blocks fixed, so the backward pass stops at block N: cheaper steps, at the price of
     repairing the blocks below only through the ones above.
+
+    Memory: ``teacher_precision`` stores the teacher's linear and embedding weights in bfloat16 while it
+    distils (computed in float32; restored afterwards): ``auto`` does so for teachers of 300M parameters or
+    more, ``float32``/``bfloat16`` force it. See `slimlm.distill.teacher`.
     """
 
     family: ClassVar[str] = "distill"
-    added_defaults: ClassVar[dict[str, Any]] = {"freeze_embeddings": False, "freeze_layers": 0}
+    added_defaults: ClassVar[dict[str, Any]] = {"freeze_embeddings": False, "freeze_layers": 0,
+                                                "teacher_precision": "auto"}
     space: ClassVar[dict[str, Any]] = {"distill_steps": 0, "distill_loss": "kl", "distill_alpha": None,
                                        "distill_general_share": None}
     kind: Literal["distill"] = "distill"
@@ -75,6 +80,7 @@ class DistillConfig(MethodConfig):
     # what trains
     freeze_embeddings: bool = False
     freeze_layers: int = Field(0, ge=0)
+    teacher_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     # data mixing: keep general ability while specialising
     general_data: str | None = None
     general_share: float = Field(0.0, ge=0, lt=1)

@@ -32,6 +32,8 @@ from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_chec
 from slimlm.distill.data import ClassBatches, LMBatches, MixedLMBatches
 from slimlm.distill.guard import DivergenceGuard, scale_for_size
 from slimlm.distill.layer_map import derive_layer_map, model_provenance
+from slimlm.distill.teacher import resolve as resolve_precision
+from slimlm.distill.teacher import teacher_precision
 from slimlm.distill.losses import (
     HiddenTransfer,
     attention_kl,
@@ -72,13 +74,15 @@ class DistillResult:
     diverged: str | None = None  # why the run was stopped as diverging (weights restored), else None
     lr: float | None = None  # the peak learning rate used (after size scaling)
     warmup_steps: int | None = None
+    teacher_precision: str = "float32"  # how the teacher's weights were stored while it distilled
 
     def summary(self) -> dict:
         return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 2),
                 "diverged": self.diverged, "lr": self.lr, "warmup_steps": self.warmup_steps,
                 "final_losses": self.final_losses, "eval_curve": self.eval_curve,
                 "stopped_early": self.stopped_early, "best_step": self.best_step,
-                "resumed_from": self.resumed_from, "teacher_cache": self.cache}
+                "resumed_from": self.resumed_from, "teacher_cache": self.cache,
+                "teacher_precision": self.teacher_precision}
 
 
 def lr_factor(step: int, cfg: DistillConfig) -> float:
@@ -307,10 +311,14 @@ def distill_run(
 
     torch.manual_seed(cfg.seed)  # the projections' init must not depend on the rank or on earlier work
     step_fn = _Step(student, teacher, cfg, task, rank)
+    t_precision = resolve_precision(cfg.teacher_precision, teacher.num_params()) if teacher is not None else "float32"
+    if not cfg.uses_teacher_outputs:
+        t_precision = "float32"
     if cfg.cache_teacher:
         if task != "causal-lm":
             raise ConfigError("cache_teacher is for language models; classification teachers are cheap to run.")
-        step_fn.cache = open_cache(teacher.hash, data.rows, cfg.top_k, rank)
+        key = teacher.hash if t_precision == "float32" else f"{teacher.hash}:{t_precision}"
+        step_fn.cache = open_cache(key, data.rows, cfg.top_k, rank)
     if teacher is not None:
         teacher.hf.eval()
         teacher.hf.requires_grad_(False)
@@ -375,6 +383,8 @@ def distill_run(
     t0 = time.perf_counter()
     run_tokens, run_time, stopped = 0, 0.0, False
     step = start_step
+    reduced = teacher_precision(teacher.hf if teacher is not None else None, t_precision)
+    t_info = reduced.__enter__()  # left in the finally below: the teacher gets its float32 weights back
     try:
         for step in range(start_step, cfg.steps):
             t_step = time.perf_counter()
@@ -429,6 +439,7 @@ def distill_run(
             if stopped:
                 break
     finally:
+        reduced.__exit__(None, None, None)
         for p in frozen:
             p.requires_grad_(True)
         if attn_impl is not None:
@@ -452,7 +463,8 @@ def distill_run(
     return DistillResult(model=student, steps=len(history), tokens=tokens, seconds=time.perf_counter() - t0,
                          final_losses=final, eval_curve=eval_curve, stopped_early=stopped,
                          best_step=best["step"], resumed_from=resumed_from, cache=cache,
-                         history=history, diverged=diverged, lr=run_cfg.lr, warmup_steps=run_cfg.warmup_steps)
+                         history=history, diverged=diverged, lr=run_cfg.lr, warmup_steps=run_cfg.warmup_steps,
+                         teacher_precision=t_info["precision"])
 
 
 def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
