@@ -79,7 +79,7 @@ def teacher_precision(hf: nn.Module | None, precision: str) -> Iterator[dict]:
     tmp = Path(tempfile.mkdtemp(prefix="slimlm-teacher-"))
     stash, hooks = {}, []
     try:
-        for key, (name, p) in params.items():  # one tensor at a time: memory falls as it goes
+        for key, (_name, p) in params.items():  # one tensor at a time: memory falls as it goes
             path = tmp / f"{len(stash)}.pt"
             torch.save(p.data, path)
             stash[key] = path

@@ -32,8 +32,6 @@ from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_chec
 from slimlm.distill.data import ClassBatches, LMBatches, MixedLMBatches
 from slimlm.distill.guard import DivergenceGuard, scale_for_size
 from slimlm.distill.layer_map import derive_layer_map, model_provenance
-from slimlm.distill.teacher import resolve as resolve_precision
-from slimlm.distill.teacher import teacher_precision
 from slimlm.distill.losses import (
     HiddenTransfer,
     attention_kl,
@@ -46,6 +44,8 @@ from slimlm.distill.losses import (
     teacher_topk,
     topk_kd_loss,
 )
+from slimlm.distill.teacher import resolve as resolve_precision
+from slimlm.distill.teacher import teacher_precision
 from slimlm.errors import ConfigError, DataError
 from slimlm.models import Model
 
