@@ -21,7 +21,9 @@ def quantize_command(
     kernel: str = typer.Option("dequant", "--kernel", help="int4-weight: dequant (fp32 reference) or int4pack (CPU int4 kernel, faster)."),
     smoothquant: float | None = typer.Option(None, "--smoothquant", min=0.0, max=1.0, help="int8-dynamic: SmoothQuant alpha in [0, 1]."),
     tolerance: float | None = typer.Option(None, "--tolerance", min=0.0, help="Per-layer fallback: allowed perplexity increase (0.01 = 1%)."),
-    max_fallback: int | None = typer.Option(None, "--max-fallback", min=0, help="Fallback: at most this many layers in fp32."),
+    max_fallback: int | None = typer.Option(None, "--max-fallback", min=0, help="Fallback: at most this many layers moved."),
+    fallback_to: str = typer.Option("fp32", "--fallback-to", help="Fallback: where sensitive layers go: fp32, or "
+                                    "int8-weight (per-layer precision: int8 where int4 costs most)."),
     qat_steps: int = typer.Option(0, "--qat-steps", min=0, help="QAT: distillation steps after PTQ (0: no QAT)."),
     qat_if_drop_above: float | None = typer.Option(None, "--qat-if-drop-above", min=0.0, help="Hybrid: train only if the PTQ drop exceeds this."),
     qat_lr: float = typer.Option(1e-5, "--qat-lr", help="QAT learning rate."),
@@ -41,8 +43,9 @@ def quantize_command(
         cfg.update(group_size=group_size, method=method, kernel=kernel)
     if smoothquant is not None:
         cfg["smoothquant"] = smoothquant
-    if tolerance is not None or max_fallback is not None:
-        cfg["fallback"] = {"tolerance": tolerance if tolerance is not None else 0.01, "max_layers": max_fallback}
+    if tolerance is not None or max_fallback is not None or fallback_to != "fp32":
+        cfg["fallback"] = {"tolerance": tolerance if tolerance is not None else 0.01, "max_layers": max_fallback,
+                           "to": fallback_to}
     if qat_steps or qat_if_drop_above is not None:
         cfg = {"scheme": "qat", "target": cfg, "steps": max(qat_steps, 1), "lr": qat_lr,
                "only_if_drop_above": qat_if_drop_above}
@@ -67,8 +70,11 @@ def quantize_command(
     for key in ("params_before", "params_after", "quantized", "weights_mb", "seconds"):
         table.add_row(key, fmt(res[key]))
     table.add_row("fp32 layers", str(len(res["fp32_layers"])))
+    if "int8_layers" in res:
+        table.add_row("int8 layers (per-layer precision)", str(len(res["int8_layers"])))
+    to = (res.get("fallback") or {}).get("to", "fp32")
     for point in (res.get("fallback") or {}).get("frontier", []):
-        table.add_row(f"fallback: {point['fp32_layers']} fp32 layers", f"ppl x{point['ppl_ratio']:.4f}")
+        table.add_row(f"fallback: {point['fp32_layers']} {to} layers", f"ppl x{point['ppl_ratio']:.4f}")
     if "qat" in res:
         for k, v in res["qat"].items():
             table.add_row(f"qat {k}", fmt(v) if not isinstance(v, str) else v)

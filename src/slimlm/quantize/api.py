@@ -18,7 +18,7 @@ from torch import nn
 from slimlm.calibration import InputStats, as_calibration, run_batches
 from slimlm.errors import ConfigError
 from slimlm.models.adapters import FamilyAdapter, adapter_for
-from slimlm.models.qlayers import Int8Embedding, set_module, share_input_quantization
+from slimlm.models.qlayers import Int8Embedding, Int8WeightLinear, set_module, share_input_quantization
 from slimlm.quantize.fallback import lm_loss, walk
 from slimlm.quantize.smoothquant import smooth_
 
@@ -101,6 +101,8 @@ def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dic
     targets = select_targets(hf, config)
     linears = {n: m for n, m in targets.items() if isinstance(m, nn.Linear)}
     fb = config.fallback
+    if fb is not None and fb.to == config.scheme:
+        raise ConfigError(f"a fallback to {fb.to} in a {config.scheme} stage changes nothing; fall back to fp32 instead.")
     rows, holdout = split_calib(calib, fb.holdout) if fb else (calib, None)
     smooth = getattr(config, "smoothquant", None)
     want = config.stats_wanted()
@@ -128,10 +130,18 @@ def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dic
         set_module(hf, name, q)
     fp32: list[str] = []
     if fb is not None:
-        res = walk(hf, targets, quantized, holdout, fb.tolerance, fb.max_layers, progress=progress)
-        fp32 = res["fp32_layers"]
+        back = None
+        if fb.to == "int8-weight":  # per-layer precision: the sensitive layers go to int8 weight-only
+            back = {n: (quantized[n] if isinstance(m, nn.Embedding) else Int8WeightLinear.from_float(m))
+                    for n, m in targets.items()}
+        res = walk(hf, targets, quantized, holdout, fb.tolerance, fb.max_layers, progress=progress, fallback=back)
         report["fallback"] = {k: v for k, v in res.items() if k != "sensitivity"}
         report["fallback"]["sensitivity_top"] = sorted(res["sensitivity"].items(), key=lambda kv: -kv[1])[:10]
+        report["fallback"]["to"] = fb.to
+        if fb.to == "fp32":
+            fp32 = res["fp32_layers"]
+        else:
+            report["int8_layers"] = [n for n in res["fp32_layers"] if not isinstance(targets[n], nn.Embedding)]
     report.update(quantized=len(targets) - len(fp32), fp32_layers=fp32, seconds=time.perf_counter() - start)
     return report
 

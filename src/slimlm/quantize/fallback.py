@@ -38,8 +38,10 @@ def _kl(hf: nn.Module, x: torch.Tensor, ref_logp: torch.Tensor) -> float:
 
 
 def walk(hf: nn.Module, originals: dict[str, nn.Module], quantized: dict[str, nn.Module], holdout: torch.Tensor,
-         tolerance: float, max_layers: int | None = None, sens_tokens: int = 256, progress=None) -> dict:
-    """Decide which layers stay fp32. Leaves ``hf`` with the chosen mix swapped in.
+         tolerance: float, max_layers: int | None = None, sens_tokens: int = 256, progress=None,
+         fallback: dict[str, nn.Module] | None = None) -> dict:
+    """Decide which layers fall back (to ``fallback``'s modules, default ``originals``: fp32). Leaves ``hf``
+    with the chosen mix swapped in. Sensitivities and the tolerance are measured against ``originals``.
 
     Returns:
         ``{"fp32_layers": [names], "sensitivity": {name: kl}, "frontier": [{"fp32_layers", "ppl_ratio"}],
@@ -60,6 +62,7 @@ def walk(hf: nn.Module, originals: dict[str, nn.Module], quantized: dict[str, nn
         set_module(hf, n, originals[n])
         progress("sensitivity", i + 1, len(names))
     order = sorted(names, key=lambda n: -sens[n])
+    back = fallback or originals
     limit = len(names) if max_layers is None else min(max_layers, len(names))
     cache: dict[int, float] = {}
 
@@ -67,7 +70,7 @@ def walk(hf: nn.Module, originals: dict[str, nn.Module], quantized: dict[str, nn
         if k not in cache:
             keep = set(order[:k])
             for n in names:
-                set_module(hf, n, originals[n] if n in keep else quantized[n])
+                set_module(hf, n, back[n] if n in keep else quantized[n])
             cache[k] = math.exp(lm_loss(hf, holdout) - base)
             progress("fallback", len(cache), len(cache) + 1)
         return cache[k]
@@ -86,7 +89,7 @@ def walk(hf: nn.Module, originals: dict[str, nn.Module], quantized: dict[str, nn
     ratio(k)  # leave the model in the chosen state
     keep = set(order[:k])
     for n in names:
-        set_module(hf, n, originals[n] if n in keep else quantized[n])
+        set_module(hf, n, back[n] if n in keep else quantized[n])
     frontier = [{"fp32_layers": kk, "ppl_ratio": cache[kk]} for kk in sorted(cache)]
     return {"fp32_layers": order[:k], "sensitivity": sens, "frontier": frontier, "ppl_ratio": cache[k],
             "met": met, "tolerance": tolerance}

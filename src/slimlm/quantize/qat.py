@@ -174,8 +174,9 @@ def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) ->
     before = math.exp(lm_loss(hf, holdout) - base)
     report = {"scheme": "qat", "target": target.scheme, "quantized": ptq["quantized"],
               "fp32_layers": ptq["fp32_layers"], "qat": {"ppl_ratio_ptq": before}}
-    if "fallback" in ptq:
-        report["fallback"] = ptq["fallback"]
+    for key in ("fallback", "int8_layers"):
+        if key in ptq:
+            report[key] = ptq[key]
     if config.only_if_drop_above is not None and before - 1 <= config.only_if_drop_above:
         report["qat"].update(trained=False, reason=f"PTQ drop {before - 1:.4f} is within {config.only_if_drop_above}")
         report["seconds"] = time.perf_counter() - start
@@ -186,8 +187,9 @@ def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) ->
         p.requires_grad_(False)
     fakes = {}
     for name, m in list(hf.named_modules()):
-        if isinstance(m, QuantLinear):
-            fakes[name] = FakeQuantLinear(_dequantized(m), m.bias, target.scheme, group)
+        if isinstance(m, QuantLinear):  # a layer the per-layer fallback put in int8 trains as int8
+            own = "int8-weight" if isinstance(m, Int8WeightLinear) and target.scheme != "int8-weight" else target.scheme
+            fakes[name] = FakeQuantLinear(_dequantized(m), m.bias, own, group if own == target.scheme else 0)
     for name, f in fakes.items():
         set_module(hf, name, f)
     # train

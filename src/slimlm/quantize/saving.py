@@ -12,5 +12,5 @@ def save(model, out_dir: str | Path, config=None, report: dict | None = None, me
     """Save a quantized `Model` as a variant directory that `slimlm.models.load` reloads bit for bit."""
     stage = {"kind": "quantize", "config": config.model_dump(mode="json") if config is not None else None}
     if report:
-        stage["report"] = {k: v for k, v in report.items() if k in ("quantized", "fp32_layers", "fallback", "qat")}
+        stage["report"] = {k: v for k, v in report.items() if k in ("quantized", "fp32_layers", "int8_layers", "fallback", "qat")}
     return save_model(model, out_dir, stage=stage, metrics=metrics, extra={"quantization": describe(model.hf)})

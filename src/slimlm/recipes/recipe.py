@@ -100,6 +100,11 @@ class Stage:
         for name, default in type(self.config).added_defaults.items():
             if config.get(name) == default:  # an option added later, at its default: the key runs had before
                 del config[name]
+        for name in list(config):  # the same for nested settings (e.g. a quantize stage's fallback)
+            sub = getattr(self.config, name, None)
+            for k, default in getattr(type(sub), "added_defaults", {}).items():
+                if isinstance(config[name], dict) and config[name].get(k) == default:
+                    del config[name][k]
         blob = json.dumps({"kind": self.kind, "config": config, "calibration": calib}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -15,6 +15,7 @@ A space file:
       distill_general_share: [0.0, 0.5]   # share of general rows (set fixed.distill.general_data)
       quantize: [none, int8-dynamic, int8-weight, int4-weight]
       quantize_skip: ["lm_head,embed", embed, none]   # parts kept in fp32 (default both; none: quantize all)
+      quantize_fallback: [none, 2%, "int8:1%"]   # sensitive layers back to fp32, or to int8 (per-layer precision)
       group_size: [32, 64]        # int4 only
       smoothquant: [none, 0.5, 0.8]   # int8-dynamic only: SmoothQuant migration strength
       lowrank: [0.0, 0.5]         # truncated-SVD factorisation, share of rank kept (0: off)
