@@ -129,7 +129,9 @@ def load_space(name_or_path: str | Path) -> Space:
     else:
         packaged = resources.files("slimlm.search") / "spaces" / f"{source}.yaml"
         if not packaged.is_file():
-            raise ConfigError(f"search space {source!r} is neither a file nor a builtin space (builtin: builtin).")
+            names = sorted(f.name[:-5] for f in (resources.files("slimlm.search") / "spaces").iterdir()
+                           if f.name.endswith(".yaml"))
+            raise ConfigError(f"search space {source!r} is neither a file nor a builtin space ({', '.join(names)}).")
         text = packaged.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
