@@ -97,8 +97,9 @@ def models(a) -> list[tuple[str, object]]:
             if v.is_baseline or "quantize" in kinds or not v.path:
                 continue
             out.append((v.label or v.id, load(str(run / v.path))))
-    for d in a.variant:
-        out.append((Path(d).name, load(d)))
+    for d in a.variant:  # DIR or NAME=DIR
+        name, _, path = d.rpartition("=") if "=" in d else (Path(d).name, "", d)
+        out.append((name, load(path)))
     return out
 
 
@@ -118,7 +119,7 @@ def kv_bytes_per_token(m, context: int, bytes_per: int) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--from-run", default=None, help="a compress run directory whose float variants to include")
-    ap.add_argument("--variant", action="append", default=[], help="a variant directory to include (repeatable)")
+    ap.add_argument("--variant", action="append", default=[], help="a variant directory to include, DIR or NAME=DIR (repeatable)")
     ap.add_argument("--quick", action="store_true", help="tiny models, 2 repeats: a smoke run of the protocol")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=None, help="timed prefill runs (default 10, quick 2)")
