@@ -78,3 +78,19 @@ def test_distilling_from_a_bfloat16_teacher_learns_and_leaves_the_teacher_as_it_
     # the default leaves a tiny teacher in float32
     res = distill_run(student, teacher, corpus, DistillConfig(steps=1, seq_len=64, batch_size=2))
     assert res.teacher_precision == "float32"
+
+
+def test_the_stash_lives_in_slimlms_cache_and_a_dead_runs_stash_is_swept(tmp_path, monkeypatch):
+    import os
+
+    from slimlm._io import _HOST, cache_dir
+
+    monkeypatch.setenv("SLIMLM_CACHE", str(tmp_path))
+    root = cache_dir("teacher-stash")
+    dead = root / f".stash.slimlm-tmp-{_HOST}-999999999-abcd1234"  # a killed run's (no such process)
+    dead.mkdir()
+    hf = load("tiny:llama").hf
+    with teacher_precision(hf, "bfloat16"):
+        live = list(root.iterdir())
+        assert len(live) == 1 and str(os.getpid()) in live[0].name and any(live[0].iterdir())
+    assert list(root.iterdir()) == []  # the dead run's stash was swept, this run's removed

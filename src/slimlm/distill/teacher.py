@@ -11,9 +11,9 @@ Why weight storage and not a bfloat16 forward: on a CPU without AVX512-BF16 or A
 run several times slower than float32 (8x for a 1024 x 896 x 4864 product on an AVX2 EPYC), while the upcast
 of one weight costs a copy of it. On an accelerator the same path still halves the teacher's memory.
 
-The float32 weights are written to a temporary file first and restored when distillation ends (the pipeline
-evaluates and reuses the same teacher afterwards), so the teacher leaves exactly as it came; the file is
-slimlm's own and is removed.
+The float32 weights are written to a slimlm temp directory in the cache (``teacher-stash``; a killed run's
+is swept by the next one) and restored when distillation ends (the pipeline evaluates and reuses the same
+teacher afterwards), so the teacher leaves exactly as it came.
 
 ``precision="auto"`` (the default) reduces teachers of at least `AUTO_PARAMS` parameters and leaves smaller
 ones in float32, where the memory does not matter and the weights' rounding is not worth paying for.
@@ -22,7 +22,6 @@ ones in float32, where the memory does not matter and the weights' rounding is n
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from slimlm._io import cache_dir, sweep, temp_path
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
@@ -76,7 +77,10 @@ def teacher_precision(hf: nn.Module | None, precision: str) -> Iterator[dict]:
     params: dict[int, tuple[str, nn.Parameter]] = {}
     for name, m in targets:  # tied weights appear once
         params.setdefault(id(m.weight), (name, m.weight))
-    tmp = Path(tempfile.mkdtemp(prefix="slimlm-teacher-"))
+    root = cache_dir("teacher-stash")
+    sweep(root)  # a killed run's stash (its owner process is gone)
+    tmp = temp_path(root / "stash")
+    tmp.mkdir()
     stash, hooks = {}, []
     try:
         for key, (_name, p) in params.items():  # one tensor at a time: memory falls as it goes
