@@ -22,6 +22,10 @@ def export_command(
     sample: str | None = typer.Option(None, "--sample", help="Text file for the check (default: Shakespeare eval)."),
     tolerance: float | None = typer.Option(None, "--tolerance", help="Relative perplexity tolerance (default per type)."),
     group_size: int = typer.Option(64, "--group-size", help="OpenVINO int4 group size."),
+    smoothquant: float | None = typer.Option(None, "--smoothquant", min=0.0, max=1.0, help="onnx int8: SmoothQuant "
+                                             "strength applied before ONNX Runtime's int8 (default 0.5)."),
+    no_smoothquant: bool = typer.Option(False, "--no-smoothquant", help="onnx int8: quantize without SmoothQuant."),
+    data: str = typer.Option("shakespeare", "--data", help="onnx int8: calibration data for SmoothQuant."),
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
@@ -40,7 +44,8 @@ def export_command(
         text = p.read_text(encoding="utf-8", errors="replace")
     m = load(model, progress=status, trust_remote_code=trust_remote_code)
     res = export(m, fmt_, out_dir, precision=precision, check=check, sample_text=text, tolerance=tolerance,
-                 group_size=group_size, progress=status)
+                 group_size=group_size, progress=status, calib_data=data,
+                 smoothquant=None if no_smoothquant else ("auto" if smoothquant is None else smoothquant))
     if as_json:
         emit_json(res)
         return
