@@ -149,7 +149,7 @@ def test_onnx_int8_applies_smoothquant_to_a_copy_and_it_tames_an_outlier_channel
     plain = export(m, "onnx", tmp_path / "plain", precision="int8", sample_text=SAMPLE, smoothquant=None, check=True,
                    tolerance=10.0)
     sq = export(m, "onnx", tmp_path / "sq", precision="int8", sample_text=SAMPLE, tolerance=10.0)
-    assert plain["smoothquant"] is None and sq["smoothquant"] == 0.5
+    assert plain["smoothquant"] is None and sq["smoothquant"] == 0.8
     from slimlm.export.onnx import onnx_logits_fn
 
     with torch.inference_mode():

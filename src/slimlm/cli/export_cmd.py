@@ -23,7 +23,7 @@ def export_command(
     tolerance: float | None = typer.Option(None, "--tolerance", help="Relative perplexity tolerance (default per type)."),
     group_size: int = typer.Option(64, "--group-size", help="OpenVINO int4 group size."),
     smoothquant: float | None = typer.Option(None, "--smoothquant", min=0.0, max=1.0, help="onnx int8: SmoothQuant "
-                                             "strength applied before ONNX Runtime's int8 (default 0.5)."),
+                                             "strength applied before ONNX Runtime's int8 (default 0.8)."),
     no_smoothquant: bool = typer.Option(False, "--no-smoothquant", help="onnx int8: quantize without SmoothQuant."),
     data: str = typer.Option("shakespeare", "--data", help="onnx int8: calibration data for SmoothQuant."),
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,

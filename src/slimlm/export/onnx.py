@@ -4,7 +4,7 @@ The graph is the prefill function ``input_ids (batch, seq) -> logits (batch, seq
 cache, exported with dynamic batch and sequence axes. ``int8`` applies ONNX Runtime's dynamic quantization
 (int8 weights per output channel, activations quantized per tensor at run time) to every MatMul with a
 constant weight. Its activation scales are per tensor, so one outlier channel costs the whole tensor its
-resolution: `slimlm.export.export` first applies SmoothQuant (strength 0.5 by default) to a copy of the model,
+resolution: `slimlm.export.export` first applies SmoothQuant (strength 0.8 by default) to a copy of the model,
 which moves the outliers into the weights (per output channel there), then exports; the check shows what the
 int8 costs on the model at hand.
 """
