@@ -53,6 +53,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS / "search-run"))
     ap.add_argument("--eval-tokens", type=int, default=2048)
     ap.add_argument("--keep", action="store_true", help="resume an existing run directory")
+    ap.add_argument("--note", default="", help="a sentence for the results (what else ran on the machine)")
     ap.add_argument("--space", default=None, help="a builtin search space (e.g. quick) instead of the bench's own")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on this 2-core machine a second job usually shares the CPU)")
@@ -117,7 +118,7 @@ def main() -> int:
         "uncached_sum_s": uncached_total, "cache_saving": 1 - wall / uncached_total if uncached_total else None,
         "frontier_size": len(rep["frontier"]), "hypervolume": rep["hypervolume"], "tiers": tiers,
         "space": {"name": space.name, "choices": space.choices, "fixed": space.fixed}, "expand": expand,
-        "eval_tokens": a.eval_tokens, "threads": a.threads, "load_before": load_before, "load_after": os.getloadavg(),
+        "eval_tokens": a.eval_tokens, "threads": a.threads, "note": a.note, "load_before": load_before, "load_after": os.getloadavg(),
         "targets": {
             "cache_halves_time": bool(uncached_total and wall <= uncached_total / 2),
             "medium_tier_found_within_60_min": bool(med["met"] and wall <= 3600),
@@ -133,7 +134,7 @@ def main() -> int:
     lines = [f"# Search benchmark (SmolLM2-135M, Shakespeare; space {space.name})", "",
              f"`{cmd}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, torch {result['machine']['torch']}; "
-             f"load average before {load_before[0]:.2f}, after {result['load_after'][0]:.2f}.",
+             f"load average before {load_before[0]:.2f}, after {result['load_after'][0]:.2f}." + (f" {a.note}" if a.note else ""),
              f"Trials: {result['trials']}; wall {wall / 60:.1f} min with the stage cache vs {uncached_total / 60:.1f} min "
              f"summed uncached ({(result['cache_saving'] or 0):.0%} saved); frontier {result['frontier_size']} variants; "
              f"hypervolume {result['hypervolume'] or 0:.3f}.", "",
