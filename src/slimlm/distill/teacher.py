@@ -53,10 +53,10 @@ def _upcast_output(module: nn.Module, args, output: torch.Tensor) -> torch.Tenso
     return output.float()
 
 
-def _targets(module: nn.Module) -> list[tuple[str, nn.Module]]:
+def _targets(module: nn.Module) -> list[nn.Module]:
     """Plain linears (their forward is replaced) and embeddings of any class (their output is upcast by a hook,
     so subclasses such as Gemma's scaled embedding keep their own forward)."""
-    return [(n, m) for n, m in module.named_modules()
+    return [m for m in module.modules()
             if (type(m) is nn.Linear or isinstance(m, nn.Embedding)) and m.weight.dtype == torch.float32]
 
 
@@ -73,22 +73,20 @@ def teacher_precision(hf: nn.Module | None, precision: str) -> Iterator[dict]:
     if precision != "bfloat16":
         raise ValueError(f"teacher precision must be float32 or bfloat16, got {precision!r}")
     targets = _targets(hf)
-    params: dict[int, tuple[str, nn.Parameter]] = {}
-    for name, m in targets:  # tied weights appear once
-        params.setdefault(id(m.weight), (name, m.weight))
+    params = {id(m.weight): m.weight for m in targets}  # tied weights appear once
     root = cache_dir("teacher-stash")
     sweep(root)  # a killed run's stash (its owner process is gone)
     tmp = temp_path(root / "stash")
     tmp.mkdir()
     stash, hooks = {}, []
     try:
-        for key, (_name, p) in params.items():  # one tensor at a time: memory falls as it goes
+        for key, p in params.items():  # one tensor at a time: memory falls as it goes
             path = tmp / f"{len(stash)}.pt"
             torch.save(p.data, path)
             stash[key] = path
             p.data = p.data.to(torch.bfloat16)
             info["bytes_saved"] += p.numel() * 2
-        for _, m in targets:
+        for m in targets:
             if isinstance(m, nn.Embedding):
                 hooks.append(m.register_forward_hook(_upcast_output))
             else:
@@ -98,9 +96,9 @@ def teacher_precision(hf: nn.Module | None, precision: str) -> Iterator[dict]:
     finally:
         for h in hooks:
             h.remove()
-        for _, m in targets:
+        for m in targets:
             m.__dict__.pop("forward", None)
-        for key, (_, p) in params.items():
+        for key, p in params.items():
             if key in stash:
                 p.data = torch.load(stash[key], map_location=p.device, weights_only=True)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -173,8 +173,8 @@ def smoothed_copy(model, hf, alpha: float, calib_data: str, rows: int = 16, seq_
 
     import torch
 
-    from slimlm.calibration import InputStats, make_calibration, run_batches
-    from slimlm.data import load_data
+    from slimlm.calibration import InputStats, run_batches
+    from slimlm.data import calibration_batch, load_data
     from slimlm.quantize.smoothquant import smooth_
 
     if not 0 <= alpha <= 1:
@@ -183,9 +183,9 @@ def smoothed_copy(model, hf, alpha: float, calib_data: str, rows: int = 16, seq_
     ad = model.adapter.__class__(hf)
     linears = dict(ad.block_linears())
     seq = min(seq_len, ad.max_positions or seq_len)
-    calib = make_calibration(model, load_data(calib_data), n=rows, seq_len=seq)
+    tokens = calibration_batch(model.tokenizer, load_data(calib_data), rows, seq)
     with torch.inference_mode(), InputStats(linears, absmax=True) as stats:
-        run_batches(hf, calib.tokens)
+        run_batches(hf, tokens)
     absmax = {id(m): stats.act_absmax(n) for n, m in linears.items()}
     with torch.no_grad():
         smooth_(ad, absmax, alpha)
