@@ -14,6 +14,7 @@ fine on CPUs and small models; for large GPU runs DDP/FSDP would overlap the red
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -105,6 +106,28 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def teacher_vocab_map(student: Model, teacher: Model) -> torch.Tensor | None:
+    """Student token id -> teacher token id, for a vocabulary-trimmed student (``vocab=domain``) taught by
+    its full-vocabulary parent; ``None`` when both read the same ids.
+
+    The teacher then reads the student's text in its own ids, and its logits are restricted to the student's
+    tokens (the softmax over them renormalises: the target is the teacher's distribution given that the next
+    token is one the student can emit). Raises `ConfigError` when the vocabularies cannot be matched.
+    """
+    s_map, t_map = student.provenance.get("vocab_map"), teacher.provenance.get("vocab_map")
+    sv, tv = student.adapter.vocab_size, teacher.adapter.vocab_size
+    if s_map == t_map or (not s_map and sv == tv and not t_map):
+        if sv != tv:
+            raise ConfigError(f"teacher vocabulary ({tv}) differs from the student's ({sv}); logit distillation "
+                              "needs the same tokenizer.")
+        return None
+    if s_map and not t_map and len(s_map) == sv and max(s_map) < tv:
+        return torch.as_tensor(s_map, dtype=torch.long)
+    raise ConfigError(f"teacher vocabulary ({tv}) differs from the student's ({sv}) and the student is not a "
+                      "vocabulary-trimmed variant of it; logit distillation needs the same tokenizer or the "
+                      "student's full-vocabulary parent as the teacher.")
+
+
 def _check(student: Model, teacher: Model | None, corpus: Corpus, cfg: DistillConfig) -> str:
     task = student.task
     if task == "encoder":
@@ -121,9 +144,8 @@ def _check(student: Model, teacher: Model | None, corpus: Corpus, cfg: DistillCo
         if teacher.task != task:
             raise ConfigError(f"the teacher is a {teacher.task} model but the student is a {task} model; "
                               "give a teacher of the same kind.")
-        if task == "causal-lm" and teacher.adapter.vocab_size != student.adapter.vocab_size:
-            raise ConfigError(f"teacher vocabulary ({teacher.adapter.vocab_size}) differs from the student's "
-                              f"({student.adapter.vocab_size}); logit distillation needs the same tokenizer.")
+        if task == "causal-lm":
+            teacher_vocab_map(student, teacher)  # raises when the vocabularies cannot be matched
         if task == "classification" and teacher.hf.config.num_labels != student.hf.config.num_labels:
             raise ConfigError("teacher and student heads have different numbers of classes.")
     limit = student.adapter.max_positions
@@ -151,6 +173,10 @@ class _Step:
         self.need_hidden = bool(cfg.hidden_weight or cfg.relation_weight)
         self.need_attn = bool(cfg.attention_weight)
         self.cache = None
+        self.vmap = None  # student id -> teacher id (vocabulary-trimmed student)
+        if teacher is not None and task == "causal-lm":
+            vmap = teacher_vocab_map(student, teacher)
+            self.vmap = None if vmap is None else vmap.to(_device(student))
 
     def __call__(self, rows: torch.Tensor, inputs: dict) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
@@ -171,9 +197,12 @@ class _Step:
                 if topk is not None:
                     topk = tuple(x.to(device) for x in topk)
             if topk is None:
+                t_inputs = inputs if self.vmap is None else {**inputs, "input_ids": self.vmap[inputs["input_ids"]]}
                 with torch.no_grad():
-                    t_out = self.t.hf(**inputs, **kw)
+                    t_out = self.t.hf(**t_inputs, **kw)
                 t_logits = t_out.logits
+                if self.vmap is not None:  # only the student's tokens; the softmax renormalises over them
+                    t_logits = t_logits.index_select(-1, self.vmap)
                 if cfg.loss == "topk":
                     topk = teacher_topk(t_logits, cfg.top_k)
                     if self.cache is not None:
@@ -318,6 +347,8 @@ def distill_run(
         if task != "causal-lm":
             raise ConfigError("cache_teacher is for language models; classification teachers are cheap to run.")
         key = teacher.hash if t_precision == "float32" else f"{teacher.hash}:{t_precision}"
+        if step_fn.vmap is not None:  # the top-k are in the student's ids: the map is part of what was cached
+            key += ":vocab:" + hashlib.sha256(step_fn.vmap.cpu().numpy().tobytes()).hexdigest()[:12]
         step_fn.cache = open_cache(key, data.rows, cfg.top_k, rank)
     if teacher is not None:
         teacher.hf.eval()

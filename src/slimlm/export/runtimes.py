@@ -182,14 +182,15 @@ class _Session:
 
 
 def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: int = 64, threads: int | None = None,
-                    repeats: int = 10, warmup: int = 2, precision: str | None = None, exports: list[dict] | None = None,
-                    progress=None) -> list[dict]:
+                    repeats: int = 10, warmup: int = 2, decode_repeats: int = 3, precision: str | None = None,
+                    exports: list[dict] | None = None, progress=None) -> list[dict]:
     """Profile ``models`` on ``runtime`` (onnxruntime, openvino or llamacpp), interleaved, ratios to the first.
 
     Args:
         models: `slimlm.models.Model` objects; the first is the reference of the ratios.
         runtime: the runtime.
-        shapes, decode_tokens, threads, repeats, warmup: as `slimlm.profile.compare`.
+        shapes, decode_tokens, threads, repeats, warmup, decode_repeats: as `slimlm.profile.compare` (decode
+            runs interleaved too, after one warm-up round).
         precision: one runtime type for every model; default each model's `runtime_type` (a model the
             runtime cannot take raises `ConfigError`).
         exports: `runtime_export` results, one per model, made by the caller (they stay where they are);
@@ -237,10 +238,19 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
                 progress(f"prefill {b}x{s}", rep + 1, warmup + repeats)
             for i, r in enumerate(results):
                 r["latency_ms"][f"{b}x{s}"] = _p(times[i])
-        if decode_tokens:
-            for i, sess in enumerate(sessions):
-                if sess.decode is not None:
-                    results[i]["decode_tokens_per_s"] = statistics.median(sess.decode(decode_tokens) for _ in range(3))
+        if decode_tokens:  # interleaved like prefill: one warm-up round, then rounds of every model in turn
+            rates: list[list[float]] = [[] for _ in models]
+            rounds = decode_repeats
+            for rep in range(1 + rounds):
+                for i, sess in enumerate(sessions):
+                    if sess.decode is not None:
+                        rate = sess.decode(decode_tokens)
+                        if rep:
+                            rates[i].append(rate)
+                progress("decode", rep + 1, 1 + rounds)
+            for i, r in enumerate(rates):
+                if r:
+                    results[i]["decode_tokens_per_s"] = statistics.median(r)
         ref = results[0]
         for r in results:
             r["ratios"] = {f"prefill_speedup_{k}": ref["latency_ms"][k]["p50"] / v["p50"] for k, v in r["latency_ms"].items()}
