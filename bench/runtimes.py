@@ -1,5 +1,5 @@
 """Benchmark: the teacher and slimlm's variants on the runtimes users deploy on: torch eager, torch.compile,
-llama.cpp (F16, Q8_0, Q4_K_M), ONNX Runtime (fp32, int8) and OpenVINO (fp32, int8, int4), all on this CPU
+llama.cpp (F16, Q8_0, Q4_K_M, Q4_0), ONNX Runtime (fp32, int8) and OpenVINO (fp32, int8, int4), all on this CPU
 with the same thread count.
 
 Per runtime and type, the teacher and the variants run interleaved in one process (the teacher of that
@@ -8,8 +8,12 @@ cache on; the ONNX / OpenVINO graphs slimlm writes have no KV cache and torch.co
 recompile per length, so those rows have none), peak RSS (a fresh process loads the model and runs one prefill
 and one decode), disk (the exported files; torch: the saved safetensors), and perplexity on the export check's
 fixed sample (4 x 128 tokens of the Shakespeare eval plays), computed by the runtime itself; the drop is
-against the teacher in torch fp32 on the same tokens. Each export is checked on the way out
-(`slimlm.export.export`): a runtime type that fails its tolerance is reported, not measured.
+against the teacher in torch fp32 on the same tokens (a vocabulary-trimmed variant reads the sample in its own
+ids; when those are not the teacher's tokens renumbered, no drop is given). Every export's perplexity is
+measured and compared with the variant's in torch (`slimlm.export.export`'s check): the "export check" column
+shows the change and whether the type's usual tolerance held; a row that fails it is shown (the teacher in
+Q4_0 stays a reference) but never counts for a target. An export that fails outright is reported, not
+measured.
 
 Models: the teacher (builtin:smollm2-135m) and the float variants of a compress run (``--from-run``, e.g.
 bench/frontier.py's run directory: its prune / prune+distill variants; slimlm-quantized variants are left out,
@@ -43,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 GROUPS = [("torch", "fp32"), ("torch.compile", "fp32"), ("llamacpp", "f16"), ("llamacpp", "q8_0"),
-          ("llamacpp", "q4_k_m"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
+          ("llamacpp", "q4_k_m"), ("llamacpp", "q4_0"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
           ("openvino", "int8"), ("openvino", "int4")]
 MAX_DROP, DECODE_X, BW_SHARE = 0.03, 2.0, 0.60
 QUICK_TEACHER = "tiny:llama?merges=1&layers=8&hidden=256&ffn=512"
@@ -145,7 +149,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(a.threads)
-    from slimlm.export.check import perplexity, sample_windows, torch_logits
+    from slimlm.export.check import TOLERANCES, perplexity, sample_windows, torch_logits
     from slimlm.export.runtimes import compare_runtime, runtime_export
     from slimlm.profile import compare, machine_info
     from slimlm.profile.flops import decode_bytes_per_token
@@ -160,7 +164,12 @@ def main() -> int:
     teacher = named[0][1]
     windows = sample_windows(teacher)
     base_ppl = perplexity(torch_logits(teacher.hf), windows)
-    eager_ppl = {name: perplexity(torch_logits(m.hf), windows) for name, m in named}
+    eager_ppl, comparable = {}, {}
+    for name, m in named:  # each model reads the sample with its own tokenizer (a trimmed vocabulary renumbers)
+        w = sample_windows(m)
+        vmap = m.provenance.get("vocab_map")
+        comparable[name] = torch.equal(torch.as_tensor(vmap)[w] if vmap else w, windows)  # the same tokens
+        eager_ppl[name] = perplexity(torch_logits(m.hf), w)
     peak_gb_s = roofline(a.threads)["peak_gb_s"]
     context = 8 + decode // 2  # the mean context of a decode run
     rows, skipped = [], []
@@ -192,8 +201,13 @@ def main() -> int:
             exports, kept = [], []
             for i, (name, m) in enumerate(named):
                 try:
-                    exports.append(runtime_export(m, runtime, tmp / f"{runtime}-{kind}-{i}", precision=kind,
-                                                  check=True))
+                    # every export's perplexity is measured; the usual check tolerance is applied below, as a
+                    # column, so that a type that fails it (e.g. the teacher in q4_0) is still a reference
+                    e = runtime_export(m, runtime, tmp / f"{runtime}-{kind}-{i}", precision=kind, check=True,
+                                       tolerance=1e9)
+                    e["check"]["passed"] = abs(e["check"]["relative_change"]) <= TOLERANCES.get(kind, 0.25)
+                    e["check"]["tolerance"] = TOLERANCES.get(kind, 0.25)
+                    exports.append(e)
                     kept.append((name, m))
                 except Exception as exc:  # noqa: BLE001 - a failed export is a result, not a crash
                     skipped.append(f"{name} on {runtime} {kind}: {type(exc).__name__}: {exc}"[:300])
@@ -208,7 +222,8 @@ def main() -> int:
                              "prefill_ms": r["latency_ms"]["1x128"]["p50"], "decode_tok_s": r["decode_tokens_per_s"],
                              "peak_rss_mb": peak_rss(runtime, e["main_file"], a.threads, decode),
                              "disk_mb": r["disk_mb"], "perplexity": e["check"]["export_perplexity"],
-                             "check_reader": e["check"].get("reader"),
+                             "check_reader": e["check"].get("reader"), "check_passed": e["check"]["passed"],
+                             "check_change": e["check"]["relative_change"],
                              "bytes_per_token": weights and weights + kv_bytes_per_token(m, context, 2)})
     finally:
         import shutil
@@ -218,8 +233,8 @@ def main() -> int:
     load_after = os.getloadavg()
 
     names = [n for n, _ in named]
-    for r in rows:
-        r["drop"] = r["perplexity"] / base_ppl - 1.0
+    for r in rows:  # the drop is against the teacher in torch fp32 on the same tokens, else not given
+        r["drop"] = r["perplexity"] / base_ppl - 1.0 if comparable[r["model"]] else None
         ref = next((x for x in rows if x["runtime"] == r["runtime"] and x["type"] == r["type"] and x["model"] == names[0]),
                    None)
         r["prefill_speedup"] = ref and ref["prefill_ms"] / r["prefill_ms"]
@@ -229,7 +244,8 @@ def main() -> int:
 
     targets = {}
     ref_q8 = next((r for r in rows if (r["model"], r["runtime"], r["type"]) == (names[0], "llamacpp", "q8_0")), None)
-    good = [r for r in rows if r["model"] != names[0] and r["drop"] <= MAX_DROP and r["decode_tok_s"]]
+    good = [r for r in rows if r["model"] != names[0] and r["drop"] is not None and r["drop"] <= MAX_DROP
+            and r["decode_tok_s"] and r.get("check_passed", True)]
     best = max(good, key=lambda r: r["decode_tok_s"], default=None)
     if ref_q8 is None or not ref_q8["decode_tok_s"]:
         targets["decode_2x_teacher_llamacpp_q8_0"] = {"met": False, "detail": "the teacher was not measured on llama.cpp Q8_0"}
@@ -263,6 +279,13 @@ def main() -> int:
     return 0
 
 
+def _check(r: dict) -> str:
+    """The export check column: the change against the variant in torch, and whether the type's tolerance held."""
+    if r.get("check_change") is None:
+        return "-"
+    return f"{r['check_change']:+.1%} " + ("ok" if r.get("check_passed", True) else "FAILS")
+
+
 def report(res: dict, quick: bool) -> str:
     """The Markdown results from a result dict (also ``--report-only``: rewritten from the JSON)."""
     fmt = lambda x, s: "-" if x is None else f"{x:{s}}" + ("x" if s == ".2f" else "")  # noqa: E731
@@ -276,14 +299,14 @@ def report(res: dict, quick: bool) -> str:
              f"{res.get('decode_tokens', '?')} new; perplexity on {res['sample_tokens']} tokens of the Shakespeare "
              f"eval plays computed by each runtime (teacher in torch fp32: {res['teacher_perplexity']:.2f}).", "",
              "| model | runtime | type | prefill 1x128 ms | x teacher | decode tok/s | x teacher | share of BW bound "
-             "| peak RSS MB | disk MB | ppl | drop |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| peak RSS MB | disk MB | ppl | drop | export check |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['runtime']} | {r['type']} | {fmt(r['prefill_ms'], '.1f')} | "
                      f"{fmt(r['prefill_speedup'], '.2f')} | {fmt(r['decode_tok_s'], '.1f')} | "
                      f"{fmt(r['decode_speedup'], '.2f')} | {fmt(r['bandwidth_share'], '.0%')} | "
                      f"{fmt(r['peak_rss_mb'], '.0f')} | {fmt(r['disk_mb'], '.1f')} | {fmt(r['perplexity'], '.3f')} | "
-                     f"{fmt(r['drop'], '+.2%')} |")
+                     f"{fmt(r['drop'], '+.2%')} | {_check(r)} |")
     compiled = [r["compile_s"] for r in rows if r.get("compile_s")]
     if compiled:
         lines += ["", f"torch.compile: the compiled group took {statistics.fmean(compiled):.0f} s in all (compilation "

@@ -81,8 +81,10 @@ class Metrics:
     """Everything measured on one variant. Missing measurements are ``None``.
 
     Quality (eval split of ``--data``; ``ood_*`` on ``--ood-data``): ``perplexity``, ``ece``, ``accuracy``,
-    ``f1``, ``eval_tokens``, ``teacher_top1``, ``teacher_kl``, ``ood_perplexity``, and the relative drops
-    against the baseline ``quality_drop`` / ``ood_quality_drop``. Size: ``params``, ``nonzero_params``,
+    ``f1``, ``eval_tokens``, ``teacher_top1``, ``teacher_kl``, ``ood_perplexity``, ``bits_per_byte`` /
+    ``bytes_per_token`` (and ``ood_`` ones), and the relative drops against the baseline ``quality_drop`` /
+    ``ood_quality_drop`` (between different tokenizations, e.g. a trimmed vocabulary, from bits per byte:
+    `perplexity_drop`). Size: ``params``, ``nonzero_params``,
     ``disk_mb``. Memory: ``peak_rss_mb``. Speed: ``latency_ms`` (shape -> `Latency`), ``latency_p50_ms`` /
     ``latency_p99_ms`` (the run's primary shape), ``decode_tokens_per_s``, ``ratios`` (interleaved ratios to
     the baseline: ``prefill_speedup_<shape>``, ``decode_speedup``, ``disk``, ``energy``...), ``flops``,
@@ -97,6 +99,10 @@ class Metrics:
     teacher_top1: float | None = None
     teacher_kl: float | None = None
     ood_perplexity: float | None = None
+    bits_per_byte: float | None = None
+    bytes_per_token: float | None = None
+    ood_bits_per_byte: float | None = None
+    ood_bytes_per_token: float | None = None
     quality_drop: float | None = None
     ood_quality_drop: float | None = None
     params: int | None = None

@@ -1,6 +1,7 @@
 """Distilling a vocabulary-trimmed student (structured ``vocab=domain``) from its full-vocabulary parent."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -67,3 +68,21 @@ def test_unrelated_vocabularies_are_refused(parent, corpus):
     with pytest.raises(ConfigError, match="vocabulary-trimmed variant"):
         teacher_vocab_map(a, b)
     assert teacher_vocab_map(a, a) is None  # the same trimmed vocabulary: ids already agree
+
+
+def test_evaluate_reports_bits_per_byte_and_drops_across_vocabularies_use_them(parent, corpus):
+    """A trimmed vocabulary splits out-of-domain words into more, easier tokens: per-token perplexity
+    flatters it, bits per byte do not. The drop against the parent comes from bits per byte."""
+    from slimlm.evaluate import evaluate, perplexity_drop
+
+    trimmed = _trimmed(parent, corpus.texts("train")[:1])
+    a = evaluate(parent, corpus, split="eval", seq_len=64, max_tokens=None)
+    b = evaluate(trimmed, corpus, split="eval", seq_len=64, max_tokens=None)
+    assert b["bytes_per_token"] < a["bytes_per_token"]  # the trimmed tokenizer needs more tokens for the text
+    assert a["bits_per_byte"] == pytest.approx(a["nll"] / math.log(2) / a["bytes_per_token"], rel=1e-9)
+    drop = perplexity_drop(b["perplexity"], a["perplexity"], b["bits_per_byte"], a["bits_per_byte"],
+                           b["bytes_per_token"], a["bytes_per_token"])
+    assert drop == pytest.approx(2 ** ((b["bits_per_byte"] - a["bits_per_byte"]) * a["bytes_per_token"]) - 1)
+    same = perplexity_drop(a["perplexity"], a["perplexity"], a["bits_per_byte"], a["bits_per_byte"],
+                           a["bytes_per_token"], a["bytes_per_token"])
+    assert same == 0.0

@@ -164,6 +164,7 @@ def test_openvino_int4_weight_compression_is_checked(tmp_path):
     m = sharp("gemma3", prune=None)
     r = export(m, "openvino", tmp_path / "v", precision="int4", group_size=32, sample_text=SAMPLE)
     assert r["check"]["passed"] and "openvino_model.xml" in r["files"]
+    assert r["data_aware"][0] == "awq+scale_estimation" and r["data_aware"][1] > 0  # calibrated by default
 
 
 def test_vocabulary_trimmed_variant_exports_with_its_own_vocabulary_and_merges(tmp_path):

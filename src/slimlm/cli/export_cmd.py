@@ -21,11 +21,14 @@ def export_command(
     check: bool = typer.Option(True, "--check/--no-check", help="Compare perplexity on a fixed sample (default on)."),
     sample: str | None = typer.Option(None, "--sample", help="Text file for the check (default: Shakespeare eval)."),
     tolerance: float | None = typer.Option(None, "--tolerance", help="Relative perplexity tolerance (default per type)."),
-    group_size: int = typer.Option(64, "--group-size", help="OpenVINO int4 group size."),
+    group_size: int = typer.Option(32, "--group-size", help="OpenVINO int4 group size."),
+    data_aware: bool = typer.Option(True, "--data-aware/--no-data-aware", help="openvino int4: AWQ and scale "
+                                    "estimation on --data (default on; off: from the weights alone, faster)."),
     smoothquant: float | None = typer.Option(None, "--smoothquant", min=0.0, max=1.0, help="onnx int8: SmoothQuant "
                                              "strength applied before ONNX Runtime's int8 (default 0.8)."),
     no_smoothquant: bool = typer.Option(False, "--no-smoothquant", help="onnx int8: quantize without SmoothQuant."),
-    data: str = typer.Option("shakespeare", "--data", help="onnx int8: calibration data for SmoothQuant."),
+    data: str = typer.Option("shakespeare", "--data", help="Calibration data: onnx int8 SmoothQuant, openvino int4 "
+                             "data-aware compression."),
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
@@ -44,7 +47,7 @@ def export_command(
         text = p.read_text(encoding="utf-8", errors="replace")
     m = load(model, progress=status, trust_remote_code=trust_remote_code)
     res = export(m, fmt_, out_dir, precision=precision, check=check, sample_text=text, tolerance=tolerance,
-                 group_size=group_size, progress=status, calib_data=data,
+                 group_size=group_size, progress=status, calib_data=data, data_aware=data_aware,
                  smoothquant=None if no_smoothquant else ("auto" if smoothquant is None else smoothquant))
     if as_json:
         emit_json(res)

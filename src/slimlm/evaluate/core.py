@@ -47,9 +47,17 @@ def _teacher_logits_in_student_vocab(model: Model, logits: torch.Tensor) -> torc
     return logits if not keep else logits[..., torch.as_tensor(keep)]
 
 
+def _utf8_bytes(tokenizer, ids: torch.Tensor) -> int:
+    """UTF-8 bytes of the text the tokens ``ids`` spell (0 when the tokenizer cannot decode)."""
+    try:
+        return len(tokenizer.decode(ids.tolist(), skip_special_tokens=False).encode("utf-8"))
+    except Exception:  # noqa: BLE001 - a tokenizer without decode just gets no per-byte figure
+        return 0
+
+
 @torch.inference_mode()
 def _evaluate_lm(model: Model, windows: list[torch.Tensor], teacher: Model | None, progress) -> dict:
-    nll, count, top1, kl_sum = 0.0, 0, 0, 0.0
+    nll, count, top1, kl_sum, n_bytes = 0.0, 0, 0, 0.0, 0
     ece = ECEAccumulator()
     device = next(model.hf.parameters()).device
     for i, w in enumerate(windows):
@@ -61,6 +69,7 @@ def _evaluate_lm(model: Model, windows: list[torch.Tensor], teacher: Model | Non
         conf, pred = logp.max(-1)
         ece.update(conf.exp(), pred == target)
         count += target.numel()
+        n_bytes += _utf8_bytes(model.tokenizer, w[1:])
         if teacher is not None:
             vmap = model.provenance.get("vocab_map")
             tx = x if not vmap else torch.as_tensor(vmap, device=x.device)[x]  # the teacher reads its own token ids
@@ -69,6 +78,9 @@ def _evaluate_lm(model: Model, windows: list[torch.Tensor], teacher: Model | Non
             kl_sum += kl_teacher_student(t_logits, logits).sum().item()
         progress("evaluate", i + 1, len(windows))
     out = {"perplexity": math.exp(nll / count), "nll": nll / count, "tokens": count, "ece": ece.value()}
+    if n_bytes:  # tokenizer-independent: comparable between a trimmed vocabulary and its parent's
+        out["bits_per_byte"] = nll / math.log(2) / n_bytes
+        out["bytes_per_token"] = n_bytes / count
     if teacher is not None:
         out["teacher_agreement"] = {"top1": top1 / count, "kl": kl_sum / count}
     return out

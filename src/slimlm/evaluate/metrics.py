@@ -49,3 +49,24 @@ def macro_f1(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> floa
             continue  # class absent from both: it does not count toward the macro average
         f1s.append(2 * tp / (2 * tp + fp + fn))
     return sum(f1s) / len(f1s) if f1s else float("nan")
+
+
+def perplexity_drop(ppl: float, base_ppl: float, bpb: float | None = None, base_bpb: float | None = None,
+                    bpt: float | None = None, base_bpt: float | None = None) -> float:
+    """Relative perplexity change of a variant against its baseline, in the baseline's tokens.
+
+    With the same tokenization (equal bytes per token) this is ``ppl / base_ppl - 1``. When the two read the
+    text in different tokens (a vocabulary-trimmed variant splits words it never saw into smaller pieces,
+    each easier to predict, so its per-token perplexity flatters it), the drop comes from bits per byte,
+    which do not depend on the tokenizer, expressed per baseline token: ``2 ** ((bpb - base_bpb) *
+    base_bpt) - 1``, the same scale as a perplexity ratio.
+
+    Example:
+        >>> round(perplexity_drop(12.0, 10.0), 3)
+        0.2
+        >>> round(perplexity_drop(9.0, 10.0, 1.1, 1.0, 2.0, 4.0), 3)  # lower per token, worse per byte
+        0.32
+    """
+    if None in (bpb, base_bpb, bpt, base_bpt) or abs(bpt / base_bpt - 1) < 1e-6:
+        return ppl / base_ppl - 1
+    return 2.0 ** ((bpb - base_bpb) * base_bpt) - 1

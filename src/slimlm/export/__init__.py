@@ -61,8 +61,9 @@ def _need(module: str) -> None:
 
 
 def export(model, fmt: str, out: str | Path, *, precision: str | None = None, check: bool = True,
-           sample_text: str | None = None, tolerance: float | None = None, group_size: int = 64,
-           smoothquant: float | None | str = "auto", calib_data: str = "shakespeare", progress=None) -> dict:
+           sample_text: str | None = None, tolerance: float | None = None, group_size: int = 32,
+           smoothquant: float | None | str = "auto", calib_data: str = "shakespeare", data_aware: bool = True,
+           progress=None) -> dict:
     """Export ``model`` (a `slimlm.models.Model`, causal LM) to ``fmt`` in directory ``out``, then check it.
 
     Args:
@@ -75,10 +76,13 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
         sample_text: text for the check (default: the start of the Shakespeare eval split).
         tolerance: override the precision's relative perplexity tolerance.
         group_size: OpenVINO int4 group size.
+        data_aware: OpenVINO int4 only: AWQ and scale estimation on 16 x 128 tokens of ``calib_data``'s
+            calibration split (`slimlm.export.openvino`); False compresses from the weights alone.
         smoothquant: ONNX int8 only: SmoothQuant strength applied (to a copy) before the export, so that ONNX
             Runtime's per-tensor activation quantization meets smaller outliers; ``auto`` is 0.8 for ONNX int8
             (`ONNX_INT8_SMOOTHQUANT`), None turns it off.
-        calib_data: data spec whose calibration split gives SmoothQuant its activation ranges.
+        calib_data: data spec whose calibration split gives SmoothQuant its activation ranges (ONNX int8) and
+            data-aware int4 its activations (OpenVINO).
         progress: optional callable taking a status string.
 
     Returns:
@@ -139,8 +143,15 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
         else:
             from slimlm.export.openvino import openvino_logits_fn, write_openvino
 
+            calib = None
+            if precision == "int4" and data_aware:
+                from slimlm.data import calibration_batch, load_data
+
+                say(f"data-aware int4 (AWQ + scale estimation) on {calib_data}")
+                calib = calibration_batch(model.tokenizer, load_data(calib_data), 16,
+                                          min(128, model.adapter.max_positions or 128))
             say(f"converting to OpenVINO {precision}")
-            path, info = write_openvino(hf, tmp, precision, group_size)
+            path, info = write_openvino(hf, tmp, precision, group_size, calib)
             model.tokenizer.save_pretrained(tmp)
             runner = (lambda: (openvino_logits_fn(path), "openvino CPU")) if check else None
         result = None

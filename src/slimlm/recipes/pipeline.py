@@ -261,7 +261,8 @@ class Pipeline:
             q = evaluate(m, self.corpus, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
                          teacher=teacher, progress=self.progress)
             metrics = {"perplexity": q.get("perplexity"), "ece": q.get("ece"), "accuracy": q.get("accuracy"),
-                       "f1": q.get("f1"), "eval_tokens": q.get("tokens")}
+                       "f1": q.get("f1"), "eval_tokens": q.get("tokens"), "bits_per_byte": q.get("bits_per_byte"),
+                       "bytes_per_token": q.get("bytes_per_token")}
             if q.get("teacher_agreement"):
                 metrics["teacher_top1"] = q["teacher_agreement"]["top1"]
                 metrics["teacher_kl"] = q["teacher_agreement"]["kl"]
@@ -271,20 +272,27 @@ class Pipeline:
                 o = evaluate(m, self.ood, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
                              progress=self.progress)
                 metrics["ood_perplexity"] = o["perplexity"]
+                metrics["ood_bits_per_byte"] = o.get("bits_per_byte")
+                metrics["ood_bytes_per_token"] = o.get("bytes_per_token")
             v.metrics.update(metrics)
             self._drops()
             self.write_state([])
 
     def _drops(self) -> None:
+        from slimlm.evaluate import perplexity_drop  # per baseline token, also for a trimmed vocabulary
+
         base = self.variants[self.base_id].metrics
         for v in self.variants.values():
             m = v.metrics
             if base.perplexity and m.perplexity:
-                m.quality_drop = m.perplexity / base.perplexity - 1
+                m.quality_drop = perplexity_drop(m.perplexity, base.perplexity, m.bits_per_byte, base.bits_per_byte,
+                                                 m.bytes_per_token, base.bytes_per_token)
             elif base.accuracy and m.accuracy is not None:
                 m.quality_drop = 1 - m.accuracy / base.accuracy
             if base.ood_perplexity and m.ood_perplexity:
-                m.ood_quality_drop = m.ood_perplexity / base.ood_perplexity - 1
+                m.ood_quality_drop = perplexity_drop(m.ood_perplexity, base.ood_perplexity, m.ood_bits_per_byte,
+                                                     base.ood_bits_per_byte, m.ood_bytes_per_token,
+                                                     base.ood_bytes_per_token)
 
     def profile_all(self, ids: list[str] | None = None) -> None:
         """Profile the baseline and the given variants together, interleaved (see module docstring)."""
