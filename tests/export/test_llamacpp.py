@@ -5,6 +5,7 @@ and `profile` / `compress --runtime llamacpp` run end to end. Skipped when llama
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,6 +46,36 @@ def test_q4_k_m_follows_llamacpp_mix_and_is_checked_on_llamacpp(tmp_path):
     assert r["check"]["passed"] and r["check"]["reader"].startswith("llama.cpp")
     f16 = export(load(K256), "gguf", tmp_path / "f16", precision="f16", check=False)
     assert r["files"]["model-q4_k_m.gguf"] < 0.4 * f16["files"]["model-f16.gguf"]
+
+
+def test_q4_0_with_an_importance_matrix_loses_less_where_activations_are_large(tmp_path):
+    """llama-imatrix's statistic (mean squared input per column) steers llama.cpp's 4-bit rounding: with a few
+    input channels 30x louder than the rest, the weighted Q4_0 file is closer to the model than plain rounding."""
+    from slimlm.export.gguf import importance_matrix
+    from slimlm.export.llamacpp import LlamaCpp
+
+    m = load("tiny:llama?merges=1&layers=2&hidden=128&ffn=256&heads=4&kv_heads=2")
+    with torch.no_grad():
+        for layer in m.adapter.layers():  # loud input channels feeding q/k/v and gate/up
+            layer.input_layernorm.weight[[3, 40, 77]] *= 30.0
+            layer.post_attention_layernorm.weight[[5, 64, 100]] *= 30.0
+    m.rehash()
+    tokens = torch.randint(4, 250, (8, 64), generator=torch.Generator().manual_seed(1))
+    imp = importance_matrix(m.hf, tokens)
+    q = imp["model.layers.0.self_attn.q_proj.weight"]
+    assert q.shape == (128,) and q[[3, 40, 77]].min() > 100 * float(np.median(q))  # 30x louder: ~900x the square
+    weighted = export(m, "gguf", tmp_path / "w", precision="q4_0", check=False)
+    plain = export(m, "gguf", tmp_path / "p", precision="q4_0", check=False, data_aware=False)
+    assert weighted["imatrix_tensors"] == 14 and weighted["imatrix"]["tokens"] > 0  # 7 linears x 2 blocks
+    assert plain["imatrix_tensors"] == 0 and plain["imatrix"] is None
+    ids = torch.randint(4, 250, (1, 48), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = m.hf(ids).logits[0]
+    err = {}
+    for name, r in (("weighted", weighted), ("plain", plain)):
+        with LlamaCpp(r["main_file"], threads=1, n_ctx=64) as llm:
+            err[name] = float((torch.from_numpy(llm.logits(ids[0].tolist())) - want).pow(2).mean())
+    assert err["weighted"] < 0.8 * err["plain"], err
 
 
 def test_k_quant_falls_back_per_tensor_where_rows_do_not_fit_256(tmp_path):

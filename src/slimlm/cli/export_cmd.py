@@ -22,13 +22,14 @@ def export_command(
     sample: str | None = typer.Option(None, "--sample", help="Text file for the check (default: Shakespeare eval)."),
     tolerance: float | None = typer.Option(None, "--tolerance", help="Relative perplexity tolerance (default per type)."),
     group_size: int = typer.Option(32, "--group-size", help="OpenVINO int4 group size."),
-    data_aware: bool = typer.Option(True, "--data-aware/--no-data-aware", help="openvino int4: AWQ and scale "
-                                    "estimation on --data (default on; off: from the weights alone, faster)."),
+    data_aware: bool = typer.Option(True, "--data-aware/--no-data-aware", help="Calibrate low-bit types on "
+                                    "--data: openvino int4 with AWQ + scale estimation, gguf 4/5-bit and K-quants "
+                                    "with an importance matrix (default on; off: from the weights alone)."),
     smoothquant: float | None = typer.Option(None, "--smoothquant", min=0.0, max=1.0, help="onnx int8: SmoothQuant "
                                              "strength applied before ONNX Runtime's int8 (default 0.8)."),
     no_smoothquant: bool = typer.Option(False, "--no-smoothquant", help="onnx int8: quantize without SmoothQuant."),
     data: str = typer.Option("shakespeare", "--data", help="Calibration data: onnx int8 SmoothQuant, openvino int4 "
-                             "data-aware compression."),
+                             "and gguf 4/5-bit data-aware compression."),
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:

@@ -76,8 +76,10 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
         sample_text: text for the check (default: the start of the Shakespeare eval split).
         tolerance: override the precision's relative perplexity tolerance.
         group_size: OpenVINO int4 group size.
-        data_aware: OpenVINO int4 only: AWQ and scale estimation on 16 x 128 tokens of ``calib_data``'s
-            calibration split (`slimlm.export.openvino`); False compresses from the weights alone.
+        data_aware: calibrate the low-bit types on 16 x 128 tokens of ``calib_data``'s calibration split:
+            OpenVINO int4 with AWQ and scale estimation (`slimlm.export.openvino`); GGUF 4/5-bit and K-quant
+            types with an importance matrix, as ``llama-imatrix`` + ``llama-quantize --imatrix`` (needs
+            llama.cpp; without it they are rounded to nearest). False: from the weights alone.
         smoothquant: ONNX int8 only: SmoothQuant strength applied (to a copy) before the export, so that ONNX
             Runtime's per-tensor activation quantization meets smaller outliers; ``auto`` is 0.8 for ONNX int8
             (`ONNX_INT8_SMOOTHQUANT`), None turns it off.
@@ -112,12 +114,18 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
     windows = sample_windows(model, sample_text) if check else None
     with atomic_dir(out, marker=MANIFEST) as tmp:
         if fmt == "gguf":
-            from slimlm.export.gguf import check_supported, write_gguf
+            from slimlm.export.gguf import IMATRIX_TYPES, check_supported, importance_matrix, write_gguf
+            from slimlm.export.llamacpp import available as llamacpp_available
 
             check_supported(hf, precision)
+            imatrix = None
+            if data_aware and precision in IMATRIX_TYPES and llamacpp_available():
+                say(f"importance matrix on {calib_data} (mean squared activations per column)")
+                imatrix = importance_matrix(hf, _calibration_tokens(model, calib_data))
             say(f"writing GGUF {precision}")
             path = tmp / f"model-{precision}.gguf"
-            info = write_gguf(model, hf, path, precision)
+            info = write_gguf(model, hf, path, precision, imatrix)
+            info["imatrix"] = {"data": calib_data, "tokens": CALIB_ROWS * CALIB_SEQ} if imatrix else None
             runner = (lambda: _gguf_reader(path, hf.config, info, windows)) if check else None
         elif fmt == "onnx":
             from slimlm.export.onnx import onnx_logits_fn, write_onnx
@@ -145,11 +153,8 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
 
             calib = None
             if precision == "int4" and data_aware:
-                from slimlm.data import calibration_batch, load_data
-
                 say(f"data-aware int4 (AWQ + scale estimation) on {calib_data}")
-                calib = calibration_batch(model.tokenizer, load_data(calib_data), 16,
-                                          min(128, model.adapter.max_positions or 128))
+                calib = _calibration_tokens(model, calib_data)
             say(f"converting to OpenVINO {precision}")
             path, info = write_openvino(hf, tmp, precision, group_size, calib)
             model.tokenizer.save_pretrained(tmp)
@@ -170,6 +175,16 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
         write_json_atomic(tmp / MANIFEST, manifest)
     return {"out": str(out), "format": fmt, "precision": precision, "main_file": str(out / path.name),
             "files": files, "check": result, "seconds": time.perf_counter() - start, **info}
+
+
+CALIB_ROWS, CALIB_SEQ = 16, 128  # calibration tokens of the data-aware low-bit exports
+
+
+def _calibration_tokens(model, calib_data: str):
+    from slimlm.data import calibration_batch, load_data
+
+    return calibration_batch(model.tokenizer, load_data(calib_data), CALIB_ROWS,
+                             min(CALIB_SEQ, model.adapter.max_positions or CALIB_SEQ))
 
 
 #: SmoothQuant strength applied before ONNX Runtime's dynamic int8 by default (see `export`). On SmolLM2-135M

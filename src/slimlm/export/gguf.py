@@ -20,6 +20,11 @@ writes from an F32 GGUF. K-quant blocks are 256 wide: a tensor whose rows are no
 back as llama.cpp's does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16 below a multiple of 32). On
 SmolLM2-135M (hidden 576 = 2.25 x 256) only ffn_down (1536 wide) can be a K-quant; pruned widths should be
 multiples of 256 to get the K-quant everywhere.
+
+Importance matrix (`importance_matrix`, `slimlm.export.export`'s ``data_aware``): with llama.cpp installed, the
+4/5-bit and K-quant blocks are quantized by ``ggml_quantize_chunk`` weighted by each linear's mean squared
+input per column on calibration text, as ``llama-imatrix`` + ``llama-quantize --imatrix`` do; the mix
+rules stay the ones above (for these types llama.cpp's do not depend on it).
 """
 
 from __future__ import annotations
@@ -188,8 +193,29 @@ def _hparams(w, arch: str, c, a) -> None:
             w.add_final_logit_softcapping(float(c.final_logit_softcapping))
 
 
-def write_gguf(model, hf, path: Path, precision: str) -> dict:
-    """Write ``hf`` (fp32 weights; the model's tokenizer) to ``path`` as GGUF of type ``precision``."""
+#: the types whose llama.cpp quantizer takes an importance matrix (Q8_0 and the float types ignore one)
+IMATRIX_TYPES = ("q5_0", "q5_1", "q4_0", "q4_1", *KQUANTS)
+
+
+def importance_matrix(hf, tokens: torch.Tensor) -> dict[str, np.ndarray]:
+    """llama-imatrix's statistic for every ``nn.Linear`` of ``hf``: the mean squared input activation per
+    column over the calibration ``tokens`` (``(n, seq_len)`` ids), keyed by its weight's state-dict name."""
+    from slimlm.calibration import InputStats, run_batches
+
+    linears = {name: m for name, m in hf.named_modules() if isinstance(m, torch.nn.Linear)}
+    with torch.inference_mode(), InputStats(linears, norms=True) as stats:
+        run_batches(hf, tokens)
+    return {f"{name}.weight": (stats.norm(name).pow(2) / stats.tokens(name)).float().numpy() for name in linears
+            if name in stats.key}
+
+
+def write_gguf(model, hf, path: Path, precision: str, imatrix: dict[str, np.ndarray] | None = None) -> dict:
+    """Write ``hf`` (fp32 weights; the model's tokenizer) to ``path`` as GGUF of type ``precision``.
+
+    ``imatrix`` (`importance_matrix`): with the 4/5-bit and K-quant types, each 2-D tensor that has one is
+    quantized by llama.cpp's ``ggml_quantize_chunk`` weighted by it (needs llama.cpp); without, the plain
+    types use gguf's Python quantizer (round to nearest, as ``llama-quantize`` without ``--imatrix``).
+    """
     import gguf
 
     arch = check_supported(hf, precision)
@@ -222,6 +248,7 @@ def write_gguf(model, hf, path: Path, precision: str) -> dict:
     has_output = not (tied or arch == "gemma2") and hf.get_output_embeddings() is not None
     counts: dict[str, int] = {}
     fallback: list[str] = []  # K-quant mixes: 2-D tensors whose rows do not fit the 256-wide K-quant block
+    weighted = 0  # tensors quantized with the importance matrix
     for name, t in hf.state_dict().items():
         if name == "lm_head.weight" and (tied or arch == "gemma2"):
             continue
@@ -238,6 +265,7 @@ def write_gguf(model, hf, path: Path, precision: str) -> dict:
         if arch in ("gemma2", "gemma3") and name.endswith("norm.weight"):
             t = t + 1.0  # llama.cpp's RMSNorm multiplies by the stored weight; Gemma's by (1 + weight)
         data = t.numpy()
+        imp = imatrix.get(name) if imatrix and data.ndim == 2 else None
         if precision in KQUANTS:  # llama.cpp's mix and quantizer
             from slimlm.export.llamacpp import quantize_rows
 
@@ -248,7 +276,8 @@ def write_gguf(model, hf, path: Path, precision: str) -> dict:
                     fallback.append(new)
             if kind not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
                 counts[kind.name] = counts.get(kind.name, 0) + 1
-                w.add_tensor(new, quantize_rows(data, kind), raw_dtype=kind)
+                w.add_tensor(new, quantize_rows(data, kind, imp), raw_dtype=kind)
+                weighted += imp is not None
                 continue
         else:
             kind = qtype
@@ -260,6 +289,11 @@ def write_gguf(model, hf, path: Path, precision: str) -> dict:
         elif kind == gguf.GGMLQuantizationType.F16 or data.shape[-1] % gguf.GGML_QUANT_SIZES[kind][0]:
             kind = gguf.GGMLQuantizationType.F16
             data = data.astype(np.float16)
+        elif imp is not None and kind != gguf.GGMLQuantizationType.Q8_0:
+            from slimlm.export.llamacpp import quantize_rows
+
+            data = quantize_rows(data, kind, imp)
+            weighted += 1
         else:
             data = gguf.quants.quantize(data, kind)
         counts[kind.name] = counts.get(kind.name, 0) + 1
@@ -268,7 +302,8 @@ def write_gguf(model, hf, path: Path, precision: str) -> dict:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    info = {"architecture": arch, "type": precision, "tensor_types": counts, "bpe_merges": len(merges)}
+    info = {"architecture": arch, "type": precision, "tensor_types": counts, "bpe_merges": len(merges),
+            "imatrix_tensors": weighted}
     if precision in KQUANTS:
         info["kquant_fallback_tensors"] = fallback
     return info

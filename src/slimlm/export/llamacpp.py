@@ -240,9 +240,12 @@ def logits_fn(path: str | Path, threads: int = 1, n_ctx: int = 512):
     return fn
 
 
-def quantize_rows(data: np.ndarray, kind: int) -> np.ndarray:
+def quantize_rows(data: np.ndarray, kind: int, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Quantize a 2-D float matrix row by row to ggml type ``kind`` (a ``gguf.GGMLQuantizationType`` value)
-    with ``ggml_quantize_chunk``, no importance matrix, as ``llama-quantize`` does without ``--imatrix``.
+    with ``ggml_quantize_chunk``, as ``llama-quantize`` does: without an importance matrix, or with
+    ``imatrix`` (one non-negative weight per column, the mean squared input activation of that column, as
+    ``llama-imatrix`` computes it), which the 4/5-bit and K-quant types use to choose each block's scale so
+    that the error falls where the activations are small (Q8_0 ignores it).
 
     Returns:
         The quantized bytes, ``(rows, row_bytes)`` uint8, the layout ``gguf.GGUFWriter.add_tensor`` takes
@@ -253,8 +256,14 @@ def quantize_rows(data: np.ndarray, kind: int) -> np.ndarray:
     rows, n = src.shape
     row_bytes = int(a.lib.ggml_row_size(int(kind), n))
     out = np.empty((rows, row_bytes), dtype=np.uint8)
+    imp = a.ffi.NULL
+    if imatrix is not None:
+        weights = np.ascontiguousarray(imatrix, dtype=np.float32)
+        if weights.shape != (n,):
+            raise ValueError(f"the importance matrix has {weights.shape} values for rows of {n}")
+        imp = a.ffi.cast("float *", weights.ctypes.data)
     size = a.lib.ggml_quantize_chunk(int(kind), a.ffi.cast("float *", src.ctypes.data),
-                                     a.ffi.cast("void *", out.ctypes.data), 0, rows, n, a.ffi.NULL)
+                                     a.ffi.cast("void *", out.ctypes.data), 0, rows, n, imp)
     if size != out.nbytes or not a.lib.ggml_validate_row_data(int(kind), a.ffi.cast("void *", out.ctypes.data), size):
         raise RuntimeError(f"llama.cpp's quantizer returned invalid data for a {rows}x{n} tensor (type {kind})")
     return out
