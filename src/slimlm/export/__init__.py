@@ -63,7 +63,7 @@ def _need(module: str) -> None:
 def export(model, fmt: str, out: str | Path, *, precision: str | None = None, check: bool = True,
            sample_text: str | None = None, tolerance: float | None = None, group_size: int = 32,
            smoothquant: float | None | str = "auto", calib_data: str = "shakespeare", data_aware: bool = True,
-           progress=None) -> dict:
+           sample_shape: tuple[int, int] = (4, 128), progress=None) -> dict:
     """Export ``model`` (a `slimlm.models.Model`, causal LM) to ``fmt`` in directory ``out``, then check it.
 
     Args:
@@ -75,6 +75,8 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
         check: compare perplexity on a fixed sample and raise `ExportCheckError` beyond the tolerance.
         sample_text: text for the check (default: the start of the Shakespeare eval split).
         tolerance: override the precision's relative perplexity tolerance.
+        sample_shape: ``(windows, tokens)`` of the check sample (default 4 x 128: fast, enough to catch a
+            wrong conversion; a quality comparison between models wants more, e.g. 8 x 512).
         group_size: OpenVINO int4 group size.
         data_aware: calibrate the low-bit types on 16 x 128 tokens of ``calib_data``'s calibration split:
             OpenVINO int4 with AWQ and scale estimation (`slimlm.export.openvino`); GGUF 4/5-bit and K-quant
@@ -111,7 +113,7 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
 
     start = time.perf_counter()
     hf = float_model(model.hf)
-    windows = sample_windows(model, sample_text) if check else None
+    windows = sample_windows(model, sample_text, *sample_shape) if check else None
     with atomic_dir(out, marker=MANIFEST) as tmp:
         if fmt == "gguf":
             from slimlm.export.gguf import IMATRIX_TYPES, check_supported, importance_matrix, write_gguf
@@ -168,6 +170,7 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
             result = compare(ref, got, precision, f"{fmt} {precision} export of {model.spec}", tolerance)
             result["reader"] = reader
             result["tokens"] = int(windows.numel())
+            result["sample_shape"] = list(sample_shape)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"format": fmt, "precision": precision, "model": str(model.spec), "main_file": path.name,
                     "files": files, "check": result, **info,

@@ -101,7 +101,8 @@ def runtime_type(model, runtime: str) -> tuple[str | None, str | None]:
 
 
 def runtime_export(model, runtime: str, out: str | Path, *, precision: str | None = None, check: bool = False,
-                   sample_text: str | None = None, tolerance: float | None = None, progress=None) -> dict:
+                   sample_text: str | None = None, tolerance: float | None = None,
+                   sample_shape: tuple[int, int] = (4, 128), progress=None) -> dict:
     """Export ``model`` for ``runtime`` into ``out``, or reuse the export already there.
 
     An earlier export in ``out`` is reused when it was written from the same weights (content hash), in the
@@ -115,6 +116,7 @@ def runtime_export(model, runtime: str, out: str | Path, *, precision: str | Non
         check: run the export's perplexity check (`slimlm.export.export`; raises `ExportCheckError`).
         sample_text: text for the check.
         tolerance: override the type's relative perplexity tolerance (`slimlm.export.export`).
+        sample_shape: the check sample's ``(windows, tokens)`` (`slimlm.export.export`).
 
     Returns:
         `slimlm.export.export`'s result, plus ``reused`` (bool).
@@ -133,12 +135,13 @@ def runtime_export(model, runtime: str, out: str | Path, *, precision: str | Non
         if (man.get("source_hash") == source and man.get("format") == fmt and man.get("precision") == precision
                 and (out / man.get("main_file", "")).is_file()
                 and (not check or (man.get("check") or {}).get("passed"))
-                and (tolerance is None or (man.get("check") or {}).get("tolerance") == tolerance)):
+                and (tolerance is None or (man.get("check") or {}).get("tolerance") == tolerance)
+                and (not check or tuple((man.get("check") or {}).get("sample_shape", (4, 128))) == tuple(sample_shape))):
             return {"out": str(out), "format": fmt, "precision": precision, "main_file": str(out / man["main_file"]),
                     "files": man["files"], "check": man.get("check"), "seconds": 0.0, "reused": True}
     _, group = variant_scheme(model.hf)
     res = export(model, fmt, out, precision=precision, check=check, sample_text=sample_text, tolerance=tolerance,
-                 group_size=group or 32, progress=progress)
+                 group_size=group or 32, sample_shape=sample_shape, progress=progress)
     return {**res, "reused": False}
 
 
