@@ -142,3 +142,31 @@ def test_vocab_domain_trims_rows_and_tokenizer_round_trips(bpe_llama, data, tmp_
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "v").eval()
     torch.testing.assert_close(_logits(plain, x_new), _logits(model.hf, x_new))
     assert load(tmp_path / "v").provenance["vocab_map"] == vmap
+
+
+def test_vocab_keep_also_keeps_the_tokens_of_a_general_corpus(data, tmp_path):
+    """vocab=domain,vocab_keep=DATA: general text the model must still read keeps its own tokens (renumbered),
+    instead of falling back to smaller pieces."""
+    import copy
+
+    from slimlm.testing.bpe import bpe_llama as build
+
+    bpe_llama = build(data[0] + data[1], 600)  # a fresh one: the session fixture is trimmed by another test
+
+    general = data[0][5][:3000]
+    (tmp_path / "general.txt").write_text(general)
+    domain = data[1][:3]
+    calib = Calibration(torch.zeros(1, 2, dtype=torch.long), texts=domain)
+    old_ids = bpe_llama.tokenizer(general, add_special_tokens=False)["input_ids"]
+    only = copy.deepcopy(bpe_llama)
+    r1 = prune_(only, parse_structured("vocab=domain"), calib)
+    both = copy.deepcopy(bpe_llama)
+    cfg = parse_structured(f"vocab=domain,vocab_keep={tmp_path / 'general.txt'}")
+    r2 = prune_(both, cfg, calib)
+    assert r1["vocab"]["vocab_after"] < r2["vocab"]["vocab_after"] < 600
+    assert r2["vocab"]["kept_from"] == str(tmp_path / "general.txt") and "vocab_keep" in cfg.label()
+    vmap = both.provenance["vocab_map"]
+    assert [vmap[i] for i in both.tokenizer(general, add_special_tokens=False)["input_ids"]] == old_ids
+    assert len(only.tokenizer(general, add_special_tokens=False)["input_ids"]) > len(old_ids)  # split finer
+    with pytest.raises(ConfigError, match="needs vocab=domain"):
+        parse_structured("layers=1,vocab_keep=pydoc")

@@ -41,13 +41,14 @@ def config_from_dict(data: dict) -> MethodConfig:
 
 
 def parse_structured(spec: str, **fields) -> MethodConfig:
-    """Parse ``"layers=6,heads=0.25,ffn=0.25,hidden=0.1,vocab=domain"`` into a `StructuredConfig`."""
+    """Parse ``"layers=6,heads=0.25,ffn=0.25,hidden=0.1,vocab=domain,vocab_keep=pydoc"`` into a `StructuredConfig`."""
     out: dict = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--structured item {item!r} is not key=value (for example ffn=0.25).")
-        if key not in ("layers", "heads", "ffn", "hidden", "vocab"):
-            raise ConfigError(f"--structured key {key!r} is unknown; use layers, heads, ffn, hidden or vocab.")
+        if key not in ("layers", "heads", "ffn", "hidden", "vocab", "vocab_keep"):
+            raise ConfigError(f"--structured key {key!r} is unknown; use layers, heads, ffn, hidden or vocab "
+                              "(and vocab_keep=DATA with vocab=domain).")
         out[key] = value
     return make_config("structured", **out, **fields)

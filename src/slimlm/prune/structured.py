@@ -34,7 +34,9 @@ class StructuredConfig(PruneMethod):
     groups), ``query`` (the same number of query heads from every group) or ``auto`` (groups if the ratio
     allows). ``ffn``: fraction of FFN channels (``ffn_importance`` ``activation``: mean |input of down|,
     Minitron; ``taylor``: |a · dL/da|). ``hidden``: fraction of hidden channels (Minitron). ``vocab``:
-    ``domain`` keeps the tokens seen in the calibration corpus (plus specials and byte fallbacks).
+    ``domain`` keeps the tokens seen in the calibration corpus (plus specials and byte fallbacks);
+    ``vocab_keep``: a data spec (e.g. ``pydoc``) whose text's tokens are kept too, so that the general text a
+    model must still read is not split into smaller, costlier pieces.
     """
 
     method: Literal["structured"] = "structured"
@@ -46,6 +48,9 @@ class StructuredConfig(PruneMethod):
     ffn_importance: Literal["activation", "taylor"] = "activation"
     hidden: float | None = Field(None, ge=0, lt=1)
     vocab: Literal["domain"] | None = None
+    vocab_keep: str | None = None
+
+    added_defaults: ClassVar[dict[str, Any]] = {"vocab_keep": None}
 
     @model_validator(mode="after")
     def _check(self):
@@ -53,13 +58,15 @@ class StructuredConfig(PruneMethod):
             raise ValueError(f"layers={self.layers:g}: give a whole count (6) or a fraction below 1 (0.2)")
         if all(getattr(self, k) in (None, 0) for k in ("layers", "heads", "ffn", "hidden", "vocab")):
             raise ValueError("nothing to prune; set at least one of layers, heads, ffn, hidden, vocab")
+        if self.vocab_keep and not self.vocab:
+            raise ValueError(f"vocab_keep={self.vocab_keep} needs vocab=domain")
         return self
 
     space: ClassVar[dict[str, Any]] = {"layers": 0, "ffn": 0.0, "heads": 0.0, "vocab": "none"}
 
     def label(self) -> str:
         parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                 for k in ("layers", "heads", "ffn", "hidden", "vocab") if (v := getattr(self, k))]
+                 for k in ("layers", "heads", "ffn", "hidden", "vocab", "vocab_keep") if (v := getattr(self, k))]
         return "prune " + ",".join(parts)
 
     def hardware(self) -> str:
@@ -135,6 +142,12 @@ def prune_structured(model: Model, cfg: StructuredConfig, calib: Calibration | N
         slice_hidden(model, _top(scores, p.hidden_keep))
         report["hidden"] = {"kept": p.hidden_keep}
     if p.vocab:
-        report["vocab"] = trim_vocab(model, calib.texts)
+        texts = list(calib.texts)
+        if cfg.vocab_keep:  # every split of the kept corpus, as for the domain
+            from slimlm.data import load_data
+
+            texts += [d.text for docs in load_data(cfg.vocab_keep).splits.values() for d in docs]
+        report["vocab"] = trim_vocab(model, texts)
+        report["vocab"]["kept_from"] = cfg.vocab_keep
     report["shape_after"] = model.adapter.describe()
     return report
