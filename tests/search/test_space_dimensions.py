@@ -35,6 +35,14 @@ def test_off_values_leave_the_recipe_as_before():
     assert st["quantize"].config.smoothquant is None
 
 
+def test_vocab_keep_reaches_the_prune_stage_only_with_a_domain_vocabulary():
+    sp = space_from_dict({"choices": {"vocab": ["domain", "none"], "vocab_keep": ["pydoc"], "layers": [2]}}, "t")
+    kept = _stages(sp.build({"vocab": "domain", "vocab_keep": "pydoc", "layers": 2}))["prune"].config
+    assert (kept.vocab, kept.vocab_keep) == ("domain", "pydoc") and "vocab_keep=pydoc" in kept.label()
+    plain = _stages(sp.build({"vocab": "none", "vocab_keep": "pydoc", "layers": 2}))["prune"].config
+    assert plain.vocab is None and plain.vocab_keep is None
+
+
 def test_vocab_alone_is_a_structured_stage():
     st = _stages(space_from_dict({"choices": {"vocab": ["domain"]}}, "t").build({"vocab": "domain"}))
     assert st["prune"].config.vocab == "domain" and not st["prune"].config.layers

@@ -62,7 +62,7 @@ class StructuredConfig(PruneMethod):
             raise ValueError(f"vocab_keep={self.vocab_keep} needs vocab=domain")
         return self
 
-    space: ClassVar[dict[str, Any]] = {"layers": 0, "ffn": 0.0, "heads": 0.0, "vocab": "none"}
+    space: ClassVar[dict[str, Any]] = {"layers": 0, "ffn": 0.0, "heads": 0.0, "vocab": "none", "vocab_keep": "none"}
 
     def label(self) -> str:
         parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -77,6 +77,8 @@ class StructuredConfig(PruneMethod):
         body = {k: pick[k] for k in ("layers", "ffn", "heads") if pick.get(k)}
         if pick.get("vocab") not in (None, "none"):  # domain vocabulary trimming
             body["vocab"] = pick["vocab"]
+            if pick.get("vocab_keep") not in (None, "none"):  # ... keeping a general corpus's tokens too
+                body["vocab_keep"] = pick["vocab_keep"]
         if not body or any(s.get("prune") for s in before):
             return None
         return {"prune": {"method": "structured", **body}, "calibration": fixed.get("calibration", {})}

@@ -8,6 +8,7 @@ A space file:
       ffn: [0.0, 0.25]            # structured: share of FFN channels removed
       heads: [0.0]                # structured: share of attention heads removed
       vocab: [none, domain]       # structured: trim the vocabulary to the tokens the domain uses
+      vocab_keep: [none, pydoc]   # with vocab=domain: also keep this corpus's tokens (general text stays whole)
       unstructured: [none, wanda:0.5, sparsegpt:2:4]   # method:sparsity or method:N:M
       distill_steps: [0, 20]      # distillation after pruning (skipped when nothing was pruned)
       distill_loss: [kl]
