@@ -52,14 +52,20 @@ def make_calibration(model: Model, corpus, n: int = 128, seq_len: int = 512, see
     if n_general:
         extra = calibration_batch(model.tokenizer, general, n_general, seq_len, seed=seed)
         tokens = torch.cat([tokens, extra])[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+    return Calibration(tokens=tokens, texts=corpus_texts(corpus), batch_size=batch_size)
+
+
+def corpus_texts(corpus) -> list[str]:
+    """Every document's text in every split of ``corpus``, each once (user files repeat one document in every
+    split): the texts whose tokens ``vocab=domain`` keeps."""
     texts: list[str] = []
     seen: set[int] = set()
     for docs in corpus.splits.values():
         for d in docs:
-            if id(d) not in seen:  # user files repeat one document in every split
+            if id(d) not in seen:
                 seen.add(id(d))
                 texts.append(d.text)
-    return Calibration(tokens=tokens, texts=texts, batch_size=batch_size)
+    return texts
 
 
 def as_calibration(calib) -> Calibration | None:

@@ -183,11 +183,12 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
 CALIB_ROWS, CALIB_SEQ = 16, 128  # calibration tokens of the data-aware low-bit exports
 
 
-def _calibration_tokens(model, calib_data: str):
+def _calibration_tokens(model, calib_data: str, rows: int = CALIB_ROWS, seq_len: int = CALIB_SEQ):
+    """``(rows, seq_len)`` windows of ``calib_data``'s calibration split (capped at the model's positions)."""
     from slimlm.data import calibration_batch, load_data
 
-    return calibration_batch(model.tokenizer, load_data(calib_data), CALIB_ROWS,
-                             min(CALIB_SEQ, model.adapter.max_positions or CALIB_SEQ))
+    return calibration_batch(model.tokenizer, load_data(calib_data), rows,
+                             min(seq_len, model.adapter.max_positions or seq_len))
 
 
 #: SmoothQuant strength applied before ONNX Runtime's dynamic int8 by default (see `export`). On SmolLM2-135M
@@ -203,7 +204,6 @@ def smoothed_copy(model, hf, alpha: float, calib_data: str, rows: int = 16, seq_
     import torch
 
     from slimlm.calibration import InputStats, run_batches
-    from slimlm.data import calibration_batch, load_data
     from slimlm.quantize.smoothquant import smooth_
 
     if not 0 <= alpha <= 1:
@@ -211,8 +211,7 @@ def smoothed_copy(model, hf, alpha: float, calib_data: str, rows: int = 16, seq_
     hf = copy.deepcopy(hf).eval()
     ad = model.adapter.__class__(hf)
     linears = dict(ad.block_linears())
-    seq = min(seq_len, ad.max_positions or seq_len)
-    tokens = calibration_batch(model.tokenizer, load_data(calib_data), rows, seq)
+    tokens = _calibration_tokens(model, calib_data, rows, seq_len)
     with torch.inference_mode(), InputStats(linears, absmax=True) as stats:
         run_batches(hf, tokens)
     absmax = {id(m): stats.act_absmax(n) for n, m in linears.items()}

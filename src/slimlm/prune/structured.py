@@ -146,9 +146,10 @@ def prune_structured(model: Model, cfg: StructuredConfig, calib: Calibration | N
     if p.vocab:
         texts = list(calib.texts)
         if cfg.vocab_keep:  # every split of the kept corpus, as for the domain
+            from slimlm.calibration import corpus_texts
             from slimlm.data import load_data
 
-            texts += [d.text for docs in load_data(cfg.vocab_keep).splits.values() for d in docs]
+            texts += corpus_texts(load_data(cfg.vocab_keep))
         report["vocab"] = trim_vocab(model, texts)
         report["vocab"]["kept_from"] = cfg.vocab_keep
     report["shape_after"] = model.adapter.describe()
