@@ -170,3 +170,24 @@ def test_vocab_keep_also_keeps_the_tokens_of_a_general_corpus(data, tmp_path):
     assert len(only.tokenizer(general, add_special_tokens=False)["input_ids"]) > len(old_ids)  # split finer
     with pytest.raises(ConfigError, match="needs vocab=domain"):
         parse_structured("layers=1,vocab_keep=pydoc")
+
+
+@pytest.mark.parametrize("spec, version, kept", [
+    ("ffn=0.25", 2, 256),  # 240 is not a multiple of 32: the nearest that is
+    ("ffn=0.25", 1, 240),  # configs written before the rounding keep the exact ratio
+    ("ffn=0.3", 2, 224),   # already a multiple: unchanged
+    ("ffn=0.97", 2, 32),   # at least one block is kept
+])
+def test_ffn_width_is_rounded_to_the_quantized_block_on_real_widths(spec, version, kept, tmp_path):
+    model = load("tiny:llama?layers=2&hidden=64&heads=4&kv_heads=2&ffn=320&seed=0")
+    cfg = parse_structured(spec).model_copy(update={"version": version})
+    rows = torch.randint(0, model.hf.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))
+    report = prune_(model, cfg, Calibration(rows, texts=["x"], batch_size=4))
+    assert report["ffn"]["kept"] == kept
+    assert model.adapter.describe()["intermediate_size"] == kept
+    assert model.adapter.mlp(model.adapter.layers()[1]).gate.weight.shape[0] == kept
+
+
+def test_ffn_ratio_that_keeps_nothing_is_refused_before_any_work(trained):
+    with pytest.raises(ConfigError, match="keeps 0"):
+        prune_(trained, parse_structured("ffn=0.999"), None)

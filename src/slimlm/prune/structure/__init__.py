@@ -125,6 +125,19 @@ def _bert_width(a: FamilyAdapter, cfg: StructuredConfig) -> tuple[HeadPlan, int]
     return hp, (n - removed) * hd
 
 
+#: quantized kernels work on rows in blocks of 32 (GGUF Q8_0/Q4_0/Q5_x, int4 groups of 32 or more): an FFN
+#: width that is not a multiple leaves its down projection in 16 bits in llama.cpp
+WIDTH_MULTIPLE = 32
+
+
+def round_width(keep: int, full: int, multiple: int = WIDTH_MULTIPLE) -> int:
+    """``keep`` rounded to the nearest multiple of ``multiple`` that removes something, when ``full`` is itself
+    a multiple of at least 8 such blocks (the widths of real models); unchanged otherwise (tiny test models)."""
+    if full % multiple or full < 8 * multiple:
+        return keep
+    return min(max(multiple, int(round(keep / multiple)) * multiple), full - multiple)
+
+
 def plan(model: Model, cfg: StructuredConfig) -> StructuredPlan:
     """Check every part of ``cfg`` against ``model`` before any work; return what will be removed."""
     a = model.adapter
@@ -142,6 +155,11 @@ def plan(model: Model, cfg: StructuredConfig) -> StructuredPlan:
     ffn_keep = None
     if cfg.ffn:
         ffn_keep = a.intermediate_size - int(round(cfg.ffn * a.intermediate_size))
+        if cfg.version >= 2:
+            ffn_keep = round_width(ffn_keep, a.intermediate_size)
+        if not 0 < ffn_keep < a.intermediate_size:
+            raise ConfigError(f"ffn={cfg.ffn:g} of {a.intermediate_size} channels keeps {ffn_keep}; use a ratio that "
+                              f"keeps between 1 and {a.intermediate_size - 1}.")
         if cfg.ffn_importance == "taylor" and not a.causal:
             raise ConfigError("ffn_importance=taylor needs a causal LM loss; use ffn_importance=activation for encoders.")
     if cfg.hidden and not joint:
