@@ -182,3 +182,13 @@ def test_vocabulary_trimmed_variant_exports_with_its_own_vocabulary_and_merges(t
     assert back.adapter.vocab_size == m.adapter.vocab_size
     assert back.tokenizer(SAMPLE[:80], add_special_tokens=False)["input_ids"] == \
         m.tokenizer(SAMPLE[:80], add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("precision, hint", [("q4_1", "try q4_0 or q5_0"), ("q4_0", "try a wider type")])
+def test_a_failed_check_on_the_minimum_grid_types_names_the_snap_back(precision, hint):
+    from slimlm.export.check import compare
+
+    with pytest.raises(ExportCheckError, match=hint) as err:
+        compare(30.0, 75.0, precision, "model.gguf")
+    assert err.value.result["passed"] is False and err.value.result["relative_change"] == pytest.approx(1.5)
+    assert compare(30.0, 30.3, precision, "model.gguf")["passed"]

@@ -75,6 +75,11 @@ def torch_logits(hf) -> Callable[[torch.Tensor], torch.Tensor]:
     return fn
 
 
+#: GGUF types on the scale-and-minimum grid (Q4_1, Q5_1; the Q5_K mixes fall back to Q5_1 on rows that do not fit
+#: a 256 block)
+MIN_GRID_TYPES = ("q4_1", "q5_1", "q5_k_s", "q5_k_m")
+
+
 def compare(variant_ppl: float, export_ppl: float, precision: str, what: str, tolerance: float | None = None) -> dict:
     """Raise `ExportCheckError` unless the perplexities agree within the precision's tolerance."""
     tol = TOLERANCES.get(precision, 0.25) if tolerance is None else tolerance
@@ -82,9 +87,13 @@ def compare(variant_ppl: float, export_ppl: float, precision: str, what: str, to
     result = {"variant_perplexity": variant_ppl, "export_perplexity": export_ppl, "relative_change": rel,
               "tolerance": tol, "passed": bool(abs(rel) <= tol) and math.isfinite(export_ppl)}
     if not result["passed"]:
+        hint = "try a wider type, or --no-check to keep it anyway"
+        if precision in MIN_GRID_TYPES:  # docs/export.md: a model tuned from weights on this grid snaps back
+            hint = ("a model fine-tuned from weights stored on this grid (e.g. a Q4_1 GGUF) snaps back to them "
+                    "and loses its training: try q4_0 or q5_0, a wider type, or --no-check to keep it anyway")
         raise ExportCheckError.with_result(result, (
             f"{what}: exported perplexity {export_ppl:.4g} differs from the variant's {variant_ppl:.4g} by "
             f"{rel:+.2%}, beyond the {tol:.2%} allowed for {precision}; the export is wrong or this precision "
-            f"loses too much on this model (try a wider type, or --no-check to keep it anyway)."
+            f"loses too much on this model ({hint})."
         ))
     return result
