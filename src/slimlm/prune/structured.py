@@ -34,10 +34,10 @@ class StructuredConfig(PruneMethod):
     groups), ``query`` (the same number of query heads from every group) or ``auto`` (groups if the ratio
     allows). ``ffn``: fraction of FFN channels (``ffn_importance`` ``activation``: mean |input of down|,
     Minitron; ``taylor``: |a · dL/da|), the kept width rounded to the nearest multiple of 32 on real widths
-    (quantized kernels' row block; ``version=1`` configs keep the exact ratio). ``hidden``: fraction of hidden channels (Minitron). ``vocab``:
-    ``domain`` keeps the tokens seen in the calibration corpus (plus specials and byte fallbacks);
-    ``vocab_keep``: a data spec (e.g. ``pydoc``) whose text's tokens are kept too, so that the general text a
-    model must still read is not split into smaller, costlier pieces.
+    (quantized kernels' row block; ``version=1`` configs keep the exact ratio). ``hidden``: fraction of
+    hidden channels (Minitron). ``vocab``: ``domain`` keeps the tokens seen in the calibration corpus (plus
+    specials and byte fallbacks); ``vocab_keep``: a data spec (e.g. ``pydoc``) whose text's tokens are kept
+    too, so that the general text a model must still read is not split into smaller, costlier pieces.
     """
 
     method: Literal["structured"] = "structured"
