@@ -36,7 +36,13 @@ Targets (issue: deploy where users run models), printed MET / MISSED:
 - decode on the best runtime reaches >= 60% of the memory-bandwidth bound (weights + KV bytes per token /
   the measured copy bandwidth).
 
+llama.cpp build: xllamacpp's portable wheel (AVX2 kernels) unless ``--llamacpp-lib`` names the libllama.so of a
+build for this CPU (``make llamacpp-native``: AVX-512 where the CPU has it); the results name the build and the
+kernels it reports. ``--only llamacpp --out NAME`` measures that runtime alone into NAME.json/.md.
+
 Usage: python bench/runtimes.py [--from-run bench/results/frontier-run] [--variant DIR ...] [--threads 1]
+       python bench/runtimes.py --only llamacpp --llamacpp-lib build/llamacpp-native/bin/libllama.so \
+           --out runtimes-llamacpp-native --variant ...
        python bench/runtimes.py --quick
 """
 
@@ -148,8 +154,11 @@ def _with_ood(result: dict, ood: dict, data: str, tokens: int) -> None:
 def available(runtime: str) -> bool:
     import importlib.util
 
-    module = {"torch": "torch", "torch.compile": "torch", "llamacpp": "xllamacpp", "onnxruntime": "onnxruntime",
-              "openvino": "openvino"}[runtime]
+    if runtime == "llamacpp":  # xllamacpp, or the build --llamacpp-lib names
+        from slimlm.export.llamacpp import available as llamacpp_available
+
+        return llamacpp_available()
+    module = {"torch": "torch", "torch.compile": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}[runtime]
     return importlib.util.find_spec(module) is not None
 
 
@@ -167,6 +176,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed prefill runs (default 10, quick 2)")
     ap.add_argument("--decode-tokens", type=int, default=None, help="default 64, quick 8")
     ap.add_argument("--only", default=None, help="comma-separated runtimes to run (default all installed)")
+    ap.add_argument("--llamacpp-lib", default=None, metavar="LIBLLAMA_SO",
+                    help="measure llama.cpp with your own build's libllama.so instead of xllamacpp's portable one "
+                         "(as SLIMLM_LLAMACPP_LIB); the results name the build and its CPU kernels")
+    ap.add_argument("--out", default=None, help="results name under bench/results (default runtimes, quick: "
+                    "runtimes-quick)")
     ap.add_argument("--note", default="", help="a line for the results (e.g. what else ran on the machine)")
     ap.add_argument("--rss-child", nargs=2, metavar=("RUNTIME", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--decode", type=int, default=0, help=argparse.SUPPRESS)
@@ -178,11 +192,17 @@ def main() -> int:
     ap.add_argument("--add-ood", action="store_true", help="measure only the out-of-domain column of the last .json's "
                     "models (from --variant, in the same order) and rewrite its .json/.md")
     a = ap.parse_args()
+    if a.llamacpp_lib:
+        if not Path(a.llamacpp_lib).is_file():
+            print(f"error: --llamacpp-lib {a.llamacpp_lib} is not a file", file=sys.stderr)
+            return 2
+        os.environ["SLIMLM_LLAMACPP_LIB"] = str(Path(a.llamacpp_lib).absolute())
+    out_name = a.out or ("runtimes-quick" if a.quick else "runtimes")
     if a.add_ood:
         import torch
 
         torch.set_num_threads(a.threads)
-        name = "runtimes-quick" if a.quick else "runtimes"
+        name = out_name
         res = json.loads((RESULTS / f"{name}.json").read_text())
         named = models(a)
         if [n for n, _ in named] != list(dict.fromkeys(r["model"] for r in res["rows"])):
@@ -194,7 +214,7 @@ def main() -> int:
         print(text)
         return 0
     if a.report_only:
-        name = "runtimes-quick" if a.quick else "runtimes"
+        name = out_name
         text = report(json.loads((RESULTS / f"{name}.json").read_text()), a.quick)
         (RESULTS / f"{name}.md").write_text(text)
         print(text)
@@ -328,12 +348,18 @@ def main() -> int:
                   f"{fastest['bytes_per_token'] / 1e6:.1f} MB/token = {fastest['bandwidth_share']:.0%} of "
                   f"{peak_gb_s:.1f} GB/s (need {BW_SHARE:.0%})"}
 
-    name = "runtimes-quick" if a.quick else "runtimes"
+    name = out_name
+    llama = None
+    if any(r["runtime"] == "llamacpp" for r in rows):
+        from slimlm.export.llamacpp import describe, system_info
+
+        llama = {"build": describe().replace(f"{ROOT}/", ""), "kernels": system_info()}  # paths in the repo: relative
     ood = ood_drops(named, a.ood, a.ood_tokens) if a.ood else {}  # quality only: after the timings
     result = {"machine": machine_info(), "threads": a.threads, "load_before": load_before, "load_after": load_after,
               "wall_s": wall, "settings": {k: v for k, v in vars(a).items() if k not in ("rss_child", "decode")},
               "repeats": repeats, "decode_tokens": decode, "decode_rounds": decode_rounds, "copy_gb_s": peak_gb_s, "teacher_perplexity": base_ppl,
-              "sample_tokens": int(windows.numel()), "rows": rows, "not_measured": skipped, "targets": targets}
+              "sample_tokens": int(windows.numel()), "rows": rows, "not_measured": skipped, "targets": targets,
+              "llamacpp": llama}
     if ood:
         _with_ood(result, ood, a.ood, a.ood_tokens)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -363,6 +389,8 @@ def report(res: dict, quick: bool) -> str:
              f"Prefill: batch 1 x 128 tokens, p50 of {res.get('repeats', '?')}; decode: batch 1, 8 prompt tokens + "
              f"{res.get('decode_tokens', '?')} new; perplexity on {res['sample_tokens']} tokens of the Shakespeare "
              f"eval plays computed by each runtime (teacher in torch fp32: {res['teacher_perplexity']:.2f}).", "",
+             *([f"llama.cpp: {res['llamacpp']['build']}; kernels: `{res['llamacpp']['kernels']}`", ""]
+               if res.get("llamacpp") else []),
              "| model | runtime | type | prefill 1x128 ms | x teacher | decode tok/s | x teacher | share of BW bound "
              "| peak RSS MB | disk MB | ppl | drop | OOD drop | export check |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

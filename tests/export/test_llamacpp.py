@@ -143,3 +143,43 @@ def test_cli_profile_and_compress_on_llamacpp(capsys, tmp_path, text_file):
     assert chk["reader"].startswith("llama.cpp")
     assert q8["decode_tokens_per_s"] > 0 and q8["runtime_disk_mb"] < base["runtime_disk_mb"]
     assert data["runtime"]["name"] == "llamacpp"
+
+
+@pytest.fixture
+def fresh_api(monkeypatch):
+    """A fresh `slimlm.export.llamacpp.api()` for the test; the process's own one (and its log sink) after."""
+    from slimlm.export import llamacpp
+
+    old = llamacpp._api
+    monkeypatch.setattr(llamacpp, "_api", None)
+    yield llamacpp
+    if old is not None:  # the test's api registered its own log sink: hand llama.cpp's log back to the old one
+        old.lib.llama_log_set(old._sink, old.ffi.NULL)
+
+
+def test_own_llamacpp_build_is_used_and_named(fresh_api, monkeypatch, tmp_path):
+    import xllamacpp
+
+    # any shared library with llama.cpp's C API stands for a user's build: here xllamacpp's own module file
+    monkeypatch.setenv(fresh_api.LIB_ENV, xllamacpp.xllamacpp.__file__)
+    assert fresh_api.available()
+    assert fresh_api.describe() == f"llama.cpp (own build {xllamacpp.xllamacpp.__file__})"
+    assert fresh_api.system_info().startswith("CPU :") and "AVX" in fresh_api.system_info()
+    m = load("tiny:llama?merges=1&layers=2")
+    path = export(m, "gguf", tmp_path / "g", precision="f32", check=True)
+    assert path["check"]["passed"] and "own build" in path["check"]["reader"]
+
+
+def test_own_llamacpp_build_that_is_missing_is_one_clear_error(fresh_api, monkeypatch, tmp_path):
+    from slimlm.export.runtimes import check_runtime
+
+    monkeypatch.setenv(fresh_api.LIB_ENV, str(tmp_path / "nowhere" / "libllama.so"))
+    with pytest.raises(ConfigError, match="SLIMLM_LLAMACPP_LIB=.*is not a file"):
+        fresh_api.api()
+    with pytest.raises(ConfigError, match="is not a file"):
+        check_runtime("llamacpp")
+    not_a_lib = tmp_path / "libllama.so"
+    not_a_lib.write_text("not a library")
+    monkeypatch.setenv(fresh_api.LIB_ENV, str(not_a_lib))
+    with pytest.raises(ConfigError, match="could not load llama.cpp from"):
+        fresh_api.api()

@@ -13,12 +13,20 @@ below 5.)
 Trade-off: `_CDEF` declares three C structs of the llama.cpp build that xllamacpp bundles, so the xllamacpp
 version is pinned in ``pyproject.toml``; `api` checks the declared layout against the library's own default
 values and refuses a build that disagrees instead of passing it garbage.
+
+Your own llama.cpp build: xllamacpp's wheel is portable, so its CPU kernels stop at AVX2. On a CPU with
+AVX-512 (or another instruction set a portable wheel leaves out) llama.cpp compiled for the machine decodes
+faster; set ``SLIMLM_LLAMACPP_LIB`` to its ``libllama.so`` (a shared build: ``cmake -DBUILD_SHARED_LIBS=ON``,
+``GGML_NATIVE`` on by default) and slimlm calls that library instead, xllamacpp not needed. The same struct
+check applies, so the build must share the C API of the pinned one (``llama.h`` of 2026-10). `describe`
+names the library and `system_info` its kernels, so a measurement says which build it was.
 """
 
 from __future__ import annotations
 
 import collections
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +35,8 @@ from slimlm.errors import ConfigError
 
 PACKAGE, MODULE = "xllamacpp", "xllamacpp"
 INSTALL = "pip install 'slimlm[export]' (it brings xllamacpp, a prebuilt llama.cpp)"
+#: environment variable naming a ``libllama.so`` of your own llama.cpp build, used instead of xllamacpp's
+LIB_ENV = "SLIMLM_LLAMACPP_LIB"
 
 # llama.h / ggml.h of llama.cpp b11549 (the build in xllamacpp 2026.10.11549): enums as int, pointers the
 # code never follows as void *
@@ -54,6 +64,7 @@ typedef struct llama_batch {
 typedef void (*ggml_log_callback)(int level, const char * text, void * user_data);
 void llama_log_set(ggml_log_callback log_callback, void * user_data);
 void llama_backend_init(void);
+void ggml_backend_load_all(void);
 const char * llama_print_system_info(void);
 struct llama_model_params llama_model_default_params(void);
 struct llama_context_params llama_context_default_params(void);
@@ -80,9 +91,20 @@ bool ggml_validate_row_data(int type, const void * data, size_t nbytes);
 _api = None
 
 
+def own_library() -> str | None:
+    """The ``libllama`` that `LIB_ENV` names, if set (`ConfigError` when it names no file)."""
+    path = os.environ.get(LIB_ENV, "").strip()
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise ConfigError(f"{LIB_ENV}={path} is not a file; point it at the libllama.so of a shared llama.cpp build, "
+                          "or unset it to use xllamacpp's.")
+    return path
+
+
 def available() -> bool:
-    """Whether llama.cpp (the xllamacpp package) is installed."""
-    return importlib.util.find_spec(MODULE) is not None
+    """Whether llama.cpp is at hand: your own build (`LIB_ENV`) or the xllamacpp package."""
+    return own_library() is not None or importlib.util.find_spec(MODULE) is not None
 
 
 class _Api:
@@ -90,23 +112,38 @@ class _Api:
 
     def __init__(self):
         import cffi
-        import xllamacpp
 
-        self.version = xllamacpp.__version__
         self.ffi = cffi.FFI()
         self.ffi.cdef(_CDEF)
-        self.lib = self.ffi.dlopen(xllamacpp.xllamacpp.__file__)  # the already loaded module: same handle
+        own = own_library()
+        if own:  # ggml's symbols resolve through libllama's dependencies (libggml*.so beside it)
+            self.path, self.version, self.source = str(Path(own).resolve()), "own build", f"own build {own}"
+        else:
+            import xllamacpp
+
+            self.path, self.version = xllamacpp.xllamacpp.__file__, xllamacpp.__version__
+            self.source = f"{PACKAGE} {self.version}"
+        try:
+            self.lib = self.ffi.dlopen(self.path)  # xllamacpp: the already loaded module, same handle
+        except OSError as e:
+            raise ConfigError(f"could not load llama.cpp from {self.path}: {str(e).splitlines()[0]}") from None
         self.log: collections.deque[str] = collections.deque(maxlen=20)  # llama.cpp's last messages, for errors
         self._sink = self.ffi.callback("ggml_log_callback", lambda _lvl, text, _u: self.log.append(
             self.ffi.string(text).decode(errors="replace")))
         self.lib.llama_log_set(self._sink, self.ffi.NULL)
+        if own:  # a build with dynamically loaded backends (GGML_BACKEND_DL) registers none by itself
+            try:
+                self.lib.ggml_backend_load_all()
+            except AttributeError:
+                pass
         self.lib.llama_backend_init()
         cp, mp = self.lib.llama_context_default_params(), self.lib.llama_model_default_params()
         # llama.cpp's defaults: a shifted field would show here instead of corrupting a call
         if (cp.n_ubatch, cp.n_seq_max, cp.type_k, cp.type_v, cp.yarn_ext_factor, mp.vocab_only) != (
                 512, 1, 1, 1, -1.0, False):
-            raise ConfigError(f"xllamacpp {self.version} bundles a llama.cpp whose C structs differ from the ones "
-                              "slimlm declares; install the version slimlm pins: pip install 'slimlm[export]'.")
+            raise ConfigError(f"{self.source} is a llama.cpp whose C structs differ from the ones slimlm declares; "
+                              + (f"use a build with the same llama.h, or unset {LIB_ENV}." if own else
+                                 "install the version slimlm pins: pip install 'slimlm[export]'."))
 
     def floats(self, ptr, n: int) -> np.ndarray:
         """A copy of ``n`` floats at a C ``float *``."""
@@ -124,8 +161,14 @@ def api() -> _Api:
 
 
 def describe() -> str:
-    """``"llama.cpp (xllamacpp <version>)"`` for reports."""
-    return f"llama.cpp ({PACKAGE} {api().version})"
+    """``"llama.cpp (xllamacpp <version>)"``, or ``"llama.cpp (own build <path>)"``, for reports."""
+    return f"llama.cpp ({api().source})"
+
+
+def system_info() -> str:
+    """llama.cpp's own line on the kernels it was built with, e.g. ``"CPU : SSE3 = 1 | ... | AVX2 = 1 | ..."``."""
+    a = api()
+    return a.ffi.string(a.lib.llama_print_system_info()).decode(errors="replace").strip()
 
 
 class LlamaCpp:

@@ -60,9 +60,15 @@ def check_runtime(runtime: str) -> None:
         return
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; use torch, {', '.join(RUNTIMES)}.")
-    module = RUNTIMES[runtime][2]
-    if importlib.util.find_spec(module) is None:
-        hint = "pip install 'slimlm[export]'"
+    if runtime == "llamacpp":
+        from slimlm.export.llamacpp import available
+
+        found = available()  # xllamacpp, or the user's own build (SLIMLM_LLAMACPP_LIB)
+    else:
+        found = importlib.util.find_spec(RUNTIMES[runtime][2]) is not None
+    if not found:
+        hint = "pip install 'slimlm[export]'" + (" (or set SLIMLM_LLAMACPP_LIB to the libllama.so of your own "
+                                                 "llama.cpp build)" if runtime == "llamacpp" else "")
         raise ConfigError(f"--runtime {runtime} needs the {PACKAGES[runtime]} package, which is not installed; "
                           f"{hint}.")
 
