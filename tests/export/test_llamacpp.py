@@ -168,6 +168,14 @@ def test_own_llamacpp_build_is_used_and_named(fresh_api, monkeypatch, tmp_path):
     m = load("tiny:llama?merges=1&layers=2")
     path = export(m, "gguf", tmp_path / "g", precision="f32", check=True)
     assert path["check"]["passed"] and "own build" in path["check"]["reader"]
+    # a build named per model (as bench/llamacpp_builds.py runs two at once) scores as the default one
+    ids = list(range(4, 40))
+    with fresh_api.LlamaCpp(path["main_file"], n_ctx=64) as default, \
+            fresh_api.LlamaCpp(path["main_file"], n_ctx=64, library=xllamacpp.xllamacpp.__file__) as named:
+        assert named._a is fresh_api.build(xllamacpp.xllamacpp.__file__) and named._a is not default._a
+        np.testing.assert_allclose(named.logits(ids), default.logits(ids), atol=1e-5)
+    with pytest.raises(ConfigError, match="is not a file"):
+        fresh_api.build(str(tmp_path / "missing.so"))
 
 
 def test_own_llamacpp_build_that_is_missing_is_one_clear_error(fresh_api, monkeypatch, tmp_path):

@@ -108,14 +108,17 @@ def available() -> bool:
 
 
 class _Api:
-    """llama.cpp's C API inside xllamacpp's extension module, through CFFI."""
+    """llama.cpp's C API through CFFI: in ``library`` (a libllama.so), else the one `LIB_ENV` names, else inside
+    xllamacpp's extension module."""
 
-    def __init__(self):
+    def __init__(self, library: str | None = None):
         import cffi
 
         self.ffi = cffi.FFI()
         self.ffi.cdef(_CDEF)
-        own = own_library()
+        if library and not Path(library).is_file():
+            raise ConfigError(f"{library} is not a file; give the libllama.so of a shared llama.cpp build.")
+        own = library or own_library()
         if own:  # ggml's symbols resolve through libllama's dependencies (libggml*.so beside it)
             self.path, self.version, self.source = str(Path(own).resolve()), "own build", f"own build {own}"
         else:
@@ -150,6 +153,21 @@ class _Api:
         return np.frombuffer(self.ffi.buffer(ptr, 4 * n), dtype=np.float32).copy()
 
 
+_builds: dict[str, _Api] = {}
+
+
+def build(library: str | None = None) -> _Api:
+    """The C API of one llama.cpp build: ``library`` (a libllama.so, loaded once per process) or, with None, the
+    default `api`. Two builds can live in one process (each library has its own ggml), which is how
+    ``bench/llamacpp_builds.py`` interleaves them."""
+    if library is None:
+        return api()
+    key = str(Path(library).absolute())
+    if key not in _builds:
+        _builds[key] = _Api(key)
+    return _builds[key]
+
+
 def api() -> _Api:
     """The loaded C API (once per process); `ConfigError` when llama.cpp is not installed."""
     global _api
@@ -178,14 +196,15 @@ class LlamaCpp:
         path: the GGUF file.
         threads: threads for prompt processing and decoding.
         n_ctx: the context (the longest sequence scored or decoded, plus generated tokens).
+        library: the libllama.so of a llama.cpp build to run it on (see `build`); default `api`'s.
 
     Example:
         >>> with LlamaCpp("model-f16.gguf", threads=1, n_ctx=256) as llm:
         ...     logits = llm.logits([1, 2, 3])  # (3, vocab)
     """
 
-    def __init__(self, path: str | Path, threads: int = 1, n_ctx: int = 512):
-        a = self._a = api()
+    def __init__(self, path: str | Path, threads: int = 1, n_ctx: int = 512, library: str | None = None):
+        a = self._a = build(library)
         lib = a.lib
         mp = lib.llama_model_default_params()
         mp.n_gpu_layers = 0
