@@ -202,21 +202,19 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(a.threads)
-        name = out_name
-        res = json.loads((RESULTS / f"{name}.json").read_text())
+        res = json.loads((RESULTS / f"{out_name}.json").read_text())
         named = models(a)
         if [n for n, _ in named] != list(dict.fromkeys(r["model"] for r in res["rows"])):
-            print(f"error: --variant names {[n for n, _ in named]} are not the models of {name}.json", file=sys.stderr)
+            print(f"error: --variant names {[n for n, _ in named]} are not the models of {out_name}.json", file=sys.stderr)
             return 2
         _with_ood(res, ood_drops(named, a.ood, a.ood_tokens), a.ood, a.ood_tokens)
-        (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-        (RESULTS / f"{name}.md").write_text(text := report(res, a.quick))
+        (RESULTS / f"{out_name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        (RESULTS / f"{out_name}.md").write_text(text := report(res, a.quick))
         print(text)
         return 0
     if a.report_only:
-        name = out_name
-        text = report(json.loads((RESULTS / f"{name}.json").read_text()), a.quick)
-        (RESULTS / f"{name}.md").write_text(text)
+        text = report(json.loads((RESULTS / f"{out_name}.json").read_text()), a.quick)
+        (RESULTS / f"{out_name}.md").write_text(text)
         print(text)
         return 0
     if a.rss_child:
@@ -348,7 +346,6 @@ def main() -> int:
                   f"{fastest['bytes_per_token'] / 1e6:.1f} MB/token = {fastest['bandwidth_share']:.0%} of "
                   f"{peak_gb_s:.1f} GB/s (need {BW_SHARE:.0%})"}
 
-    name = out_name
     llama = None
     if any(r["runtime"] == "llamacpp" for r in rows):
         from slimlm.export.llamacpp import describe, system_info
@@ -363,9 +360,9 @@ def main() -> int:
     if ood:
         _with_ood(result, ood, a.ood, a.ood_tokens)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (RESULTS / f"{out_name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     text = report(result, a.quick)
-    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{out_name}.md").write_text(text)
     print(text)
     return 0
 

@@ -91,14 +91,15 @@ bool ggml_validate_row_data(int type, const void * data, size_t nbytes);
 _api = None
 
 
-def own_library() -> str | None:
-    """The ``libllama`` that `LIB_ENV` names, if set (`ConfigError` when it names no file)."""
-    path = os.environ.get(LIB_ENV, "").strip()
+def own_library(library: str | None = None) -> str | None:
+    """``library``, else the ``libllama`` that `LIB_ENV` names, if set (`ConfigError` when it names no file)."""
+    path = library or os.environ.get(LIB_ENV, "").strip()
     if not path:
         return None
     if not Path(path).is_file():
-        raise ConfigError(f"{LIB_ENV}={path} is not a file; point it at the libllama.so of a shared llama.cpp build, "
-                          "or unset it to use xllamacpp's.")
+        named = path if library else f"{LIB_ENV}={path}"
+        raise ConfigError(f"{named} is not a file; point it at the libllama.so of a shared llama.cpp build"
+                          + ("." if library else ", or unset it to use xllamacpp's."))
     return path
 
 
@@ -116,9 +117,7 @@ class _Api:
 
         self.ffi = cffi.FFI()
         self.ffi.cdef(_CDEF)
-        if library and not Path(library).is_file():
-            raise ConfigError(f"{library} is not a file; give the libllama.so of a shared llama.cpp build.")
-        own = library or own_library()
+        own = own_library(library)
         if own:  # ggml's symbols resolve through libllama's dependencies (libggml*.so beside it)
             self.path, self.version, self.source = str(Path(own).resolve()), "own build", f"own build {own}"
         else:
