@@ -4,8 +4,10 @@ with the same thread count.
 
 Per runtime and type, the teacher and the variants run interleaved in one process (the teacher of that
 runtime is the reference of its ratios): prefill 1x128 p50, decode tokens/s (batch 1, 8 prompt tokens, KV
-cache on; the ONNX / OpenVINO graphs slimlm writes have no KV cache and torch.compile's decode would
-recompile per length, so those rows have none), peak RSS (a fresh process loads the model and runs one prefill
+cache on, in every runtime; torch.compile's decode would recompile per length, so those rows have none),
+share of the bandwidth bound (llama.cpp rows, whose file is the weights one token reads; ONNX and OpenVINO
+files keep the input embedding table beside a differently typed output matrix, so their file size is not
+the bytes a token reads), peak RSS (a fresh process loads the model and runs one prefill
 and one decode), disk (the exported files; torch: the saved safetensors), and perplexity on the export check's
 fixed sample (``--sample``, default 8 x 512 tokens from the start of the Shakespeare eval plays; a
 4 x 128 sample, used until 2026-12-01, put one variant 18% better than the teacher where 6,144 tokens put it

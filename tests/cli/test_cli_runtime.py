@@ -40,7 +40,7 @@ def test_compress_on_onnxruntime_records_runtime_types_and_keeps_int4_out(capsys
     assert (int8["runtime"], int8["runtime_precision"]) == ("onnxruntime", "int8")
     assert base["latency_p50_ms"] > 0 and int8["latency_p50_ms"] > 0 and int8["ratios"]["prefill_speedup_1x16"] > 0
     assert abs(int8["runtime_check"]["relative_change"]) <= int8["runtime_check"]["tolerance"]
-    assert base["threads"] == 1 and int8["decode_tokens_per_s"] is None and int8["peak_rss_mb"] is None
+    assert base["threads"] == 1 and int8["decode_tokens_per_s"] > 0 and int8["peak_rss_mb"] is None  # KV graph
     assert int8["runtime_disk_mb"] < base["runtime_disk_mb"]
     # int4 has no ONNX equivalent: not measured (no torch fallback), and neither selected nor on the frontier
     assert int4["latency_p50_ms"] is None and int4["latency_ms"] == {}

@@ -3,7 +3,9 @@ and the same protocol on ONNX Runtime / OpenVINO (llama.cpp when its binding is 
 
 import importlib.util
 
+import numpy as np
 import pytest
+import torch
 
 from slimlm.errors import ConfigError
 from slimlm.export import export
@@ -46,7 +48,66 @@ def test_onnxruntime_profile_interleaves_and_reports_ratios():
                           shapes=((1, 16),), repeats=2, warmup=1)
     assert [r["runtime"] for r in res] == ["onnxruntime"] * 2 and res[0]["threads"] == 1
     assert res[1]["disk_mb"] < res[0]["disk_mb"] and res[0]["latency_ms"]["1x16"]["n"] == 2
-    assert res[1]["ratios"]["prefill_speedup_1x16"] > 0 and res[0]["decode_tokens_per_s"] is None
+    assert res[1]["ratios"]["prefill_speedup_1x16"] > 0
+    assert res[0]["decode_tokens_per_s"] > 0 and res[1]["ratios"]["decode_speedup"] > 0  # the KV-cache graph
+
+
+def _decoders(hf, tmp_path):
+    from slimlm.export.onnx import OrtDecoder, onnx_logits_fn, write_onnx
+    from slimlm.export.openvino import OvDecoder, openvino_logits_fn, write_openvino
+
+    path, info = write_onnx(hf, tmp_path, "fp32")
+    assert info["kv_cache"]
+    yield "onnxruntime", OrtDecoder(path), onnx_logits_fn(path), 1e-4
+    (tmp_path / "ov").mkdir()
+    ov_path, _ = write_openvino(hf, tmp_path / "ov", "fp32")
+    # OpenVINO's CPU plugin may compute in bf16 where the CPU has it (its default inference precision)
+    yield "openvino", OvDecoder(ov_path), openvino_logits_fn(ov_path), 3e-2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("openvino") is None,
+                    reason="onnxruntime/openvino not installed: pip install 'slimlm[export]'")
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_onnx_and_openvino_decode_token_by_token_matches_the_full_forward(arch, tmp_path):
+    m = load(f"tiny:{arch}?layers=2")
+    if arch == "gemma2":  # a window shorter than the sequence: the mask, not the cache, must apply it
+        m.hf.config.sliding_window = 4
+    ids = torch.randint(0, m.hf.config.vocab_size, (2, 14), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = m.hf(ids).logits
+    for name, dec, prefill, tol in _decoders(m.hf, tmp_path):
+        assert torch.allclose(prefill(ids), ref, atol=tol), name  # an empty past: batch 2 prefill
+        assert dec.n_vocab == m.hf.config.vocab_size
+        for _ in range(2):  # reset() starts a new sequence
+            dec.reset()
+            got = [dec.eval(ids[1, :8].tolist())] + [dec.eval([int(t)]) for t in ids[1, 8:]]
+            assert torch.allclose(torch.as_tensor(np.stack(got)), ref[1, 7:], atol=tol), name
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason="onnxruntime not installed: pip install 'slimlm[export]'")
+def test_an_onnx_export_without_a_kv_graph_still_prefills_but_has_no_decode(tmp_path):
+    from slimlm.export.runtimes import _Session
+
+    hf = load("tiny:llama?layers=1").hf.eval()
+
+    class Logits(torch.nn.Module):  # the graph slimlm wrote before the KV cache: input_ids -> logits
+        def __init__(self):
+            super().__init__()
+            self.hf = hf
+
+        def forward(self, input_ids):
+            return self.hf(input_ids=input_ids, use_cache=False).logits
+
+    ids = torch.randint(0, 100, (1, 6))
+    with torch.no_grad():
+        prog = torch.onnx.export(Logits(), (ids,), dynamo=True, input_names=["input_ids"], output_names=["logits"],
+                                 dynamic_shapes=({1: torch.export.Dim("seq", min=2, max=64)},), verbose=False)
+    prog.save(str(tmp_path / "old.onnx"))
+    s = _Session("onnxruntime", tmp_path / "old.onnx", 1, 64)
+    assert s.decode is None
+    with torch.no_grad():
+        assert torch.allclose(s.prefill(ids), hf(ids).logits, atol=1e-4)
 
 
 def test_each_quantization_scheme_maps_to_the_runtimes_own_type_or_a_reason():

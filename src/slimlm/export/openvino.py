@@ -2,24 +2,32 @@
 
 optimum-intel pins transformers < 4.58, so the conversion is OpenVINO's own. Its PyTorch front end traces
 with TorchScript, which fails on transformers 5's mask code (``aten::diff``); the ONNX front end takes the
-graph `slimlm.export.onnx` writes (torch.export based) without trouble, so that is the route. The IR is the prefill
-function ``input_ids -> logits`` without a KV cache. ``int8`` compresses every MatMul/embedding weight to
-int8 (asymmetric, per output channel). ``int4`` compresses them to int4, asymmetric, in groups of
-``group_size`` (NNCF keeps the embeddings and the last layer in int8, its default rules), and, given
-calibration tokens, data-aware: AWQ (activation-aware per-channel scales) and scale estimation (group scales
-that minimise the layer's output error on the calibration activations). On SmolLM2-135M (Shakespeare check,
-512 tokens, 2026-12-01) the int4 perplexity change was: symmetric g64 +29.1%, asymmetric g64 +26.7%,
-asymmetric g32 +18.8%; with data asymmetric g32 + AWQ +19.9%, + scale estimation +9.3%, + both +6.2%
-(both: 221 s wall on 16 x 128 calibration tokens, measured while a distillation ran beside it). Both types are weight-only: activations stay
-fp32 and OpenVINO's CPU plugin decompresses on the fly.
+graph `slimlm.export.onnx` writes (torch.export based) without trouble, so that is the route. The IR is that
+graph: one decoder step with explicit ``past.*`` inputs and ``present.*`` outputs (an empty past is the
+prefill). `OvDecoder` decodes with OpenVINO's own ``MakeStateful`` pass, which turns each past/present pair
+into internal state (what optimum-intel's stateful models do), so the cache stays in the plugin between
+tokens instead of crossing into Python and back.
+
+``int8`` compresses every MatMul/embedding weight to int8 (asymmetric, per output channel). ``int4``
+compresses them to int4, asymmetric, in groups of ``group_size`` (NNCF keeps the embeddings and the last
+layer in int8, its default rules), and, given calibration tokens, data-aware: AWQ (activation-aware
+per-channel scales) and scale estimation (group scales that minimise the layer's output error on the
+calibration activations). On SmolLM2-135M (Shakespeare check, 512 tokens, 2026-12-01) the int4 perplexity
+change was: symmetric g64 +29.1%, asymmetric g64 +26.7%, asymmetric g32 +18.8%; with data asymmetric g32 +
+AWQ +19.9%, + scale estimation +9.3%, + both +6.2% (both: 221 s wall on 16 x 128 calibration tokens,
+measured while a distillation ran beside it; on the graph without a KV cache). Both types are weight-only:
+activations stay fp32 and OpenVINO's CPU plugin decompresses on the fly.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+
+from slimlm.export.onnx import empty_past
 
 
 def write_openvino(hf: nn.Module, out: Path, precision: str, group_size: int = 32,
@@ -32,9 +40,9 @@ def write_openvino(hf: nn.Module, out: Path, precision: str, group_size: int = 3
     from slimlm.export.onnx import write_onnx
 
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        onnx_path, _ = write_onnx(hf, Path(tmp), "fp32")
+        onnx_path, onnx_info = write_onnx(hf, Path(tmp), "fp32")
         ov_model = ov.convert_model(str(onnx_path))
-    info: dict = {}
+    info: dict = {"kv_cache": onnx_info["kv_cache"]}
     if precision in ("int8", "int4"):
         import nncf
 
@@ -43,8 +51,9 @@ def write_openvino(hf: nn.Module, out: Path, precision: str, group_size: int = 3
         else:
             data: dict = {}
             if calib is not None:
-                name = ov_model.inputs[0].get_any_name()
-                rows = [{name: calib[i:i + 1].numpy().astype("int64")} for i in range(calib.shape[0])]
+                inputs = _inputs(ov_model)
+                rows = [{"input_ids": calib[i:i + 1].numpy().astype("int64"), **empty_past(inputs, 1)}
+                        for i in range(calib.shape[0])]
                 data = {"dataset": nncf.Dataset(rows), "awq": True, "scale_estimation": True,
                         "subset_size": len(rows)}
             ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=group_size,
@@ -57,14 +66,65 @@ def write_openvino(hf: nn.Module, out: Path, precision: str, group_size: int = 3
     return path, info
 
 
+def _inputs(ov_model) -> list[tuple[str, list]]:
+    """``(name, shape)`` of each input, dynamic dimensions as -1."""
+    return [(p.get_any_name(), [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()])
+            for p in ov_model.inputs]
+
+
 def openvino_logits_fn(path: Path, threads: int = 1):
+    """``fn(ids (batch, T)) -> logits (batch, T, vocab)`` on OpenVINO's CPU plugin (an empty past: the prefill)."""
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    model = core.read_model(str(path))
+    inputs = _inputs(model)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads})
+    logits = compiled.output("logits") if any(n.startswith("past.") for n, _ in inputs) else compiled.output(0)
 
     def fn(ids: torch.Tensor):
-        res = compiled({0: ids.numpy().astype("int64")})
-        return torch.from_numpy(res[compiled.output(0)])
+        res = compiled({"input_ids": ids.numpy().astype("int64"), **empty_past(inputs, ids.shape[0])})
+        return torch.from_numpy(res[logits])
 
     return fn
+
+
+class OvDecoder:
+    """An OpenVINO export with its KV cache made internal state (``MakeStateful``), batch 1: ``reset()``,
+    then ``eval(tokens)`` returns the last position's logits ``(vocab,)``. ``kv`` is False for an export
+    without past inputs (written before the KV graph), which cannot decode incrementally."""
+
+    def __init__(self, path: Path, threads: int = 1):
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        names = [n for n, _ in _inputs(model)]
+        self.kv = any(n.startswith("past.") for n in names)
+        self.n_vocab = model.output(0).get_partial_shape()[-1].get_length()
+        if not self.kv:
+            return
+        model.reshape({p.get_any_name(): _batch1(p.get_partial_shape()) for p in model.inputs})
+        from openvino.passes import MakeStateful, Manager
+
+        params = {p.get_any_name(): p.get_node() for p in model.inputs}
+        results = {o.get_any_name(): o.get_node() for o in model.outputs}
+        manager = Manager()
+        manager.register_pass(MakeStateful([(params[n], results[n.replace("past.", "present.", 1)])
+                                            for n in names if n.startswith("past.")]))
+        manager.run_passes(model)
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads})
+        self.request = compiled.create_infer_request()
+        self._logits = compiled.output("logits")
+
+    def reset(self) -> None:
+        self.request.reset_state()
+
+    def eval(self, tokens: list[int]) -> np.ndarray:
+        self.request.infer({"input_ids": np.asarray([tokens], np.int64)})
+        return self.request.get_tensor(self._logits).data[0, -1].copy()
+
+
+def _batch1(shape):
+    shape[0] = 1
+    return shape

@@ -12,10 +12,11 @@ Runtime dynamic int8; int8-weight -> OpenVINO int8 / GGUF q8_0; int4-weight -> O
 never silently as a dequantized fp32 copy. A scheme the runtime has no equivalent for (int4 in ONNX,
 int8-dynamic in OpenVINO or GGUF) is refused with the reason (`runtime_type`); ``--type`` forces a type.
 
-Decode tokens/s: llama.cpp decodes with its KV cache (one token per call after the prompt). The ONNX and
-OpenVINO graphs slimlm writes are prefill graphs without a KV cache, so their decode is not measured (None)
-rather than reported from re-running the whole prefix. Disk is the exported file(s); peak RSS is not
-measured on these runtimes yet.
+Decode tokens/s: every runtime decodes with its KV cache, one token per call after an 8-token prompt:
+llama.cpp's own cache, ONNX Runtime feeding the graph's ``present.*`` outputs back as ``past.*`` inputs,
+OpenVINO with the cache made internal state (`slimlm.export.openvino.OvDecoder`). An ONNX / OpenVINO export
+written before the KV graph (input_ids only) has no decode (None) rather than a figure from re-running the
+whole prefix. Disk is the exported file(s); peak RSS is not measured on these runtimes yet.
 """
 
 from __future__ import annotations
@@ -158,38 +159,45 @@ def _p(times: list[float]) -> dict:
 
 
 class _Session:
-    """One exported model loaded in a runtime: ``prefill(ids)`` and optionally ``decode(n)``."""
+    """One exported model loaded in a runtime: ``prefill(ids)`` and ``decode(n)`` (None: the export has no
+    KV-cache graph, as ONNX / OpenVINO exports written before it had)."""
 
     def __init__(self, runtime: str, path: Path, threads: int, n_ctx: int):
         self.runtime, self.decode = runtime, None
         if runtime == "onnxruntime":
-            from slimlm.export.onnx import onnx_logits_fn
+            from slimlm.export.onnx import OrtDecoder, onnx_logits_fn
 
-            self.prefill = onnx_logits_fn(path, threads)
+            self.prefill, dec = onnx_logits_fn(path, threads), OrtDecoder(path, threads)
         elif runtime == "openvino":
-            from slimlm.export.openvino import openvino_logits_fn
+            from slimlm.export.openvino import OvDecoder, openvino_logits_fn
 
-            self.prefill = openvino_logits_fn(path, threads)
+            self.prefill, dec = openvino_logits_fn(path, threads), OvDecoder(path, threads)
         else:  # llama.cpp through its C API (slimlm.export.llamacpp)
             from slimlm.export.llamacpp import LlamaCpp
 
-            llm = self.llm = LlamaCpp(path, threads=threads, n_ctx=n_ctx)
+            dec = LlamaCpp(path, threads=threads, n_ctx=n_ctx)
 
             def prefill(ids: torch.Tensor):
                 for row in ids.tolist():  # llama.cpp evaluates one sequence at a time
-                    llm.reset()
-                    llm.eval(row)
+                    dec.reset()
+                    dec.eval(row)
 
-            def decode(n: int) -> float:  # as slimlm.profile: 8 prompt tokens, then n greedy tokens
-                prompt = torch.randint(0, llm.n_vocab, (8,), generator=torch.Generator().manual_seed(8)).tolist()
-                llm.reset()
-                last = llm.eval(prompt)
-                t = time.perf_counter()
-                for _ in range(n):
-                    last = llm.eval([int(last.argmax())])
-                return n / (time.perf_counter() - t)
+            self.prefill = prefill
+        self.llm = dec
+        if getattr(dec, "kv", True):
+            self.decode = self._decode
 
-            self.prefill, self.decode = prefill, decode
+    def _decode(self, n: int) -> float:
+        """As slimlm.profile: 8 prompt tokens, then ``n`` greedy tokens, one call each with the KV cache;
+        returns tokens/s of the ``n``."""
+        llm = self.llm
+        prompt = torch.randint(0, llm.n_vocab, (8,), generator=torch.Generator().manual_seed(8)).tolist()
+        llm.reset()
+        last = llm.eval(prompt)
+        t = time.perf_counter()
+        for _ in range(n):
+            last = llm.eval([int(last.argmax())])
+        return n / (time.perf_counter() - t)
 
 
 def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: int = 64, threads: int | None = None,
@@ -209,7 +217,7 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
 
     Returns:
         One dict per model: ``model``, ``runtime``, ``format``, ``precision``, ``threads``, ``disk_mb``,
-        ``latency_ms`` (per ``BxS``: p50/p90/p99/mean/n), ``decode_tokens_per_s`` (llama.cpp only),
+        ``latency_ms`` (per ``BxS``: p50/p90/p99/mean/n), ``decode_tokens_per_s``,
         ``check`` (the export check, when one ran), ``machine`` and ``ratios``.
     """
     from slimlm.profile.core import DEFAULT_THREADS
