@@ -1,4 +1,8 @@
-"""`slimlm export`: write a variant for llama.cpp (GGUF), ONNX Runtime or OpenVINO, checked on the way out."""
+"""`slimlm export`: write a variant for llama.cpp (GGUF), ONNX Runtime or OpenVINO, checked on the way out.
+
+Causal LMs go to every format; BERT-family encoders (embedding models, classifiers) to onnx and openvino
+(`slimlm.export.encoder`), checked on their outputs instead of perplexity.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,17 @@ from slimlm.cli._out import emit_json, fmt, out, status
 def export_command(
     model: str = typer.Argument(..., help="Variant to export: a variant directory, a .gguf file, builtin:/tiny: spec."),
     fmt_: str = typer.Option(..., "--format", help="gguf, onnx, openvino, or transformers (torchao copy of a "
-                             "slimlm-quantized variant that plain from_pretrained loads)."),
+                             "slimlm-quantized variant that plain from_pretrained loads); encoders: onnx or openvino."),
     out_dir: str = typer.Option(..., "--out", help="Output directory (new, or one an earlier export wrote)."),
     precision: str | None = typer.Option(
         None, "--type", "--precision",
         help="gguf: f32|f16|bf16|q8_0|q5_0|q5_1|q4_0|q4_1, or llama.cpp's K-quants q4_k_s|q4_k_m|q5_k_s|q5_k_m|q6_k "
              "(default f16); onnx: fp32|int8; openvino: fp32|int8|int4."),
-    check: bool = typer.Option(True, "--check/--no-check", help="Compare perplexity on a fixed sample (default on)."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Compare with the variant on a fixed sample (default "
+                               "on): perplexity; encoders: embedding cosine or logits."),
     sample: str | None = typer.Option(None, "--sample", help="Text file for the check (default: Shakespeare eval)."),
-    tolerance: float | None = typer.Option(None, "--tolerance", help="Relative perplexity tolerance (default per type)."),
+    tolerance: float | None = typer.Option(None, "--tolerance", help="Relative perplexity tolerance (default per type); "
+                                           "encoders: 1 - min cosine, or relative logit difference."),
     group_size: int = typer.Option(32, "--group-size", help="OpenVINO int4 group size."),
     data_aware: bool = typer.Option(True, "--data-aware/--no-data-aware", help="Calibrate low-bit types on "
                                     "--data: openvino int4 with AWQ + scale estimation, gguf 4/5-bit and K-quants "
@@ -33,7 +39,10 @@ def export_command(
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
-    """Export to GGUF / ONNX / OpenVINO; the exported model's perplexity must match the variant's within tolerance."""
+    """Export to GGUF / ONNX / OpenVINO; the export must match the variant within tolerance on a fixed sample.
+
+    Decoders: perplexity. Encoders (onnx, openvino): mean-pooled embedding cosine, or a classifier's logits.
+    """
     from pathlib import Path
 
     from slimlm.errors import SpecError
@@ -59,7 +68,18 @@ def export_command(
     table.add_row("file", res["main_file"])
     table.add_row("size MB", fmt(sum(res["files"].values()) / 1e6))
     c = res.get("check")
-    if c:
+    if c and c.get("metric") == "embedding_cosine":
+        table.add_row("graph", f"{', '.join(res['inputs'])} → {res['output']}")
+        table.add_row("embedding cosine (min / mean)", f"{c['min_cosine']:.6f} / {c['mean_cosine']:.6f}")
+        table.add_row("1 - min cosine / tolerance", f"{1 - c['min_cosine']:.2e} / {c['tolerance']:g}")
+        table.add_row("checked with", f"{c['reader']}, {c['sentences']} sentences ({c['padded_sentences']} padded)")
+    elif c and c.get("metric") == "logits":
+        table.add_row("graph", f"{', '.join(res['inputs'])} → {res['output']}")
+        table.add_row("argmax agreement", f"{c['argmax_agreement']:.1%} (≥ {c['min_argmax_agreement']:.0%})")
+        table.add_row("max |logit diff|", f"{c['max_abs_logit_diff']:.3g} ({c['relative_logit_diff']:.2%} of "
+                      f"{c['logit_scale']:.3g}; ≤ {c['tolerance']:.2%})")
+        table.add_row("checked with", f"{c['reader']}, {c['sentences']} sentences ({c['padded_sentences']} padded)")
+    elif c:
         table.add_row("perplexity (variant)", fmt(c["variant_perplexity"]))
         table.add_row("perplexity (export)", fmt(c["export_perplexity"]))
         table.add_row("change / tolerance", f"{c['relative_change']:+.3%} / ±{c['tolerance']:.2%}")

@@ -64,7 +64,7 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
            sample_text: str | None = None, tolerance: float | None = None, group_size: int = 32,
            smoothquant: float | None | str = "auto", calib_data: str = "shakespeare", data_aware: bool = True,
            sample_shape: tuple[int, int] = (4, 128), progress=None) -> dict:
-    """Export ``model`` (a `slimlm.models.Model`, causal LM) to ``fmt`` in directory ``out``, then check it.
+    """Export ``model`` (a `slimlm.models.Model`: causal LM, or encoder for onnx/openvino) to ``fmt``; check it.
 
     Args:
         model: the variant; slimlm-quantized layers are dequantized first (the export quantizes in the
@@ -103,8 +103,11 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
     precision = (precision or default).lower()
     if precision not in allowed:
         raise ConfigError(f"{fmt} precision {precision!r} is not supported; use one of {', '.join(allowed)}.")
-    if model.task != "causal-lm":
-        raise ConfigError("slimlm export writes causal language models; this model is an encoder.")
+    if model.task != "causal-lm":  # BERT-family encoders: ONNX / OpenVINO only, checked on outputs (export.encoder)
+        from slimlm.export.encoder import export_encoder
+
+        return export_encoder(model, fmt, precision, Path(out), check=check, sample_text=sample_text,
+                              tolerance=tolerance, group_size=group_size, sample_shape=sample_shape, progress=progress)
     out = Path(out)
     _check_out(out)
     if fmt in ("onnx", "openvino"):
