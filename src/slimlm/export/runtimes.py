@@ -8,7 +8,8 @@ runs, then repeated prefill timings per ``BxS`` shape, interleaved model by mode
 first model on the same runtime.
 
 A slimlm-quantized variant runs as the runtime's own equivalent type (`EQUIVALENT`: int8-dynamic -> ONNX
-Runtime dynamic int8; int8-weight -> OpenVINO int8 / GGUF q8_0; int4-weight -> OpenVINO int4 / GGUF q4_1),
+Runtime dynamic int8; int8-weight -> OpenVINO int8 / GGUF q8_0; int4-weight -> OpenVINO int4 / GGUF q4_1,
+or q4_0 when it is on Q4_0's symmetric grid in groups of 32),
 never silently as a dequantized fp32 copy. A scheme the runtime has no equivalent for (int4 in ONNX,
 int8-dynamic in OpenVINO or GGUF) is refused with the reason (`runtime_type`); ``--type`` forces a type.
 
@@ -104,7 +105,17 @@ def runtime_type(model, runtime: str) -> tuple[str | None, str | None]:
         return None, f"the variant mixes several quantization schemes; {runtime} takes one"
     if scheme not in EQUIVALENT[runtime]:
         return None, f"{runtime} cannot run slimlm's {scheme} variant as it is: {CANNOT[runtime]}"
+    if runtime == "llamacpp" and scheme == "int4-weight" and _q4_0_grid(model.hf):
+        return "q4_0", None  # the variant's own grid: the export reproduces its weights
     return EQUIVALENT[runtime][scheme], None
+
+
+def _q4_0_grid(hf: torch.nn.Module) -> bool:
+    """Every int4 layer on llama.cpp's Q4_0 grid: symmetric (zero point 8) in groups of Q4_0's 32-wide block."""
+    from slimlm.models.qlayers import Int4WeightLinear
+
+    layers = [m for m in hf.modules() if isinstance(m, Int4WeightLinear)]
+    return bool(layers) and all(m.symmetric and m.group_size == 32 for m in layers)
 
 
 def runtime_export(model, runtime: str, out: str | Path, *, precision: str | None = None, check: bool = False,

@@ -205,32 +205,34 @@ class Int4WeightLinear(QuantLinear):
     KERNELS: ClassVar[tuple[str, ...]] = ("dequant", "int4pack")
 
     def __init__(self, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int,
-                 bias: torch.Tensor | None = None, kernel: str = "dequant"):
+                 bias: torch.Tensor | None = None, kernel: str = "dequant", symmetric: bool = False):
         super().__init__(packed.shape[1] * 2, packed.shape[0], bias)
-        self.group_size = group_size
+        self.group_size, self.symmetric = group_size, symmetric  # symmetric: llama.cpp's Q4_0 grid (zero 8)
         self.register_buffer("qweight", packed.to(torch.uint8).contiguous())  # (out, in // 2)
         self.register_buffer("scale", scale.to(torch.bfloat16).contiguous())  # (out, groups)
         self.register_buffer("zero", zero.to(torch.uint8).contiguous())  # (out, groups)
         self.set_kernel(kernel)
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, group_size: int, kernel: str = "dequant") -> Int4WeightLinear:
+    def from_float(cls, linear: nn.Linear, group_size: int, kernel: str = "dequant",
+                   symmetric: bool = False) -> Int4WeightLinear:
         w = linear.weight.detach().float()
-        scale, zero = int4_group_params(w, group_size)
+        scale, zero = int4_group_params(w, group_size, symmetric)
         q = int4_quantize(w, scale, zero, group_size)
-        return cls(pack_int4(q), scale, zero, group_size, linear.bias, kernel)
+        return cls(pack_int4(q), scale, zero, group_size, linear.bias, kernel, symmetric)
 
     @classmethod
-    def from_quantized(cls, q: torch.Tensor, scale, zero, group_size: int, bias=None, kernel: str = "dequant"):
-        return cls(pack_int4(q), scale, zero, group_size, bias, kernel)
+    def from_quantized(cls, q: torch.Tensor, scale, zero, group_size: int, bias=None, kernel: str = "dequant",
+                       symmetric: bool = False):
+        return cls(pack_int4(q), scale, zero, group_size, bias, kernel, symmetric)
 
     @classmethod
     def from_state(cls, t: dict, meta: dict) -> Int4WeightLinear:
         return cls(t["qweight"], t["scale"], t["zero"], int(meta["group_size"]), t.get("bias"),
-                   meta.get("kernel", "dequant"))
+                   meta.get("kernel", "dequant"), bool(meta.get("symmetric", False)))
 
     def meta(self) -> dict:
-        return {"kind": self.kind, "group_size": self.group_size, "kernel": self.kernel}
+        return {"kind": self.kind, "group_size": self.group_size, "kernel": self.kernel, "symmetric": self.symmetric}
 
     def dequantized(self) -> torch.Tensor:
         return int4_dequantize(unpack_int4(self.qweight), self.scale.float(), self.zero, self.group_size)

@@ -22,10 +22,21 @@ def int8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale.float()
 
 
-def int4_group_params(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 scale (bf16-exact fp32) and integer zero point per group: each (out, in // group)."""
+def int4_group_params(w: torch.Tensor, group_size: int, symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """int4 scale (bf16-exact fp32) and integer zero point per group: each (out, in // group).
+
+    Asymmetric (default): the group's [min, max] (widened to include 0) spans the 16 levels. ``symmetric``:
+    llama.cpp's Q4_0 grid: scale = (the group's value of largest magnitude, with its sign) / -8 and zero point
+    8, so that value lands exactly on level 0 and a Q4_0 quantizer given the dequantized weights finds the same
+    scale again (the export then reproduces them exactly; the scale may be negative).
+    """
     out_f, in_f = w.shape
     g = w.reshape(out_f, in_f // group_size, group_size)
+    if symmetric:
+        peak = g.gather(-1, g.abs().argmax(-1, keepdim=True)).squeeze(-1)
+        scale = (peak / -8).to(torch.bfloat16).float()
+        scale = torch.where(scale.abs() < 1e-8, torch.full_like(scale, 1e-8), scale)  # an all-zero group
+        return scale, torch.full_like(scale, 8.0)
     lo = g.amin(-1).clamp(max=0)
     hi = g.amax(-1).clamp(min=0)
     scale = ((hi - lo) / INT4_MAX).clamp(min=1e-8).to(torch.bfloat16).float()
@@ -72,8 +83,8 @@ def fake_int8_per_token(x: torch.Tensor) -> torch.Tensor:
     return x + (xq - x).detach()
 
 
-def fake_int4_group(w: torch.Tensor, group_size: int) -> torch.Tensor:
-    scale, zero = int4_group_params(w.detach(), group_size)
+def fake_int4_group(w: torch.Tensor, group_size: int, symmetric: bool = False) -> torch.Tensor:
+    scale, zero = int4_group_params(w.detach(), group_size, symmetric)
     wq = int4_dequantize(int4_quantize(w.detach(), scale, zero, group_size), scale, zero, group_size)
     return w + (wq - w).detach()
 

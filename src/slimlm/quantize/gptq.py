@@ -14,16 +14,17 @@ import torch
 from slimlm.models.qmath import INT4_MAX, int4_group_params
 
 
-def _params(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _params(w: torch.Tensor, symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero for one group (out, gs)."""
-    s, z = int4_group_params(w, w.shape[1])
+    s, z = int4_group_params(w, w.shape[1], symmetric)
     return s[:, 0], z[:, 0]
 
 
 @torch.no_grad()
 def gptq_int4(w: torch.Tensor, H: torch.Tensor, group_size: int, damp: float = 0.01,
-              act_order: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Quantize ``w`` (out, in) given its input Hessian ``H`` (in, in).
+              act_order: bool = True, symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantize ``w`` (out, in) given its input Hessian ``H`` (in, in); ``symmetric``: llama.cpp's Q4_0 grid
+    (`slimlm.models.qmath.int4_group_params`).
 
     Returns:
         ``(q uint8 (out, in) in [0, 15], scale (out, groups), zero (out, groups))`` in the conventions of
@@ -42,7 +43,7 @@ def gptq_int4(w: torch.Tensor, H: torch.Tensor, group_size: int, damp: float = 0
     zero = torch.empty(out_f, n_groups)
     perm = torch.arange(in_f)
     if act_order:
-        scale, zero = int4_group_params(W, group_size)
+        scale, zero = int4_group_params(W, group_size, symmetric)
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H, zero_mask = W[:, perm], H[perm][:, perm], zero_mask[:, perm]
     H.diagonal().add_(damp * torch.diag(H).mean())
@@ -59,7 +60,7 @@ def gptq_int4(w: torch.Tensor, H: torch.Tensor, group_size: int, damp: float = 0
             col = i1 + i
             if not act_order and col % group_size == 0:  # group params from the updated weights
                 g = col // group_size
-                scale[:, g], zero[:, g] = _params(W1[:, i : i + group_size])
+                scale[:, g], zero[:, g] = _params(W1[:, i : i + group_size], symmetric)
             g = int(perm[col]) // group_size
             s, z = scale[:, g], zero[:, g]
             w_col = W1[:, i]

@@ -89,13 +89,14 @@ class QATConfig(MethodConfig):
 class FakeQuantLinear(nn.Module):
     """A Linear that trains an fp32 latent weight but computes with its quantized value (STE gradient)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scheme: str, group_size: int = 0):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scheme: str, group_size: int = 0,
+                 symmetric: bool = False):
         super().__init__()
         self.weight = nn.Parameter(weight.detach().float().clone())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         zeros = self.weight.detach() == 0
         self.register_buffer("mask", (~zeros).float() if bool(zeros.any()) else None)  # pruned weights stay 0
-        self.scheme, self.group_size = scheme, group_size
+        self.scheme, self.group_size, self.symmetric = scheme, group_size, symmetric
 
     def latent(self) -> torch.Tensor:
         return self.weight if self.mask is None else self.weight * self.mask
@@ -103,7 +104,7 @@ class FakeQuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.latent()
         if self.scheme == "int4-weight":
-            w = fake_int4_group(w, self.group_size)
+            w = fake_int4_group(w, self.group_size, self.symmetric)
         else:
             w = fake_int8_per_channel(w)
         if self.scheme == "int8-dynamic":
@@ -117,7 +118,7 @@ class FakeQuantLinear(nn.Module):
             if self.bias is not None:
                 lin.bias.copy_(self.bias)
         if self.scheme == "int4-weight":
-            return Int4WeightLinear.from_float(lin, self.group_size)
+            return Int4WeightLinear.from_float(lin, self.group_size, symmetric=self.symmetric)
         return (Int8DynamicLinear if self.scheme == "int8-dynamic" else Int8WeightLinear).from_float(lin)
 
 
@@ -183,13 +184,14 @@ def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) ->
         return report
     # prepare
     group = target.group_size if isinstance(target, Int4WeightConfig) else 0
+    symmetric = isinstance(target, Int4WeightConfig) and target.symmetric
     for p in hf.parameters():
         p.requires_grad_(False)
     fakes = {}
     for name, m in list(hf.named_modules()):
         if isinstance(m, QuantLinear):  # a layer the per-layer fallback put in int8 trains as int8
             own = "int8-weight" if isinstance(m, Int8WeightLinear) and target.scheme != "int8-weight" else target.scheme
-            fakes[name] = FakeQuantLinear(_dequantized(m), m.bias, own, group if own == target.scheme else 0)
+            fakes[name] = FakeQuantLinear(_dequantized(m), m.bias, own, group if own == target.scheme else 0, symmetric)
     for name, f in fakes.items():
         set_module(hf, name, f)
     # train
