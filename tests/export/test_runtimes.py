@@ -147,3 +147,14 @@ def test_search_skips_a_trial_whose_quantization_the_runtime_cannot_take_before_
     qat = {"scheme": "qat", "target": {"scheme": "int8-dynamic"}, "steps": 1}
     assert "int8-dynamic" in _runtime_refuses(recipe(qat), "openvino")
     assert _runtime_refuses(recipe({"scheme": "int4-weight"}), "torch") is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason="onnxruntime not installed: pip install 'slimlm[export]'")
+def test_runtime_profiling_refuses_an_encoder_even_with_a_type_forced():
+    from slimlm.export.runtimes import compare_runtime
+
+    for precision in (None, "fp32"):  # export itself now takes encoders; the decode/prefill sessions do not
+        with pytest.raises(ConfigError, match="encoder .*slimlm export") as e:
+            compare_runtime([load("tiny:bert")], "onnxruntime", precision=precision)
+        assert "--type" not in str(e.value)

@@ -19,8 +19,9 @@ precision, files, sizes and the check.
   (`slimlm.quantize.portable`); checked by loading it back that way.
 
 optimum-onnx / optimum-intel are not used: their releases pin transformers below the 5.x this project runs.
-The ONNX and OpenVINO graphs take ``input_ids`` (batch, sequence) and return logits (batch, sequence, vocab),
-without a KV cache: the prefill graph; decoding re-runs it on the growing sequence.
+The ONNX and OpenVINO graphs are one decoder step with a KV cache: ``input_ids`` (batch, sequence) and each
+layer's ``past.{i}.key|value`` in, logits (batch, sequence, vocab) and ``present.{i}.key|value`` out; an
+empty past is the prefill (`slimlm.export.onnx`).
 """
 
 from __future__ import annotations

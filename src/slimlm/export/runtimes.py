@@ -141,6 +141,9 @@ def runtime_export(model, runtime: str, out: str | Path, *, precision: str | Non
     """
     from slimlm.export import MANIFEST, export, read_manifest
 
+    if model.task != "causal-lm":  # the runtime sessions feed a decoder's inputs; --type does not change that
+        raise ConfigError(f"{model.spec}: --runtime {runtime} profiles causal language models only; this model is "
+                          f"an encoder (slimlm export --format onnx|openvino writes and checks it).")
     fmt = RUNTIMES[runtime][0]
     if precision is None:
         precision, why = runtime_type(model, runtime)
