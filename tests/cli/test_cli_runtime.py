@@ -133,3 +133,16 @@ def test_a_variant_whose_export_fails_its_check_is_not_measured_and_never_select
     why = int8["metrics"]["runtime_not_measured"]
     assert "+80.0%" in why and "check sample" in why and int8["metrics"]["latency_p50_ms"] is None
     assert data["selected"] == data["variants"][0]["id"]  # the smaller int8 variant cannot be deployed there
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+                    reason="openvino/nncf not installed: pip install 'slimlm[export]'")
+def test_export_openvino_int4_json_is_the_only_thing_on_stdout(capsys, tmp_path):
+    from slimlm.cli.main import main
+
+    code = main(["export", "tiny:llama?layers=1", "--format", "openvino", "--type", "int4", "--out",
+                 str(tmp_path / "ov"), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    res = json.loads(out)  # NNCF's bit-width table and progress bar went to stderr
+    assert res["check"]["passed"] and res["data_aware"][0] == "awq+scale_estimation"

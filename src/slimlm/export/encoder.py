@@ -61,9 +61,6 @@ off with 11/16 argmax agreement; every ``token_type_ids`` set to 1, 1 - min cosi
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -163,38 +160,14 @@ def write_encoder_openvino(hf: nn.Module, out: Path, precision: str, group_size:
         ov_model = ov.convert_model(str(onnx_path))
     info.pop("opset", None)
     if precision in ("int8", "int4"):
-        import nncf
+        from slimlm.export.openvino import compress
 
-        with _nncf_off_stdout():
-            ov_model = _compress(nncf, ov_model, precision, group_size)
+        ov_model = compress(ov_model, precision, group_size)
     info["group_size"] = group_size if precision == "int4" else None
     info["data_aware"] = None
     path = out / "openvino_model.xml"
     ov.save_model(ov_model, str(path), compress_to_fp16=False)
     return path, info
-
-
-def _compress(nncf, ov_model, precision: str, group_size: int):
-    if precision == "int8":
-        return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-    return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=group_size, ratio=1.0,
-                                 advanced_parameters=nncf.AdvancedCompressionParameters(
-                                     group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST))
-
-
-@contextlib.contextmanager
-def _nncf_off_stdout():
-    """NNCF logs its bit-width table and draws a progress bar on stdout, which ``--json`` owns: warnings only,
-    and the bar on stderr."""
-    from nncf.common.logging import nncf_logger
-
-    level = nncf_logger.level
-    nncf_logger.setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        nncf_logger.setLevel(level)
 
 
 def _feed(names: list[str], input_ids, attention_mask, token_type_ids) -> dict:

@@ -21,6 +21,9 @@ activations stay fp32 and OpenVINO's CPU plugin decompresses on the fly.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,26 +47,48 @@ def write_openvino(hf: nn.Module, out: Path, precision: str, group_size: int = 3
         ov_model = ov.convert_model(str(onnx_path))
     info: dict = {"kv_cache": onnx_info["kv_cache"]}
     if precision in ("int8", "int4"):
-        import nncf
-
-        if precision == "int8":
-            ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-        else:
-            data: dict = {}
-            if calib is not None:
-                inputs = _inputs(ov_model)
-                rows = [{"input_ids": calib[i:i + 1].numpy().astype("int64"), **empty_past(inputs, 1)}
-                        for i in range(calib.shape[0])]
-                data = {"dataset": nncf.Dataset(rows), "awq": True, "scale_estimation": True,
-                        "subset_size": len(rows)}
-            ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=group_size,
-                                             ratio=1.0, advanced_parameters=nncf.AdvancedCompressionParameters(
-                                                 group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST), **data)
-            info["data_aware"] = ("awq+scale_estimation", int(calib.numel())) if calib is not None else None
+        rows = None
+        if precision == "int4" and calib is not None:
+            inputs = _inputs(ov_model)
+            rows = [{"input_ids": calib[i:i + 1].numpy().astype("int64"), **empty_past(inputs, 1)}
+                    for i in range(calib.shape[0])]
+            info["data_aware"] = ("awq+scale_estimation", int(calib.numel()))
+        elif precision == "int4":
+            info["data_aware"] = None
+        ov_model = compress(ov_model, precision, group_size, rows)
         info["group_size"] = group_size if precision == "int4" else None
     path = out / "openvino_model.xml"
     ov.save_model(ov_model, str(path), compress_to_fp16=False)
     return path, info
+
+
+def compress(ov_model, precision: str, group_size: int = 32, rows: list[dict] | None = None):
+    """NNCF weight compression: ``int8`` (asymmetric, per output channel) or ``int4`` (asymmetric, groups of
+    ``group_size``; with calibration input ``rows``, AWQ and scale estimation). NNCF's bit-width table and
+    progress bar go to stderr, not to the stdout that ``--json`` owns."""
+    import nncf
+
+    with _nncf_off_stdout():
+        if precision == "int8":
+            return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        data = {} if not rows else {"dataset": nncf.Dataset(rows), "awq": True, "scale_estimation": True,
+                                    "subset_size": len(rows)}
+        return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=group_size,
+                                     ratio=1.0, advanced_parameters=nncf.AdvancedCompressionParameters(
+                                         group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST), **data)
+
+
+@contextlib.contextmanager
+def _nncf_off_stdout():
+    from nncf.common.logging import nncf_logger
+
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        nncf_logger.setLevel(level)
 
 
 def _inputs(ov_model) -> list[tuple[str, list]]:
