@@ -78,6 +78,8 @@ def test_onnx_and_openvino_decode_token_by_token_matches_the_full_forward(arch, 
     for name, dec, prefill, tol in _decoders(m.hf, tmp_path):
         assert torch.allclose(prefill(ids), ref, atol=tol), name  # an empty past: batch 2 prefill
         assert dec.n_vocab == m.hf.config.vocab_size
+        for rows in (ids[:1], ids):  # the profile's prefill: one loaded model (OpenVINO: stateful for one row)
+            assert torch.allclose(dec.logits(rows), ref[: len(rows)], atol=tol), name
         for _ in range(2):  # reset() starts a new sequence
             dec.reset()
             got = [dec.eval(ids[1, :8].tolist())] + [dec.eval([int(t)]) for t in ids[1, 8:]]

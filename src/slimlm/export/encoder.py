@@ -137,15 +137,9 @@ def write_encoder_onnx(hf: nn.Module, out: Path, precision: str) -> tuple[Path, 
     info = {"opset": int(prog.model.opset_imports.get("", 0)) if hasattr(prog, "model") else None,
             "inputs": inputs, "output": name}
     if precision == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from slimlm.export.onnx import quantize_int8
 
-        q = out / "model.int8.onnx"
-        # as slimlm.export.onnx: per-channel 7-bit weights (reduce_range: no u8 x s8 saturation on CPUs without
-        # VNNI), constant-weight MatMuls only (attention scores stay fp32)
-        quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                         op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
-        path.unlink()
-        path = q
+        path = quantize_int8(path)  # as for decoders: per-channel weights, constant-weight MatMuls only
     return path, info
 
 

@@ -84,17 +84,23 @@ def write_onnx(hf: nn.Module, out: Path, precision: str) -> tuple[Path, dict]:
     info = {"opset": int(prog.model.opset_imports.get("", 0)) if hasattr(prog, "model") else None,
             "kv_cache": True}
     if precision == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        q = out / "model.int8.onnx"
-        # weights only: activation x activation MatMuls (attention scores, attention x values) stay fp32.
-        # reduce_range (7-bit weights): without it, per-channel int8 on CPUs without VNNI saturates the u8 x s8
-        # multiply-adds; SmolLM2's perplexity went from 54 to 6.9 million (with it: 89, per-tensor: 105)
-        quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                         op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
-        path.unlink()
-        path = q
+        path = quantize_int8(path)
     return path, info
+
+
+def quantize_int8(path: Path) -> Path:
+    """ONNX Runtime's dynamic int8 of ``path`` into ``model.int8.onnx`` beside it (the fp32 file is removed):
+    int8 weights per output channel on every MatMul with a constant weight."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    q = path.with_name("model.int8.onnx")
+    # weights only: activation x activation MatMuls (attention scores, attention x values) stay fp32.
+    # reduce_range (7-bit weights): without it, per-channel int8 on CPUs without VNNI saturates the u8 x s8
+    # multiply-adds; SmolLM2's perplexity went from 54 to 6.9 million (with it: 89, per-tensor: 105)
+    quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                     op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+    path.unlink()
+    return q
 
 
 def empty_past(inputs, batch: int) -> dict[str, np.ndarray]:
@@ -127,6 +133,10 @@ class OrtDecoder:
             feed.update(past if past is not None else empty_past(self.inputs, ids.shape[0]))
         return self.sess.run(outputs or self.outputs, feed)
 
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """``(batch, T)`` ids -> ``(batch, T, vocab)`` logits with an empty past: the prefill."""
+        return torch.from_numpy(self.run(ids.numpy(), outputs=["logits"])[0])
+
     def reset(self) -> None:
         self.past = {}
 
@@ -138,5 +148,4 @@ class OrtDecoder:
 
 def onnx_logits_fn(path: Path, threads: int = 1):
     """``fn(ids (batch, T)) -> logits (batch, T, vocab)`` on ONNX Runtime (an empty past: the prefill)."""
-    dec = OrtDecoder(path, threads)
-    return lambda ids: torch.from_numpy(dec.run(ids.numpy(), outputs=["logits"])[0])
+    return OrtDecoder(path, threads).logits

@@ -116,12 +116,14 @@ def openvino_logits_fn(path: Path, threads: int = 1):
 
 class OvDecoder:
     """An OpenVINO export with its KV cache made internal state (``MakeStateful``), batch 1: ``reset()``,
-    then ``eval(tokens)`` returns the last position's logits ``(vocab,)``. ``kv`` is False for an export
-    without past inputs (written before the KV graph), which cannot decode incrementally."""
+    then ``eval(tokens)`` returns the last position's logits ``(vocab,)``; ``logits(ids)`` is the prefill
+    (on the same compiled model for one row, so a profile holds one copy of the weights). ``kv`` is False for
+    an export without past inputs (written before the KV graph), which cannot decode incrementally."""
 
     def __init__(self, path: Path, threads: int = 1):
         import openvino as ov
 
+        self._path, self._threads, self._plain = path, threads, None
         core = ov.Core()
         model = core.read_model(str(path))
         names = [n for n, _ in _inputs(model)]
@@ -129,9 +131,9 @@ class OvDecoder:
         self.n_vocab = model.output(0).get_partial_shape()[-1].get_length()
         if not self.kv:
             return
-        model.reshape({p.get_any_name(): _batch1(p.get_partial_shape()) for p in model.inputs})
         from openvino.passes import MakeStateful, Manager
 
+        model.reshape({p.get_any_name(): _batch1(p.get_partial_shape()) for p in model.inputs})
         params = {p.get_any_name(): p.get_node() for p in model.inputs}
         results = {o.get_any_name(): o.get_node() for o in model.outputs}
         manager = Manager()
@@ -148,6 +150,16 @@ class OvDecoder:
     def eval(self, tokens: list[int]) -> np.ndarray:
         self.request.infer({"input_ids": np.asarray([tokens], np.int64)})
         return self.request.get_tensor(self._logits).data[0, -1].copy()
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """``(batch, T)`` ids -> ``(batch, T, vocab)`` logits from an empty cache."""
+        if self.kv and ids.shape[0] == 1:
+            self.reset()
+            self.request.infer({"input_ids": ids.numpy().astype(np.int64)})
+            return torch.from_numpy(self.request.get_tensor(self._logits).data.copy())
+        if self._plain is None:  # several rows, or an export without a KV graph: the model as written
+            self._plain = openvino_logits_fn(self._path, self._threads)
+        return self._plain(ids)
 
 
 def _batch1(shape):

@@ -178,14 +178,13 @@ class _Session:
 
     def __init__(self, runtime: str, path: Path, threads: int, n_ctx: int):
         self.runtime, self.decode = runtime, None
-        if runtime == "onnxruntime":
-            from slimlm.export.onnx import OrtDecoder, onnx_logits_fn
-
-            self.prefill, dec = onnx_logits_fn(path, threads), OrtDecoder(path, threads)
-        elif runtime == "openvino":
-            from slimlm.export.openvino import OvDecoder, openvino_logits_fn
-
-            self.prefill, dec = openvino_logits_fn(path, threads), OvDecoder(path, threads)
+        if runtime in ("onnxruntime", "openvino"):  # one loaded model serves prefill and decode
+            if runtime == "onnxruntime":
+                from slimlm.export.onnx import OrtDecoder as Decoder
+            else:
+                from slimlm.export.openvino import OvDecoder as Decoder
+            dec = Decoder(path, threads)
+            self.prefill = dec.logits
         else:  # llama.cpp through its C API (slimlm.export.llamacpp)
             from slimlm.export.llamacpp import LlamaCpp
 
