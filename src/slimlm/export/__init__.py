@@ -40,25 +40,15 @@ from slimlm.export.check import (
     sample_windows,
     torch_logits,
 )
+from slimlm.export.outdir import MANIFEST
+from slimlm.export.outdir import check_out as _check_out
+from slimlm.export.outdir import need as _need
 
 FORMATS = {"gguf": ("f16", ("f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1",
                             "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")),
            "onnx": ("fp32", ("fp32", "int8")),
            "openvino": ("fp32", ("fp32", "int8", "int4")),
            "transformers": ("auto", ("auto",))}
-MANIFEST = "export.json"
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise SpecError(f"{out} exists and was not written by slimlm export; give a new --out directory.")
-
-
-def _need(module: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"this export needs the {module} package; install it with pip install 'slimlm[export]'.")
 
 
 def export(model, fmt: str, out: str | Path, *, precision: str | None = None, check: bool = True,

@@ -310,7 +310,9 @@ def export_encoder(model, fmt: str, precision: str, out: Path, *, check: bool = 
     ``tokens`` tokens. Returns the same dict as `slimlm.export.export`.
     """
     from slimlm._io import atomic_dir, write_json_atomic
-    from slimlm.export import MANIFEST, _check_out, _need
+    from slimlm.export.outdir import MANIFEST
+    from slimlm.export.outdir import check_out as _check_out
+    from slimlm.export.outdir import need as _need
     from slimlm.quantize.portable import float_model
 
     say = progress or (lambda _msg: None)
