@@ -146,3 +146,25 @@ def test_export_openvino_int4_json_is_the_only_thing_on_stdout(capsys, tmp_path)
     assert code == 0
     res = json.loads(out)  # NNCF's bit-width table and progress bar went to stderr
     assert res["check"]["passed"] and res["data_aware"][0] == "awq+scale_estimation"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="openvino not installed: pip install 'slimlm[export]'")
+def test_compress_times_an_encoder_on_openvino_and_llamacpp_refuses_it(capsys, tmp_path):
+    (tmp_path / "int8w.yaml").write_text("name: int8w\nstages:\n  - quantize: {scheme: int8-weight}\n")
+    args = ["compress", "tiny:bert?labels=6", "--recipe", str(tmp_path / "int8w.yaml"), "--data", "shakespeare-genre",
+            "--shapes", "1x16", "--repeats", "2", "--max-drop", "50%", "--json"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--runtime", "openvino"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    base, int8 = (v["metrics"] for v in sorted(data["variants"], key=lambda v: not v["is_baseline"]))
+    assert (base["runtime_precision"], int8["runtime_precision"]) == ("fp32", "int8")
+    assert base["latency_p50_ms"] > 0 and int8["latency_p50_ms"] > 0 and int8["decode_tokens_per_s"] is None
+    # a classifier's export is checked on its logits, not perplexity, and the run keeps those figures
+    assert int8["runtime_check"]["metric"] == "logits" and int8["runtime_check"]["argmax_agreement"] >= 0.75
+    assert int8["runtime_check"]["relative_logit_diff"] <= int8["runtime_check"]["tolerance"]
+    assert int8["runtime_inference_precision"] in ("f32", "bf16", "f16")
+    assert "top class agrees on" in (tmp_path / "run" / "report.html").read_text()
+    if importlib.util.find_spec("xllamacpp") is not None:  # without it the missing package is the error
+        assert main([*args, "--out", str(tmp_path / "g"), "--runtime", "llamacpp"]) == 2
+        err = capsys.readouterr().err
+        assert "encoder" in err and "onnxruntime, openvino" in err and "Traceback" not in err

@@ -2,6 +2,7 @@
 and the same protocol on ONNX Runtime / OpenVINO (llama.cpp when its binding is installed)."""
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,8 +62,10 @@ def _decoders(hf, tmp_path):
     yield "onnxruntime", OrtDecoder(path), onnx_logits_fn(path), 1e-4
     (tmp_path / "ov").mkdir()
     ov_path, _ = write_openvino(hf, tmp_path / "ov", "fp32")
-    # OpenVINO's CPU plugin may compute in bf16 where the CPU has it (its default inference precision)
-    yield "openvino", OvDecoder(ov_path), openvino_logits_fn(ov_path), 3e-2
+    # f32 asked for: the CPU plugin's own default is bf16 where the CPU has it; the check's function asks too
+    dec, check = OvDecoder(ov_path, precision_hint="f32"), openvino_logits_fn(ov_path)
+    assert dec.inference_precision == check.inference_precision == "f32"
+    yield "openvino", dec, check, 1e-4
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("openvino") is None,
@@ -151,12 +154,26 @@ def test_search_skips_a_trial_whose_quantization_the_runtime_cannot_take_before_
     assert _runtime_refuses(recipe({"scheme": "int4-weight"}), "torch") is None
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
-                    reason="onnxruntime not installed: pip install 'slimlm[export]'")
-def test_runtime_profiling_refuses_an_encoder_even_with_a_type_forced():
-    from slimlm.export.runtimes import compare_runtime
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("openvino") is None,
+                    reason="onnxruntime/openvino not installed: pip install 'slimlm[export]'")
+def test_encoders_profile_on_onnxruntime_and_openvino_and_llamacpp_refuses_them(tmp_path):
+    from slimlm.export.runtimes import _Session, compare_runtime, runtime_export, runtime_type
 
-    for precision in (None, "fp32"):  # export itself now takes encoders; the decode/prefill sessions do not
-        with pytest.raises(ConfigError, match="encoder .*slimlm export") as e:
-            compare_runtime([load("tiny:bert")], "onnxruntime", precision=precision)
-        assert "--type" not in str(e.value)
+    big, small = load("tiny:bert"), load("tiny:bert?layers=1")
+    for runtime in ("onnxruntime", "openvino"):
+        res = compare_runtime([big, small], runtime, shapes=((2, 16),), repeats=2, warmup=1, decode_tokens=4)
+        assert [r["precision"] for r in res] == ["fp32", "fp32"]
+        assert res[0]["latency_ms"]["2x16"]["n"] == 2 and res[1]["ratios"]["prefill_speedup_2x16"] > 0
+        assert res[1]["disk_mb"] < res[0]["disk_mb"]
+        assert all(r["decode_tokens_per_s"] is None for r in res)  # an encoder does not decode
+        assert (res[0]["inference_precision"] in ("f32", "bf16", "f16")) == (runtime == "openvino")
+    # the session feeds what the graph takes: its output is the encoder's
+    exp = runtime_export(big, "onnxruntime", tmp_path / "e")
+    ids = torch.randint(5, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = big.hf(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    assert torch.allclose(_Session("onnxruntime", Path(exp["main_file"]), 1, 64, big.task).prefill(ids), ref, atol=1e-4)
+    kind, why = runtime_type(big, "llamacpp")
+    assert kind is None and "onnxruntime or openvino" in why
+    with pytest.raises(ConfigError, match="onnxruntime or openvino"):  # --type does not change that
+        runtime_export(big, "llamacpp", tmp_path / "g", precision="f16")

@@ -52,14 +52,17 @@ def _runtime_table(results: list[dict]) -> Table:
     table.add_column("measure")
     for r in results:
         table.add_column(r["model"], justify="right", overflow="fold")
-    table.add_row("type", *[r["precision"] for r in results])
+    table.add_row("type", *[r["precision"] + (f" (runs in {r['inference_precision']})"
+                                              if r.get("inference_precision") not in (None, "f32") else "")
+                            for r in results])
     table.add_row("disk MB", *[fmt(r["disk_mb"]) for r in results])
     for key in r0["latency_ms"]:
         table.add_row(f"prefill {key} p50 ms", *[
             fmt(r["latency_ms"][key]["p50"]) + (f" ({r['ratios'][f'prefill_speedup_{key}']:.2f}×)" if r is not r0 else "")
             for r in results])
-    table.add_row("decode tok/s", *[fmt(r["decode_tokens_per_s"]) if r["decode_tokens_per_s"] else "n/a (no KV graph)"
-                                    for r in results])
+    encoder = r0.get("task", "causal-lm") != "causal-lm"
+    table.add_row("decode tok/s", *[fmt(r["decode_tokens_per_s"]) if r["decode_tokens_per_s"]
+                                    else "n/a (encoder)" if encoder else "n/a (no KV graph)" for r in results])
     return table
 
 

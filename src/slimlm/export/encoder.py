@@ -194,16 +194,16 @@ def openvino_encoder_fn(path: Path, threads: int = 1, precision_hint: str | None
     """
     import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": threads}
-    if precision_hint:
-        config["INFERENCE_PRECISION_HINT"] = precision_hint
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    from slimlm.export.openvino import plugin_config, plugin_precision
+
+    compiled = ov.Core().compile_model(str(path), "CPU", plugin_config(threads, precision_hint))
     names = [i.get_any_name() for i in compiled.inputs]
 
     def fn(input_ids, attention_mask, token_type_ids=None):
         res = compiled(_feed(names, input_ids, attention_mask, token_type_ids))
         return torch.from_numpy(res[compiled.output(0)].copy())
 
+    fn.inference_precision = plugin_precision(compiled)
     return fn
 
 

@@ -18,6 +18,10 @@ llama.cpp's own cache, ONNX Runtime feeding the graph's ``present.*`` outputs ba
 OpenVINO with the cache made internal state (`slimlm.export.openvino.OvDecoder`). An ONNX / OpenVINO export
 written before the KV graph (input_ids only) has no decode (None) rather than a figure from re-running the
 whole prefix. Disk is the exported file(s); peak RSS is not measured on these runtimes yet.
+
+Encoders (BERT family) profile on ONNX Runtime and OpenVINO: the prefill protocol on the encoder's graph
+(`slimlm.export.encoder`, every position unmasked), no decode; llama.cpp refuses them. OpenVINO runs at its
+CPU plugin's default inference precision (bf16 where the CPU has it), recorded as ``inference_precision``.
 """
 
 from __future__ import annotations
@@ -99,8 +103,9 @@ def runtime_type(model, runtime: str) -> tuple[str | None, str | None]:
     scheme, _ = variant_scheme(model.hf)
     if runtime not in EQUIVALENT:
         raise ConfigError(f"unknown runtime {runtime!r}; use torch, {', '.join(RUNTIMES)}.")
-    if model.task != "causal-lm":
-        return None, f"{runtime} profiling exports causal language models only; this model is an encoder"
+    if model.task != "causal-lm" and runtime == "llamacpp":
+        return None, ("llama.cpp profiling takes causal language models only (slimlm's GGUF export is decoder-only); "
+                      "profile this encoder on onnxruntime or openvino")
     if scheme == "mixed":
         return None, f"the variant mixes several quantization schemes; {runtime} takes one"
     if scheme not in EQUIVALENT[runtime]:
@@ -141,9 +146,8 @@ def runtime_export(model, runtime: str, out: str | Path, *, precision: str | Non
     """
     from slimlm.export import MANIFEST, export, read_manifest
 
-    if model.task != "causal-lm":  # the runtime sessions feed a decoder's inputs; --type does not change that
-        raise ConfigError(f"{model.spec}: --runtime {runtime} profiles causal language models only; this model is "
-                          f"an encoder (slimlm export --format onnx|openvino writes and checks it).")
+    if model.task != "causal-lm" and runtime == "llamacpp":  # --type does not change that
+        raise ConfigError(f"{model.spec}: {runtime_type(model, runtime)[1]}.")
     fmt = RUNTIMES[runtime][0]
     if precision is None:
         precision, why = runtime_type(model, runtime)
@@ -173,11 +177,28 @@ def _p(times: list[float]) -> dict:
 
 
 class _Session:
-    """One exported model loaded in a runtime: ``prefill(ids)`` and ``decode(n)`` (None: the export has no
-    KV-cache graph, as ONNX / OpenVINO exports written before it had)."""
+    """One exported model loaded in a runtime: ``prefill(ids)`` and ``decode(n)`` (None: an encoder, or an
+    export without a KV-cache graph, as ONNX / OpenVINO exports written before it had).
 
-    def __init__(self, runtime: str, path: Path, threads: int, n_ctx: int):
-        self.runtime, self.decode = runtime, None
+    ``inference_precision``: OpenVINO's CPU plugin precision in use (its default: bf16 on a CPU with
+    AVX512-BF16 or AMX, f32 elsewhere; the deployment's default, while export checks ask for f32); else None.
+    """
+
+    def __init__(self, runtime: str, path: Path, threads: int, n_ctx: int, task: str = "causal-lm"):
+        self.runtime, self.decode, self.inference_precision = runtime, None, None
+        if task != "causal-lm":  # an encoder: one forward over the batch, with an all-ones attention mask
+            from slimlm.export import encoder
+
+            if runtime == "onnxruntime":
+                fn = encoder.onnx_encoder_fn(path, threads)
+            elif runtime == "openvino":
+                fn = encoder.openvino_encoder_fn(path, threads, precision_hint=None)
+                self.inference_precision = fn.inference_precision
+            else:
+                raise ConfigError(f"{runtime} does not run encoders; use onnxruntime or openvino.")
+            self.prefill = lambda ids: fn(ids, torch.ones_like(ids))
+            self.llm = None
+            return
         if runtime in ("onnxruntime", "openvino"):  # one loaded model serves prefill and decode
             if runtime == "onnxruntime":
                 from slimlm.export.onnx import OrtDecoder as Decoder
@@ -185,6 +206,7 @@ class _Session:
                 from slimlm.export.openvino import OvDecoder as Decoder
             dec = Decoder(path, threads)
             self.prefill = dec.logits
+            self.inference_precision = getattr(dec, "inference_precision", None)
         else:  # llama.cpp through its C API (slimlm.export.llamacpp)
             from slimlm.export.llamacpp import LlamaCpp
 
@@ -253,9 +275,11 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
         sessions, results = [], []
         machine = machine_info()
         for m, res in zip(models, exports, strict=True):
-            sessions.append(_Session(runtime, Path(res["main_file"]), threads, n_ctx))
-            results.append({"model": m.spec, "runtime": runtime, "format": res["format"], "precision": res["precision"],
-                            "threads": threads, "disk_mb": sum(res["files"].values()) / 1e6, "check": res.get("check"),
+            sessions.append(_Session(runtime, Path(res["main_file"]), threads, n_ctx, m.task))
+            results.append({"model": m.spec, "task": m.task, "runtime": runtime, "format": res["format"],
+                            "precision": res["precision"],
+                            "inference_precision": sessions[-1].inference_precision, "threads": threads,
+                            "disk_mb": sum(res["files"].values()) / 1e6, "check": res.get("check"),
                             "latency_ms": {}, "decode_tokens_per_s": None, "machine": machine})
         g = torch.Generator().manual_seed(0)
         for b, s in shapes:
@@ -270,7 +294,7 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
                 progress(f"prefill {b}x{s}", rep + 1, warmup + repeats)
             for i, r in enumerate(results):
                 r["latency_ms"][f"{b}x{s}"] = _p(times[i])
-        if decode_tokens:  # interleaved like prefill: one warm-up round, then rounds of every model in turn
+        if decode_tokens and any(sess.decode for sess in sessions):  # interleaved like prefill: one warm-up round, then rounds of every model in turn
             rates: list[list[float]] = [[] for _ in models]
             rounds = decode_repeats
             for rep in range(1 + rounds):

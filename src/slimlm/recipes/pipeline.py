@@ -100,9 +100,9 @@ class Pipeline:
         self.ood = load_data(self.opts.ood_data) if self.opts.ood_data else None
         self._check_run_dir()
         self.base = load(model, progress=self.log, trust_remote_code=self.opts.trust_remote_code)
-        if self.opts.runtime != "torch" and self.opts.profile and self.base.task != "causal-lm":
-            raise ConfigError(f"--runtime {self.opts.runtime} profiles causal language models only; this model "
-                              "is an encoder: use --runtime torch.")
+        if self.opts.runtime == "llamacpp" and self.opts.profile and self.base.task != "causal-lm":
+            raise ConfigError("--runtime llamacpp profiles causal language models only; this model is an encoder: "
+                              "use --runtime onnxruntime, openvino or torch.")
         self._check_eval_text()
         self.variants: dict[str, Variant] = {}
         self._unrecorded: dict[str, Variant] = {}  # stage outputs seen this session, recorded or not
@@ -343,7 +343,8 @@ class Pipeline:
                 r = getattr(exc, "result", None)
                 why = (f"its {rt} {precision} export's perplexity on the check sample is {r['relative_change']:+.1%} "
                        f"off the variant's ({r['variant_perplexity']:.4g} -> {r['export_perplexity']:.4g}), beyond "
-                       f"the {r['tolerance']:.1%} allowed for {precision}" if r else str(exc))
+                       f"the {r['tolerance']:.1%} allowed for {precision}" if r and "relative_change" in r
+                       else str(exc))  # an encoder's check (outputs, not perplexity) says it in its message
             except Exception as exc:  # noqa: BLE001 - one variant's failed conversion must not lose the run
                 why = f"the {rt} export failed: {type(exc).__name__}: {exc}"[:500]
             if why is None:
@@ -358,7 +359,7 @@ class Pipeline:
                               "decode_tokens_per_s": None, "ratios": {}, "runtime": rt,
                               "runtime_not_measured": why})
         self.log(f"profiling {len(ok)} variants side by side on {rt} (latency"
-                 + (", decode)" if rt == "llamacpp" else "; its exported graphs have no KV cache: no decode)"))
+                 + (", decode)" if all(m.task == "causal-lm" for m in models) else "; encoders: no decode)"))
         results = compare_runtime(models, rt, shapes=self.opts.shapes, decode_tokens=self.opts.decode_tokens,
                                   threads=self.opts.threads, repeats=self.opts.repeats, exports=exports,
                                   progress=self.progress)
@@ -372,10 +373,13 @@ class Pipeline:
                 "latency_p50_ms": lat.get("p50"), "latency_p99_ms": lat.get("p99"),
                 "decode_tokens_per_s": r["decode_tokens_per_s"], "ratios": r["ratios"], "threads": r["threads"],
                 "runtime": rt, "runtime_format": r["format"], "runtime_precision": r["precision"],
+                "runtime_inference_precision": r.get("inference_precision"),
                 "runtime_disk_mb": r["disk_mb"], "runtime_not_measured": None,
                 "runtime_export": str(Path(exp["out"]).relative_to(self.out)),
-                "runtime_check": {k: check.get(k) for k in ("variant_perplexity", "export_perplexity",
-                                                             "relative_change", "tolerance", "reader")} if check else None,
+                "runtime_check": {k: check[k] for k in ("metric", "variant_perplexity", "export_perplexity",
+                                                         "relative_change", "min_cosine", "argmax_agreement",
+                                                         "relative_logit_diff", "tolerance", "reader") if k in check}
+                if check else None,
             })
         del models
         self.write_state([])

@@ -191,9 +191,15 @@ def comparison_rows(variants: Sequence[Variant], base: Variant | None, shape: st
         if why:
             return _cell(f"not measured on {rt}", str(why))
         check, size = v.metrics.get("runtime_check") or {}, v.metrics.get("runtime_disk_mb")
+        ip = v.metrics.get("runtime_inference_precision")
         note = " · ".join(x for x in (f"{fmt(size)} MB exported" if size else "",
                                       f"export perplexity {check['relative_change'] * 100:+.2f}% vs the variant"
-                                      if check.get("relative_change") is not None else "") if x)
+                                      if check.get("relative_change") is not None else "",
+                                      f"export embeddings' min cosine {check['min_cosine']:.4f} vs the variant"
+                                      if check.get("min_cosine") is not None else "",
+                                      f"export top class agrees on {check['argmax_agreement']:.0%}"
+                                      if check.get("argmax_agreement") is not None else "",
+                                      f"runs in {ip}" if ip and ip != "f32" else "") if x)
         return _cell(f"{rt} · {v.metrics.get('runtime_format') or '?'} {v.metrics.get('runtime_precision') or '?'}", note)
     row("runtime (latency measured on)", runtime_cell)
     row(f"latency p50 ({shape})", lambda v: _cell(f"{fmt(m(v, 'latency_p50_ms'))} ms" if m(v, "latency_p50_ms") else "–",
