@@ -54,7 +54,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,30 +66,6 @@ GROUPS = [("torch", "fp32"), ("torch.compile", "fp32"), ("llamacpp", "f16"), ("l
           ("openvino", "int8"), ("openvino", "int4")]
 MAX_DROP, DECODE_X, BW_SHARE = 0.03, 2.0, 0.60
 QUICK_TEACHER = "tiny:llama?merges=1&layers=8&hidden=256&ffn=512"
-
-
-def rss_child(runtime: str, path: str, threads: int, decode: int) -> int:
-    """Fresh process: load one export in ``runtime``, one prefill 1x128 and one decode; print peak RSS (MiB)."""
-    import torch
-
-    from slimlm.export.runtimes import _Session
-    from slimlm.profile.memprobe import _status_mb, die_with_parent
-
-    die_with_parent()
-    s = _Session(runtime, Path(path), threads, 128 + decode + 8)
-    s.prefill(torch.randint(0, 200, (1, 128)))
-    if s.decode is not None and decode:
-        s.decode(decode)
-    print(json.dumps({"peak_rss_mb": _status_mb("VmHWM")}))
-    return 0
-
-
-def peak_rss(runtime: str, path: str, threads: int, decode: int) -> float | None:
-    cmd = [sys.executable, __file__, "--rss-child", runtime, path, "--threads", str(threads), "--decode", str(decode)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "SLIMLM_PARENT_PID": str(os.getpid())})
-    if res.returncode != 0:
-        return None
-    return json.loads(res.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
 def models(a) -> list[tuple[str, object]]:
@@ -184,8 +159,6 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="results name under bench/results (default runtimes, quick: "
                     "runtimes-quick)")
     ap.add_argument("--note", default="", help="a line for the results (e.g. what else ran on the machine)")
-    ap.add_argument("--rss-child", nargs=2, metavar=("RUNTIME", "PATH"), help=argparse.SUPPRESS)
-    ap.add_argument("--decode", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the last .json, measuring nothing")
     ap.add_argument("--sample", type=int, nargs=2, default=[8, 512], metavar=("WINDOWS", "TOKENS"),
                     help="the in-domain perplexity sample every runtime computes (default 8 x 512 tokens; quick 2 x 64)")
@@ -219,8 +192,6 @@ def main() -> int:
         (RESULTS / f"{out_name}.md").write_text(text)
         print(text)
         return 0
-    if a.rss_child:
-        return rss_child(a.rss_child[0], a.rss_child[1], a.threads, a.decode)
 
     from slimlm._quiet import quiet
 
@@ -297,12 +268,13 @@ def main() -> int:
                 skipped.append(f"{runtime} {kind}: the teacher did not export; group not measured")
                 continue
             res = compare_runtime([m for _, m in kept], runtime, shapes=((1, 128),), decode_tokens=decode,
-                                  threads=a.threads, repeats=repeats, exports=exports, decode_repeats=decode_rounds)
+                                  threads=a.threads, repeats=repeats, exports=exports, decode_repeats=decode_rounds,
+                                  memory=True)
             for (name, m), r, e in zip(kept, res, exports, strict=True):
                 weights = r["disk_mb"] * 1e6 if runtime == "llamacpp" else None  # GGUF: the file is the weights
                 rows.append({"model": name, "runtime": runtime, "type": kind, "threads": r["threads"],
                              "prefill_ms": r["latency_ms"]["1x128"]["p50"], "decode_tok_s": r["decode_tokens_per_s"],
-                             "peak_rss_mb": peak_rss(runtime, e["main_file"], a.threads, decode),
+                             "peak_rss_mb": r["peak_rss_mb"],
                              "disk_mb": r["disk_mb"], "perplexity": e["check"]["export_perplexity"],
                              "check_reader": e["check"].get("reader"), "check_passed": e["check"]["passed"],
                              "check_change": e["check"]["relative_change"],
@@ -355,7 +327,7 @@ def main() -> int:
         llama = {"build": describe().replace(f"{ROOT}/", ""), "kernels": system_info()}  # paths in the repo: relative
     ood = ood_drops(named, a.ood, a.ood_tokens) if a.ood else {}  # quality only: after the timings
     result = {"machine": machine_info(), "threads": a.threads, "load_before": load_before, "load_after": load_after,
-              "wall_s": wall, "settings": {k: v for k, v in vars(a).items() if k not in ("rss_child", "decode")},
+              "wall_s": wall, "settings": vars(a),
               "repeats": repeats, "decode_tokens": decode, "decode_rounds": decode_rounds, "copy_gb_s": peak_gb_s, "teacher_perplexity": base_ppl,
               "sample_tokens": int(windows.numel()), "rows": rows, "not_measured": skipped, "targets": targets,
               "llamacpp": llama}

@@ -121,11 +121,9 @@ def _check_runtime(options, settings: dict, objectives: Sequence[str] = ()) -> N
     check_runtime(rt)
     if rt == "torch" or not getattr(options, "profile", True):
         return
-    asked = [o for o in (settings["objective"], *objectives) if o in ("memory", "energy")]
-    if asked or settings["max_memory_mb"] is not None:
-        what = f"--objective {asked[0]}" if asked else "--max-memory-mb"
-        raise ConfigError(f"{what} needs peak memory and energy, which --runtime {rt} does not measure (latency "
-                          "and size it does); use --objective latency or size, or --runtime torch.")
+    if "energy" in (settings["objective"], *objectives):
+        raise ConfigError(f"--objective energy needs energy, which --runtime {rt} does not measure (latency, size "
+                          "and peak memory it does); use --objective latency, size or memory, or --runtime torch.")
 
 
 def _finish(out: Path, settings: dict, business: Business, tracking: Tracking) -> tuple[dict, dict | None]:

@@ -40,7 +40,8 @@ def test_compress_on_onnxruntime_records_runtime_types_and_keeps_int4_out(capsys
     assert (int8["runtime"], int8["runtime_precision"]) == ("onnxruntime", "int8")
     assert base["latency_p50_ms"] > 0 and int8["latency_p50_ms"] > 0 and int8["ratios"]["prefill_speedup_1x16"] > 0
     assert abs(int8["runtime_check"]["relative_change"]) <= int8["runtime_check"]["tolerance"]
-    assert base["threads"] == 1 and int8["decode_tokens_per_s"] > 0 and int8["peak_rss_mb"] is None  # KV graph
+    assert base["threads"] == 1 and int8["decode_tokens_per_s"] > 0  # the KV graph
+    assert base["peak_rss_mb"] > 0 and int8["peak_rss_mb"] > 0 and int4["peak_rss_mb"] is None  # own processes
     assert int8["runtime_disk_mb"] < base["runtime_disk_mb"]
     # int4 has no ONNX equivalent: not measured (no torch fallback), and neither selected nor on the frontier
     assert int4["latency_p50_ms"] is None and int4["latency_ms"] == {}
@@ -85,8 +86,8 @@ def test_llamacpp_without_its_package_is_one_error_line_before_any_work(capsys, 
 
 
 def test_runtime_refuses_what_it_cannot_measure_and_unknown_names(capsys, tmp_path, text_file):
-    assert main(_args(tmp_path, text_file, tmp_path / "a", "--runtime", "openvino", "--objective", "memory")) == 2
-    assert "--objective memory" in capsys.readouterr().err
+    assert main(_args(tmp_path, text_file, tmp_path / "a", "--runtime", "openvino", "--objective", "energy")) == 2
+    assert "--objective energy" in capsys.readouterr().err
     assert main(_args(tmp_path, text_file, tmp_path / "b", "--runtime", "tensorrt")) == 2
     assert "unknown runtime 'tensorrt'" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -121,7 +122,7 @@ def test_a_variant_whose_export_fails_its_check_is_not_measured_and_never_select
     def fake_compare(models, runtime, *, exports, **kw):
         return [{"latency_ms": {"1x16": {"p50": 1.0, "p90": 1.1, "p99": 1.2, "n": 2}}, "decode_tokens_per_s": None,
                  "ratios": {"prefill_speedup_1x16": 1.0}, "threads": 1, "format": "onnx", "precision": e["precision"],
-                 "disk_mb": 1.0, "check": None} for e in exports]
+                 "disk_mb": 1.0, "peak_rss_mb": None, "check": None} for e in exports]
 
     monkeypatch.setattr(rts, "runtime_export", fake_export)
     monkeypatch.setattr(rts, "compare_runtime", fake_compare)

@@ -46,7 +46,11 @@ def test_onnxruntime_profile_interleaves_and_reports_ratios():
     from slimlm.export.runtimes import compare_runtime
 
     res = compare_runtime([load("tiny:llama?layers=2"), load("tiny:llama?layers=1")], "onnxruntime",
-                          shapes=((1, 16),), repeats=2, warmup=1)
+                          shapes=((1, 16), (2, 16)), repeats=2, warmup=1, memory=True)
+    for r in res:  # peak RSS from each export's own process, at the largest shape, with its decode
+        assert r["memory_probe"]["shape"] == "2x16" and "error" not in r["memory_probe"]
+        assert r["peak_rss_mb"] >= r["memory_probe"]["loaded_rss_mb"] > r["memory_probe"]["start_rss_mb"] > 0
+    assert res[1]["ratios"]["peak_rss"] == pytest.approx(res[1]["peak_rss_mb"] / res[0]["peak_rss_mb"])
     assert [r["runtime"] for r in res] == ["onnxruntime"] * 2 and res[0]["threads"] == 1
     assert res[1]["disk_mb"] < res[0]["disk_mb"] and res[0]["latency_ms"]["1x16"]["n"] == 2
     assert res[1]["ratios"]["prefill_speedup_1x16"] > 0

@@ -60,6 +60,10 @@ def _runtime_table(results: list[dict]) -> Table:
         table.add_row(f"prefill {key} p50 ms", *[
             fmt(r["latency_ms"][key]["p50"]) + (f" ({r['ratios'][f'prefill_speedup_{key}']:.2f}×)" if r is not r0 else "")
             for r in results])
+    if any(r.get("peak_rss_mb") for r in results):
+        table.add_row(f"peak RSS MB ({r0['memory_probe']['shape']})", *[
+            fmt(r["peak_rss_mb"]) + (f" ({r['ratios']['peak_rss']:.2f}×)" if r is not r0 and r["ratios"].get("peak_rss")
+                                     else "") if r.get("peak_rss_mb") else "n/a" for r in results])
     encoder = r0.get("task", "causal-lm") != "causal-lm"
     table.add_row("decode tok/s", *[fmt(r["decode_tokens_per_s"]) if r["decode_tokens_per_s"]
                                     else "n/a (encoder)" if encoder else "n/a (no KV graph)" for r in results])
@@ -93,7 +97,8 @@ def profile_command(
 
         with progress_bars(not as_json) as bar:
             results = compare_runtime(loaded, runtime, shapes=shape_list, decode_tokens=decode_tokens,
-                                      threads=threads, repeats=repeats, precision=precision, progress=bar)
+                                      threads=threads, repeats=repeats, precision=precision, memory=memory,
+                                      progress=bar)
         if as_json:
             emit_json(results[0] if len(results) == 1 else results)
             return

@@ -17,7 +17,8 @@ Decode tokens/s: every runtime decodes with its KV cache, one token per call aft
 llama.cpp's own cache, ONNX Runtime feeding the graph's ``present.*`` outputs back as ``past.*`` inputs,
 OpenVINO with the cache made internal state (`slimlm.export.openvino.OvDecoder`). An ONNX / OpenVINO export
 written before the KV graph (input_ids only) has no decode (None) rather than a figure from re-running the
-whole prefix. Disk is the exported file(s); peak RSS is not measured on these runtimes yet.
+whole prefix. Disk is the exported file(s); peak RSS (``memory=True``) is each export's own process
+(`slimlm.export.rssprobe`): load, one prefill at the largest shape, one decode, as `slimlm.profile` does.
 
 Encoders (BERT family) profile on ONNX Runtime and OpenVINO: the prefill protocol on the encoder's graph
 (`slimlm.export.encoder`, every position unmasked), no decode; llama.cpp refuses them. OpenVINO runs at its
@@ -27,8 +28,12 @@ CPU plugin's default inference precision (bf16 where the CPU has it), recorded a
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -235,9 +240,22 @@ class _Session:
         return n / (time.perf_counter() - t)
 
 
+def peak_rss(runtime: str, path: str | Path, *, task: str = "causal-lm", shape: tuple[int, int] = (1, 128),
+             decode: int = 0, threads: int = 1, vocab: int = 256) -> dict:
+    """Run the probe on ``path`` in a fresh process: ``{"peak_rss_mb", "loaded_rss_mb", "start_rss_mb"}``, or
+    ``{"peak_rss_mb": None, "error": [last stderr line]}`` when the probe failed."""
+    cmd = [sys.executable, "-m", "slimlm.export.rssprobe", runtime, str(path), "--task", task, "--shape",
+           f"{shape[0]}x{shape[1]}", "--decode", str(decode), "--threads", str(threads), "--vocab", str(vocab)]
+    res = subprocess.run(cmd, capture_output=True, text=True,
+                         env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "SLIMLM_PARENT_PID": str(os.getpid())})
+    if res.returncode != 0:
+        return {"peak_rss_mb": None, "error": res.stderr.strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: int = 64, threads: int | None = None,
                     repeats: int = 10, warmup: int = 2, decode_repeats: int = 3, precision: str | None = None,
-                    exports: list[dict] | None = None, progress=None) -> list[dict]:
+                    exports: list[dict] | None = None, memory: bool = False, progress=None) -> list[dict]:
     """Profile ``models`` on ``runtime`` (onnxruntime, openvino or llamacpp), interleaved, ratios to the first.
 
     Args:
@@ -249,10 +267,13 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
             runtime cannot take raises `ConfigError`).
         exports: `runtime_export` results, one per model, made by the caller (they stay where they are);
             default: export into a temporary directory removed at the end.
+        memory: also measure each export's peak RSS in a fresh process (`slimlm.export.rssprobe`: load, one
+            prefill at the largest shape, one decode), after the timings.
 
     Returns:
         One dict per model: ``model``, ``runtime``, ``format``, ``precision``, ``threads``, ``disk_mb``,
-        ``latency_ms`` (per ``BxS``: p50/p90/p99/mean/n), ``decode_tokens_per_s``,
+        ``latency_ms`` (per ``BxS``: p50/p90/p99/mean/n), ``decode_tokens_per_s``, ``peak_rss_mb`` (None
+        without ``memory``) with ``memory_probe`` (the shape, the RSS loaded),
         ``check`` (the export check, when one ran), ``machine`` and ``ratios``.
     """
     from slimlm.profile.core import DEFAULT_THREADS
@@ -280,7 +301,7 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
                             "precision": res["precision"],
                             "inference_precision": sessions[-1].inference_precision, "threads": threads,
                             "disk_mb": sum(res["files"].values()) / 1e6, "check": res.get("check"),
-                            "latency_ms": {}, "decode_tokens_per_s": None, "machine": machine})
+                            "latency_ms": {}, "decode_tokens_per_s": None, "peak_rss_mb": None, "machine": machine})
         g = torch.Generator().manual_seed(0)
         for b, s in shapes:
             times: list[list[float]] = [[] for _ in models]
@@ -294,7 +315,8 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
                 progress(f"prefill {b}x{s}", rep + 1, warmup + repeats)
             for i, r in enumerate(results):
                 r["latency_ms"][f"{b}x{s}"] = _p(times[i])
-        if decode_tokens and any(sess.decode for sess in sessions):  # interleaved like prefill: one warm-up round, then rounds of every model in turn
+        if decode_tokens and any(sess.decode for sess in sessions):
+            # interleaved like prefill: one warm-up round, then rounds of every model in turn
             rates: list[list[float]] = [[] for _ in models]
             rounds = decode_repeats
             for rep in range(1 + rounds):
@@ -307,12 +329,23 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
             for i, r in enumerate(rates):
                 if r:
                     results[i]["decode_tokens_per_s"] = statistics.median(r)
+        if memory:
+            big = max(shapes, key=lambda bs: bs[0] * bs[1])
+            for i, (m, res, r) in enumerate(zip(models, exports, results, strict=True)):
+                progress("memory", i, len(models))
+                mem = peak_rss(runtime, res["main_file"], task=m.task, shape=big, threads=threads,
+                               decode=decode_tokens if m.task == "causal-lm" else 0, vocab=m.adapter.vocab_size)
+                r["peak_rss_mb"] = mem.pop("peak_rss_mb")
+                r["memory_probe"] = {"shape": f"{big[0]}x{big[1]}", **mem}
+            progress("memory", len(models), len(models))
         ref = results[0]
         for r in results:
             r["ratios"] = {f"prefill_speedup_{k}": ref["latency_ms"][k]["p50"] / v["p50"] for k, v in r["latency_ms"].items()}
             r["ratios"]["disk"] = r["disk_mb"] / ref["disk_mb"]
             if r["decode_tokens_per_s"] and ref["decode_tokens_per_s"]:
                 r["ratios"]["decode_speedup"] = r["decode_tokens_per_s"] / ref["decode_tokens_per_s"]
+            if r["peak_rss_mb"] and ref["peak_rss_mb"]:
+                r["ratios"]["peak_rss"] = r["peak_rss_mb"] / ref["peak_rss_mb"]
         return results
     finally:
         if tmp is not None:

@@ -13,7 +13,7 @@ import json
 import sys
 
 
-def _status_mb(field: str) -> float:
+def status_mb(field: str) -> float:
     """A memory field of /proc/self/status in MiB (VmRSS now, VmHWM peak since this process's exec).
 
     VmHWM, not getrusage's ru_maxrss: the latter survives fork+exec and would report the parent's peak.
@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     from slimlm.models import load
 
-    base = _status_mb("VmRSS")
+    base = status_mb("VmRSS")
     model = load(a.path)
-    loaded = _status_mb("VmRSS")
+    loaded = status_mb("VmRSS")
     b, s = (int(x) for x in a.shape.split("x"))
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.adapter.vocab_size, (b, s), generator=g)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.decode and model.task == "causal-lm":
             model.hf.generate(ids[:1, :8], max_new_tokens=a.decode, min_new_tokens=a.decode, do_sample=False,
                               pad_token_id=model.tokenizer.pad_token_id)
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     json.dump({"peak_rss_mb": peak, "loaded_rss_mb": loaded, "start_rss_mb": base}, sys.stdout)
     return 0
 

@@ -355,14 +355,15 @@ class Pipeline:
             if v.is_baseline:
                 raise ConfigError(f"the baseline cannot be profiled on {rt}: {why}")
             self.log(f"{v.label or v.id}: not measured on {rt}: {why}")
-            v.metrics.update({"latency_ms": {}, "latency_p50_ms": None, "latency_p99_ms": None,
+            v.metrics.update({"latency_ms": {}, "latency_p50_ms": None, "latency_p99_ms": None, "peak_rss_mb": None,
                               "decode_tokens_per_s": None, "ratios": {}, "runtime": rt,
                               "runtime_not_measured": why})
         self.log(f"profiling {len(ok)} variants side by side on {rt} (latency"
-                 + (", decode)" if all(m.task == "causal-lm" for m in models) else "; encoders: no decode)"))
+                 + (", decode" if all(m.task == "causal-lm" for m in models) else "; encoders: no decode")
+                 + ", peak memory in a fresh process each)")
         results = compare_runtime(models, rt, shapes=self.opts.shapes, decode_tokens=self.opts.decode_tokens,
                                   threads=self.opts.threads, repeats=self.opts.repeats, exports=exports,
-                                  progress=self.progress)
+                                  memory=True, progress=self.progress)
         primary = "x".join(map(str, self.opts.shapes[0]))
         session = uuid.uuid4().hex[:12]
         for v, r, exp in zip(ok, results, exports, strict=True):
@@ -372,7 +373,8 @@ class Pipeline:
                 "latency_ms": {shape: {**x, "session": session} for shape, x in r["latency_ms"].items()},
                 "latency_p50_ms": lat.get("p50"), "latency_p99_ms": lat.get("p99"),
                 "decode_tokens_per_s": r["decode_tokens_per_s"], "ratios": r["ratios"], "threads": r["threads"],
-                "runtime": rt, "runtime_format": r["format"], "runtime_precision": r["precision"],
+                "peak_rss_mb": r["peak_rss_mb"], "runtime": rt, "runtime_format": r["format"],
+                "runtime_precision": r["precision"],
                 "runtime_inference_precision": r.get("inference_precision"),
                 "runtime_disk_mb": r["disk_mb"], "runtime_not_measured": None,
                 "runtime_export": str(Path(exp["out"]).relative_to(self.out)),
