@@ -28,12 +28,8 @@ CPU plugin's default inference precision (bf16 where the CPU has it), recorded a
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -244,13 +240,10 @@ def peak_rss(runtime: str, path: str | Path, *, task: str = "causal-lm", shape: 
              decode: int = 0, threads: int = 1, vocab: int = 256) -> dict:
     """Run the probe on ``path`` in a fresh process: ``{"peak_rss_mb", "loaded_rss_mb", "start_rss_mb"}``, or
     ``{"peak_rss_mb": None, "error": [last stderr line]}`` when the probe failed."""
-    cmd = [sys.executable, "-m", "slimlm.export.rssprobe", runtime, str(path), "--task", task, "--shape",
-           f"{shape[0]}x{shape[1]}", "--decode", str(decode), "--threads", str(threads), "--vocab", str(vocab)]
-    res = subprocess.run(cmd, capture_output=True, text=True,
-                         env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "SLIMLM_PARENT_PID": str(os.getpid())})
-    if res.returncode != 0:
-        return {"peak_rss_mb": None, "error": res.stderr.strip().splitlines()[-1:] or ["failed"]}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    from slimlm.profile.memprobe import run_probe
+
+    return run_probe("slimlm.export.rssprobe", [runtime, str(path), "--task", task, "--shape", f"{shape[0]}x{shape[1]}",
+                                                "--decode", str(decode), "--threads", str(threads), "--vocab", str(vocab)])
 
 
 def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: int = 64, threads: int | None = None,

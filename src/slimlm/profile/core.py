@@ -9,11 +9,8 @@ ratios against the first model. Peak RSS is measured per model in a fresh subpro
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -97,13 +94,10 @@ def disk_mb(model: Model) -> float:
 
 
 def _peak_rss(path: Path, shape: tuple[int, int], decode: int, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "slimlm.profile.memprobe", str(path), "--shape", f"{shape[0]}x{shape[1]}",
-           "--decode", str(decode), "--threads", str(threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false",
-                                                                    "SLIMLM_PARENT_PID": str(os.getpid())})
-    if res.returncode != 0:
-        return {"peak_rss_mb": None, "error": res.stderr.strip().splitlines()[-1:] or ["failed"]}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    from slimlm.profile.memprobe import run_probe
+
+    return run_probe("slimlm.profile.memprobe", [str(path), "--shape", f"{shape[0]}x{shape[1]}", "--decode",
+                                                 str(decode), "--threads", str(threads)])
 
 
 def _nonzero(model: Model) -> int:

@@ -44,6 +44,19 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def run_probe(module: str, args: list[str]) -> dict:
+    """Run ``python -m module *args`` (a probe that prints one JSON line) in a fresh process that dies with
+    this one; its JSON, or ``{"peak_rss_mb": None, "error": [its last stderr line]}`` when it failed."""
+    import os
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                         env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "SLIMLM_PARENT_PID": str(os.getpid())})
+    if res.returncode != 0:
+        return {"peak_rss_mb": None, "error": res.stderr.strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     p = argparse.ArgumentParser()
