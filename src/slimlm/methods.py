@@ -107,6 +107,12 @@ class MethodConfig(BaseModel):
         """Why ``value`` is not a valid choice for the space key ``key`` this method declares (None: valid)."""
         return None
 
+    @classmethod
+    def check_model_value(cls, key: str, value: Any, model: Model) -> str | None:
+        """Why ``model`` cannot take ``value`` of the space key ``key`` (None: it can), e.g. a layer count
+        that would remove every layer of a shallow model; a search leaves such values out."""
+        return None
+
     def apply(self, model: Model, calib: Calibration | None, ctx: StageContext) -> StageResult:
         """Run the method on ``model`` in place."""
         raise NotImplementedError(f"{type(self).__name__} has no handler")

@@ -62,3 +62,20 @@ def test_smoothquant_strength_applies_to_int8_dynamic_only():
 def test_out_of_range_values_fail_before_the_study(choices, msg):
     with pytest.raises(ConfigError, match=msg):
         space_from_dict({"choices": choices}, "s.yaml")
+
+
+def test_a_space_fitted_to_a_shallow_model_leaves_out_the_layer_counts_it_does_not_have():
+    from slimlm.models import load
+    from slimlm.search.space import load_space
+
+    builtin = load_space("builtin")
+    assert builtin.choices["layers"] == [0, 2, 4, 6]
+    fitted, dropped = builtin.fit(load("tiny:bert"))  # 4 layers: removing 4 or 6 would leave none
+    assert fitted.choices["layers"] == [0, 2] and fitted.choices["quantize"] == builtin.choices["quantize"]
+    assert len(dropped) == 2 and all("would remove all 4 layers" in d for d in dropped)
+    assert dropped[0].startswith("layers=4")
+    deep, none_dropped = builtin.fit(load("tiny:llama?layers=8"))
+    assert deep.choices == builtin.choices and none_dropped == []
+    only_deep = space_from_dict({"choices": {"layers": [4, 6]}}, "t")
+    with pytest.raises(ConfigError, match="can take none of layers"):
+        only_deep.fit(load("tiny:bert"))

@@ -9,8 +9,10 @@ from slimlm.cli._out import fmt
 
 def variants_table(variants: list, frontier: list[str], selected: str | None, title: str) -> Table:
     t = Table(title=title)
+    # quality is perplexity for a language model, accuracy for a classifier
+    classifier = any(v.metrics.get("perplexity") is None and v.metrics.get("accuracy") is not None for v in variants)
     for col, justify in (("", "left"), ("variant", "left"), ("params", "right"), ("disk MB", "right"),
-                         ("ppl", "right"), ("drop", "right"), ("OOD drop", "right"), ("p50 ms", "right"),
+                         ("accuracy" if classifier else "ppl", "right"), ("drop", "right"), ("OOD drop", "right"), ("p50 ms", "right"),
                          ("speedup", "right"), ("decode tok/s", "right"), ("RSS MB", "right")):
         t.add_column(col, justify=justify, overflow="fold")
     for v in variants:

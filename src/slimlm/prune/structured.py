@@ -76,6 +76,16 @@ class StructuredConfig(PruneMethod):
         return "structurally smaller dense model: faster on any hardware"
 
     @classmethod
+    def check_model_value(cls, key, value, model):
+        if key not in ("layers", "ffn", "heads") or not value:
+            return None
+        try:
+            plan(model, cls(**{key: value}))
+        except (ConfigError, ValueError) as exc:
+            return str(exc).rstrip(".")
+        return None
+
+    @classmethod
     def from_pick(cls, pick, fixed, before):
         body = {k: pick[k] for k in ("layers", "ffn", "heads") if pick.get(k)}
         if pick.get("vocab") not in (None, "none"):  # domain vocabulary trimming

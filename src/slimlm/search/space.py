@@ -80,6 +80,24 @@ class Space:
         name = "trial:" + ",".join(f"{k}={params[k]}" for k in sorted(params))
         return recipe_from_dict({"name": name, "stages": stages}, source=f"space {self.name}")
 
+    def fit(self, model) -> tuple[Space, list[str]]:
+        """This space without the values ``model`` cannot take (a layer count a shallow model does not have),
+        and one sentence per value left out. A key left with no value fails (`ConfigError`)."""
+        choices, dropped = {}, []
+        for k, values in self.choices.items():
+            kept = []
+            for value in values:
+                why = next((w for f in FAMILIES for c in methods(f).values() if k in c.space
+                            and (w := c.check_model_value(k, value, model))), None)
+                if why:
+                    dropped.append(f"{k}={value}: {why}")
+                else:
+                    kept.append(value)
+            if not kept:
+                raise ConfigError(f"space {self.name}: {model.spec} can take none of {k}={values} ({dropped[-1]}).")
+            choices[k] = kept
+        return Space(self.name, choices, self.fixed, self.description, self.pruner), dropped
+
     def validate(self) -> None:
         """Build every single-key variation so that a bad value fails before the study starts."""
         for k, values in self.choices.items():

@@ -105,6 +105,9 @@ def search(
     log = log or (lambda m: None)
     out = Path(out)
     p = Pipeline(model, out, options, progress=progress, log=log)
+    space, dropped = space.fit(p.base)
+    for why in dropped:  # e.g. the builtin space's layers=6 on a 6-layer encoder
+        log(f"space {space.name}: left out {why}")
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = workers.unique_sampler(
