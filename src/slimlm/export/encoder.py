@@ -134,6 +134,9 @@ def write_encoder_onnx(hf: nn.Module, out: Path, precision: str) -> tuple[Path, 
     max_seq = int(getattr(cfg, "max_position_embeddings", 0) or 8192)
     batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("seq", min=2, max=max_seq)
     name = output_name(hf)
+    from slimlm.export.onnx import quiet_exporter
+
+    quiet_exporter()
     with torch.inference_mode(False), torch.no_grad():
         prog = torch.onnx.export(_Encoder(hf.eval()), args, dynamo=True, input_names=inputs, output_names=[name],
                                  dynamic_shapes=tuple({0: batch, 1: seq} for _ in inputs),

@@ -17,11 +17,18 @@ channel there), then exports; the check shows what the int8 costs on the model a
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+
+def quiet_exporter() -> None:
+    """torch.onnx's exporter warns, on every export, that torchvision's ops are not registered when
+    torchvision is not installed: nothing slimlm exports uses them."""
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 def cache_shapes(hf: nn.Module) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -75,6 +82,7 @@ def write_onnx(hf: nn.Module, out: Path, precision: str) -> tuple[Path, dict]:
     batch, seq = dim("batch", min=1, max=256), dim("seq", min=1, max=8192)
     plen = dim("past", min=0, max=8192)
     dynamic = ({0: batch, 1: seq}, [({0: batch, 2: plen}, {0: batch, 2: plen}) for _ in shapes])
+    quiet_exporter()
     with torch.inference_mode(False), torch.no_grad():
         prog = torch.onnx.export(_Step(hf), (ids, past), dynamo=True,
                                  input_names=["input_ids", *past_names(len(shapes))],
