@@ -117,6 +117,20 @@ def test_profile_on_llamacpp_interleaves_and_measures_decode():
     assert res[0]["decode_tokens_per_s"] > 0 and res[1]["ratios"]["decode_speedup"] > 0
 
 
+def test_a_gguf_profiles_on_llamacpp_as_the_file_brought_unless_a_type_is_asked(tmp_path):
+    from slimlm.export.runtimes import compare_runtime
+
+    res = export(load("tiny:llama?merges=1&layers=2"), "gguf", tmp_path / "g", precision="q8_0", check=False)
+    brought = load(res["main_file"])  # dequantized to fp32 in torch; llama.cpp gets the q8_0 file itself
+    size = res["files"]["model-q8_0.gguf"] / 1e6
+    as_is, f16 = (compare_runtime([brought], "llamacpp", shapes=((1, 16),), decode_tokens=4, repeats=1, warmup=0,
+                                  precision=p)[0] for p in (None, "f16"))
+    assert (as_is["precision"], as_is["as_brought"], as_is["disk_mb"]) == ("q8_0", True, pytest.approx(size))
+    assert (f16["precision"], f16["as_brought"]) == ("f16", False) and f16["disk_mb"] > 1.5 * size
+    assert as_is["decode_tokens_per_s"] > 0
+    assert (tmp_path / "g" / "model-q8_0.gguf").stat().st_size == res["files"]["model-q8_0.gguf"]  # untouched
+
+
 def test_cli_profile_and_compress_on_llamacpp(capsys, tmp_path, text_file):
     from slimlm.cli.main import main
 

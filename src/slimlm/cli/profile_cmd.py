@@ -54,7 +54,7 @@ def _runtime_table(results: list[dict]) -> Table:
         table.add_column(r["model"], justify="right", overflow="fold")
     table.add_row("type", *[r["precision"] + (f" (runs in {r['inference_precision']})"
                                               if r.get("inference_precision") not in (None, "f32") else "")
-                            for r in results])
+                            + (" (the file as brought)" if r.get("as_brought") else "") for r in results])
     table.add_row("disk MB", *[fmt(r["disk_mb"]) for r in results])
     for key in r0["latency_ms"]:
         table.add_row(f"prefill {key} p50 ms", *[

@@ -93,6 +93,21 @@ def _qtype(name: str):
             "q4_0": gguf.GGMLQuantizationType.Q4_0, "q4_1": gguf.GGMLQuantizationType.Q4_1}[name]
 
 
+def file_type_of(path: str | Path) -> str:
+    """A GGUF file's type as slimlm names it (``q4_1``, ``q4_k_m``, ``f16``...), from ``general.file_type``;
+    ``unknown`` when the file does not say."""
+    import gguf
+
+    field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+    if field is None:
+        return "unknown"
+    try:
+        name = gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name
+    except ValueError:
+        return "unknown"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_").lower()
+
+
 def _file_type(name: str):
     import gguf
 

@@ -246,6 +246,20 @@ def peak_rss(runtime: str, path: str | Path, *, task: str = "causal-lm", shape: 
                                                 "--decode", str(decode), "--threads", str(threads), "--vocab", str(vocab)])
 
 
+def as_brought(model) -> dict | None:
+    """A model loaded from a ``.gguf`` file and not changed since: that file, to run in llama.cpp as it is (a
+    `runtime_export`-like dict, ``as_brought`` True), so ``profile model-q4_1.gguf --runtime llamacpp``
+    times the user's Q4_1 file rather than an f16 re-export of its dequantized weights; else None."""
+    src = model.provenance.get("source_file")
+    if not str(model.spec).endswith(".gguf") or not src or model.provenance.get("stages"):
+        return None
+    from slimlm.export.gguf import file_type_of
+
+    path = Path(src)
+    return {"out": str(path.parent), "format": "gguf", "precision": file_type_of(path), "main_file": str(path),
+            "files": {path.name: path.stat().st_size}, "check": None, "reused": True, "as_brought": True}
+
+
 def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: int = 64, threads: int | None = None,
                     repeats: int = 10, warmup: int = 2, decode_repeats: int = 3, precision: str | None = None,
                     exports: list[dict] | None = None, memory: bool = False, progress=None) -> list[dict]:
@@ -257,7 +271,8 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
         shapes, decode_tokens, threads, repeats, warmup, decode_repeats: as `slimlm.profile.compare` (decode
             runs interleaved too, after one warm-up round).
         precision: one runtime type for every model; default each model's `runtime_type` (a model the
-            runtime cannot take raises `ConfigError`).
+            runtime cannot take raises `ConfigError`), and on llama.cpp a ``.gguf`` model runs as the file
+            it was loaded from (`as_brought`).
         exports: `runtime_export` results, one per model, made by the caller (they stay where they are);
             default: export into a temporary directory removed at the end.
         memory: also measure each export's peak RSS in a fresh process (`slimlm.export.rssprobe`: load, one
@@ -284,14 +299,15 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
             exports = []
             for i, m in enumerate(models):
                 progress(f"export for {runtime}", i, len(models))
-                exports.append(runtime_export(m, runtime, tmp / f"m{i}", precision=precision))
+                brought = as_brought(m) if runtime == "llamacpp" and precision is None else None
+                exports.append(brought or runtime_export(m, runtime, tmp / f"m{i}", precision=precision))
             progress(f"export for {runtime}", len(models), len(models))
         sessions, results = [], []
         machine = machine_info()
         for m, res in zip(models, exports, strict=True):
             sessions.append(_Session(runtime, Path(res["main_file"]), threads, n_ctx, m.task))
             results.append({"model": m.spec, "task": m.task, "runtime": runtime, "format": res["format"],
-                            "precision": res["precision"],
+                            "precision": res["precision"], "as_brought": bool(res.get("as_brought")),
                             "inference_precision": sessions[-1].inference_precision, "threads": threads,
                             "disk_mb": sum(res["files"].values()) / 1e6, "check": res.get("check"),
                             "latency_ms": {}, "decode_tokens_per_s": None, "peak_rss_mb": None, "machine": machine})
