@@ -158,6 +158,19 @@ def test_cli_profile_and_compress_on_llamacpp(capsys, tmp_path, text_file):
     assert q8["decode_tokens_per_s"] > 0 and q8["runtime_disk_mb"] < base["runtime_disk_mb"]
     assert data["runtime"]["name"] == "llamacpp"
 
+    # a baseline brought as a .gguf is timed as that file (the one served today), its variants as exports
+    gg = export(load("tiny:llama?merges=1&layers=2"), "gguf", tmp_path / "g", precision="q4_0", check=False)
+    code = main(["compress", gg["main_file"], "--recipe", str(tmp_path / "q8.yaml"), "--data", str(text_file),
+                 "--ood-data", "none", "--out", str(tmp_path / "run2"), "--eval-tokens", "128", "--seq-len", "32",
+                 "--shapes", "1x16", "--repeats", "2", "--max-drop", "50%", "--runtime", "llamacpp", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    by_base = {v["is_baseline"]: v["metrics"] for v in data["variants"]}
+    base, q8 = by_base[True], by_base[False]
+    assert (base["runtime_precision"], base["runtime_as_brought"]) == ("q4_0", True)
+    assert base["runtime_export"] == gg["main_file"] and base["runtime_disk_mb"] == pytest.approx(gg["files"]["model-q4_0.gguf"] / 1e6)
+    assert (q8["runtime_precision"], q8["runtime_as_brought"]) == ("q8_0", False) and base["latency_p50_ms"] > 0
+
 
 @pytest.fixture
 def fresh_api(monkeypatch):

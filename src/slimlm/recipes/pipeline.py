@@ -327,16 +327,18 @@ class Pipeline:
 
     def _profile_on_runtime(self, chosen: list[Variant]) -> None:
         """`profile_all` on a deployment runtime (see the module docstring)."""
-        from slimlm.export.runtimes import compare_runtime, runtime_export, runtime_type
+        from slimlm.export.runtimes import as_brought, compare_runtime, runtime_export, runtime_type
 
         rt = self.opts.runtime
         self.log(f"exporting {len(chosen)} variants for {rt} (reused when already exported)")
         ok, models, exports = [], [], []
         for v in chosen:
             m = self._model_of(v)
-            precision, why = runtime_type(m, rt)  # why: no equivalent type on this runtime
+            # a baseline brought as a .gguf runs in llama.cpp as that file: the one the user serves today
+            exp = as_brought(m) if rt == "llamacpp" and v.is_baseline else None
+            precision, why = (exp["precision"], None) if exp else runtime_type(m, rt)  # why: no equivalent type
             try:
-                if why is None:
+                if why is None and exp is None:
                     exp = runtime_export(m, rt, self.out / "exports" / f"{v.id}-{rt}", precision=precision, check=True,
                                          progress=self.log)
             except SlimlmError as exc:  # the export failed its check (or the converter refused the model)
@@ -377,7 +379,8 @@ class Pipeline:
                 "runtime_precision": r["precision"],
                 "runtime_inference_precision": r.get("inference_precision"),
                 "runtime_disk_mb": r["disk_mb"], "runtime_not_measured": None,
-                "runtime_export": str(Path(exp["out"]).relative_to(self.out)),
+                "runtime_export": exp["main_file"] if exp.get("as_brought") else str(Path(exp["out"]).relative_to(self.out)),
+                "runtime_as_brought": bool(exp.get("as_brought")),
                 "runtime_check": {k: check[k] for k in ("metric", "variant_perplexity", "export_perplexity",
                                                          "relative_change", "min_cosine", "argmax_agreement",
                                                          "relative_logit_diff", "tolerance", "reader") if k in check}

@@ -91,7 +91,9 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
               + (f", {runtime['threads']} thread(s)" if runtime.get("threads") else "") + ")")
         if v is not None and v.metrics.get("runtime_precision"):
             rt += f"; this variant ran as {v.metrics.get('runtime_format')} {v.metrics.get('runtime_precision')}"
-            if v.metrics.get("runtime_export"):
+            if v.metrics.get("runtime_as_brought"):
+                rt += f", the file as brought: `{v.metrics.get('runtime_export')}`"
+            elif v.metrics.get("runtime_export"):
                 rt += f", exported to `{run_dir / str(v.metrics.get('runtime_export'))}`"
         lines += [rt + "."]
     lines += [f"- Warning: {w}" for w in warnings]
