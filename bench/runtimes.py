@@ -34,7 +34,8 @@ runtimes-quick.json/.md.
 
 Targets (issue: deploy where users run models), printed MET / MISSED:
 - the best variant (perplexity drop <= 3%) in its best runtime decodes >= 2x faster than the teacher in
-  llama.cpp Q8_0;
+  llama.cpp Q8_0. The two rows this compares ran in different groups, minutes apart, so they are decoded again at the end,
+  interleaved in one session (``head_to_head``), and the target reads that ratio.
 - decode on the best runtime reaches >= 60% of the memory-bandwidth bound (weights + KV bytes per token /
   the measured copy bandwidth).
 
@@ -66,6 +67,27 @@ GROUPS = [("torch", "fp32"), ("torch.compile", "fp32"), ("llamacpp", "f16"), ("l
           ("openvino", "int8"), ("openvino", "int4")]
 MAX_DROP, DECODE_X, BW_SHARE = 0.03, 2.0, 0.60
 QUICK_TEACHER = "tiny:llama?merges=1&layers=8&hidden=256&ffn=512"
+
+
+def decode_head_to_head(rows, kept_exports, names, base_ppl, comparable, decode, threads, rounds) -> dict | None:
+    """The 2x target's two rows, the fastest variant within the drop bar on llama.cpp and the teacher's Q8_0,
+    decoded again interleaved in one session: groups run minutes apart, and this host's speed drifts between
+    them (a run read the teacher's Q4_0 slower than its Q8_0, which the next probe reversed)."""
+    from slimlm.export.runtimes import compare_runtime
+
+    good = [r for r in rows if r["model"] != names[0] and r["runtime"] == "llamacpp" and r["decode_tok_s"]
+            and comparable[r["model"]] and r["perplexity"] / base_ppl - 1.0 <= MAX_DROP and r.get("check_passed")]
+    best = max(good, key=lambda r: r["decode_tok_s"], default=None)
+    ref = kept_exports.get((names[0], "llamacpp", "q8_0"))
+    if best is None or ref is None:
+        return None
+    cand = kept_exports[(best["model"], "llamacpp", best["type"])]
+    print(f"== head to head: {best['model']} llamacpp {best['type']} vs the teacher's q8_0", flush=True)
+    res = compare_runtime([ref[0], cand[0]], "llamacpp", shapes=((1, 16),), decode_tokens=decode, threads=threads,
+                          repeats=1, warmup=0, exports=[ref[1], cand[1]], decode_repeats=rounds)
+    t, c = res[0]["decode_tokens_per_s"], res[1]["decode_tokens_per_s"]
+    return {"model": best["model"], "runtime": "llamacpp", "type": best["type"], "tok_s": c, "teacher_tok_s": t,
+            "ratio": c / t, "rounds": rounds}
 
 
 def models(a) -> list[tuple[str, object]]:
@@ -223,9 +245,13 @@ def main() -> int:
         vmap = m.provenance.get("vocab_map")
         comparable[name] = torch.equal(torch.as_tensor(vmap)[w] if vmap else w, windows)  # the same tokens
         eager_ppl[name] = perplexity(torch_logits(m.hf), w)
-    peak_gb_s = roofline(a.threads)["peak_gb_s"]
+    # measured now and again after the timings, keeping the highest (with any earlier cached figure): a stale
+    # or low denominator would flatter the bandwidth share
+    peak_gb_s = roofline(a.threads, refresh=True)["peak_gb_s"]
     context = 8 + decode // 2  # the mean context of a decode run
     rows, skipped = [], []
+    kept_exports = {}  # (model, runtime, type) -> (Model, export): for the head-to-head decode run at the end
+    head_to_head = None
     tmp = Path(tempfile.mkdtemp(prefix="slimlm-bench-runtimes-"))
     try:
         for runtime, kind in GROUPS:
@@ -271,6 +297,7 @@ def main() -> int:
                                   threads=a.threads, repeats=repeats, exports=exports, decode_repeats=decode_rounds,
                                   memory=True)
             for (name, m), r, e in zip(kept, res, exports, strict=True):
+                kept_exports[(name, runtime, kind)] = (m, e)
                 weights = r["disk_mb"] * 1e6 if runtime == "llamacpp" else None  # GGUF: the file is the weights
                 rows.append({"model": name, "runtime": runtime, "type": kind, "threads": r["threads"],
                              "prefill_ms": r["latency_ms"]["1x128"]["p50"], "decode_tok_s": r["decode_tokens_per_s"],
@@ -279,12 +306,15 @@ def main() -> int:
                              "check_reader": e["check"].get("reader"), "check_passed": e["check"]["passed"],
                              "check_change": e["check"]["relative_change"],
                              "bytes_per_token": weights and weights + kv_bytes_per_token(m, context, 2)})
+        head_to_head = decode_head_to_head(rows, kept_exports, [n for n, _ in named], base_ppl, comparable, decode,
+                                           a.threads, decode_rounds)
     finally:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
     wall = time.perf_counter() - t0
     load_after = os.getloadavg()
+    peak_gb_s = roofline(a.threads, refresh=True)["peak_gb_s"]
 
     names = [n for n, _ in named]
     for r in rows:  # the drop is against the teacher in torch fp32 on the same tokens, else not given
@@ -307,12 +337,20 @@ def main() -> int:
         targets["decode_2x_teacher_llamacpp_q8_0"] = {
             "met": False, "detail": f"no variant within a {MAX_DROP:.0%} perplexity drop has a decode figure "
                                     f"(teacher llama.cpp Q8_0: {ref_q8['decode_tok_s']:.1f} tok/s)"}
+    elif head_to_head and head_to_head["model"] == best["model"]:  # the two interleaved in one session
+        h = head_to_head
+        targets["decode_2x_teacher_llamacpp_q8_0"] = {
+            "met": h["ratio"] >= DECODE_X, "model": best["model"], "head_to_head": h,
+            "detail": f"{best['model']} on {h['runtime']} {h['type']}: {h['tok_s']:.1f} tok/s vs the teacher's "
+            f"{h['teacher_tok_s']:.1f} in llama.cpp Q8_0, interleaved in one session = {h['ratio']:.2f}x (need "
+            f"{DECODE_X:g}x; their groups read {best['decode_tok_s'] / ref_q8['decode_tok_s']:.2f}x), "
+            f"perplexity drop {best['drop']:+.2%}"}
     else:
         x = best["decode_tok_s"] / ref_q8["decode_tok_s"]
         targets["decode_2x_teacher_llamacpp_q8_0"] = {
             "met": x >= DECODE_X, "model": best["model"], "detail": f"{best['model']} on {best['runtime']} {best['type']}: "
             f"{best['decode_tok_s']:.1f} tok/s vs the teacher's {ref_q8['decode_tok_s']:.1f} in llama.cpp Q8_0 = "
-            f"{x:.2f}x (need {DECODE_X:g}x), perplexity drop {best['drop']:+.2%}"}
+            f"{x:.2f}x (need {DECODE_X:g}x; measured in different groups), perplexity drop {best['drop']:+.2%}"}
     fastest = max((r for r in rows if r["bandwidth_share"]), key=lambda r: r["decode_tok_s"], default=None)
     targets["decode_60pct_of_bandwidth_bound"] = {"met": False, "detail": "no decode row with a byte count"} if not fastest else {
         "met": fastest["bandwidth_share"] >= BW_SHARE,
@@ -327,7 +365,7 @@ def main() -> int:
         llama = {"build": describe().replace(f"{ROOT}/", ""), "kernels": system_info()}  # paths in the repo: relative
     ood = ood_drops(named, a.ood, a.ood_tokens) if a.ood else {}  # quality only: after the timings
     result = {"machine": machine_info(), "threads": a.threads, "load_before": load_before, "load_after": load_after,
-              "wall_s": wall, "settings": vars(a),
+              "wall_s": wall, "settings": vars(a), "head_to_head": head_to_head,
               "repeats": repeats, "decode_tokens": decode, "decode_rounds": decode_rounds, "copy_gb_s": peak_gb_s, "teacher_perplexity": base_ppl,
               "sample_tokens": int(windows.numel()), "rows": rows, "not_measured": skipped, "targets": targets,
               "llamacpp": llama}
