@@ -51,6 +51,9 @@ def test_onnxruntime_profile_interleaves_and_reports_ratios():
         assert r["memory_probe"]["shape"] == "2x16" and "error" not in r["memory_probe"]
         assert r["peak_rss_mb"] >= r["memory_probe"]["loaded_rss_mb"] > r["memory_probe"]["start_rss_mb"] > 0
     assert res[1]["ratios"]["peak_rss"] == pytest.approx(res[1]["peak_rss_mb"] / res[0]["peak_rss_mb"])
+    for r in res:  # energy over the timed prefills (2 shapes x 2 repeats), as torch profiling does
+        assert r["energy_j_per_1k_tokens"] > 0 and r["co2e_g_per_1k_tokens"] > 0 and r["energy_source"]
+    assert res[1]["ratios"]["energy"] == pytest.approx(res[1]["energy_j_per_1k_tokens"] / res[0]["energy_j_per_1k_tokens"])
     assert [r["runtime"] for r in res] == ["onnxruntime"] * 2 and res[0]["threads"] == 1
     assert res[1]["disk_mb"] < res[0]["disk_mb"] and res[0]["latency_ms"]["1x16"]["n"] == 2
     assert res[1]["ratios"]["prefill_speedup_1x16"] > 0

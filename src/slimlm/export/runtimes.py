@@ -27,6 +27,7 @@ CPU plugin's default inference precision (bf16 where the CPU has it), recorded a
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
 import statistics
@@ -280,11 +281,14 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
 
     Returns:
         One dict per model: ``model``, ``runtime``, ``format``, ``precision``, ``threads``, ``disk_mb``,
-        ``latency_ms`` (per ``BxS``: p50/p90/p99/mean/n), ``decode_tokens_per_s``, ``peak_rss_mb`` (None
+        ``latency_ms`` (per ``BxS``: p50/p90/p99/mean/n), ``decode_tokens_per_s``, ``energy_j_per_1k_tokens``
+        and ``co2e_g_per_1k_tokens`` over the timed prefills (``energy_source``: RAPL or the TDP-share
+        estimate, as `slimlm.profile`), ``peak_rss_mb`` (None
         without ``memory``) with ``memory_probe`` (the shape, the RSS loaded),
         ``check`` (the export check, when one ran), ``machine`` and ``ratios``.
     """
     from slimlm.profile.core import DEFAULT_THREADS
+    from slimlm.profile.energy import EnergyMeter, co2e_grams
     from slimlm.profile.machine import machine_info
 
     check_runtime(runtime)
@@ -312,18 +316,27 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
                             "disk_mb": sum(res["files"].values()) / 1e6, "check": res.get("check"),
                             "latency_ms": {}, "decode_tokens_per_s": None, "peak_rss_mb": None, "machine": machine})
         g = torch.Generator().manual_seed(0)
+        meters, tokens = [EnergyMeter(threads) for _ in models], [0] * len(models)  # as slimlm.profile: prefill
         for b, s in shapes:
             times: list[list[float]] = [[] for _ in models]
             for rep in range(warmup + repeats):
                 for i, (m, sess) in enumerate(zip(models, sessions, strict=True)):
                     ids = torch.randint(0, m.adapter.vocab_size, (b, s), generator=g)
-                    t = time.perf_counter()
-                    sess.prefill(ids)
+                    with meters[i] if rep >= warmup else contextlib.nullcontext():
+                        t = time.perf_counter()
+                        sess.prefill(ids)
+                        dt = time.perf_counter() - t
                     if rep >= warmup:
-                        times[i].append(time.perf_counter() - t)
+                        times[i].append(dt)
+                        meters[i].add_seconds(dt)
+                        tokens[i] += b * s
                 progress(f"prefill {b}x{s}", rep + 1, warmup + repeats)
             for i, r in enumerate(results):
                 r["latency_ms"][f"{b}x{s}"] = _p(times[i])
+        for r, meter, n in zip(results, meters, tokens, strict=True):
+            r["energy_j_per_1k_tokens"] = meter.joules / n * 1000 if n else None
+            r["co2e_g_per_1k_tokens"] = co2e_grams(r["energy_j_per_1k_tokens"]) if n else None
+            r["energy_source"] = meter.source
         if decode_tokens and any(sess.decode for sess in sessions):
             # interleaved like prefill: one warm-up round, then rounds of every model in turn
             rates: list[list[float]] = [[] for _ in models]
@@ -355,6 +368,8 @@ def compare_runtime(models, runtime: str, *, shapes=((1, 128),), decode_tokens: 
                 r["ratios"]["decode_speedup"] = r["decode_tokens_per_s"] / ref["decode_tokens_per_s"]
             if r["peak_rss_mb"] and ref["peak_rss_mb"]:
                 r["ratios"]["peak_rss"] = r["peak_rss_mb"] / ref["peak_rss_mb"]
+            if r["energy_j_per_1k_tokens"] and ref["energy_j_per_1k_tokens"]:
+                r["ratios"]["energy"] = r["energy_j_per_1k_tokens"] / ref["energy_j_per_1k_tokens"]
         return results
     finally:
         if tmp is not None:

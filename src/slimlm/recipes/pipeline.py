@@ -358,6 +358,7 @@ class Pipeline:
                 raise ConfigError(f"the baseline cannot be profiled on {rt}: {why}")
             self.log(f"{v.label or v.id}: not measured on {rt}: {why}")
             v.metrics.update({"latency_ms": {}, "latency_p50_ms": None, "latency_p99_ms": None, "peak_rss_mb": None,
+                              "energy_j_per_1k_tokens": None, "co2e_g_per_1k_tokens": None,
                               "decode_tokens_per_s": None, "ratios": {}, "runtime": rt,
                               "runtime_not_measured": why})
         self.log(f"profiling {len(ok)} variants side by side on {rt} (latency"
@@ -375,7 +376,9 @@ class Pipeline:
                 "latency_ms": {shape: {**x, "session": session} for shape, x in r["latency_ms"].items()},
                 "latency_p50_ms": lat.get("p50"), "latency_p99_ms": lat.get("p99"),
                 "decode_tokens_per_s": r["decode_tokens_per_s"], "ratios": r["ratios"], "threads": r["threads"],
-                "peak_rss_mb": r["peak_rss_mb"], "runtime": rt, "runtime_format": r["format"],
+                "peak_rss_mb": r["peak_rss_mb"], "energy_j_per_1k_tokens": r["energy_j_per_1k_tokens"],
+                "co2e_g_per_1k_tokens": r["co2e_g_per_1k_tokens"], "energy_source": r["energy_source"],
+                "runtime": rt, "runtime_format": r["format"],
                 "runtime_precision": r["precision"],
                 "runtime_inference_precision": r.get("inference_precision"),
                 "runtime_disk_mb": r["disk_mb"], "runtime_not_measured": None,
