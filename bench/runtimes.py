@@ -69,17 +69,22 @@ MAX_DROP, DECODE_X, BW_SHARE = 0.03, 2.0, 0.60
 QUICK_TEACHER = "tiny:llama?merges=1&layers=8&hidden=256&ffn=512"
 
 
-def decode_head_to_head(rows, kept_exports, names, base_ppl, comparable, decode, threads, rounds) -> dict | None:
-    """The 2x target's two rows, the fastest variant within the drop bar on llama.cpp and the teacher's Q8_0,
-    decoded again interleaved in one session: groups run minutes apart, and this host's speed drifts between
-    them (a run read the teacher's Q4_0 slower than its Q8_0, which the next probe reversed)."""
+def best_within_bar(rows, teacher: str):
+    """The 2x target's candidate: the fastest-decoding variant row within the perplexity-drop bar whose export
+    passed its check (rows carry ``drop``)."""
+    good = [r for r in rows if r["model"] != teacher and r["drop"] is not None and r["drop"] <= MAX_DROP
+            and r["decode_tok_s"] and r.get("check_passed", True)]
+    return max(good, key=lambda r: r["decode_tok_s"], default=None)
+
+
+def decode_head_to_head(best, kept_exports, teacher: str, decode, threads, rounds) -> dict | None:
+    """The 2x target's two rows, ``best`` (a llama.cpp row) and the teacher's Q8_0, decoded again interleaved
+    in one session: groups run minutes apart, and this host's speed drifts between them (a run read the
+    teacher's Q4_0 slower than its Q8_0, which the next probe reversed)."""
     from slimlm.export.runtimes import compare_runtime
 
-    good = [r for r in rows if r["model"] != names[0] and r["runtime"] == "llamacpp" and r["decode_tok_s"]
-            and comparable[r["model"]] and r["perplexity"] / base_ppl - 1.0 <= MAX_DROP and r.get("check_passed")]
-    best = max(good, key=lambda r: r["decode_tok_s"], default=None)
-    ref = kept_exports.get((names[0], "llamacpp", "q8_0"))
-    if best is None or ref is None:
+    ref = kept_exports.get((teacher, "llamacpp", "q8_0"))
+    if best is None or best["runtime"] != "llamacpp" or ref is None:
         return None
     cand = kept_exports[(best["model"], "llamacpp", best["type"])]
     print(f"== head to head: {best['model']} llamacpp {best['type']} vs the teacher's q8_0", flush=True)
@@ -306,7 +311,9 @@ def main() -> int:
                              "check_reader": e["check"].get("reader"), "check_passed": e["check"]["passed"],
                              "check_change": e["check"]["relative_change"],
                              "bytes_per_token": weights and weights + kv_bytes_per_token(m, context, 2)})
-        head_to_head = decode_head_to_head(rows, kept_exports, [n for n, _ in named], base_ppl, comparable, decode,
+        for r in rows:  # the drop is against the teacher in torch fp32 on the same tokens, else not given
+            r["drop"] = r["perplexity"] / base_ppl - 1.0 if comparable[r["model"]] else None
+        head_to_head = decode_head_to_head(best_within_bar(rows, named[0][0]), kept_exports, named[0][0], decode,
                                            a.threads, decode_rounds)
     finally:
         import shutil
@@ -317,8 +324,7 @@ def main() -> int:
     peak_gb_s = roofline(a.threads, refresh=True)["peak_gb_s"]
 
     names = [n for n, _ in named]
-    for r in rows:  # the drop is against the teacher in torch fp32 on the same tokens, else not given
-        r["drop"] = r["perplexity"] / base_ppl - 1.0 if comparable[r["model"]] else None
+    for r in rows:
         ref = next((x for x in rows if x["runtime"] == r["runtime"] and x["type"] == r["type"] and x["model"] == names[0]),
                    None)
         r["prefill_speedup"] = ref and ref["prefill_ms"] / r["prefill_ms"]
@@ -328,16 +334,14 @@ def main() -> int:
 
     targets = {}
     ref_q8 = next((r for r in rows if (r["model"], r["runtime"], r["type"]) == (names[0], "llamacpp", "q8_0")), None)
-    good = [r for r in rows if r["model"] != names[0] and r["drop"] is not None and r["drop"] <= MAX_DROP
-            and r["decode_tok_s"] and r.get("check_passed", True)]
-    best = max(good, key=lambda r: r["decode_tok_s"], default=None)
+    best = best_within_bar(rows, names[0])
     if ref_q8 is None or not ref_q8["decode_tok_s"]:
         targets["decode_2x_teacher_llamacpp_q8_0"] = {"met": False, "detail": "the teacher was not measured on llama.cpp Q8_0"}
     elif best is None:
         targets["decode_2x_teacher_llamacpp_q8_0"] = {
             "met": False, "detail": f"no variant within a {MAX_DROP:.0%} perplexity drop has a decode figure "
                                     f"(teacher llama.cpp Q8_0: {ref_q8['decode_tok_s']:.1f} tok/s)"}
-    elif head_to_head and head_to_head["model"] == best["model"]:  # the two interleaved in one session
+    elif head_to_head:  # the same row and the teacher's Q8_0, interleaved in one session
         h = head_to_head
         targets["decode_2x_teacher_llamacpp_q8_0"] = {
             "met": h["ratio"] >= DECODE_X, "model": best["model"], "head_to_head": h,

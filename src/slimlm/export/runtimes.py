@@ -199,7 +199,6 @@ class _Session:
             else:
                 raise ConfigError(f"{runtime} does not run encoders; use onnxruntime or openvino.")
             self.prefill = lambda ids: fn(ids, torch.ones_like(ids))
-            self.llm = None
             return
         if runtime in ("onnxruntime", "openvino"):  # one loaded model serves prefill and decode
             if runtime == "onnxruntime":
