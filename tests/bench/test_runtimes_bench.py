@@ -1,0 +1,39 @@
+"""bench/runtimes.py's 2x-target candidate: within the in-domain bar, its export check passed, and within the
+out-of-domain guard when that was measured (a variant that wins in domain by ruining general text is refused)."""
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "runtimes.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("runtimes_bench", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(model, tok_s, drop, passed=True):
+    return {"model": model, "runtime": "llamacpp", "type": "q4_0", "decode_tok_s": tok_s, "drop": drop,
+            "check_passed": passed}
+
+
+def test_candidate_respects_in_domain_bar_check_and_ood_guard():
+    b = _bench()
+    rows = [_row("teacher", 100.0, 0.0), _row("fast-but-narrow", 300.0, 0.02), _row("general", 210.0, 0.025),
+            _row("too-lossy", 400.0, 0.05), _row("failed-check", 500.0, 0.0, passed=False)]
+    assert b.best_within_bar(rows, "teacher")["model"] == "fast-but-narrow"  # no OOD measured: in domain only
+    ood = {"teacher": {"drop": 0.0}, "fast-but-narrow": {"drop": 5.56}, "general": {"drop": 0.08},
+           "too-lossy": {"drop": 0.0}, "failed-check": {"drop": 0.0}}
+    assert b.best_within_bar(rows, "teacher", ood)["model"] == "general"
+    ood["general"]["drop"] = 0.11  # just past the guard: nothing qualifies
+    assert b.best_within_bar(rows, "teacher", ood) is None
+    del ood["general"]  # OOD measured but missing for a model: it cannot qualify
+    assert b.best_within_bar(rows, "teacher", ood) is None
+
+
+def test_ood_guard_matches_slimlm_selection_default():
+    from slimlm.search import DEFAULT_MAX_OOD_DROP
+
+    assert _bench().MAX_OOD_DROP == DEFAULT_MAX_OOD_DROP
