@@ -169,3 +169,25 @@ def test_compress_times_an_encoder_on_openvino_and_llamacpp_refuses_it(capsys, t
         assert main([*args, "--out", str(tmp_path / "g"), "--runtime", "llamacpp"]) == 2
         err = capsys.readouterr().err
         assert "encoder" in err and "onnxruntime, openvino" in err and "Traceback" not in err
+
+
+def test_runtime_profile_table_shows_energy_with_its_ratio():
+    from rich.console import Console
+
+    from slimlm.cli.profile_cmd import _runtime_table
+
+    def row(name, joules, ratio=None):
+        return {"model": name, "runtime": "onnxruntime", "format": "onnx", "threads": 1, "precision": "fp32",
+                "disk_mb": 1.0, "latency_ms": {"1x16": {"p50": 2.0}}, "decode_tokens_per_s": 10.0,
+                "peak_rss_mb": None, "energy_j_per_1k_tokens": joules, "co2e_g_per_1k_tokens": joules and joules / 10,
+                "energy_source": "estimate", "ratios": {"prefill_speedup_1x16": 1.0,
+                                                        **({"energy": ratio} if ratio else {})}}
+
+    console = Console(width=200, record=True)
+    console.print(_runtime_table([row("base", 12.5), row("int8", 5.0, 0.4)]))
+    text = console.export_text()
+    assert "energy J / 1k tokens (prefill)" in text and "12.5" in text and "(0.40×)" in text
+    assert "CO2e g / 1k tokens" in text
+    console = Console(width=200, record=True)
+    console.print(_runtime_table([row("base", None), row("int8", None)]))  # not metered: no empty rows
+    assert "energy" not in console.export_text()

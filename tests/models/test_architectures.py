@@ -15,7 +15,7 @@ from slimlm.models.qmath import sqnr
 from slimlm.models.tiny import byte_tokenizer
 from slimlm.prune import Calibration, MagnitudeConfig, SparseGPTConfig, WandaConfig, parse_structured, prune_
 from slimlm.prune import save_kwargs as prune_save_kwargs
-from slimlm.quantize import Int4WeightConfig, Int8DynamicConfig, quantize_
+from slimlm.quantize import Int4WeightConfig, Int8DynamicConfig, Int8WeightConfig, quantize_
 from slimlm.quantize.smoothquant import smooth_
 from slimlm.testing.students import small_corpus
 
@@ -172,8 +172,11 @@ def test_smoothquant_scaling_leaves_the_function_unchanged(arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("config, floor", [(Int8DynamicConfig(smoothquant=0.5), 25.0),
-                                           (Int4WeightConfig(method="gptq", group_size=16), 15.0)],
-                         ids=["int8-dynamic-sq", "int4-gptq"])
+                                           (Int4WeightConfig(method="gptq", group_size=16), 15.0),
+                                           # embeddings and lm_head too: Gemma's table keeps its sqrt(hidden)
+                                           # scale, a tied pair stays one matrix
+                                           (Int8WeightConfig(skip=()), 25.0)],
+                         ids=["int8-dynamic-sq", "int4-gptq", "int8-weight-all"])
 def test_quantize_keeps_quality_and_reloads(arch, config, floor, corpus, tmp_path):
     m = _tiny(arch)
     ref = _logits(m.hf, IDS)

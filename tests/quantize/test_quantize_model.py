@@ -64,6 +64,36 @@ def test_lm_head_and_embeddings_on_request_tied_model(tiny, ids, tmp_path):
         assert torch.equal(back.hf(ids).logits, out)
 
 
+@pytest.mark.parametrize("config", [Int8DynamicConfig(skip=()), Int8WeightConfig(skip=())], ids=lambda c: c.scheme)
+def test_tied_model_stays_one_matrix_when_both_ends_are_int8(tiny, ids, tmp_path, config):
+    """Quantizing a tied model's embeddings and lm_head to int8 keeps one (vocab, hidden) matrix: the table is
+    the head's int8 weight, counted and saved once, and it comes back shared after a reload."""
+    params = tiny.num_params()
+    emb_numel = tiny.hf.model.embed_tokens.weight.numel()
+    report = quantize_(tiny, config)
+    emb, head = tiny.hf.model.embed_tokens, tiny.hf.lm_head
+    assert report["tied"] == ["model.embed_tokens", "lm_head"]
+    assert emb.qweight.data_ptr() == head.qweight.data_ptr() and emb.scale.data_ptr() == head.scale.data_ptr()
+    assert tiny.num_params() == params == logical_params(tiny.hf)  # as the fp32 parent counts it: once
+    with torch.inference_mode():
+        out = tiny.hf(ids).logits
+    path = save(tiny, tmp_path / "q", config, report)
+    on_disk = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    assert "tied" not in quantize_(load(TINY), type(config)(skip=("lm_head",)))  # head kept fp32: apart
+    back = load(path)
+    b_emb, b_head = back.hf.model.embed_tokens, back.hf.lm_head
+    assert isinstance(b_emb, Int8Embedding) and b_emb.tied_to == "lm_head"
+    assert b_emb.qweight.data_ptr() == b_head.qweight.data_ptr()
+    with torch.inference_mode():
+        assert torch.equal(back.hf(ids).logits, out)
+    assert back.num_params() == params
+    # the file holds the int8 matrix once: a copy of the table (as before) costs its int8 bytes again
+    back.hf.model.embed_tokens = Int8Embedding(b_emb.qweight.clone(), b_emb.scale.clone(), b_emb.padding_idx)
+    twice = save(back, tmp_path / "twice")
+    assert sum(f.stat().st_size for f in twice.glob("*.safetensors")) - on_disk >= emb_numel
+    assert back.num_params() == params + emb_numel
+
+
 def test_embeddings_only_unties_lm_head(tiny, ids, tmp_path):
     quantize_(tiny, Int8WeightConfig(skip=("lm_head",)))
     assert isinstance(tiny.hf.model.embed_tokens, Int8Embedding)

@@ -67,6 +67,12 @@ def _runtime_table(results: list[dict]) -> Table:
     encoder = r0.get("task", "causal-lm") != "causal-lm"
     table.add_row("decode tok/s", *[fmt(r["decode_tokens_per_s"]) if r["decode_tokens_per_s"]
                                     else "n/a (encoder)" if encoder else "n/a (no KV graph)" for r in results])
+    if any(r.get("energy_j_per_1k_tokens") for r in results):
+        table.add_row("energy J / 1k tokens (prefill)", *[
+            fmt(r.get("energy_j_per_1k_tokens")) + (f" ({r['ratios']['energy']:.2f}×)"
+                                                    if r is not r0 and r.get("ratios", {}).get("energy") else "")
+            for r in results])
+        table.add_row("CO2e g / 1k tokens (prefill)", *[fmt(r.get("co2e_g_per_1k_tokens")) for r in results])
     return table
 
 
@@ -103,6 +109,8 @@ def profile_command(
             emit_json(results[0] if len(results) == 1 else results)
             return
         out.print(_runtime_table(results))
+        if results[0].get("energy_source"):
+            out.print(f"[dim]energy over the timed prefills: {results[0]['energy_source']}[/dim]")
         return
     with progress_bars(not as_json) as bar:
         results = compare(loaded, shapes=shape_list, decode_tokens=decode_tokens, threads=threads,

@@ -133,7 +133,8 @@ def check_supported(hf, precision: str) -> str:
             raise ConfigError(f"GGUF {precision} is quantized by llama.cpp, which is not installed; "
                               f"{llamacpp.INSTALL}.")
     c = hf.config
-    if mt == "gemma2" and not c.tie_word_embeddings:
+    out = hf.get_output_embeddings()
+    if mt == "gemma2" and out is not None and out.weight is not hf.get_input_embeddings().weight:
         raise ConfigError("llama.cpp's Gemma 2 has no separate output matrix; this variant has an untied lm_head.")
     width = c.num_attention_heads * (getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads)
     if mt == "qwen2" and width != c.hidden_size:

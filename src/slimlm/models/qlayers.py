@@ -264,37 +264,74 @@ class Int4WeightLinear(QuantLinear):
 
 
 class Int8Embedding(QuantModule):
-    """Embedding table in int8 with one scale per row (per token id)."""
+    """Embedding table in int8 with one scale per row (per token id).
+
+    ``tied_to`` names an int8 per-channel Linear (the ``lm_head`` of a model with tied embeddings) whose
+    ``qweight`` and ``scale`` this table *is*: a ``(vocab, hidden)`` matrix quantized per row serves both the
+    lookup and the output projection, so a tied model stays one matrix after quantization. Its tensors are
+    then not saved again (non-persistent buffers) and `restore` takes them from that layer.
+
+    ``embed_scale``: the factor a scaled embedding (Gemma's ``sqrt(hidden)``) multiplies its rows by, kept
+    from the table it replaces (the lm_head that shares the matrix is not scaled).
+    """
 
     kind = "int8-embedding"
 
-    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None = None):
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None = None,
+                 tied_to: str | None = None, embed_scale: float = 1.0):
         super().__init__()
         self.num_embeddings, self.embedding_dim = qweight.shape
         self.padding_idx = padding_idx
-        self.register_buffer("qweight", qweight.to(torch.int8).contiguous())
-        self.register_buffer("scale", scale.float().contiguous())
+        self.tied_to = tied_to
+        self.embed_scale = float(embed_scale)
+        if tied_to is None:
+            qweight, scale = qweight.to(torch.int8).contiguous(), scale.float().contiguous()
+        elif qweight.dtype != torch.int8 or scale.dtype != torch.float32:
+            raise ValueError("a tied int8 embedding shares an int8 weight with fp32 per-row scales")
+        self.register_buffer("qweight", qweight, persistent=tied_to is None)
+        self.register_buffer("scale", scale, persistent=tied_to is None)
 
     @classmethod
     def from_float(cls, emb: nn.Embedding) -> Int8Embedding:
         q, s = int8_per_channel(emb.weight.detach().float())
-        return cls(q, s, emb.padding_idx)
+        return cls(q, s, emb.padding_idx, embed_scale=embed_scale_of(emb))
+
+    @classmethod
+    def tied(cls, head: nn.Module, head_name: str, padding_idx: int | None = None,
+             embed_scale: float = 1.0) -> Int8Embedding:
+        """The table of ``head`` (an int8 per-channel Linear), shared: no copy."""
+        return cls(head.qweight, head.scale, padding_idx, tied_to=head_name, embed_scale=embed_scale)
 
     @classmethod
     def from_state(cls, t: dict, meta: dict) -> Int8Embedding:
-        return cls(t["qweight"], t["scale"], meta.get("padding_idx"))
+        return cls(t["qweight"], t["scale"], meta.get("padding_idx"), embed_scale=meta.get("embed_scale", 1.0))
 
     def meta(self) -> dict:
-        return {"kind": self.kind, "padding_idx": self.padding_idx}
+        return {"kind": self.kind, "padding_idx": self.padding_idx,
+                **({"tied_to": self.tied_to} if self.tied_to else {}),
+                **({"embed_scale": self.embed_scale} if self.embed_scale != 1.0 else {})}
 
     def logical_params(self) -> int:
-        return self.num_embeddings * self.embedding_dim
+        return 0 if self.tied_to else self.num_embeddings * self.embedding_dim  # a tied table: the head counts it
+
+    def nonzero_params(self) -> int:
+        return 0 if self.tied_to else super().nonzero_params()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.qweight).float() * self.scale[ids].unsqueeze(-1)
+        rows = F.embedding(ids, self.qweight).float() * self.scale[ids].unsqueeze(-1)
+        return rows * self.embed_scale if self.embed_scale != 1.0 else rows
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+def embed_scale_of(emb: nn.Module) -> float:
+    """The factor an embedding module multiplies its rows by (transformers' scaled word embeddings, e.g.
+    Gemma's ``sqrt(hidden)``), 1.0 for a plain one."""
+    if hasattr(emb, "scalar_embed_scale"):
+        return float(emb.scalar_embed_scale)
+    scale = getattr(emb, "embed_scale", None)
+    return float(scale) if isinstance(scale, (int, float, torch.Tensor)) else 1.0
 
 
 KINDS: dict[str, type[QuantModule]] = {
@@ -362,13 +399,21 @@ def restore(hf: nn.Module, meta: dict, path: str | Path | None) -> nn.Module:
                     if prefix in tensors:
                         tensors[prefix][attr] = fh.get_tensor(key)
                         break
-    for name in sorted(wanted, key=lambda n: n.count(".")):  # outer layers first (a factor inside one)
+    tied = {n: info for n, info in wanted.items() if info.get("tied_to")}
+    for name in sorted(set(wanted) - set(tied), key=lambda n: n.count(".")):  # outer layers first (a factor inside one)
         info = wanted[name]
         cls = KINDS.get(info["kind"]) or _layer_class(info.get("impl"))
         if cls is None or (not tensors[name] and not cls.structural):
             raise ModelFileError(f"{path}: saved layer {name} ({info['kind']}) is missing from the weights; "
                                  "the directory is incomplete: save the variant again.")
         set_module(hf, name, cls.from_state(tensors[name], info))
+    for name, info in tied.items():  # a table that is another layer's weight (Int8Embedding.tied)
+        head = hf.get_submodule(info["tied_to"]) if info["tied_to"] in wanted else None
+        if info["kind"] != Int8Embedding.kind or not isinstance(head, (Int8WeightLinear, Int8DynamicLinear)):
+            raise ModelFileError(f"{path}: saved layer {name} shares the weight of {info['tied_to']}, which is "
+                                 "not a saved int8 layer; the directory is inconsistent: save the variant again.")
+        set_module(hf, name, Int8Embedding.tied(head, info["tied_to"], info.get("padding_idx"),
+                                                info.get("embed_scale", 1.0)))
     if "tie_word_embeddings" in meta:
         hf.config.tie_word_embeddings = meta["tie_word_embeddings"]
     share_input_quantization(hf)

@@ -18,7 +18,13 @@ from torch import nn
 from slimlm.calibration import InputStats, as_calibration, run_batches
 from slimlm.errors import ConfigError
 from slimlm.models.adapters import FamilyAdapter, adapter_for
-from slimlm.models.qlayers import Int8Embedding, Int8WeightLinear, set_module, share_input_quantization
+from slimlm.models.qlayers import (
+    Int8DynamicLinear,
+    Int8Embedding,
+    Int8WeightLinear,
+    set_module,
+    share_input_quantization,
+)
 from slimlm.quantize.fallback import lm_loss, walk
 from slimlm.quantize.smoothquant import smooth_
 
@@ -119,6 +125,7 @@ def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dic
     if smooth is not None:
         absmax = {id(m): stats.act_absmax(n) for n, m in linears.items()}
         report["smoothquant_pairs"] = smooth_(ad, absmax, smooth, only={id(m) for m in linears.values()})
+    tied = _tied_names(hf, ad, targets)
     _untie_if_needed(hf, ad, targets)
     quantized: dict[str, nn.Module] = {}
     for i, (name, mod) in enumerate(targets.items()):
@@ -142,8 +149,35 @@ def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dic
             fp32 = res["fp32_layers"]
         else:
             report["int8_layers"] = [n for n in res["fp32_layers"] if not isinstance(targets[n], nn.Embedding)]
+    if tied_pair := _retie(hf, tied):
+        report["tied"] = tied_pair
     report.update(quantized=len(targets) - len(fp32), fp32_layers=fp32, seconds=time.perf_counter() - start)
     return report
+
+
+def _tied_names(hf: nn.Module, ad: FamilyAdapter, targets: dict[str, nn.Module]) -> tuple[str, str] | None:
+    """``(embeddings, lm_head)`` names when both are quantized and share one weight (a tied model)."""
+    emb, head = ad.embeddings(), ad.lm_head()
+    if head is None or emb is None or getattr(head, "weight", None) is not getattr(emb, "weight", False):
+        return None
+    names = {id(m): n for n, m in targets.items()}
+    return (names[id(emb)], names[id(head)]) if id(emb) in names and id(head) in names else None
+
+
+def _retie(hf: nn.Module, tied: tuple[str, str] | None) -> list[str] | None:
+    """Keep a tied model's one matrix one matrix: when its embeddings and lm_head both ended up int8 per row
+    with the same values (RTN; not GPTQ, which changes the head's, and not after a fallback kept one in fp32),
+    the table becomes a view of the head's weight instead of a second copy (28M parameters for SmolLM2's
+    49k x 576 vocabulary). Returns the pair, or None when they stay apart."""
+    if tied is None:
+        return None
+    emb_name, head_name = tied
+    emb, head = hf.get_submodule(emb_name), hf.get_submodule(head_name)
+    if not (isinstance(emb, Int8Embedding) and isinstance(head, (Int8WeightLinear, Int8DynamicLinear))
+            and head.bias is None and torch.equal(emb.qweight, head.qweight) and torch.equal(emb.scale, head.scale)):
+        return None
+    set_module(hf, emb_name, Int8Embedding.tied(head, head_name, emb.padding_idx, emb.embed_scale))
+    return [emb_name, head_name]
 
 
 def quantize_(model, config, calib: torch.Tensor | None = None, progress=None) -> dict:

@@ -33,21 +33,47 @@ def _dequantized(mod: nn.Module) -> torch.Tensor:
     return mod.qweight.float() * mod.scale.float().reshape(-1, 1)  # int8 per output channel (or per row)
 
 
-def float_model(hf: nn.Module) -> nn.Module:
-    """``hf`` itself when it has no slimlm quantized layers, else a copy with each one back as fp32."""
+class ScaledEmbedding(nn.Embedding):
+    """An fp32 table whose rows are multiplied by ``embed_scale`` (Gemma's), as transformers' scaled word
+    embeddings do; the factor is a non-persistent ``embed_scale`` buffer, as there (exporters skip it)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None, embed_scale: float):
+        super().__init__(num_embeddings, embedding_dim, padding_idx)
+        self.scalar_embed_scale = embed_scale
+        self.register_buffer("embed_scale", torch.tensor(embed_scale), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids) * self.embed_scale.to(self.weight.dtype)
+
+
+def float_model(hf: nn.Module, tie: bool = True) -> nn.Module:
+    """``hf`` itself when it has no slimlm quantized layers, else a copy with each one back as fp32.
+
+    ``tie``: an int8 table that is its lm_head's weight (`Int8Embedding.tied`) comes back as the very
+    Parameter of that head, so exporters see one matrix (GGUF writes no separate ``output.weight``);
+    False gives it its own copy of the values."""
     from slimlm.models.qlayers import Int8Embedding, QuantModule, set_module
 
     quant = [(n, m) for n, m in hf.named_modules() if isinstance(m, QuantModule)]
     if not quant:
         return hf
     new = copy.deepcopy(hf)
-    for name, mod in quant:
-        w = _dequantized(mod)
+    for name, mod in sorted(quant, key=lambda nm: bool(getattr(nm[1], "tied_to", None))):  # heads before tables
         if isinstance(mod, Int8Embedding):
-            emb = nn.Embedding(w.shape[0], w.shape[1], padding_idx=mod.padding_idx)
-            emb.weight = nn.Parameter(w, requires_grad=False)
+            emb = (nn.Embedding(mod.num_embeddings, mod.embedding_dim, padding_idx=mod.padding_idx)
+                   if mod.embed_scale == 1.0 else
+                   ScaledEmbedding(mod.num_embeddings, mod.embedding_dim, mod.padding_idx, mod.embed_scale))
+            head = new.get_submodule(mod.tied_to) if tie and mod.tied_to else None
+            if isinstance(head, nn.Linear):  # tied again, and the copy's config says so
+                emb.weight = head.weight
+                for cfg in {id(c): c for c in (new.config, getattr(new.config, "get_text_config", lambda: None)())
+                            if c is not None}.values():
+                    cfg.tie_word_embeddings = True
+            else:
+                emb.weight = nn.Parameter(_dequantized(mod), requires_grad=False)
             set_module(new, name, emb)
             continue
+        w = _dequantized(mod)
         lin = nn.Linear(w.shape[1], w.shape[0], bias=mod.bias is not None)
         lin.weight = nn.Parameter(w, requires_grad=False)
         if mod.bias is not None:
@@ -111,7 +137,7 @@ def save_transformers(model, out_dir: str | Path) -> dict:
     from transformers import AutoModelForCausalLM, TorchAoConfig
 
     scheme, group_size, names = scheme_of(model.hf)
-    hf = float_model(model.hf)
+    hf = float_model(model.hf, tie=False)  # the saved copy is untied (as its config says)
     keep = [n for n, m in hf.named_modules() if isinstance(m, nn.Linear) and n not in set(names)]
     cfg = _torchao_config(scheme, group_size)
     with tempfile.TemporaryDirectory() as tmp:
