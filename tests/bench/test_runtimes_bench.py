@@ -37,3 +37,16 @@ def test_ood_guard_matches_slimlm_selection_default():
     from slimlm.search import DEFAULT_MAX_OOD_DROP
 
     assert _bench().MAX_OOD_DROP == DEFAULT_MAX_OOD_DROP
+
+
+def test_ood_added_after_the_run_takes_a_met_target_back():
+    b = _bench()
+    res = {"rows": [_row("teacher", 100.0, 0.0), _row("narrow", 300.0, 0.02)],
+           "targets": {"decode_2x_teacher_llamacpp_q8_0": {"met": True, "model": "narrow", "detail": "narrow on ..."}}}
+    b._with_ood(res, {"teacher": {"drop": 0.0}, "narrow": {"drop": 5.56}}, "rotten-tomatoes", 4096)
+    t = res["targets"]["decode_2x_teacher_llamacpp_q8_0"]
+    assert t["met"] is False and "+556.0%" in t["detail"] and "guard" in t["detail"]
+    assert [r["ood_drop"] for r in res["rows"]] == [0.0, 5.56]
+    res["targets"]["decode_2x_teacher_llamacpp_q8_0"] = {"met": True, "model": "narrow", "detail": "narrow on ..."}
+    b._with_ood(res, {"teacher": {"drop": 0.0}, "narrow": {"drop": 0.05}}, "rotten-tomatoes", 4096)
+    assert res["targets"]["decode_2x_teacher_llamacpp_q8_0"]["met"] is True  # within the guard: stands
