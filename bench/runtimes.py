@@ -161,10 +161,21 @@ def _with_ood(result: dict, ood: dict, data: str, tokens: int) -> None:
     name = t.get("model", t.get("detail", "").split(" on ")[0])  # results written before "model" was recorded
     if name in ood and "out of domain" not in t["detail"]:
         t["detail"] += f"; out of domain ({data}, torch fp32, per teacher token): {ood[name]['drop']:+.1%}"
-        if t.get("met") and ood[name]["drop"] > MAX_OOD_DROP:
-            t["met"] = False
-            t["detail"] += (f", past the {MAX_OOD_DROP:.0%} out-of-domain guard (added after the run: re-run the "
-                            "benchmark for the fastest variant within it)")
+    _apply_ood_guard(result)
+
+
+def _apply_ood_guard(result: dict) -> bool:
+    """Take a met 2x target back when its variant is past the out-of-domain guard in ``result["ood"]`` (for
+    results written before the guard, or OOD added after the run). Returns whether it did."""
+    t = result["targets"].get("decode_2x_teacher_llamacpp_q8_0") or {}
+    name = t.get("model", t.get("detail", "").split(" on ")[0])
+    drop = ((result.get("ood") or {}).get("models", {}).get(name) or {}).get("drop")
+    if not t.get("met") or drop is None or drop <= MAX_OOD_DROP:
+        return False
+    t["met"] = False
+    t["detail"] += (f"; past the {MAX_OOD_DROP:.0%} out-of-domain guard, applied after the run (re-run the "
+                    "benchmark to measure the fastest variant within it)")
+    return True
 
 
 def available(runtime: str) -> bool:
@@ -227,7 +238,10 @@ def main() -> int:
         print(text)
         return 0
     if a.report_only:
-        text = report(json.loads((RESULTS / f"{out_name}.json").read_text()), a.quick)
+        res = json.loads((RESULTS / f"{out_name}.json").read_text())
+        if _apply_ood_guard(res):  # a result written before the guard: its JSON says so too
+            (RESULTS / f"{out_name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        text = report(res, a.quick)
         (RESULTS / f"{out_name}.md").write_text(text)
         print(text)
         return 0

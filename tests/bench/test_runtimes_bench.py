@@ -46,6 +46,7 @@ def test_ood_added_after_the_run_takes_a_met_target_back():
     b._with_ood(res, {"teacher": {"drop": 0.0}, "narrow": {"drop": 5.56}}, "rotten-tomatoes", 4096)
     t = res["targets"]["decode_2x_teacher_llamacpp_q8_0"]
     assert t["met"] is False and "+556.0%" in t["detail"] and "guard" in t["detail"]
+    assert b._apply_ood_guard(res) is False  # already taken back: once
     assert [r["ood_drop"] for r in res["rows"]] == [0.0, 5.56]
     res["targets"]["decode_2x_teacher_llamacpp_q8_0"] = {"met": True, "model": "narrow", "detail": "narrow on ..."}
     b._with_ood(res, {"teacher": {"drop": 0.0}, "narrow": {"drop": 0.05}}, "rotten-tomatoes", 4096)
