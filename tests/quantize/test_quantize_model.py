@@ -87,6 +87,14 @@ def test_tied_model_stays_one_matrix_when_both_ends_are_int8(tiny, ids, tmp_path
     with torch.inference_mode():
         assert torch.equal(back.hf(ids).logits, out)
     assert back.num_params() == params
+    # copied or moved, the table stays the head's tensors (buffers would be converted one by one, into two)
+    import copy
+
+    moved = copy.deepcopy(back.hf).to(torch.float64)
+    m_emb, m_head = moved.model.embed_tokens, moved.lm_head
+    assert m_emb.qweight.data_ptr() == m_head.qweight.data_ptr() != b_head.qweight.data_ptr()
+    assert m_emb.scale.dtype == torch.float64 and m_emb.scale.data_ptr() == m_head.scale.data_ptr()
+    assert not dict(m_emb.named_buffers())
     # the file holds the int8 matrix once: a copy of the table (as before) costs its int8 bytes again
     back.hf.model.embed_tokens = Int8Embedding(b_emb.qweight.clone(), b_emb.scale.clone(), b_emb.padding_idx)
     twice = save(back, tmp_path / "twice")

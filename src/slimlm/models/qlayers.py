@@ -268,8 +268,10 @@ class Int8Embedding(QuantModule):
 
     ``tied_to`` names an int8 per-channel Linear (the ``lm_head`` of a model with tied embeddings) whose
     ``qweight`` and ``scale`` this table *is*: a ``(vocab, hidden)`` matrix quantized per row serves both the
-    lookup and the output projection, so a tied model stays one matrix after quantization. Its tensors are
-    then not saved again (non-persistent buffers) and `restore` takes them from that layer.
+    lookup and the output projection, so a tied model stays one matrix after quantization. The table then
+    holds no tensors of its own: ``qweight`` and ``scale`` are read from that layer, so they are saved once,
+    counted once, and stay one tensor when the model is copied or moved (``.to(device)``); `restore` links
+    them again.
 
     ``embed_scale``: the factor a scaled embedding (Gemma's ``sqrt(hidden)``) multiplies its rows by, kept
     from the table it replaces (the lm_head that shares the matrix is not scaled).
@@ -278,18 +280,20 @@ class Int8Embedding(QuantModule):
     kind = "int8-embedding"
 
     def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None = None,
-                 tied_to: str | None = None, embed_scale: float = 1.0):
+                 embed_scale: float = 1.0):
         super().__init__()
         self.num_embeddings, self.embedding_dim = qweight.shape
         self.padding_idx = padding_idx
-        self.tied_to = tied_to
+        self.tied_to: str | None = None
         self.embed_scale = float(embed_scale)
-        if tied_to is None:
-            qweight, scale = qweight.to(torch.int8).contiguous(), scale.float().contiguous()
-        elif qweight.dtype != torch.int8 or scale.dtype != torch.float32:
-            raise ValueError("a tied int8 embedding shares an int8 weight with fp32 per-row scales")
-        self.register_buffer("qweight", qweight, persistent=tied_to is None)
-        self.register_buffer("scale", scale, persistent=tied_to is None)
+        self.register_buffer("qweight", qweight.to(torch.int8).contiguous())
+        self.register_buffer("scale", scale.float().contiguous())
+
+    def __getattr__(self, name: str):
+        head = self.__dict__.get("_head")  # a plain attribute, not a submodule: the head lives (and is saved) once
+        if head is not None and name in ("qweight", "scale"):
+            return getattr(head[0], name)
+        return super().__getattr__(name)
 
     @classmethod
     def from_float(cls, emb: nn.Embedding) -> Int8Embedding:
@@ -299,8 +303,15 @@ class Int8Embedding(QuantModule):
     @classmethod
     def tied(cls, head: nn.Module, head_name: str, padding_idx: int | None = None,
              embed_scale: float = 1.0) -> Int8Embedding:
-        """The table of ``head`` (an int8 per-channel Linear), shared: no copy."""
-        return cls(head.qweight, head.scale, padding_idx, tied_to=head_name, embed_scale=embed_scale)
+        """The table of ``head`` (an int8 per-channel Linear, named ``head_name`` in the model), shared: no copy."""
+        if head.qweight.shape[0] == 0 or head.qweight.dtype != torch.int8 or getattr(head, "bias", None) is not None:
+            raise ValueError("a tied int8 embedding shares an int8 per-row weight without bias")
+        emb = cls.__new__(cls)
+        nn.Module.__init__(emb)
+        emb.num_embeddings, emb.embedding_dim = head.qweight.shape
+        emb.padding_idx, emb.tied_to, emb.embed_scale = padding_idx, head_name, float(embed_scale)
+        emb.__dict__["_head"] = (head,)
+        return emb
 
     @classmethod
     def from_state(cls, t: dict, meta: dict) -> Int8Embedding:
