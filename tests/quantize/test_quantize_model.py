@@ -261,3 +261,25 @@ def test_int4pack_kernel_from_the_config_survives_save_and_load(tiny, ids, tmp_p
     assert all(m.kernel == "int4pack" for m in back.hf.modules() if isinstance(m, Int4WeightLinear))
     with torch.inference_mode():
         assert torch.equal(back.hf(ids).logits, fast)
+
+
+def test_an_incomplete_quantized_directory_is_an_error_not_garbage(tiny, tmp_path):
+    """The skeleton of a quantized variant is built without initialising its weights (so the fp32 matrices
+    that quantized layers replace never take memory): a tensor missing from the files must then be an
+    error, and a quantized layer missing from them too."""
+    from safetensors.torch import load_file, save_file
+
+    from slimlm.errors import ModelFileError
+
+    quantize_(tiny, Int8WeightConfig())
+    path = save(tiny, tmp_path / "q")
+    (f,) = path.glob("*.safetensors")
+    tensors = load_file(str(f))
+    norm = next(k for k in tensors if k.endswith("input_layernorm.weight"))
+    save_file({k: v for k, v in tensors.items() if k != norm}, str(f), metadata={"format": "pt"})
+    with pytest.raises(ModelFileError, match="missing from the weights.*layernorm"):
+        load(path)
+    save_file({k: v for k, v in tensors.items() if not k.startswith("model.layers.0.mlp.down_proj.")}, str(f),
+              metadata={"format": "pt"})
+    with pytest.raises(ModelFileError, match="down_proj.*missing"):
+        load(path)

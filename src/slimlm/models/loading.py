@@ -392,9 +392,10 @@ def load(
     if "hash" in meta and not num_labels:
         prov["hash"] = meta["hash"]
     if meta.get("quantization"):
-        from slimlm.models.qlayers import restore  # quantized variants rebuild their quantized layers
+        from slimlm.models.qlayers import QuantModule, restore
 
-        restore(hf, meta["quantization"], path)
+        if not any(isinstance(m, QuantModule) for m in hf.modules()):  # a directory saved before the marker
+            restore(hf, meta["quantization"], path)
     model = Model(hf=hf, tokenizer=tok, spec=spec, path=path, provenance=prov)
     if model.tokenizer.pad_token is None and model.tokenizer.eos_token is not None:
         model.tokenizer.pad_token = model.tokenizer.eos_token
@@ -442,19 +443,51 @@ def _mark_slimlm_quantized(directory: Path) -> None:
         (directory / "model.safetensors.index.json").rename(directory / f"{QUANT_WEIGHTS}.index.json")
 
 
+def _no_init():
+    """transformers' context that skips weight initialisation (its location moved between versions)."""
+    import contextlib
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
+
+
 def _load_slimlm_quantized(path: Path, config, files: list[Path]):
-    """The fp32 skeleton of a slimlm-quantized variant with its fp32 tensors loaded; `restore` then swaps the
-    quantized layers in (their tensors are read there)."""
+    """A slimlm-quantized variant: the fp32 skeleton, its fp32 tensors loaded and its quantized layers
+    swapped in (`restore`), the files read once.
+
+    The skeleton is built without initialising its weights, so the fp32 matrices that quantized layers
+    replace are never written and never become resident: loading an int8 variant peaked above its fp32
+    parent when they were. Every skeleton tensor the files did not fill must then have been replaced or
+    tied to one they did; anything else is an incomplete directory, an error rather than garbage."""
     from safetensors.torch import load_file
+
+    from slimlm.models.qlayers import restore
 
     del config.quantization_config
     cls = _auto_class(config, None)
-    model = cls.from_config(config, dtype=torch.float32)
+    with _no_init():
+        model = cls.from_config(config, dtype=torch.float32)
     sd: dict = {}
     for f in files:
         sd.update(load_file(str(f)))
-    model.load_state_dict(sd, strict=False)  # quantized layers' qweight/scale are read by `restore`
+    missing = model.load_state_dict(sd, strict=False).missing_keys
     model.tie_weights()
+    filled = {t.data_ptr() for k, t in model.state_dict().items() if k in sd}
+    meta = (_meta(path, files) or {}).get("quantization")
+    if meta:
+        restore(model, meta, path, tensors=sd)
+    del sd
+    now = model.state_dict()
+    empty = [k for k in missing if k in now and now[k].data_ptr() not in filled]
+    if empty:
+        raise ModelFileError(f"{path}: {len(empty)} tensor(s) are missing from the weights (first: {empty[0]}); "
+                             "the directory is incomplete: save the variant again.")
     return model
 
 

@@ -390,26 +390,35 @@ def _layer_class(impl: str | None) -> type[QuantModule] | None:
     return cls if isinstance(cls, type) and issubclass(cls, QuantModule) else None
 
 
-def restore(hf: nn.Module, meta: dict, path: str | Path | None) -> nn.Module:
-    """Swap the quantized modules listed in ``meta`` back into ``hf``, reading their tensors under ``path``."""
+def restore(hf: nn.Module, meta: dict, path: str | Path | None, tensors: dict | None = None) -> nn.Module:
+    """Swap the quantized modules listed in ``meta`` back into ``hf``, reading their tensors under ``path``
+    (or from ``tensors``, the directory's tensors by name when the caller has read them already)."""
     from safetensors import safe_open
 
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: quantization format {meta.get('format')!r} is not supported by this "
                              f"slimlm (it reads format {FORMAT}); upgrade slimlm.")
-    files = sorted(Path(path).glob("*.safetensors"))
     wanted = meta["layers"]
-    tensors: dict[str, dict] = {name: {} for name in wanted}
-    for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            for key in fh.keys():
-                prefix, attr = key, ""
-                while prefix:  # the innermost saved layer that holds this tensor ("a.b.down.weight")
-                    prefix, _, last = prefix.rpartition(".")
-                    attr = f"{last}.{attr}" if attr else last
-                    if prefix in tensors:
-                        tensors[prefix][attr] = fh.get_tensor(key)
-                        break
+    by_layer: dict[str, dict] = {name: {} for name in wanted}
+
+    def place(key: str, get) -> None:
+        prefix, attr = key, ""
+        while prefix:  # the innermost saved layer that holds this tensor ("a.b.down.weight")
+            prefix, _, last = prefix.rpartition(".")
+            attr = f"{last}.{attr}" if attr else last
+            if prefix in by_layer:
+                by_layer[prefix][attr] = get(key)
+                return
+
+    if tensors is not None:
+        for key in tensors:
+            place(key, tensors.__getitem__)
+    else:
+        for f in sorted(Path(path).glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as fh:
+                for key in fh.keys():
+                    place(key, fh.get_tensor)
+    tensors = by_layer
     tied = {n: info for n, info in wanted.items() if info.get("tied_to")}
     for name in sorted(set(wanted) - set(tied), key=lambda n: n.count(".")):  # outer layers first (a factor inside one)
         info = wanted[name]
