@@ -283,3 +283,23 @@ def test_an_incomplete_quantized_directory_is_an_error_not_garbage(tiny, tmp_pat
               metadata={"format": "pt"})
     with pytest.raises(ModelFileError, match="down_proj.*missing"):
         load(path)
+    save_file({k: v for k, v in tensors.items() if k != "model.norm.weight"}, str(f), metadata={"format": "pt"})
+    with pytest.raises(ModelFileError, match="missing from the weights.*model.norm.weight"):
+        load(path)  # a module of its own at the top of the base model: still a hole, not an absent part
+
+
+@pytest.mark.parametrize("spec", ["tiny:bert", "tiny:bert?labels=3"])
+def test_quantized_encoder_reloads_exactly(spec, tmp_path):
+    """An encoder saved without a pooler reloads (the skeleton's pooler is initialised, as from_pretrained
+    does, not left uninitialised and not taken for a missing tensor), embeddings included."""
+    m = load(spec)
+    ids = torch.randint(5, 250, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = m.hf(ids)[0]
+    report = quantize_(m, Int8WeightConfig(skip=()))
+    with torch.inference_mode():
+        out = m.hf(ids)[0]
+    assert sqnr(ref, out) > 30 and isinstance(m.adapter.embeddings(), Int8Embedding)
+    back = load(save(m, tmp_path / "q", Int8WeightConfig(skip=()), report))
+    with torch.inference_mode():
+        assert torch.equal(back.hf(ids)[0], out)

@@ -479,12 +479,21 @@ def _load_slimlm_quantized(path: Path, config, files: list[Path]):
     missing = model.load_state_dict(sd, strict=False).missing_keys
     model.tie_weights()
     filled = {t.data_ptr() for k, t in model.state_dict().items() if k in sd}
+    saved_modules = {k.rsplit(".", n)[0] for k in sd for n in range(1, k.count(".") + 1)}  # every ancestor
     meta = (_meta(path, files) or {}).get("quantization")
     if meta:
         restore(model, meta, path, tensors=sd)
     del sd
     now = model.state_dict()
     empty = [k for k in missing if k in now and now[k].data_ptr() not in filled]
+    # a missing tensor whose parent module has nothing in the files: a part the saved model did not have
+    # (an encoder saved without its pooler); one beside saved siblings (a norm of a saved block) is a hole
+    absent = {m for k in empty if (p := (m := k.rpartition(".")[0]).rpartition(".")[0]) and p not in saved_modules}
+    for name in sorted(absent):  # initialised as transformers would, as from_pretrained does
+        mod = model.get_submodule(name)
+        init = getattr(model, "_init_weights", None)
+        init(mod) if init is not None else mod.reset_parameters()
+    empty = [k for k in empty if k.rpartition(".")[0] not in absent]
     if empty:
         raise ModelFileError(f"{path}: {len(empty)} tensor(s) are missing from the weights (first: {empty[0]}); "
                              "the directory is incomplete: save the variant again.")
