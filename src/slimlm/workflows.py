@@ -113,13 +113,12 @@ class RunResult:
         return {**info, "not_measured": skipped}
 
 
-def _check_runtime(options, settings: dict, objectives: Sequence[str] = ()) -> None:
+def _check_runtime(options) -> None:
     """Fail before any work when ``options.runtime`` is unknown or not installed (every runtime measures
     latency, size, peak memory and energy, so every objective is open to it)."""
     from slimlm.export.runtimes import check_runtime
 
-    rt = getattr(options, "runtime", "torch")
-    check_runtime(rt)
+    check_runtime(getattr(options, "runtime", "torch"))
 
 
 def _finish(out: Path, settings: dict, business: Business, tracking: Tracking) -> tuple[dict, dict | None]:
@@ -164,7 +163,7 @@ def compress(model: str, recipes: Sequence[str], out: str | Path, options=None, 
 
     tracking.check()
     settings = selection.settings()
-    _check_runtime(options, settings)
+    _check_runtime(options)
     loaded = [load_recipe(r) for r in recipes]
     out = prepare_run_dir(out, force)
     with remove_on_error(out, keep=lambda: has_stage_output(out)):  # a failed fresh run leaves nothing
@@ -206,7 +205,7 @@ def search(model: str, space: str, out: str | Path, options=None, *, trials: int
 
     tracking.check()
     settings = selection.settings()
-    _check_runtime(options, settings, objectives)
+    _check_runtime(options)
     sp = load_space(space)
     keys = tuple(k.strip() for k in (expand.split(",") if isinstance(expand, str) else expand)
                  if k.strip() and k.strip() != "none")

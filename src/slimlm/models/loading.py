@@ -288,8 +288,9 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
         raise ModelFileError(f"{cfg_file} does not describe a valid model ({str(exc).splitlines()[0][:160]}); "
                              "re-save or re-download the model.") from None
     if (raw.get("quantization_config") or {}).get("quant_method") == QUANT_METHOD:
-        model = _load_slimlm_quantized(path, config, files)
-        return _converted(model.eval()), _load_tokenizer(path, trust_remote_code), _meta(path, files)
+        meta = _meta(path, files)
+        model = _load_slimlm_quantized(path, config, files, meta.get("quantization"))
+        return _converted(model.eval()), _load_tokenizer(path, trust_remote_code), meta
     kwargs: dict = {"dtype": torch.float32, "trust_remote_code": trust_remote_code,
                     "use_safetensors": files[0].suffix == ".safetensors"}
     if num_labels:
@@ -457,7 +458,7 @@ def _no_init():
     return no_init_weights()
 
 
-def _load_slimlm_quantized(path: Path, config, files: list[Path]):
+def _load_slimlm_quantized(path: Path, config, files: list[Path], meta: dict | None):
     """A slimlm-quantized variant: the fp32 skeleton, its fp32 tensors loaded and its quantized layers
     swapped in (`restore`), the files read once.
 
@@ -480,8 +481,7 @@ def _load_slimlm_quantized(path: Path, config, files: list[Path]):
     model.tie_weights()
     filled = {t.data_ptr() for k, t in model.state_dict().items() if k in sd}
     saved_modules = {k.rsplit(".", n)[0] for k in sd for n in range(1, k.count(".") + 1)}  # every ancestor
-    meta = (_meta(path, files) or {}).get("quantization")
-    if meta:
+    if meta:  # slimlm.json's "quantization"
         restore(model, meta, path, tensors=sd)
     del sd
     now = model.state_dict()

@@ -66,9 +66,9 @@ def float_model(hf: nn.Module, tie: bool = True) -> nn.Module:
             head = new.get_submodule(mod.tied_to) if tie and mod.tied_to else None
             if isinstance(head, nn.Linear):  # tied again, and the copy's config says so
                 emb.weight = head.weight
-                for cfg in {id(c): c for c in (new.config, getattr(new.config, "get_text_config", lambda: None)())
-                            if c is not None}.values():
-                    cfg.tie_word_embeddings = True
+                new.config.tie_word_embeddings = True
+                if hasattr(new.config, "get_text_config"):  # the same object for a text-only config
+                    new.config.get_text_config().tie_word_embeddings = True
             else:
                 emb.weight = nn.Parameter(_dequantized(mod), requires_grad=False)
             set_module(new, name, emb)
