@@ -104,16 +104,18 @@ def test_slimlm_int8_variant_exports_from_its_dequantized_weights(tmp_path):
     assert abs(r["check"]["relative_change"]) < 1e-4  # the int8 grid's values, exactly
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma2"])
-def test_tied_int8_variant_exports_one_matrix(arch, tmp_path):
-    """A tied model with both ends in int8 keeps one (vocab, hidden) matrix, so its GGUF has no separate
-    output tensor, and Gemma 2 (whose llama.cpp graph has none) exports instead of being refused as untied."""
+@pytest.mark.parametrize("arch, scheme", [("llama", "int8"), ("gemma2", "int8"), ("gemma2", "int4")])
+def test_tied_quantized_variant_exports_one_matrix(arch, scheme, tmp_path):
+    """A tied model with both ends in int8 (or an int4 head serving the table) keeps one (vocab, hidden)
+    matrix, so its GGUF has no separate output tensor, and Gemma 2 (whose llama.cpp graph has none) exports
+    instead of being refused as untied."""
     from gguf import GGUFReader
 
-    from slimlm.quantize import Int8WeightConfig, quantize_
+    from slimlm.quantize import Int4WeightConfig, Int8WeightConfig, quantize_
 
     m = sharp(arch, prune=None)
-    assert quantize_(m, Int8WeightConfig(skip=()))["tied"]
+    config = Int8WeightConfig(skip=()) if scheme == "int8" else Int4WeightConfig(method="rtn", skip=())
+    assert quantize_(m, config)["tied"]
     r = export(m, "gguf", tmp_path / "g", precision="f32", sample_text=SAMPLE)
     assert abs(r["check"]["relative_change"]) < 1e-4
     names = {t.name for t in GGUFReader(r["main_file"]).tensors}

@@ -35,8 +35,10 @@ def test_plain_transformers_refuses_slimlm_packed_variant_instead_of_random_weig
 
 
 @pytest.mark.parametrize("config", [Int8WeightConfig(), Int8DynamicConfig(), Int4WeightConfig(method="rtn", group_size=16),
-                                    Int8WeightConfig(skip=())],  # a tied pair as one int8 matrix: copied untied
-                         ids=["int8-weight", "int8-dynamic", "int4-weight", "int8-weight-tied-ends"])
+                                    Int8WeightConfig(skip=()),  # a tied pair as one int8 matrix: copied untied
+                                    Int4WeightConfig(method="rtn", group_size=16, skip=())],  # the same, int4
+                         ids=["int8-weight", "int8-dynamic", "int4-weight", "int8-weight-tied-ends",
+                              "int4-weight-tied-ends"])
 def test_torchao_copy_loads_in_plain_transformers_without_slimlm(config, tmp_path):
     m = load(TINY)
     with torch.no_grad():

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from slimlm.models import load
-from slimlm.models.qlayers import Int8Embedding, QuantModule
+from slimlm.models.qlayers import Int4Embedding, Int8Embedding, QuantModule
 from slimlm.models.qmath import sqnr
 from slimlm.quantize import (
     FallbackConfig,
@@ -100,6 +100,62 @@ def test_tied_model_stays_one_matrix_when_both_ends_are_int8(tiny, ids, tmp_path
     twice = save(back, tmp_path / "twice")
     assert sum(f.stat().st_size for f in twice.glob("*.safetensors")) - on_disk >= emb_numel
     assert back.num_params() == params + emb_numel
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq"])
+def test_tied_model_stays_one_matrix_when_the_head_is_int4(tiny, ids, calib, tmp_path, method):
+    """With an int4 lm_head (RTN or GPTQ), a tied model's table is the head's packed weight: each lookup
+    dequantizes the rows it gathers, exactly the head's values; counted and saved once, linked again on load."""
+    params = tiny.num_params()
+    table = tiny.hf.model.embed_tokens.weight.detach().clone()
+    config = Int4WeightConfig(method=method, group_size=16, skip=())
+    report = quantize_(tiny, config, calib)
+    emb, head = tiny.hf.model.embed_tokens, tiny.hf.lm_head
+    assert report["tied"] == ["model.embed_tokens", "lm_head"] and isinstance(emb, Int4Embedding)
+    assert emb.qweight.data_ptr() == head.qweight.data_ptr() and not dict(emb.named_buffers())
+    assert torch.equal(emb(ids), head.dequantized()[ids])
+    assert sqnr(table[ids], emb(ids)) > 12  # the rows are the fp32 table's, on a 4-bit grid
+    apart = quantize_(load(TINY), Int4WeightConfig(method=method, group_size=16, skip=(), tied_table="int8"), calib)
+    assert "tied" not in apart  # asked for: the table keeps its own int8 copy
+    assert tiny.num_params() == params == logical_params(tiny.hf)
+    with torch.inference_mode():
+        out = tiny.hf(ids).logits
+    path = save(tiny, tmp_path / "q", config, report)
+    back = load(path)
+    b_emb = back.hf.model.embed_tokens
+    assert isinstance(b_emb, Int4Embedding) and b_emb.tied_to == "lm_head"
+    assert b_emb.qweight.data_ptr() == back.hf.lm_head.qweight.data_ptr()
+    with torch.inference_mode():
+        assert torch.equal(back.hf(ids).logits, out)
+    assert back.num_params() == params
+    # what it saves on disk: the int8 table the model held before (one byte per weight, plus row scales)
+    on_disk = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    back.hf.model.embed_tokens = Int8Embedding.from_float(torch.nn.Embedding.from_pretrained(table))
+    apart = save(back, tmp_path / "apart")
+    assert sum(f.stat().st_size for f in apart.glob("*.safetensors")) - on_disk >= table.numel()
+
+
+@pytest.mark.parametrize("scheme", ["int4-weight", "int8-weight"])
+def test_qat_trains_a_tied_table_with_its_head_and_it_reloads(tiny, ids, calib, tmp_path, scheme):
+    """QAT replaces the head with a trained one: the tied table must follow it (not keep reading the PTQ
+    head), so the model in memory and the one reloaded from disk compute the same logits."""
+    from slimlm.quantize import QATConfig
+
+    target = (Int4WeightConfig(method="rtn", group_size=16, skip=()) if scheme == "int4-weight"
+              else Int8WeightConfig(skip=()))
+    cfg = QATConfig(target=target, steps=3, lr=1e-3, batch_size=4, holdout=4)
+    before = tiny.hf.model.embed_tokens.weight.detach().clone()
+    report = quantize_(tiny, cfg, calib)
+    assert report["qat"]["trained"]
+    emb, head = tiny.hf.model.embed_tokens, tiny.hf.lm_head
+    assert emb.tied_to == "lm_head" and emb.qweight.data_ptr() == head.qweight.data_ptr()
+    rows = emb(ids)
+    assert not torch.allclose(rows, before[ids], atol=1e-3)  # trained, and still the head's values
+    with torch.inference_mode():
+        out = tiny.hf(ids).logits
+    back = load(save(tiny, tmp_path / "q", cfg, report))
+    with torch.inference_mode():
+        assert torch.equal(back.hf(ids).logits, out)
 
 
 def test_embeddings_only_unties_lm_head(tiny, ids, tmp_path):

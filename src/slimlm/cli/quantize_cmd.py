@@ -20,6 +20,9 @@ def quantize_command(
     method: str = typer.Option("gptq", "--method", help="int4-weight: gptq (calibrated) or rtn (round to nearest)."),
     symmetric: bool = typer.Option(False, "--symmetric", help="int4-weight: llama.cpp's Q4_0 grid (zero point 8) "
                                    "instead of the asymmetric one: exports to GGUF q4_0 with the same weights."),
+    tied_table: str = typer.Option("int4", "--tied-table", help="int4-weight with --skip none on a tied model: int4 "
+                                   "keeps one matrix (the table reads the int4 lm_head); int8 gives the table its "
+                                   "own int8 copy (larger, a little closer to fp32)."),
     kernel: str = typer.Option("dequant", "--kernel", help="int4-weight: dequant (fp32 reference) or int4pack (CPU int4 kernel, faster)."),
     smoothquant: float | None = typer.Option(None, "--smoothquant", min=0.0, max=1.0, help="int8-dynamic: SmoothQuant alpha in [0, 1]."),
     tolerance: float | None = typer.Option(None, "--tolerance", min=0.0, help="Per-layer fallback: allowed perplexity increase (0.01 = 1%)."),
@@ -42,7 +45,7 @@ def quantize_command(
 
     cfg: dict = {"scheme": scheme, "skip": skip, "exclude": [e for e in exclude.split(",") if e]}
     if scheme == "int4-weight":
-        cfg.update(group_size=group_size, method=method, kernel=kernel, symmetric=symmetric)
+        cfg.update(group_size=group_size, method=method, kernel=kernel, symmetric=symmetric, tied_table=tied_table)
     if smoothquant is not None:
         cfg["smoothquant"] = smoothquant
     if tolerance is not None or max_fallback is not None or fallback_to != "fp32":

@@ -84,9 +84,9 @@ def check_runtime(runtime: str) -> None:
 def variant_scheme(hf: torch.nn.Module) -> tuple[str | None, int | None]:
     """(slimlm quantization scheme of the Linear layers, int4 group size): (None, None) for a float model,
     ``"mixed"`` when layers hold several schemes. An int8 embedding alone does not count (exports keep it float)."""
-    from slimlm.models.qlayers import Int8Embedding, QuantModule
+    from slimlm.models.qlayers import QuantEmbedding, QuantModule
 
-    layers = [m for m in hf.modules() if isinstance(m, QuantModule) and not isinstance(m, Int8Embedding)]
+    layers = [m for m in hf.modules() if isinstance(m, QuantModule) and not isinstance(m, QuantEmbedding)]
     kinds = {m.kind for m in layers}
     if not kinds:
         return None, None

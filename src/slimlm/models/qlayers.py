@@ -263,59 +263,48 @@ class Int4WeightLinear(QuantLinear):
         return y
 
 
-class Int8Embedding(QuantModule):
-    """Embedding table in int8 with one scale per row (per token id).
+class QuantEmbedding(QuantModule):
+    """An embedding table held quantized.
 
-    ``tied_to`` names an int8 per-channel Linear (the ``lm_head`` of a model with tied embeddings) whose
-    ``qweight`` and ``scale`` this table *is*: a ``(vocab, hidden)`` matrix quantized per row serves both the
-    lookup and the output projection, so a tied model stays one matrix after quantization. The table then
-    holds no tensors of its own: ``qweight`` and ``scale`` are read from that layer, so they are saved once,
+    ``tied_to`` names the quantized ``lm_head`` of a model with tied embeddings whose tensors this table
+    *is*: a ``(vocab, hidden)`` matrix quantized per row (int8) or per row and group (int4) serves both the
+    lookup and the output projection, so a tied model stays one matrix after quantization. A tied table
+    holds no tensors of its own: it reads them from that layer (``PROXIED``), so they are saved once,
     counted once, and stay one tensor when the model is copied or moved (``.to(device)``); `restore` links
-    them again.
+    them again. ``HEADS``: the layer types a table of this kind can share.
 
     ``embed_scale``: the factor a scaled embedding (Gemma's ``sqrt(hidden)``) multiplies its rows by, kept
     from the table it replaces (the lm_head that shares the matrix is not scaled).
     """
 
-    kind = "int8-embedding"
+    PROXIED: ClassVar[tuple[str, ...]] = ()
+    HEADS: ClassVar[tuple[type, ...]] = ()
 
-    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None = None,
-                 embed_scale: float = 1.0):
-        super().__init__()
-        self.num_embeddings, self.embedding_dim = qweight.shape
+    def _init_table(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None, embed_scale: float):
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = padding_idx
         self.tied_to: str | None = None
         self.embed_scale = float(embed_scale)
-        self.register_buffer("qweight", qweight.to(torch.int8).contiguous())
-        self.register_buffer("scale", scale.float().contiguous())
 
     def __getattr__(self, name: str):
         head = self.__dict__.get("_head")  # a plain attribute, not a submodule: the head lives (and is saved) once
-        if head is not None and name in ("qweight", "scale"):
+        if head is not None and name in self.PROXIED:
             return getattr(head[0], name)
         return super().__getattr__(name)
 
     @classmethod
-    def from_float(cls, emb: nn.Embedding) -> Int8Embedding:
-        q, s = int8_per_channel(emb.weight.detach().float())
-        return cls(q, s, emb.padding_idx, embed_scale=embed_scale_of(emb))
-
-    @classmethod
     def tied(cls, head: nn.Module, head_name: str, padding_idx: int | None = None,
-             embed_scale: float = 1.0) -> Int8Embedding:
-        """The table of ``head`` (an int8 per-channel Linear, named ``head_name`` in the model), shared: no copy."""
-        if head.qweight.shape[0] == 0 or head.qweight.dtype != torch.int8 or getattr(head, "bias", None) is not None:
-            raise ValueError("a tied int8 embedding shares an int8 per-row weight without bias")
+             embed_scale: float = 1.0) -> QuantEmbedding:
+        """The table of ``head`` (named ``head_name`` in the model), shared: no copy."""
+        if not isinstance(head, cls.HEADS) or getattr(head, "bias", None) is not None:
+            names = " or ".join(h.__name__ for h in cls.HEADS)
+            raise ValueError(f"a tied {cls.kind} shares the weight of a {names} without bias")
         emb = cls.__new__(cls)
         nn.Module.__init__(emb)
-        emb.num_embeddings, emb.embedding_dim = head.qweight.shape
-        emb.padding_idx, emb.tied_to, emb.embed_scale = padding_idx, head_name, float(embed_scale)
+        emb._init_table(head.out_features, head.in_features, padding_idx, embed_scale)
+        emb.tied_to = head_name
         emb.__dict__["_head"] = (head,)
         return emb
-
-    @classmethod
-    def from_state(cls, t: dict, meta: dict) -> Int8Embedding:
-        return cls(t["qweight"], t["scale"], meta.get("padding_idx"), embed_scale=meta.get("embed_scale", 1.0))
 
     def meta(self) -> dict:
         return {"kind": self.kind, "padding_idx": self.padding_idx,
@@ -328,12 +317,74 @@ class Int8Embedding(QuantModule):
     def nonzero_params(self) -> int:
         return 0 if self.tied_to else super().nonzero_params()
 
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """The dequantized rows of ``ids`` (flat), before ``embed_scale``."""
+        raise NotImplementedError
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = F.embedding(ids, self.qweight).float() * self.scale[ids].unsqueeze(-1)
+        rows = self.rows(ids.reshape(-1)).reshape(*ids.shape, self.embedding_dim)
         return rows * self.embed_scale if self.embed_scale != 1.0 else rows
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        return f"{self.num_embeddings}, {self.embedding_dim}" + (f", tied_to={self.tied_to}" if self.tied_to else "")
+
+
+class Int8Embedding(QuantEmbedding):
+    """Embedding table in int8 with one scale per row (per token id); tied, it is an int8 per-channel
+    Linear's ``qweight`` and ``scale``."""
+
+    kind = "int8-embedding"
+    PROXIED = ("qweight", "scale")
+    HEADS = (Int8WeightLinear, Int8DynamicLinear)
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None = None,
+                 embed_scale: float = 1.0):
+        super().__init__()
+        self._init_table(*qweight.shape, padding_idx, embed_scale)
+        self.register_buffer("qweight", qweight.to(torch.int8).contiguous())
+        self.register_buffer("scale", scale.float().contiguous())
+
+    @classmethod
+    def from_float(cls, emb: nn.Embedding) -> Int8Embedding:
+        q, s = int8_per_channel(emb.weight.detach().float())
+        return cls(q, s, emb.padding_idx, embed_scale=embed_scale_of(emb))
+
+    @classmethod
+    def from_state(cls, t: dict, meta: dict) -> Int8Embedding:
+        return cls(t["qweight"], t["scale"], meta.get("padding_idx"), embed_scale=meta.get("embed_scale", 1.0))
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.qweight).float() * self.scale[ids].unsqueeze(-1)
+
+
+class Int4Embedding(QuantEmbedding):
+    """The table of a tied model whose ``lm_head`` is int4 (`Int4WeightLinear`): each lookup gathers the
+    packed rows with their group scales and zero points and dequantizes only those. There is no standalone
+    int4 table; an untied embedding quantizes to `Int8Embedding`."""
+
+    kind = "int4-embedding"
+    PROXIED = ("qweight", "scale", "zero", "group_size")
+    HEADS = (Int4WeightLinear,)
+
+    @classmethod
+    def from_state(cls, t: dict, meta: dict) -> Int4Embedding:
+        raise ModelFileError("an int4 embedding is always its lm_head's weight (tied_to); this one names none")
+
+    def dequantized(self) -> torch.Tensor:
+        return self.__dict__["_head"][0].dequantized()
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return int4_dequantize(unpack_int4(self.qweight[ids]), self.scale[ids].float(), self.zero[ids],
+                               self.group_size)
+
+
+def tie_table(head: nn.Module, head_name: str, padding_idx: int | None = None,
+              embed_scale: float = 1.0) -> QuantEmbedding:
+    """The tied table that reads ``head``'s quantized weight: int8 for an int8 head, int4 for an int4 one."""
+    for cls in (Int8Embedding, Int4Embedding):
+        if isinstance(head, cls.HEADS):
+            return cls.tied(head, head_name, padding_idx, embed_scale)
+    raise ValueError(f"no quantized table can share a {type(head).__name__}")
 
 
 def embed_scale_of(emb: nn.Module) -> float:
@@ -346,7 +397,7 @@ def embed_scale_of(emb: nn.Module) -> float:
 
 
 KINDS: dict[str, type[QuantModule]] = {
-    m.kind: m for m in (Int8DynamicLinear, Int8WeightLinear, Int4WeightLinear, Int8Embedding)
+    m.kind: m for m in (Int8DynamicLinear, Int8WeightLinear, Int4WeightLinear, Int8Embedding, Int4Embedding)
 }
 
 
@@ -427,13 +478,14 @@ def restore(hf: nn.Module, meta: dict, path: str | Path | None, tensors: dict | 
             raise ModelFileError(f"{path}: saved layer {name} ({info['kind']}) is missing from the weights; "
                                  "the directory is incomplete: save the variant again.")
         set_module(hf, name, cls.from_state(tensors[name], info))
-    for name, info in tied.items():  # a table that is another layer's weight (Int8Embedding.tied)
+    for name, info in tied.items():  # a table that is another layer's weight (QuantEmbedding.tied)
         head = hf.get_submodule(info["tied_to"]) if info["tied_to"] in wanted else None
-        if info["kind"] != Int8Embedding.kind or not isinstance(head, (Int8WeightLinear, Int8DynamicLinear)):
-            raise ModelFileError(f"{path}: saved layer {name} shares the weight of {info['tied_to']}, which is "
-                                 "not a saved int8 layer; the directory is inconsistent: save the variant again.")
-        set_module(hf, name, Int8Embedding.tied(head, info["tied_to"], info.get("padding_idx"),
-                                                info.get("embed_scale", 1.0)))
+        cls = KINDS.get(info["kind"])
+        if not (isinstance(cls, type) and issubclass(cls, QuantEmbedding) and isinstance(head, cls.HEADS)):
+            raise ModelFileError(f"{path}: saved layer {name} ({info['kind']}) shares the weight of "
+                                 f"{info['tied_to']}, which is not a saved layer it can share; the directory is "
+                                 "inconsistent: save the variant again.")
+        set_module(hf, name, cls.tied(head, info["tied_to"], info.get("padding_idx"), info.get("embed_scale", 1.0)))
     if "tie_word_embeddings" in meta:
         hf.config.tie_word_embeddings = meta["tie_word_embeddings"]
     share_input_quantization(hf)

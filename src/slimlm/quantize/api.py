@@ -19,11 +19,13 @@ from slimlm.calibration import InputStats, as_calibration, run_batches
 from slimlm.errors import ConfigError
 from slimlm.models.adapters import FamilyAdapter, adapter_for
 from slimlm.models.qlayers import (
+    Int4WeightLinear,
     Int8DynamicLinear,
     Int8Embedding,
     Int8WeightLinear,
     set_module,
     share_input_quantization,
+    tie_table,
 )
 from slimlm.quantize.fallback import lm_loss, walk
 from slimlm.quantize.smoothquant import smooth_
@@ -149,7 +151,7 @@ def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dic
             fp32 = res["fp32_layers"]
         else:
             report["int8_layers"] = [n for n in res["fp32_layers"] if not isinstance(targets[n], nn.Embedding)]
-    if tied_pair := _retie(hf, tied):
+    if tied_pair := _retie(hf, tied, int4=getattr(config, "tied_table", "int4") == "int4"):
         report["tied"] = tied_pair
     report.update(quantized=len(targets) - len(fp32), fp32_layers=fp32, seconds=time.perf_counter() - start)
     return report
@@ -164,19 +166,26 @@ def _tied_names(hf: nn.Module, ad: FamilyAdapter, targets: dict[str, nn.Module])
     return (names[id(emb)], names[id(head)]) if id(emb) in names and id(head) in names else None
 
 
-def _retie(hf: nn.Module, tied: tuple[str, str] | None) -> list[str] | None:
-    """Keep a tied model's one matrix one matrix: when its embeddings and lm_head both ended up int8 per row
-    with the same values (RTN; not GPTQ, which changes the head's, and not after a fallback kept one in fp32),
+def _retie(hf: nn.Module, tied: tuple[str, str] | None, int4: bool = True) -> list[str] | None:
+    """Keep a tied model's one matrix one matrix: when its embeddings and lm_head both ended up quantized,
     the table becomes a view of the head's weight instead of a second copy (28M parameters for SmolLM2's
-    49k x 576 vocabulary). Returns the pair, or None when they stay apart."""
+    49k x 576 vocabulary). An int8 head serves the table when the two hold the same values (RTN; not after a
+    fallback kept one in fp32); an int4 head (RTN or GPTQ) serves it through an int4 lookup, which gathers
+    and dequantizes only the rows it needs, unless ``int4`` is False (the table keeps its own int8 copy).
+    Returns the pair, or None when they stay apart."""
     if tied is None:
         return None
     emb_name, head_name = tied
     emb, head = hf.get_submodule(emb_name), hf.get_submodule(head_name)
-    if not (isinstance(emb, Int8Embedding) and isinstance(head, (Int8WeightLinear, Int8DynamicLinear))
-            and head.bias is None and torch.equal(emb.qweight, head.qweight) and torch.equal(emb.scale, head.scale)):
+    if not isinstance(emb, Int8Embedding) or getattr(head, "bias", None) is not None:
         return None
-    set_module(hf, emb_name, Int8Embedding.tied(head, head_name, emb.padding_idx, emb.embed_scale))
+    shareable = (int4 and isinstance(head, Int4WeightLinear)) or (
+        isinstance(head, (Int8WeightLinear, Int8DynamicLinear))
+        and torch.equal(emb.qweight, head.qweight) and torch.equal(emb.scale, head.scale))
+    if not shareable:
+        return None
+    table = tie_table(head, head_name, emb.padding_idx, emb.embed_scale)
+    set_module(hf, emb_name, table)
     return [emb_name, head_name]
 
 

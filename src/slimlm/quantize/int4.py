@@ -19,7 +19,8 @@ class Int4WeightConfig(QuantScheme):
     calibration batch). ``symmetric``: llama.cpp's Q4_0 grid instead (zero point 8, scale = the group's
     signed value of largest magnitude / -8): the variant then exports to GGUF ``q4_0`` with the weights it
     has (exactly, for rtn and QAT), which llama.cpp decodes faster on x86 than ``q4_1``, the asymmetric
-    grid's equivalent.
+    grid's equivalent. ``tied_table``: what a tied model's embedding table becomes when both ends are
+    quantized (``skip=()``).
     """
 
     scheme: Literal["int4-weight"] = "int4-weight"
@@ -28,6 +29,10 @@ class Int4WeightConfig(QuantScheme):
     damp: float = Field(0.01, gt=0, lt=1, description="GPTQ: Hessian dampening, share of its mean diagonal")
     act_order: bool = Field(True, description="GPTQ: quantize columns in order of decreasing Hessian diagonal")
     symmetric: bool = Field(False, description="llama.cpp's Q4_0 grid (zero point 8); default asymmetric (Q4_1's)")
+    tied_table: Literal["int4", "int8"] = Field(
+        "int4", description="a tied model with both ends quantized: int4 keeps one matrix (the table looks its rows "
+                            "up in the int4 lm_head); int8 gives the table its own int8 copy (one more byte per "
+                            "weight, a little closer to fp32)")
     kernel: Literal["dequant", "int4pack"] = Field(
         "dequant", description="dequant: unpack to fp32 (exact reference); int4pack: torch's CPU int4 kernel with "
                                "bf16 activations, faster than fp32 on AVX512 CPUs; same saved weights")

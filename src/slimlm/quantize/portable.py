@@ -49,17 +49,17 @@ class ScaledEmbedding(nn.Embedding):
 def float_model(hf: nn.Module, tie: bool = True) -> nn.Module:
     """``hf`` itself when it has no slimlm quantized layers, else a copy with each one back as fp32.
 
-    ``tie``: an int8 table that is its lm_head's weight (`Int8Embedding.tied`) comes back as the very
+    ``tie``: a quantized table that is its lm_head's weight (`QuantEmbedding.tied`) comes back as the very
     Parameter of that head, so exporters see one matrix (GGUF writes no separate ``output.weight``);
     False gives it its own copy of the values."""
-    from slimlm.models.qlayers import Int8Embedding, QuantModule, set_module
+    from slimlm.models.qlayers import QuantEmbedding, QuantModule, set_module
 
     quant = [(n, m) for n, m in hf.named_modules() if isinstance(m, QuantModule)]
     if not quant:
         return hf
     new = copy.deepcopy(hf)
     for name, mod in sorted(quant, key=lambda nm: bool(getattr(nm[1], "tied_to", None))):  # heads before tables
-        if isinstance(mod, Int8Embedding):
+        if isinstance(mod, QuantEmbedding):
             emb = (nn.Embedding(mod.num_embeddings, mod.embedding_dim, padding_idx=mod.padding_idx)
                    if mod.embed_scale == 1.0 else
                    ScaledEmbedding(mod.num_embeddings, mod.embedding_dim, mod.padding_idx, mod.embed_scale))
@@ -104,9 +104,9 @@ def _torchao_config(scheme: str, group_size: int | None):
 def scheme_of(hf: nn.Module) -> tuple[str, int | None, list[str]]:
     """(scheme, int4 group size, names of the quantized Linears) of a model holding slimlm quantized layers."""
     from slimlm.errors import ConfigError
-    from slimlm.models.qlayers import Int8Embedding, QuantModule
+    from slimlm.models.qlayers import QuantEmbedding, QuantModule
 
-    layers = {n: m for n, m in hf.named_modules() if isinstance(m, QuantModule) and not isinstance(m, Int8Embedding)}
+    layers = {n: m for n, m in hf.named_modules() if isinstance(m, QuantModule) and not isinstance(m, QuantEmbedding)}
     kinds = {m.kind for m in layers.values()}
     if len(kinds) != 1:
         raise ConfigError("this variant holds no slimlm-quantized Linear layers (or several schemes at once); "

@@ -28,8 +28,10 @@ from slimlm.models.qlayers import (
     Int4WeightLinear,
     Int8DynamicLinear,
     Int8WeightLinear,
+    QuantEmbedding,
     QuantLinear,
     set_module,
+    tie_table,
 )
 from slimlm.models.qmath import fake_int4_group, fake_int8_per_channel, fake_int8_per_token
 from slimlm.quantize.base import QuantScheme
@@ -101,12 +103,13 @@ class FakeQuantLinear(nn.Module):
     def latent(self) -> torch.Tensor:
         return self.weight if self.mask is None else self.weight * self.mask
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def fake_weight(self) -> torch.Tensor:
         w = self.latent()
-        if self.scheme == "int4-weight":
-            w = fake_int4_group(w, self.group_size, self.symmetric)
-        else:
-            w = fake_int8_per_channel(w)
+        return fake_int4_group(w, self.group_size, self.symmetric) if self.scheme == "int4-weight" else \
+            fake_int8_per_channel(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.fake_weight()
         if self.scheme == "int8-dynamic":
             x = fake_int8_per_token(x)
         return F.linear(x, w, self.bias)
@@ -120,6 +123,21 @@ class FakeQuantLinear(nn.Module):
         if self.scheme == "int4-weight":
             return Int4WeightLinear.from_float(lin, self.group_size, symmetric=self.symmetric)
         return (Int8DynamicLinear if self.scheme == "int8-dynamic" else Int8WeightLinear).from_float(lin)
+
+
+class FakeTiedTable(nn.Module):
+    """A tied table (`QuantEmbedding.tied`) while its head trains: rows come from the head's fake-quantized
+    weight, so the lookup and the projection train as the one matrix they are and convert to it."""
+
+    def __init__(self, head: FakeQuantLinear, table: QuantEmbedding):
+        super().__init__()
+        self.__dict__["_head"] = (head,)  # not a submodule: the head is trained (and counted) once
+        self.tied_to, self.padding_idx, self.embed_scale = table.tied_to, table.padding_idx, table.embed_scale
+        self.num_embeddings, self.embedding_dim = table.num_embeddings, table.embedding_dim
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = F.embedding(ids, self.__dict__["_head"][0].fake_weight())
+        return rows * self.embed_scale if self.embed_scale != 1.0 else rows
 
 
 def _dequantized(m: QuantLinear) -> torch.Tensor:
@@ -194,6 +212,10 @@ def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) ->
             fakes[name] = FakeQuantLinear(_dequantized(m), m.bias, own, group if own == target.scheme else 0, symmetric)
     for name, f in fakes.items():
         set_module(hf, name, f)
+    tables = {name: FakeTiedTable(fakes[m.tied_to], m) for name, m in list(hf.named_modules())
+              if isinstance(m, QuantEmbedding) and m.tied_to in fakes}
+    for name, t in tables.items():
+        set_module(hf, name, t)
     # train
     losses = kd_train(hf, teacher, rows, config.steps, config.lr, config.batch_size, config.temperature,
                       progress=progress)
@@ -201,6 +223,8 @@ def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) ->
     with torch.no_grad():
         for name, f in fakes.items():
             set_module(hf, name, f.convert())
+        for name, t in tables.items():  # the table is the converted head's weight again
+            set_module(hf, name, tie_table(hf.get_submodule(t.tied_to), t.tied_to, t.padding_idx, t.embed_scale))
     hf.eval()
     after = math.exp(lm_loss(hf, holdout) - base)
     report["qat"].update(trained=True, steps=config.steps, kd_loss_first=losses[0], kd_loss_last=losses[-1],
