@@ -2,20 +2,22 @@
 
 import math
 
+import pytest
 import torch
 
-from slimlm.quantize import Int4WeightConfig, QATConfig, quantize_
+from slimlm.quantize import Int4WeightConfig, Int8WeightConfig, QATConfig, quantize_
 from slimlm.quantize.fallback import lm_loss
 from slimlm.quantize.qat import FakeQuantLinear
 
 
 def test_qat_lowers_quantized_loss(sharp_tiny, calib):
     tiny = sharp_tiny
-    cfg = QATConfig(target=Int4WeightConfig(method="rtn", group_size=16), steps=20, lr=3e-4, batch_size=4,
-                    holdout=4)
+    cfg = QATConfig(target=Int4WeightConfig(method="rtn", group_size=16), steps=20, batch_size=4, holdout=4)
     report = quantize_(tiny, cfg, calib)
     q = report["qat"]
     assert q["trained"] and q["ppl_ratio_ptq"] > 1.002
+    assert q["lr"] == 3e-4 and q["teacher_precision"] == "float32"  # the int4 default
+    assert q["changed_weights"] > 1e-3 and "warning" not in q
     # perplexity on held-out rows, relative to the fp32 teacher: QAT closes at least half of PTQ's gap
     assert q["ppl_ratio_after"] - 1 < 0.5 * (q["ppl_ratio_ptq"] - 1)
     # the model is really quantized afterwards (no fake-quant modules left) and scores what the report says
@@ -40,3 +42,56 @@ def test_fake_quant_forward_matches_converted_module():
         f = FakeQuantLinear(w, None, scheme, group_size=16)
         with torch.no_grad():
             assert torch.allclose(f(x), f.convert()(x), atol=1e-4, rtol=1e-4)
+
+
+def test_default_lr_follows_the_grid_and_the_model_size():
+    int4 = QATConfig(target=Int4WeightConfig())
+    int8 = QATConfig(target=Int8WeightConfig())
+    assert int4.default_lr(10_000_000) == 3e-4 and int8.default_lr(10_000_000) == 1e-5
+    assert int4.default_lr(540_000_000) == pytest.approx(1.5e-4)  # sqrt(135M / 540M) = 1/2
+    assert QATConfig(target=Int4WeightConfig(), lr=1e-3).lr == 1e-3
+
+
+def test_a_run_that_ends_worse_than_ptq_keeps_ptq_and_says_so(sharp_tiny, calib):
+    """A learning rate far too high wrecks the latent weights: the held-out check catches it, the PTQ layers
+    (and the tied table with them) come back, and the report says so."""
+    from slimlm.models.qlayers import Int4Embedding
+
+    ptq = quantize_(load_tiny := sharp_tiny, Int4WeightConfig(method="rtn", group_size=16, skip=()), calib[:-4])
+    assert ptq["tied"]
+    with torch.inference_mode():
+        want = load_tiny.hf(calib[-4:]).logits
+    fresh = _sharp_copy()
+    cfg = QATConfig(target=Int4WeightConfig(method="rtn", group_size=16, skip=()), steps=3, lr=1.0, holdout=4)
+    q = quantize_(fresh, cfg, calib)["qat"]
+    assert q["trained"] and q["ppl_ratio_after"] > q["ppl_ratio_ptq"] and q["kept"] == "ptq"
+    assert "did not improve on PTQ" in q["warning"] and "PTQ weights are kept" in q["warning"]
+    emb = fresh.hf.model.embed_tokens
+    assert isinstance(emb, Int4Embedding) and emb.qweight.data_ptr() == fresh.hf.lm_head.qweight.data_ptr()
+    with torch.inference_mode():
+        assert torch.equal(fresh.hf(calib[-4:]).logits, want)  # exactly the PTQ model
+
+
+def test_a_large_teacher_distils_from_bfloat16_weights(sharp_tiny, calib, monkeypatch):
+    """Teachers above slimlm.distill's size threshold keep their weights in bfloat16 while QAT runs (half the
+    bytes); QAT still closes PTQ's gap, and the reported ratios are against the float32 model."""
+    import slimlm.distill.teacher as teacher_mod
+
+    monkeypatch.setattr(teacher_mod, "AUTO_PARAMS", 0)
+    cfg = QATConfig(target=Int4WeightConfig(method="rtn", group_size=16), steps=20, batch_size=4, holdout=4)
+    fp32_loss = lm_loss(sharp_tiny.hf, calib[-4:])
+    q = quantize_(sharp_tiny, cfg, calib)["qat"]
+    assert q["teacher_precision"] == "bfloat16"
+    assert q["ppl_ratio_after"] - 1 < 0.5 * (q["ppl_ratio_ptq"] - 1)
+    assert q["ppl_ratio_after"] == pytest.approx(math.exp(lm_loss(sharp_tiny.hf, calib[-4:]) - fp32_loss), rel=1e-5)
+
+
+def _sharp_copy():
+    from slimlm.models import load
+
+    m = load("tiny:llama?layers=2&hidden=64&heads=4&kv_heads=2&ffn=128&seed=0")
+    with torch.no_grad():
+        for p in m.hf.parameters():
+            if p.dim() == 2:
+                p.mul_(4.0)
+    return m

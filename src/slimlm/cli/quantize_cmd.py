@@ -31,7 +31,8 @@ def quantize_command(
                                     "int8-weight (per-layer precision: int8 where int4 costs most)."),
     qat_steps: int = typer.Option(0, "--qat-steps", min=0, help="QAT: distillation steps after PTQ (0: no QAT)."),
     qat_if_drop_above: float | None = typer.Option(None, "--qat-if-drop-above", min=0.0, help="Hybrid: train only if the PTQ drop exceeds this."),
-    qat_lr: float = typer.Option(1e-5, "--qat-lr", help="QAT learning rate."),
+    qat_lr: float | None = typer.Option(None, "--qat-lr", help="QAT learning rate (default: 3e-4 for int4, 1e-5 "
+                                        "for int8, lower above 135M trained parameters)."),
     calib_rows: int = typer.Option(32, "--calib-rows", min=1, help="Calibration windows."),
     calib_len: int = typer.Option(512, "--calib-len", min=2, help="Calibration window length (tokens)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the calibration sample and QAT batches."),
@@ -62,9 +63,9 @@ def quantize_command(
     from slimlm.profile.cpu import int8_gemm_support, int8_slow_warning
 
     warn = int8_slow_warning(int8_gemm_support()) if scheme == "int8-dynamic" else None
-    res["warnings"] = [warn] if warn else []
-    if warn:
-        err.print(f"[yellow]warning: {warn}[/yellow]", highlight=False)
+    res["warnings"] = [w for w in (warn, (res.get("qat") or {}).get("warning")) if w]
+    for w in res["warnings"]:
+        err.print(f"[yellow]warning: {w}[/yellow]", highlight=False)
     path = res["out"]
     if as_json:
         emit_json(res)
@@ -82,5 +83,7 @@ def quantize_command(
         table.add_row(f"fallback: {point['fp32_layers']} {to} layers", f"ppl x{point['ppl_ratio']:.4f}")
     if "qat" in res:
         for k, v in res["qat"].items():
+            if k == "warning":  # printed above
+                continue
             table.add_row(f"qat {k}", fmt(v) if not isinstance(v, str) else v)
     out.print(table)
