@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from slimlm.models.qmath import fake_int8_per_token
 from slimlm.quantize import Int4WeightConfig, Int8WeightConfig, QATConfig, quantize_
 from slimlm.quantize.fallback import lm_loss
 from slimlm.quantize.qat import FakeQuantLinear
@@ -95,3 +96,22 @@ def _sharp_copy():
             if p.dim() == 2:
                 p.mul_(4.0)
     return m
+
+
+def test_fake_quant_gradients_match_plain_autograd_without_holding_the_fake_weight():
+    """The custom backward recomputes the fake weight; its gradients equal autograd's through the STE."""
+    torch.manual_seed(0)
+    w = torch.randn(32, 64)
+    w[w.abs() < 0.3] = 0  # pruned: the mask applies to the gradient too
+    x = torch.randn(3, 5, 64)
+    for scheme in ("int4-weight", "int8-weight", "int8-dynamic"):
+        f = FakeQuantLinear(w, torch.randn(32), scheme, group_size=16)
+        x1 = x.clone().requires_grad_(True)
+        f(x1).square().sum().backward()
+        ours = (x1.grad.clone(), f.weight.grad.clone())
+        f.weight.grad = None
+        x2 = x.clone().requires_grad_(True)
+        xq = fake_int8_per_token(x2) if scheme == "int8-dynamic" else x2
+        torch.nn.functional.linear(xq, f.fake_weight(), f.bias).square().sum().backward()
+        torch.testing.assert_close(ours[0], x2.grad)
+        torch.testing.assert_close(ours[1], f.weight.grad)
