@@ -63,9 +63,10 @@ def test_a_run_that_ends_worse_than_ptq_keeps_ptq_and_says_so(sharp_tiny, calib)
     with torch.inference_mode():
         want = load_tiny.hf(calib[-4:]).logits
     fresh = _sharp_copy()
-    cfg = QATConfig(target=Int4WeightConfig(method="rtn", group_size=16, skip=()), steps=3, lr=1.0, holdout=4)
+    cfg = QATConfig(target=Int4WeightConfig(method="rtn", group_size=16, skip=()), steps=12, lr=1.0, holdout=4)
     q = quantize_(fresh, cfg, calib)["qat"]
     assert q["trained"] and q["ppl_ratio_after"] > q["ppl_ratio_ptq"] and q["kept"] == "ptq"
+    assert q["diverged"].startswith("stopped after") and "rose above 3 x" in q["diverged"]  # stopped early
     assert "did not improve on PTQ" in q["warning"] and "PTQ weights are kept" in q["warning"]
     emb = fresh.hf.model.embed_tokens
     assert isinstance(emb, Int4Embedding) and emb.qweight.data_ptr() == fresh.hf.lm_head.qweight.data_ptr()

@@ -23,6 +23,7 @@ from pydantic import Field, SerializeAsAny, field_validator
 from torch import nn
 
 from slimlm._progress import or_noop
+from slimlm.distill.guard import DivergenceGuard
 from slimlm.distill.losses.kl import kd_loss
 from slimlm.distill.teacher import resolve, teacher_precision
 from slimlm.methods import MethodConfig, StageResult, parse_method
@@ -98,6 +99,11 @@ class QATConfig(MethodConfig):
 
     def quantize(self, model, calib, progress) -> dict:
         return qat_(model, self, calib, progress)
+
+
+#: QAT stops when its loss becomes non-finite or its 5-step mean rises above this many times its lowest
+#: (distillation's default); the held-out check after it then keeps PTQ's layers if QAT ended worse
+DIVERGENCE_FACTOR = 3.0
 
 
 class FakeQuantLinear(nn.Module):
@@ -187,8 +193,11 @@ def _dequantized(m: QuantLinear) -> torch.Tensor:
 
 
 def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: int, lr: float, batch_size: int,
-             temperature: float = 1.0, seed: int = 0, progress=None) -> list[float]:
-    """Distil ``teacher`` into ``student`` on random batches of ``rows``; returns the loss per step."""
+             temperature: float = 1.0, seed: int = 0, progress=None, guard=None) -> list[float]:
+    """Distil ``teacher`` into ``student`` on random batches of ``rows``; returns the loss per step.
+
+    ``guard``: a `slimlm.distill.guard.DivergenceGuard`; when it fires, training stops before that step's
+    update (its ``reason`` says why)."""
     progress = or_noop(progress)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -199,11 +208,13 @@ def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: 
         with torch.no_grad():
             t_logits = teacher(x).logits
         loss = kd_loss(student(x).logits, t_logits, temperature=temperature)  # chunked for a large vocabulary
+        losses.append(loss.item())
+        if guard is not None and guard.update(losses[-1]):
+            break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        losses.append(loss.item())
         progress("qat", step + 1, steps)
     return losses
 
@@ -263,8 +274,9 @@ def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base
     # train
     trained = sum(p.numel() for f in fakes.values() for p in f.parameters())
     lr = config.lr if config.lr is not None else config.default_lr(trained)
+    guard = DivergenceGuard(DIVERGENCE_FACTOR)
     losses = kd_train(hf, teacher, rows, config.steps, lr, config.batch_size, config.temperature,
-                      progress=progress)
+                      progress=progress, guard=guard)
     # convert
     with torch.no_grad():
         changed = total = 0
@@ -277,6 +289,8 @@ def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base
             set_module(hf, name, tie_table(hf.get_submodule(t.tied_to), t.tied_to, t.padding_idx, t.embed_scale))
     hf.eval()
     after = math.exp(lm_loss(hf, holdout) - base)
+    if guard.reason:
+        report["qat"]["diverged"] = f"stopped after {len(losses) - 1} of {config.steps} steps: {guard.reason}"
     report["qat"].update(trained=True, steps=config.steps, lr=lr, kd_loss_first=losses[0], kd_loss_last=losses[-1],
                          ppl_ratio_after=after, changed_weights=changed / max(total, 1))
     if after >= before:  # no better than PTQ on the held-out rows: say so, and keep PTQ's layers if QAT is worse
