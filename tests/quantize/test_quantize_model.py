@@ -117,6 +117,7 @@ def test_tied_model_stays_one_matrix_when_the_head_is_int4(tiny, ids, calib, tmp
     assert sqnr(table[ids], emb(ids)) > 12  # the rows are the fp32 table's, on a 4-bit grid
     apart = quantize_(load(TINY), Int4WeightConfig(method=method, group_size=16, skip=(), tied_table="int8"), calib)
     assert "tied" not in apart  # asked for: the table keeps its own int8 copy
+    assert Int4WeightConfig(skip=(), tied_table="int8").label().endswith("+lm_head+embed (int8 table)")
     assert tiny.num_params() == params == logical_params(tiny.hf)
     with torch.inference_mode():
         out = tiny.hf(ids).logits
