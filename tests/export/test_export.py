@@ -122,6 +122,24 @@ def test_tied_quantized_variant_exports_one_matrix(arch, scheme, tmp_path):
     assert "token_embd.weight" in names and "output.weight" not in names
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_q4_0_writes_a_vocabulary_matrix_already_on_its_grid_as_q4_0(symmetric, tmp_path):
+    """A tied int4 variant on Q4_0's grid (groups of 32) keeps its one vocabulary matrix in Q4_0, exactly:
+    half the bytes of the Q8_0 a float matrix gets. Off the grid (asymmetric int4), it stays Q8_0."""
+    from gguf import GGUFReader
+
+    from slimlm.quantize import Int4WeightConfig, quantize_
+
+    m = sharp("llama", prune=None)
+    assert quantize_(m, Int4WeightConfig(method="rtn", group_size=32, symmetric=symmetric, skip=()))["tied"]
+    r = export(m, "gguf", tmp_path / "g", precision="q4_0", sample_text=SAMPLE)
+    types = {t.name: t.tensor_type.name for t in GGUFReader(r["main_file"]).tensors}
+    assert types["token_embd.weight"] == ("Q4_0" if symmetric else "Q8_0") and "output.weight" not in types
+    if symmetric:
+        assert r["q4_0_grid_tensors"] == 1 + 7 * m.adapter.num_layers  # every block Linear and the table
+        assert abs(r["check"]["relative_change"]) < 1e-3  # the variant's own values
+
+
 def test_cli_export_json(tmp_path, capsys):
     from slimlm.cli.main import main
 

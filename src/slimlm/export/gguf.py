@@ -11,7 +11,8 @@ Types: ``f32``, ``f16``, ``bf16`` and the block types gguf can quantize in Pytho
 ``q5_1``, ``q4_0``, ``q4_1``. A 2-D tensor whose rows are not a multiple of the 32-wide block is written
 as f16 (llama.cpp's converter does the same), 1-D tensors (norms, biases) stay f32, and with the 4/5-bit
 types the embedding and output matrices are written as q8_0 (llama.cpp's quantizer also keeps them wider:
-on SmolLM2-135M, whose tied 49k x 576 matrix is both, q4_0 everywhere costs +37% perplexity). K-quants
+on SmolLM2-135M, whose tied 49k x 576 matrix is both, q4_0 everywhere costs +37% perplexity), except in
+``q4_0`` a matrix that a slimlm int4 layer already holds on Q4_0's grid (`q4_0_grid_weights`). K-quants
 (``q4_k_s``, ``q4_k_m``, ``q5_k_s``, ``q5_k_m``, ``q6_k``) need llama.cpp (gguf has no Python quantizer for
 them): each tensor's type is chosen by `kquant_type`, a port of llama.cpp's own mix rules for these types
 (``llama_tensor_get_type`` in ``llama-quant.cpp``, no importance matrix), and quantized by llama.cpp's
@@ -225,6 +226,17 @@ def importance_matrix(hf, tokens: torch.Tensor) -> dict[str, np.ndarray]:
             if name in stats.key}
 
 
+def q4_0_grid_weights(hf) -> set[str]:
+    """State-dict names of the weights that slimlm int4 layers hold on llama.cpp's Q4_0 grid (``symmetric``,
+    groups of 32, `slimlm.quantize.Int4WeightConfig`), a tied int4 table included. Q4_0 reproduces them
+    exactly, so ``q4_0`` writes them as Q4_0 without an importance matrix, the vocabulary matrix too: its
+    quality is the variant's, already measured, where re-quantizing a float one to Q4_0 would cost more."""
+    from slimlm.models.qlayers import Int4Embedding, Int4WeightLinear
+
+    return {f"{n}.weight" for n, m in hf.named_modules()
+            if isinstance(m, (Int4WeightLinear, Int4Embedding)) and m.symmetric and m.group_size == 32}
+
+
 def write_gguf(model, hf, path: Path, precision: str, imatrix: dict[str, np.ndarray] | None = None) -> dict:
     """Write ``hf`` (fp32 weights; the model's tokenizer) to ``path`` as GGUF of type ``precision``.
 
@@ -260,11 +272,13 @@ def write_gguf(model, hf, path: Path, precision: str, imatrix: dict[str, np.ndar
     special.add_to_gguf(w, quiet=True)
 
     qtype = None if precision in KQUANTS else _qtype(precision)
+    on_grid = q4_0_grid_weights(model.hf) if precision == "q4_0" else set()
     tied = hf.get_output_embeddings() is None or hf.get_output_embeddings().weight is hf.get_input_embeddings().weight
     has_output = not (tied or arch == "gemma2") and hf.get_output_embeddings() is not None
     counts: dict[str, int] = {}
     fallback: list[str] = []  # K-quant mixes: 2-D tensors whose rows do not fit the 256-wide K-quant block
     weighted = 0  # tensors quantized with the importance matrix
+    exact = 0  # tensors already on the Q4_0 grid
     for name, t in hf.state_dict().items():
         if name == "lm_head.weight" and (tied or arch == "gemma2"):
             continue
@@ -297,7 +311,10 @@ def write_gguf(model, hf, path: Path, precision: str, imatrix: dict[str, np.ndar
                 continue
         else:
             kind = qtype
-        if new in ("token_embd.weight", "output.weight") and precision in ("q4_0", "q4_1", "q5_0", "q5_1"):
+        if name in on_grid:  # already Q4_0's values: written as they are (an importance matrix would move them)
+            imp = None
+            exact += 1
+        elif new in ("token_embd.weight", "output.weight") and precision in ("q4_0", "q4_1", "q5_0", "q5_1"):
             kind = gguf.GGMLQuantizationType.Q8_0  # as llama.cpp's quantizer: the vocabulary matrices stay wider
         if data.ndim == 1 or kind == gguf.GGMLQuantizationType.F32:
             kind = gguf.GGMLQuantizationType.F32
@@ -319,7 +336,7 @@ def write_gguf(model, hf, path: Path, precision: str, imatrix: dict[str, np.ndar
     w.write_tensors_to_file()
     w.close()
     info = {"architecture": arch, "type": precision, "tensor_types": counts, "bpe_merges": len(merges),
-            "imatrix_tensors": weighted}
+            "imatrix_tensors": weighted, **({"q4_0_grid_tensors": exact} if precision == "q4_0" else {})}
     if precision in KQUANTS:
         info["kquant_fallback_tensors"] = fallback
     return info

@@ -363,7 +363,7 @@ class Int4Embedding(QuantEmbedding):
     int4 table; an untied embedding quantizes to `Int8Embedding`."""
 
     kind = "int4-embedding"
-    PROXIED = ("qweight", "scale", "zero", "group_size")
+    PROXIED = ("qweight", "scale", "zero", "group_size", "symmetric")
     HEADS = (Int4WeightLinear,)
 
     @classmethod
