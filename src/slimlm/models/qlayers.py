@@ -378,6 +378,14 @@ class Int4Embedding(QuantEmbedding):
                                self.group_size)
 
 
+def float_weight(mod: nn.Module) -> torch.Tensor:
+    """The fp32 values a quantized layer (or table) computes with: its ``dequantized()``, or for int8 per
+    row ``qweight * scale``."""
+    if hasattr(mod, "dequantized"):
+        return mod.dequantized().float()
+    return mod.qweight.float() * mod.scale.float().reshape(-1, 1)
+
+
 def tie_table(head: nn.Module, head_name: str, padding_idx: int | None = None,
               embed_scale: float = 1.0) -> QuantEmbedding:
     """The tied table that reads ``head``'s quantized weight: int8 for an int8 head, int4 for an int4 one."""

@@ -19,8 +19,7 @@ from slimlm.calibration import InputStats, as_calibration, run_batches
 from slimlm.errors import ConfigError
 from slimlm.models.adapters import FamilyAdapter, adapter_for
 from slimlm.models.qlayers import (
-    Int4WeightLinear,
-    Int8DynamicLinear,
+    Int4Embedding,
     Int8Embedding,
     Int8WeightLinear,
     set_module,
@@ -179,8 +178,8 @@ def _retie(hf: nn.Module, tied: tuple[str, str] | None, int4: bool = True) -> li
     emb, head = hf.get_submodule(emb_name), hf.get_submodule(head_name)
     if not isinstance(emb, Int8Embedding) or getattr(head, "bias", None) is not None:
         return None
-    shareable = (int4 and isinstance(head, Int4WeightLinear)) or (
-        isinstance(head, (Int8WeightLinear, Int8DynamicLinear))
+    shareable = (int4 and isinstance(head, Int4Embedding.HEADS)) or (
+        isinstance(head, Int8Embedding.HEADS)
         and torch.equal(emb.qweight, head.qweight) and torch.equal(emb.scale, head.scale))
     if not shareable:
         return None

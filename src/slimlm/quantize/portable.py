@@ -27,12 +27,6 @@ from torch import nn
 from slimlm.models.qlayers import QUANT_METHOD  # noqa: F401  (re-exported: the marker this module writes around)
 
 
-def _dequantized(mod: nn.Module) -> torch.Tensor:
-    if hasattr(mod, "dequantized"):
-        return mod.dequantized().float()
-    return mod.qweight.float() * mod.scale.float().reshape(-1, 1)  # int8 per output channel (or per row)
-
-
 class ScaledEmbedding(nn.Embedding):
     """An fp32 table whose rows are multiplied by ``embed_scale`` (Gemma's), as transformers' scaled word
     embeddings do; the factor is a non-persistent ``embed_scale`` buffer, as there (exporters skip it)."""
@@ -52,7 +46,7 @@ def float_model(hf: nn.Module, tie: bool = True) -> nn.Module:
     ``tie``: a quantized table that is its lm_head's weight (`QuantEmbedding.tied`) comes back as the very
     Parameter of that head, so exporters see one matrix (GGUF writes no separate ``output.weight``);
     False gives it its own copy of the values."""
-    from slimlm.models.qlayers import QuantEmbedding, QuantModule, set_module
+    from slimlm.models.qlayers import QuantEmbedding, QuantModule, float_weight, set_module
 
     quant = [(n, m) for n, m in hf.named_modules() if isinstance(m, QuantModule)]
     if not quant:
@@ -70,10 +64,10 @@ def float_model(hf: nn.Module, tie: bool = True) -> nn.Module:
                 if hasattr(new.config, "get_text_config"):  # the same object for a text-only config
                     new.config.get_text_config().tie_word_embeddings = True
             else:
-                emb.weight = nn.Parameter(_dequantized(mod), requires_grad=False)
+                emb.weight = nn.Parameter(float_weight(mod), requires_grad=False)
             set_module(new, name, emb)
             continue
-        w = _dequantized(mod)
+        w = float_weight(mod)
         lin = nn.Linear(w.shape[1], w.shape[0], bias=mod.bias is not None)
         lin.weight = nn.Parameter(w, requires_grad=False)
         if mod.bias is not None:

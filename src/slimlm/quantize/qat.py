@@ -33,6 +33,7 @@ from slimlm.models.qlayers import (
     Int8WeightLinear,
     QuantEmbedding,
     QuantLinear,
+    float_weight,
     set_module,
     tie_table,
 )
@@ -186,12 +187,6 @@ class FakeTiedTable(nn.Module):
         return rows * self.embed_scale if self.embed_scale != 1.0 else rows
 
 
-def _dequantized(m: QuantLinear) -> torch.Tensor:
-    if isinstance(m, Int4WeightLinear):
-        return m.dequantized()
-    return m.qweight.float() * m.scale[:, None]
-
-
 def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: int, lr: float, batch_size: int,
              temperature: float = 1.0, seed: int = 0, progress=None, guard=None) -> list[float]:
     """Distil ``teacher`` into ``student`` on random batches of ``rows``; returns the loss per step.
@@ -263,7 +258,7 @@ def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base
     for name, m in list(hf.named_modules()):
         if isinstance(m, QuantLinear):  # a layer the per-layer fallback put in int8 trains as int8
             own = "int8-weight" if isinstance(m, Int8WeightLinear) and target.scheme != "int8-weight" else target.scheme
-            fakes[name] = FakeQuantLinear(_dequantized(m), m.bias, own, group if own == target.scheme else 0, symmetric)
+            fakes[name] = FakeQuantLinear(float_weight(m), m.bias, own, group if own == target.scheme else 0, symmetric)
     ptq_layers = {name: hf.get_submodule(name) for name in fakes}  # kept (packed) in case QAT ends worse
     for name, f in fakes.items():
         set_module(hf, name, f)
@@ -283,10 +278,9 @@ def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base
         for name, f in fakes.items():
             q = f.convert()
             set_module(hf, name, q)
-            changed += int((_dequantized(q) != _dequantized(ptq_layers[name])).sum())
+            changed += int((float_weight(q) != float_weight(ptq_layers[name])).sum())
             total += q.in_features * q.out_features
-        for name, t in tables.items():  # the table is the converted head's weight again
-            set_module(hf, name, tie_table(hf.get_submodule(t.tied_to), t.tied_to, t.padding_idx, t.embed_scale))
+        _relink(hf, tables)  # the table is the converted head's weight again
     hf.eval()
     after = math.exp(lm_loss(hf, holdout) - base)
     if guard.reason:
@@ -298,8 +292,7 @@ def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base
         if kept:
             for name, m in ptq_layers.items():
                 set_module(hf, name, m)
-            for name, t in tables.items():
-                set_module(hf, name, tie_table(hf.get_submodule(t.tied_to), t.tied_to, t.padding_idx, t.embed_scale))
+            _relink(hf, tables)
             report["qat"]["kept"] = "ptq"
         report["qat"]["warning"] = (
             f"QAT did not improve on PTQ (held-out perplexity x{after:.4f} against x{before:.4f} after "
@@ -307,3 +300,9 @@ def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base
             "rate or the steps, or leave QAT out")
     report["seconds"] = time.perf_counter() - start
     return report
+
+
+def _relink(hf: nn.Module, tables: dict[str, FakeTiedTable]) -> None:
+    """Each tied table becomes the quantized table of the layer now at its ``tied_to``."""
+    for name, t in tables.items():
+        set_module(hf, name, tie_table(hf.get_submodule(t.tied_to), t.tied_to, t.padding_idx, t.embed_scale))
