@@ -82,3 +82,16 @@ def test_new_options_at_their_defaults_keep_the_stage_cache_key():
     assert _stage(steps=10, teacher_precision="bfloat16").key() != plain.key()
     # the digest the code gave this stage before the freeze options existed: cached runs still resume
     assert plain.key() == "0bb44e8a986eb3ed"
+
+
+def test_a_checkpoint_that_does_not_fit_leaves_the_student_trainable_and_no_temp_file(teacher, corpus, tmp_path):
+    from slimlm._io import cache_dir
+    from slimlm.models import load
+
+    cfg = DistillConfig(steps=3, seq_len=32, batch_size=2, checkpoint_every=1, freeze_embeddings=True)
+    distill_run(_student(teacher), teacher, corpus, cfg, checkpoint_dir=tmp_path / "ck")
+    other = load("tiny:llama?layers=2&hidden=32&heads=2&kv_heads=1&ffn=64&seed=3")  # another shape
+    with pytest.raises(ConfigError, match="does not fit this student"):
+        distill_run(other, teacher, corpus, cfg, checkpoint_dir=tmp_path / "ck", resume=True)
+    assert all(p.requires_grad for p in other.hf.parameters())  # the frozen embeddings were given back
+    assert not list(cache_dir("weights-stash").iterdir())

@@ -3,6 +3,7 @@ weights, and the KL over a large vocabulary computed in checkpointed chunks with
 
 import torch
 
+from slimlm._io import cache_dir
 from slimlm.distill import DistillConfig, distill_run
 from slimlm.distill.guard import DivergenceGuard, scale_for_size
 from slimlm.distill.losses import kl as klmod
@@ -32,6 +33,27 @@ def test_a_diverging_run_stops_and_restores_the_starting_weights(teacher, corpus
     assert res.diverged and "restored the weights it started from" in res.diverged
     assert res.steps < 40
     assert all(torch.equal(before[k], v) for k, v in student.hf.state_dict().items())
+    assert not list(cache_dir("weights-stash").iterdir())  # the starting weights waited on disk, removed after
+
+
+def test_the_starting_weights_wait_on_disk_and_go_once_the_run_ends(teacher, corpus, monkeypatch):
+    from slimlm.distill import guard
+
+    seen = []
+    real = guard.WeightsOnDisk.__init__
+
+    def spy(self, module):
+        real(self, module)
+        seen.append((self.path.exists(), self.path.stat().st_size, self.dir))
+
+    monkeypatch.setattr(guard.WeightsOnDisk, "__init__", spy)
+    student = load("tiny:llama?layers=2&hidden=32&heads=2&kv_heads=1&ffn=64&seed=1")
+    distill_run(student, teacher, corpus, DistillConfig(steps=2, seq_len=32, batch_size=2))
+    weights = sum(p.numel() * p.element_size() for p in student.hf.parameters())  # tied: counted once
+    assert len(seen) == 1 and seen[0][0] and seen[0][1] >= weights
+    assert not seen[0][2].exists()
+    distill_run(student, teacher, corpus, DistillConfig(steps=2, seq_len=32, batch_size=2, divergence_factor=0))
+    assert len(seen) == 1  # no guard, no copy
 
 
 def test_chunked_kd_loss_matches_the_full_computation(monkeypatch):

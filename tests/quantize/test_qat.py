@@ -116,3 +116,36 @@ def test_fake_quant_gradients_match_plain_autograd_without_holding_the_fake_weig
         torch.nn.functional.linear(xq, f.fake_weight(), f.bias).square().sum().backward()
         torch.testing.assert_close(ours[0], x2.grad)
         torch.testing.assert_close(ours[1], f.weight.grad)
+
+
+def test_qat_kd_from_hidden_states_equals_kd_on_logits_with_a_fake_quantized_tied_head(monkeypatch):
+    """QAT computes its KD from final hidden states chunk by chunk; with the head and the tied table fake-quantized
+    (``skip: none``) the loss and every trained weight's gradient equal the whole-logits computation."""
+    import copy
+    from types import SimpleNamespace
+
+    from slimlm.distill.losses import fused
+    from slimlm.models import load
+    from slimlm.models.qlayers import set_module
+    from slimlm.quantize.qat import FakeTiedTable, _kd_from_hidden, _kd_from_logits
+
+    monkeypatch.setattr(fused, "CHUNK_ELEMENTS", 7 * 256)  # 7 positions a chunk: several chunks, one short
+    m = load("tiny:llama?layers=2&tied=1")
+    teacher = copy.deepcopy(m.hf).eval().requires_grad_(False)
+    hf = m.hf.requires_grad_(False)
+    head = FakeQuantLinear(hf.lm_head.weight.detach().clone(), None, "int4-weight", group_size=16, symmetric=True)
+    set_module(hf, "lm_head", head)
+    emb = hf.model.embed_tokens
+    table = FakeTiedTable(head, SimpleNamespace(tied_to="lm_head", padding_idx=emb.padding_idx, embed_scale=1.0,
+                                                num_embeddings=emb.num_embeddings, embedding_dim=emb.embedding_dim))
+    set_module(hf, "model.embed_tokens", table)
+    x = torch.randint(4, 250, (2, 24), generator=torch.Generator().manual_seed(0))
+    grads = []
+    for make in (_kd_from_hidden, _kd_from_logits):
+        hf.zero_grad(set_to_none=True)
+        loss = make(hf, teacher, 2.0)(x)
+        loss.backward()
+        grads.append((loss.item(), head.weight.grad.clone()))
+    assert _kd_from_hidden(hf, teacher, 1.0) is not None
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5) and grads[0][0] > 0
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-7)

@@ -31,13 +31,14 @@ from slimlm.data import Corpus
 from slimlm.distill.cache import open_cache
 from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from slimlm.distill.data import ClassBatches, LMBatches, MixedLMBatches
-from slimlm.distill.guard import DivergenceGuard, scale_for_size
+from slimlm.distill.guard import DivergenceGuard, WeightsOnDisk, scale_for_size
 from slimlm.distill.layer_map import derive_layer_map, model_provenance
 from slimlm.distill.losses import (
     HiddenTransfer,
     attention_kl,
     causal_ce,
     class_ce,
+    head_loss,
     kd_loss,
     mix,
     pool,
@@ -45,6 +46,7 @@ from slimlm.distill.losses import (
     teacher_topk,
     topk_kd_loss,
 )
+from slimlm.distill.optim import adamw
 from slimlm.distill.teacher import resolve as resolve_precision
 from slimlm.distill.teacher import teacher_precision
 from slimlm.errors import ConfigError, DataError
@@ -177,6 +179,22 @@ class _Step:
         if teacher is not None and task == "causal-lm":
             vmap = teacher_vocab_map(student, teacher)
             self.vmap = None if vmap is None else vmap.to(_device(student))
+        # KD / CE from the final hidden states (slimlm.distill.losses.fused): the same loss and gradients
+        # without whole-vocabulary logits; top-k KD keeps the logits path (its teacher side may be cached)
+        self.fused = (task == "causal-lm" and cfg.loss in ("kl", "reverse-kl", "jsd", "ce")
+                      and student.adapter.lm_head() is not None
+                      and (not cfg.uses_teacher_outputs or teacher.adapter.lm_head() is not None))
+
+    def _head_loss(self, s_out, t_out, input_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        kd_weight = 0.0 if cfg.loss == "ce" else 1.0 - cfg.ce_weight
+        head = self.s.adapter.lm_head()
+        return head_loss(s_out.last_hidden_state, self.s.adapter.head_logits,
+                         [p for p in head.parameters() if p.requires_grad],
+                         h_t=t_out.last_hidden_state if kd_weight else None,
+                         head_t=self.t.adapter.head_logits if kd_weight else None, teacher_ids=self.vmap,
+                         input_ids=input_ids, kd_weight=kd_weight, ce_weight=cfg.ce_weight,
+                         temperature=cfg.temperature, direction=_DIRECTION.get(cfg.loss, "forward"), beta=cfg.beta)
 
     def __call__(self, rows: torch.Tensor, inputs: dict) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
@@ -187,8 +205,8 @@ class _Step:
         kw = {"output_hidden_states": self.need_hidden, "output_attentions": self.need_attn}
         if self.task == "causal-lm":
             kw["use_cache"] = False
-        s_out = self.s.hf(**inputs, **kw)
-        s_logits = s_out.logits  # (B, T, V) or (B, C)
+        fused = self.fused
+        s_out = (self.s.adapter.base() if fused else self.s.hf)(**inputs, **kw)
         parts: dict[str, torch.Tensor] = {}
         t_out, t_logits, topk = None, None, None
         if cfg.uses_teacher_outputs:
@@ -199,28 +217,35 @@ class _Step:
             if topk is None:
                 t_inputs = inputs if self.vmap is None else {**inputs, "input_ids": self.vmap[inputs["input_ids"]]}
                 with torch.no_grad():
-                    t_out = self.t.hf(**t_inputs, **kw)
-                t_logits = t_out.logits
-                if self.vmap is not None:  # only the student's tokens; the softmax renormalises over them
-                    t_logits = t_logits.index_select(-1, self.vmap)
-                if cfg.loss == "topk":
-                    topk = teacher_topk(t_logits, cfg.top_k)
-                    if self.cache is not None:
-                        self.cache.put(rows, *topk)
-        kd = None
-        if cfg.loss == "topk":
-            kd = topk_kd_loss(s_logits, *topk, temperature=cfg.temperature)
-        elif cfg.loss != "ce":
-            kd = kd_loss(s_logits, t_logits, temperature=cfg.temperature, direction=_DIRECTION[cfg.loss],
-                         beta=cfg.beta)
-        ce = None
-        if cfg.ce_weight > 0:
-            ce = causal_ce(s_logits, inputs["input_ids"]) if self.task == "causal-lm" else class_ce(s_logits, labels)
-        if kd is not None:
-            parts["kd"] = kd
-        if ce is not None:
-            parts["ce"] = ce
-        loss = mix(ce, kd, cfg.ce_weight if kd is not None else 1.0)
+                    t_out = (self.t.adapter.base() if fused else self.t.hf)(**t_inputs, **kw)
+                if not fused:
+                    t_logits = t_out.logits
+                    if self.vmap is not None:  # only the student's tokens; the softmax renormalises over them
+                        t_logits = t_logits.index_select(-1, self.vmap)
+                    if cfg.loss == "topk":
+                        topk = teacher_topk(t_logits, cfg.top_k)
+                        if self.cache is not None:
+                            self.cache.put(rows, *topk)
+        if fused:  # from the final hidden states, a chunk of positions at a time (no whole-vocabulary logits)
+            loss, heads = self._head_loss(s_out, t_out, inputs["input_ids"])
+            parts.update(heads)
+        else:
+            s_logits = s_out.logits  # (B, T, V) or (B, C)
+            kd = None
+            if cfg.loss == "topk":
+                kd = topk_kd_loss(s_logits, *topk, temperature=cfg.temperature)
+            elif cfg.loss != "ce":
+                kd = kd_loss(s_logits, t_logits, temperature=cfg.temperature, direction=_DIRECTION[cfg.loss],
+                             beta=cfg.beta)
+            ce = None
+            if cfg.ce_weight > 0:
+                ce = (causal_ce(s_logits, inputs["input_ids"]) if self.task == "causal-lm"
+                      else class_ce(s_logits, labels))
+            if kd is not None:
+                parts["kd"] = kd
+            if ce is not None:
+                parts["ce"] = ce
+            loss = mix(ce, kd, cfg.ce_weight if kd is not None else 1.0)
         if self.hidden is not None:
             parts["hidden"] = self.hidden(s_out.hidden_states, t_out.hidden_states, mask)
             loss = loss + cfg.hidden_weight * parts["hidden"]
@@ -374,41 +399,47 @@ def distill_run(
     no_decay = [p for p in params if p.ndim < 2]
     size = sum(p.numel() for p in params) + sum(p.numel() for p in frozen)  # the model's size, frozen or not
     run_cfg = scale_for_size(cfg, size)  # lr / warm-up for the model's size
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=run_cfg.lr, betas=(0.9, 0.95))
+    opt = adamw([{"params": decay, "weight_decay": cfg.weight_decay},
+                 {"params": no_decay, "weight_decay": 0.0}], lr=run_cfg.lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, run_cfg))
     guard = DivergenceGuard(cfg.divergence_factor)
-    start_state = ({k: v.detach().clone() for k, v in student.hf.state_dict().items()}
-                   if cfg.divergence_factor else None)
+    start_state = WeightsOnDisk(student.hf) if cfg.divergence_factor else None  # restored if the loss diverges
     diverged = None
 
     start_step, history, eval_curve, tokens = 0, [], [], 0
     best: dict = {"score": math.inf, "step": None, "state": None, "bad": 0}
     resumed_from = None
-    if resume and ckpt is not None and has_checkpoint(ckpt):
-        state, meta = load_checkpoint(ckpt)
-        _same_config(meta["config"], cfg)
-        if meta.get("world", 1) != world:
-            raise ConfigError(f"the checkpoint was written by {meta['world']} processes; resume with the same number.")
-        try:
-            student.hf.load_state_dict(state["model"])
-            if extra is not None:
-                extra.load_state_dict(state["extra"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise ConfigError(f"the checkpoint in {ckpt} does not fit this student ({str(exc).splitlines()[0][:120]}); "
-                              "delete it, or resume with the model it was written for.") from None
-        torch.set_rng_state(state["rng"])
-        start_step, tokens = meta["step"], meta["tokens"]
-        history, eval_curve = meta["history"], meta["eval_curve"]
-        best.update(score=meta["best"]["score"], step=meta["best"]["step"], bad=meta["best"]["bad"],
-                    state=state.get("best_model"))
-        resumed_from = start_step
-    elif world > 1:  # every rank starts from rank 0's weights
-        with torch.no_grad():
-            for p in params:
-                dist.broadcast(p.data, 0)
+    try:
+        if resume and ckpt is not None and has_checkpoint(ckpt):
+            state, meta = load_checkpoint(ckpt)
+            _same_config(meta["config"], cfg)
+            if meta.get("world", 1) != world:
+                raise ConfigError(f"the checkpoint was written by {meta['world']} processes; resume with the same number.")
+            try:
+                student.hf.load_state_dict(state["model"])
+                if extra is not None:
+                    extra.load_state_dict(state["extra"])
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+            except (RuntimeError, KeyError, ValueError) as exc:
+                raise ConfigError(f"the checkpoint in {ckpt} does not fit this student ({str(exc).splitlines()[0][:120]}); "
+                                  "delete it, or resume with the model it was written for.") from None
+            torch.set_rng_state(state["rng"])
+            start_step, tokens = meta["step"], meta["tokens"]
+            history, eval_curve = meta["history"], meta["eval_curve"]
+            best.update(score=meta["best"]["score"], step=meta["best"]["step"], bad=meta["best"]["bad"],
+                        state=state.get("best_model"))
+            resumed_from = start_step
+        elif world > 1:  # every rank starts from rank 0's weights
+            with torch.no_grad():
+                for p in params:
+                    dist.broadcast(p.data, 0)
+    except BaseException:  # a checkpoint that does not fit: leave the student and the disk as they were
+        if start_state is not None:
+            start_state.close()
+        for p in frozen:
+            p.requires_grad_(True)
+        raise
 
     student.hf.train()
     t0 = time.perf_counter()
@@ -471,6 +502,8 @@ def distill_run(
                 break
     finally:
         reduced.__exit__(None, None, None)
+        if start_state is not None and not diverged:
+            start_state.close()
         for p in frozen:
             p.requires_grad_(True)
         if attn_impl is not None:
@@ -479,7 +512,10 @@ def distill_run(
         student.hf.eval()
 
     if diverged:  # the best evaluated weights, else the ones the run started from
-        student.hf.load_state_dict(best["state"] if best["state"] is not None else start_state)
+        try:
+            student.hf.load_state_dict(best["state"] if best["state"] is not None else start_state.load())
+        finally:
+            start_state.close()
         diverged += (f"; restored the weights of step {best['step']}" if best["state"] is not None
                      else "; restored the weights it started from")
     elif best["state"] is not None and cfg.restore_best and best["step"] != step + 1:

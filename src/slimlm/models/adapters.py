@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from slimlm.errors import UnsupportedModelError
@@ -105,6 +106,13 @@ class FamilyAdapter:
 
     def lm_head(self) -> nn.Linear | None:
         return None
+
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The logits the model computes from its final hidden states: its LM head, then the soft-capping of
+        families that have one (Gemma 2: ``cap * tanh(logits / cap)``)."""
+        logits = self.lm_head()(hidden)
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def smoothing_pairs(self, layer: nn.Module) -> list[tuple[nn.Module, list[nn.Linear]]]:
         """``(producer, consumers)`` pairs where scaling the producer's output channels by ``1/s`` and the

@@ -24,7 +24,9 @@ from torch import nn
 
 from slimlm._progress import or_noop
 from slimlm.distill.guard import DivergenceGuard
+from slimlm.distill.losses.fused import head_loss
 from slimlm.distill.losses.kl import kd_loss
+from slimlm.distill.optim import adamw
 from slimlm.distill.teacher import resolve, teacher_precision
 from slimlm.methods import MethodConfig, StageResult, parse_method
 from slimlm.models.qlayers import (
@@ -195,14 +197,13 @@ def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: 
     update (its ``reason`` says why)."""
     progress = or_noop(progress)
     params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = adamw(params, lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
+    loss_fn = _kd_from_hidden(student, teacher, temperature) or _kd_from_logits(student, teacher, temperature)
     losses = []
     for step in range(steps):
         x = rows[torch.randint(0, rows.shape[0], (min(batch_size, rows.shape[0]),), generator=g)]
-        with torch.no_grad():
-            t_logits = teacher(x).logits
-        loss = kd_loss(student(x).logits, t_logits, temperature=temperature)  # chunked for a large vocabulary
+        loss = loss_fn(x)
         losses.append(loss.item())
         if guard is not None and guard.update(losses[-1]):
             break
@@ -212,6 +213,39 @@ def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: 
         opt.step()
         progress("qat", step + 1, steps)
     return losses
+
+
+def _kd_from_logits(student: nn.Module, teacher: nn.Module, temperature: float):
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t_logits = teacher(x).logits
+        return kd_loss(student(x).logits, t_logits, temperature=temperature)  # chunked for a large vocabulary
+
+    return fn
+
+
+def _kd_from_hidden(student: nn.Module, teacher: nn.Module, temperature: float):
+    """The KD loss from both models' final hidden states a chunk of positions at a time
+    (`slimlm.distill.losses.head_loss`: no whole-vocabulary logits), for a decoder of a family slimlm knows;
+    None otherwise."""
+    from slimlm.errors import UnsupportedModelError
+    from slimlm.models.adapters import adapter_for
+
+    try:
+        s, t = adapter_for(student), adapter_for(teacher)
+    except UnsupportedModelError:
+        return None
+    if not s.causal or s.lm_head() is None or t.lm_head() is None:
+        return None
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            h_t = t.base()(input_ids=x, use_cache=False).last_hidden_state
+        h_s = s.base()(input_ids=x, use_cache=False).last_hidden_state
+        trained = [p for p in s.lm_head().parameters() if p.requires_grad]
+        return head_loss(h_s, s.head_logits, trained, h_t=h_t, head_t=t.head_logits, temperature=temperature)[0]
+
+    return fn
 
 
 def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) -> dict:
