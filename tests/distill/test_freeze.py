@@ -75,11 +75,13 @@ def _stage(**body):
 
 def test_new_options_at_their_defaults_keep_the_stage_cache_key():
     plain = _stage(steps=10)
-    explicit = _stage(steps=10, freeze_embeddings=False, freeze_layers=0, teacher_precision="auto")
+    explicit = _stage(steps=10, freeze_embeddings=False, freeze_layers=0, teacher_precision="auto",
+                      gradient_checkpointing=False)
     assert plain.key() == explicit.key()
     assert _stage(steps=10, freeze_layers=2).key() != plain.key()
     assert _stage(steps=10, freeze_embeddings=True).key() != plain.key()
     assert _stage(steps=10, teacher_precision="bfloat16").key() != plain.key()
+    assert _stage(steps=10, gradient_checkpointing=True).key() != plain.key()
     # the digest the code gave this stage before the freeze options existed: cached runs still resume
     assert plain.key() == "0bb44e8a986eb3ed"
 

@@ -148,6 +148,9 @@ def distill_command(
                                       "steps; backward stops at block N)."),
     teacher_precision: str = typer.Option("auto", "--teacher-precision", help="auto (bfloat16 weight storage for "
                                           "teachers of 300M+ parameters), float32 or bfloat16; computed in float32."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute each block's "
+                                                "activations in the backward pass instead of keeping them (less "
+                                                "memory, one more forward pass of the blocks, same gradients)."),
     eval_every: int = typer.Option(0, "--eval-every", help="Evaluate every N steps (0: only at the end)."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", help="Perplexity budget of each evaluation."),
     patience: int = typer.Option(0, "--patience", help="Stop after N evaluations without improvement (0: never)."),
@@ -173,7 +176,7 @@ def distill_command(
                       seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every, eval_tokens=eval_tokens,
                       patience=patience, checkpoint_every=checkpoint_every, seed=seed, general_data=general_data,
                       general_share=general_share, freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers,
-                      teacher_precision=teacher_precision)
+                      teacher_precision=teacher_precision, gradient_checkpointing=gradient_checkpointing)
     sched = parse_schedule(schedule)
     first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress
     with train_bar(not as_json and first_rank, "distill") as (progress, on_metrics):

@@ -46,12 +46,15 @@ class DistillConfig(MethodConfig):
 
     Memory: ``teacher_precision`` stores the teacher's linear and embedding weights in bfloat16 while it
     distils (computed in float32; restored afterwards): ``auto`` does so for teachers of 300M parameters or
-    more, ``float32``/``bfloat16`` force it. See `slimlm.distill.teacher`.
+    more, ``float32``/``bfloat16`` force it. See `slimlm.distill.teacher`. ``gradient_checkpointing`` keeps
+    only each block's input for the backward pass and recomputes the rest there (transformers' activation
+    checkpointing): the same gradients, one more forward pass of the blocks, and the activations of one block
+    instead of all of them, which is what grows with ``batch_size`` x ``seq_len``.
     """
 
     family: ClassVar[str] = "distill"
     added_defaults: ClassVar[dict[str, Any]] = {"freeze_embeddings": False, "freeze_layers": 0,
-                                                "teacher_precision": "auto"}
+                                                "teacher_precision": "auto", "gradient_checkpointing": False}
     space: ClassVar[dict[str, Any]] = {"distill_steps": 0, "distill_loss": "kl", "distill_alpha": None,
                                        "distill_general_share": None}
     kind: Literal["distill"] = "distill"
@@ -81,6 +84,7 @@ class DistillConfig(MethodConfig):
     freeze_embeddings: bool = False
     freeze_layers: int = Field(0, ge=0)
     teacher_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    gradient_checkpointing: bool = False
     # data mixing: keep general ability while specialising
     general_data: str | None = None
     general_share: float = Field(0.0, ge=0, lt=1)

@@ -312,6 +312,31 @@ def _freeze(student: Model, cfg: DistillConfig) -> list[nn.Parameter]:
     return out
 
 
+def _checkpointing(student: Model, cfg: DistillConfig) -> bool:
+    """Turn on activation checkpointing for ``cfg.gradient_checkpointing``; True when this run turned it on
+    (turn it off with `_checkpointing_off`)."""
+    hf = student.hf
+    on = getattr(hf, "is_activation_checkpointing", None)
+    if on is None:  # transformers before the rename
+        on = getattr(hf, "is_gradient_checkpointing", False)
+    if not cfg.gradient_checkpointing or on:
+        return False
+    if not getattr(hf, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"{type(hf).__name__} does not support gradient checkpointing; leave it off.")
+    # non-reentrant: works with frozen embeddings (inputs without gradients) and keeps the dropout RNG
+    kwargs = {"use_reentrant": False}
+    if hasattr(hf, "activation_checkpointing_enable"):
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return True
+
+
+def _checkpointing_off(student: Model) -> None:
+    hf = student.hf
+    (getattr(hf, "activation_checkpointing_disable", None) or hf.gradient_checkpointing_disable)()
+
+
 def _same_config(saved: dict, cfg: DistillConfig) -> None:
     now = cfg.model_dump(mode="json")
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -386,6 +411,7 @@ def distill_run(
 
     extra = step_fn.hidden
     frozen = _freeze(student, cfg)  # restored in the finally below
+    checkpointing = _checkpointing(student, cfg)  # turned off again in the finally below
     params = [p for p in student.hf.parameters() if p.requires_grad]
     if extra is not None:
         params += list(extra.parameters())
@@ -439,6 +465,8 @@ def distill_run(
             start_state.close()
         for p in frozen:
             p.requires_grad_(True)
+        if checkpointing:
+            _checkpointing_off(student)
         raise
 
     student.hf.train()
@@ -506,6 +534,8 @@ def distill_run(
             start_state.close()
         for p in frozen:
             p.requires_grad_(True)
+        if checkpointing:
+            _checkpointing_off(student)
         if attn_impl is not None:
             for m, impl in zip((student, teacher), attn_impl, strict=True):
                 m.hf.set_attn_implementation(impl)
