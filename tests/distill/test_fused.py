@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from slimlm.distill import DistillConfig
-from slimlm.distill.losses import causal_ce, head_loss, kd_loss
+from slimlm.distill.losses import causal_ce, head_loss, kd_loss, teacher_topk, topk_kd_loss
 from slimlm.distill.trainer import _Step
 from slimlm.models import load
 
@@ -65,6 +65,32 @@ def test_head_loss_equals_the_loss_on_whole_logits_with_its_gradients(direction,
     assert set(parts) == ({"kd"} if kd_weight else set()) | ({"ce"} if ce_weight else set())
 
 
+@pytest.mark.parametrize("given", [False, True])
+def test_topk_kd_from_hidden_states_equals_topk_kd_on_whole_logits(given):
+    g = torch.Generator().manual_seed(2)
+    B, L, H, V, k = 2, 9, 16, 41, 5
+    h_s = torch.randn(B, L, H, generator=g, requires_grad=True)
+    h_t = torch.randn(B, L, H, generator=g)
+    w_s, w_t = nn.Parameter(torch.randn(V, H, generator=g)), torch.randn(V, H, generator=g) * 2
+    ids = torch.randint(0, V, (B, L), generator=g)
+    top = teacher_topk(h_t @ w_t.T, k)
+    ref = 0.6 * topk_kd_loss(h_s @ w_s.T, *top, temperature=2.0) + 0.4 * causal_ce(h_s @ w_s.T, ids)
+    ref_gh, ref_gw = torch.autograd.grad(ref, [h_s, w_s])
+    loss, parts = head_loss(h_s, lambda x: x @ w_s.T, [w_s], h_t=None if given else h_t,
+                            head_t=None if given else (lambda x: x @ w_t.T), teacher_topk=top if given else None,
+                            input_ids=ids, kd_weight=0.6, ce_weight=0.4, temperature=2.0, direction="topk", top_k=k,
+                            chunk_elements=4 * V)
+    gh, gw = torch.autograd.grad(loss, [h_s, w_s])
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(gh, ref_gh, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(gw, ref_gw, rtol=1e-4, atol=1e-6)
+    if given:
+        assert "teacher_topk" not in parts
+    else:  # the teacher's top-k, computed chunk by chunk, for the cache
+        torch.testing.assert_close(parts["teacher_topk"][0], top[0])
+        assert torch.equal(parts["teacher_topk"][1], top[1])
+
+
 def test_a_frozen_head_gets_no_gradient_and_the_hidden_states_still_do():
     g = torch.Generator().manual_seed(1)
     h_s, w = torch.randn(2, 5, 8, generator=g, requires_grad=True), torch.randn(11, 8, generator=g)
@@ -100,7 +126,8 @@ def _grads(model):
 def test_trainer_step_from_hidden_states_equals_the_logits_step_on_every_family(arch, tied):
     teacher = load(f"tiny:{arch}?layers=3&tied={tied}")
     student = load(f"tiny:{arch}?layers=2&tied={tied}&seed=1")
-    cfg = DistillConfig(loss="jsd" if arch == "gemma2" else "kl", alpha=0.25, temperature=2.0, seq_len=16,
+    loss = {"gemma2": "jsd", "mistral": "topk", "phi3": "reverse-kl"}.get(arch, "kl")
+    cfg = DistillConfig(loss=loss, alpha=0.25, temperature=2.0, seq_len=16, top_k=8,
                         hidden_weight=0.5 if arch == "qwen3" else 0.0)
     step = _Step(student, teacher, cfg, "causal-lm", 0)
     assert step.fused

@@ -180,21 +180,24 @@ class _Step:
             vmap = teacher_vocab_map(student, teacher)
             self.vmap = None if vmap is None else vmap.to(_device(student))
         # KD / CE from the final hidden states (slimlm.distill.losses.fused): the same loss and gradients
-        # without whole-vocabulary logits; top-k KD keeps the logits path (its teacher side may be cached)
-        self.fused = (task == "causal-lm" and cfg.loss in ("kl", "reverse-kl", "jsd", "ce")
+        # without whole-vocabulary logits
+        self.fused = (task == "causal-lm" and cfg.loss in ("kl", "reverse-kl", "jsd", "topk", "ce")
                       and student.adapter.lm_head() is not None
                       and (not cfg.uses_teacher_outputs or teacher.adapter.lm_head() is not None))
 
-    def _head_loss(self, s_out, t_out, input_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def _head_loss(self, s_out, t_out, input_ids: torch.Tensor, topk) -> tuple[torch.Tensor, dict]:
+        """The fused KD + CE loss; ``topk``: the teacher's cached top-k (then ``t_out`` is None)."""
         cfg = self.cfg
         kd_weight = 0.0 if cfg.loss == "ce" else 1.0 - cfg.ce_weight
         head = self.s.adapter.lm_head()
+        teacher = kd_weight and t_out is not None
         return head_loss(s_out.last_hidden_state, self.s.adapter.head_logits,
                          [p for p in head.parameters() if p.requires_grad],
-                         h_t=t_out.last_hidden_state if kd_weight else None,
-                         head_t=self.t.adapter.head_logits if kd_weight else None, teacher_ids=self.vmap,
+                         h_t=t_out.last_hidden_state if teacher else None,
+                         head_t=self.t.adapter.head_logits if teacher else None, teacher_ids=self.vmap,
                          input_ids=input_ids, kd_weight=kd_weight, ce_weight=cfg.ce_weight,
-                         temperature=cfg.temperature, direction=_DIRECTION.get(cfg.loss, "forward"), beta=cfg.beta)
+                         temperature=cfg.temperature, direction=_DIRECTION.get(cfg.loss, cfg.loss), beta=cfg.beta,
+                         top_k=cfg.top_k, teacher_topk=topk)
 
     def __call__(self, rows: torch.Tensor, inputs: dict) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
@@ -227,7 +230,10 @@ class _Step:
                         if self.cache is not None:
                             self.cache.put(rows, *topk)
         if fused:  # from the final hidden states, a chunk of positions at a time (no whole-vocabulary logits)
-            loss, heads = self._head_loss(s_out, t_out, inputs["input_ids"])
+            loss, heads = self._head_loss(s_out, t_out, inputs["input_ids"], topk)
+            computed = heads.pop("teacher_topk", None)
+            if computed is not None and self.cache is not None:
+                self.cache.put(rows, *computed)
             parts.update(heads)
         else:
             s_logits = s_out.logits  # (B, T, V) or (B, C)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from slimlm.distill.losses.kl import Direction, _per_position
+from slimlm.distill.losses.topk import topk_per_position
 
 #: logits elements per chunk (positions x vocabulary): 64 MB in float32, so a 150k vocabulary goes 110
 #: positions at a time and a 49k one 341; the chunk's log-softmaxes and gradient are a few times that
@@ -40,9 +42,12 @@ class _Spec:
     kd_weight: float
     ce_weight: float
     temperature: float
-    direction: str
+    direction: str  # forward, reverse, jsd or topk
     beta: float
     rows: int
+    top_k: int = 0
+    teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None  # (N, k) values and ids, when given
+    topk_out: tuple[torch.Tensor, torch.Tensor] | None = None  # (N, k) buffers the teacher's top-k go to
 
 
 class _HeadLoss(torch.autograd.Function):
@@ -61,11 +66,22 @@ class _HeadLoss(torch.autograd.Function):
                 logits = spec.head_s(x)
                 total = logits.new_zeros((), dtype=torch.float32)
                 if spec.kd_weight:
-                    with torch.no_grad():
-                        t = spec.head_t(h_t[i:i + spec.rows])
-                        if spec.teacher_ids is not None:  # a vocabulary-trimmed student: its tokens only
-                            t = t.index_select(-1, spec.teacher_ids)
-                    kd = _per_position(logits, t, T, spec.direction, spec.beta).sum()
+                    rows = slice(i, i + spec.rows)
+                    if spec.teacher_topk is not None:  # top-k KD with the teacher's side given (a cache)
+                        t = None
+                        values, ids = spec.teacher_topk[0][rows], spec.teacher_topk[1][rows]
+                    else:
+                        with torch.no_grad():
+                            t = spec.head_t(h_t[rows])
+                            if spec.teacher_ids is not None:  # a vocabulary-trimmed student: its tokens only
+                                t = t.index_select(-1, spec.teacher_ids)
+                    if spec.direction == "topk":
+                        if t is not None:
+                            values, ids = t.detach().float().topk(spec.top_k, dim=-1)
+                            spec.topk_out[0][rows], spec.topk_out[1][rows] = values, ids
+                        kd = topk_per_position(logits, values, ids, T).sum()
+                    else:
+                        kd = _per_position(logits, t, T, spec.direction, spec.beta).sum()
                     kd_sum += kd.detach()
                     total = total + kd * (spec.kd_weight * T * T / n)
                 if spec.ce_weight and n_ce:
@@ -105,8 +121,10 @@ def head_loss(
     kd_weight: float = 1.0,
     ce_weight: float = 0.0,
     temperature: float = 1.0,
-    direction: Direction = "forward",
+    direction: Direction | Literal["topk"] = "forward",
     beta: float = 0.5,
+    top_k: int = 64,
+    teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     chunk_elements: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``ce_weight * CE + kd_weight * KD`` of a causal LM, from final hidden states, chunk by chunk.
@@ -123,16 +141,19 @@ def head_loss(
         teacher_ids: (V_student,) teacher ids of the student's tokens, for a vocabulary-trimmed student.
         input_ids: (B, T) token ids, the CE's targets shifted by one; needed when ``ce_weight`` > 0.
         kd_weight, ce_weight: the two terms' weights (at least one positive).
-        temperature, direction, beta: as in `slimlm.distill.losses.kd_loss`.
+        temperature, direction, beta: as in `slimlm.distill.losses.kd_loss`; ``direction="topk"`` is
+            `slimlm.distill.losses.topk_kd_loss` against the teacher's ``top_k`` largest logits.
+        teacher_topk: for ``topk``, the teacher's (values, ids), each (B, T, k), instead of ``h_t``/``head_t``
+            (a cache); without it the teacher's top-k computed here are returned as ``parts["teacher_topk"]``.
         chunk_elements: positions x vocabulary computed at a time (default `CHUNK_ELEMENTS`).
 
     Returns:
         ``(loss, {"kd": ..., "ce": ...})``: the scalar to backpropagate, and each term (detached; a term with
-        weight 0 is absent).
+        weight 0 is absent), plus ``teacher_topk`` when ``topk`` computed them.
     """
     if kd_weight <= 0 and ce_weight <= 0:
         raise ValueError("head_loss needs kd_weight or ce_weight above 0")
-    if kd_weight > 0 and (h_t is None or head_t is None):
+    if kd_weight > 0 and (h_t is None or head_t is None) and not (direction == "topk" and teacher_topk is not None):
         raise ValueError("a KD term needs the teacher's hidden states and head")
     if ce_weight > 0 and input_ids is None:
         raise ValueError("a CE term needs input_ids")
@@ -144,13 +165,22 @@ def head_loss(
         targets = targets.reshape(-1)
     with torch.no_grad():  # the vocabulary size, from one position
         vocab = head_s(h_s.detach()[:1, :1].reshape(1, H)).shape[-1]
+    given = out = None
+    if kd_weight > 0 and direction == "topk":
+        if teacher_topk is not None:
+            given = tuple(x.reshape(B * T, -1) for x in teacher_topk)
+        else:
+            out = (torch.empty(B * T, top_k, device=h_s.device), torch.empty(B * T, top_k, dtype=torch.long,
+                                                                                device=h_s.device))
     spec = _Spec(head_s, head_t, teacher_ids, targets, float(kd_weight), float(ce_weight), float(temperature),
-                 direction, float(beta), max(1, (chunk_elements or CHUNK_ELEMENTS) // vocab))
-    flat_t = h_t.detach().reshape(B * T, -1) if kd_weight > 0 else None
+                 direction, float(beta), max(1, (chunk_elements or CHUNK_ELEMENTS) // vocab), top_k, given, out)
+    flat_t = h_t.detach().reshape(B * T, -1) if kd_weight > 0 and given is None else None
     loss, kd, ce = _HeadLoss.apply(spec, h_s.reshape(B * T, H), flat_t, *params)
     parts = {}
     if kd_weight > 0:
         parts["kd"] = kd
+    if out is not None:
+        parts["teacher_topk"] = tuple(x.reshape(B, T, top_k) for x in out)
     if ce_weight > 0:
         parts["ce"] = ce
     return loss, parts

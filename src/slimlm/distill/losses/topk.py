@@ -41,7 +41,12 @@ def topk_kd_loss(
         mask: optional (...) positions that count.
     """
     T = float(temperature)
+    return masked_mean(topk_per_position(student_logits, topk_values, topk_indices, T), mask) * (T * T)
+
+
+def topk_per_position(student_logits: torch.Tensor, topk_values: torch.Tensor, topk_indices: torch.Tensor,
+                      T: float) -> torch.Tensor:
+    """KL(renormalised teacher top-k || student) per position, not yet T^2-scaled: (..., V) -> (...)."""
     t_log = F.log_softmax(topk_values.float() / T, dim=-1)  # (..., k), renormalised over the top k
     s_log = F.log_softmax(student_logits.float() / T, dim=-1).gather(-1, topk_indices.long())  # (..., k)
-    per = (t_log.exp() * (t_log - s_log)).sum(-1)
-    return masked_mean(per, mask) * (T * T)
+    return (t_log.exp() * (t_log - s_log)).sum(-1)
