@@ -46,3 +46,22 @@ def test_gptq_without_data_says_how_to_fix(capsys, tmp_path):
 def test_unknown_scheme(capsys, tmp_path):
     code, _, err = run(capsys, "quantize", TINY, "--scheme", "int3", "--out", str(tmp_path / "q"))
     assert code == 2 and "scheme" in err
+
+
+def test_qat_checkpoints_beside_the_output_and_resumes(capsys, tmp_path, text_file):
+    out_dir = tmp_path / "q"
+    ckpt = tmp_path / "q.checkpoint"
+    args = ["quantize", TINY, "--scheme", "int4-weight", "--group-size", "16", "--method", "rtn", "--data",
+            str(text_file), "--calib-rows", "8", "--calib-len", "64", "--qat-steps", "4", "--checkpoint-every", "1",
+            "--out", str(out_dir), "--json"]
+    ckpt.mkdir()
+    (ckpt / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, *args)  # a folder slimlm did not write is left alone
+    assert code == 2 and "did not write" in err and (ckpt / "notes.txt").read_text() == "mine"
+    (ckpt / "notes.txt").unlink()
+    ckpt.rmdir()
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and json.loads(out)["qat"]["trained"] and not ckpt.exists()  # removed once saved
+    code, _, err = run(capsys, "quantize", TINY, "--scheme", "int8-weight", "--checkpoint-every", "2", "--out",
+                       str(tmp_path / "p"))
+    assert code == 2 and "is for QAT" in err

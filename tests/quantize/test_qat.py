@@ -149,3 +149,46 @@ def test_qat_kd_from_hidden_states_equals_kd_on_logits_with_a_fake_quantized_tie
     assert _kd_from_hidden(hf, teacher, 1.0) is not None
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5) and grads[0][0] > 0
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-7)
+
+
+def _qat_run(calib, tmp_path, steps=6, every=1, stop_at=None, **over):
+    """QAT on a fresh sharp tiny model with checkpoints in ``tmp_path``; ``stop_at``: interrupt after that step."""
+    from slimlm.models import load
+
+    m = load("tiny:llama?layers=2&hidden=64&heads=4&kv_heads=2&ffn=128&seed=0")
+    with torch.no_grad():
+        for p in m.hf.parameters():
+            if p.dim() == 2:
+                p.mul_(4.0)
+
+    def progress(desc, done, total):
+        if desc == "qat" and done == stop_at:
+            raise KeyboardInterrupt
+
+    cfg = QATConfig(target=Int4WeightConfig(method="rtn", group_size=16), steps=steps, batch_size=4, holdout=4,
+                    checkpoint_every=every, **over)
+    return m, quantize_(m, cfg, calib, progress=progress, checkpoint_dir=tmp_path / "ck")
+
+
+def test_an_interrupted_qat_run_resumes_from_its_checkpoint_exactly(calib, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _qat_run(calib, tmp_path, stop_at=3)
+    assert (tmp_path / "ck" / "meta.json").exists()
+    resumed, report = _qat_run(calib, tmp_path)
+    assert report["qat"]["resumed_from"] == 3
+    straight, ref = _qat_run(calib, tmp_path / "other")
+    assert "resumed_from" not in ref["qat"]
+    assert report["qat"]["kd_loss_last"] == ref["qat"]["kd_loss_last"]
+    a, b = resumed.hf.state_dict(), straight.hf.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_qat_checkpoint_of_other_settings_is_refused(calib, tmp_path):
+    from slimlm.errors import ConfigError
+
+    with pytest.raises(KeyboardInterrupt):
+        _qat_run(calib, tmp_path, stop_at=2)
+    with pytest.raises(ConfigError, match="different settings.*lr"):
+        _qat_run(calib, tmp_path, lr=1e-3)
+    with pytest.raises(ConfigError, match="different settings.*data"):
+        _qat_run(calib[:-1], tmp_path)

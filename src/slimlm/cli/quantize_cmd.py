@@ -33,6 +33,9 @@ def quantize_command(
     qat_if_drop_above: float | None = typer.Option(None, "--qat-if-drop-above", min=0.0, help="Hybrid: train only if the PTQ drop exceeds this."),
     qat_lr: float | None = typer.Option(None, "--qat-lr", help="QAT learning rate (default: 3e-4 for int4, 1e-5 "
                                         "for int8, lower above 135M trained parameters)."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="QAT: write a resumable checkpoint "
+                                         "(OUT.checkpoint) every N steps."),
+    resume: bool = typer.Option(False, "--resume", help="QAT: continue from OUT.checkpoint."),
     calib_rows: int = typer.Option(32, "--calib-rows", min=1, help="Calibration windows."),
     calib_len: int = typer.Option(512, "--calib-len", min=2, help="Calibration window length (tokens)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the calibration sample and QAT batches."),
@@ -54,11 +57,15 @@ def quantize_command(
                            "to": fallback_to}
     if qat_steps or qat_if_drop_above is not None:
         cfg = {"scheme": "qat", "target": cfg, "steps": max(qat_steps, 1), "lr": qat_lr,
-               "only_if_drop_above": qat_if_drop_above}
+               "only_if_drop_above": qat_if_drop_above, "checkpoint_every": checkpoint_every}
+    elif checkpoint_every:
+        from slimlm.errors import ConfigError
+
+        raise ConfigError("--checkpoint-every is for QAT (--qat-steps N); PTQ does not train.")
     config = parse_config(cfg)  # a bad option fails before anything is loaded
     with progress_bars(not as_json) as bar:
         res = quantize_job(model, config, out_dir, data=data, calib_rows=calib_rows, calib_len=calib_len, seed=seed,
-                           force=force, trust_remote_code=trust_remote_code, progress=bar, log=status)
+                           force=force, trust_remote_code=trust_remote_code, resume=resume, progress=bar, log=status)
     res["scheme"] = scheme
     from slimlm.profile.cpu import int8_gemm_support, int8_slow_warning
 

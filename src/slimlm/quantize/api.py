@@ -188,7 +188,7 @@ def _retie(hf: nn.Module, tied: tuple[str, str] | None, int4: bool = True) -> li
     return [emb_name, head_name]
 
 
-def quantize_(model, config, calib: torch.Tensor | None = None, progress=None) -> dict:
+def quantize_(model, config, calib: torch.Tensor | None = None, progress=None, checkpoint_dir=None) -> dict:
     """Quantize ``model`` in place according to ``config``.
 
     Args:
@@ -197,6 +197,7 @@ def quantize_(model, config, calib: torch.Tensor | None = None, progress=None) -
         calib: token ids ``(n, seq_len)`` from `slimlm.data.calibration_batch`; needed by SmoothQuant, GPTQ,
             the fallback (its last ``holdout`` rows check the tolerance) and QAT.
         progress: optional ``progress(desc, done, total)``.
+        checkpoint_dir: QAT only: where its training keeps checkpoints (``checkpoint_every``) and resumes from.
 
     Returns:
         A report: ``{"scheme", "quantized", "fp32_layers", "seconds", ...}`` plus ``fallback`` (the frontier
@@ -213,7 +214,8 @@ def quantize_(model, config, calib: torch.Tensor | None = None, progress=None) -
     hf = _hf(model)
     hf.eval()
     cal = as_calibration(calib)
-    report = config.quantize(model, None if cal is None else cal.tokens, progress)
+    kwargs = {"checkpoint_dir": checkpoint_dir} if checkpoint_dir is not None and getattr(config, "scheme", None) == "qat" else {}
+    report = config.quantize(model, None if cal is None else cal.tokens, progress, **kwargs)
     share_input_quantization(hf)
     if hasattr(model, "provenance"):
         model.provenance.pop("hash", None)

@@ -132,7 +132,7 @@ class QuantScheme(MethodConfig):
         from slimlm.quantize.api import quantize_
 
         before = model.num_params()
-        report = quantize_(model, self, calib, progress=ctx.progress)
+        report = quantize_(model, self, calib, progress=ctx.progress, checkpoint_dir=ctx.checkpoint_dir)
         record = {k: v for k, v in report.items() if k in ("quantized", "fp32_layers", "int8_layers", "fallback", "qat")}
         return StageResult(report={"params_before": before, **report}, record=record)
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from slimlm._io import check_out
+from slimlm.errors import ConfigError
 
 
 def quantize_job(model: str, config, out: str | Path, *, data: str | None = None, calib_rows: int = 32,
                  calib_len: int = 512, seed: int = 0, force: bool = False, trust_remote_code: bool = False,
-                 progress: Callable | None = None,
+                 resume: bool = False, progress: Callable | None = None,
                  log: Callable[[str], None] | None = None) -> dict:
     """Quantize ``model`` with ``config`` and save the variant to ``out``.
 
@@ -21,6 +23,8 @@ def quantize_job(model: str, config, out: str | Path, *, data: str | None = None
         out: variant directory (an earlier slimlm variant is replaced only with ``force``).
         data: calibration data spec (needed by GPTQ, SmoothQuant, the fallback and QAT).
         calib_rows, calib_len, seed: the calibration sample.
+        resume: QAT: continue from the checkpoint in ``OUT.checkpoint`` (written every ``checkpoint_every`` steps,
+            removed once the variant is saved).
         progress, log: callbacks.
 
     Returns:
@@ -32,13 +36,22 @@ def quantize_job(model: str, config, out: str | Path, *, data: str | None = None
 
     start = time.perf_counter()
     check_out(out, force=force, kind="variant")
+    ckpt = None
+    if getattr(config, "scheme", None) == "qat" and (config.checkpoint_every or resume):
+        from slimlm.distill.job import checkpoint_dir_for
+
+        ckpt = checkpoint_dir_for(out, resume, config.checkpoint_every)
+    elif resume:
+        raise ConfigError("--resume continues a QAT run (--qat-steps with --checkpoint-every); PTQ has nothing to resume.")
     corpus = load_data(data) if data else None
     m = load(model, progress=log, trust_remote_code=trust_remote_code)
     check_config(m, config)
     params_before = m.num_params()
     calib = calibration_batch(m.tokenizer, corpus, calib_rows, calib_len, seed=seed) if corpus is not None else None
-    report = quantize_(m, config, calib, progress=progress)
+    report = quantize_(m, config, calib, progress=progress, checkpoint_dir=ckpt)
     path = save(m, out, config, report)
+    if ckpt is not None:  # the saved variant supersedes it (slimlm's own: checkpoint_dir_for refuses others)
+        shutil.rmtree(ckpt, ignore_errors=True)
     weights_mb = sum(p.stat().st_size for p in path.rglob("*.safetensors")) / 2**20
     scheme = getattr(config, "scheme", None)
     return {"out": str(path), "params_before": params_before, "params_after": logical_params(m.hf),

@@ -13,8 +13,11 @@ swapped for `slimlm.distill`'s trainer (checkpoints, schedules) once that lands,
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -23,6 +26,7 @@ from pydantic import Field, SerializeAsAny, field_validator
 from torch import nn
 
 from slimlm._progress import or_noop
+from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from slimlm.distill.guard import DivergenceGuard
 from slimlm.distill.losses.fused import head_loss
 from slimlm.distill.losses.kl import kd_loss
@@ -63,6 +67,9 @@ class QATConfig(MethodConfig):
     temperature: float = Field(1.0, gt=0)
     only_if_drop_above: float | None = Field(None, gt=0)
     holdout: int = Field(4, ge=1, description="calibration rows held out to measure the drop")
+    checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps (0: none)")
+
+    added_defaults: ClassVar[dict] = {"checkpoint_every": 0}
 
     @field_validator("target", mode="before")
     @classmethod
@@ -100,8 +107,8 @@ class QATConfig(MethodConfig):
     def apply(self, model, calib, ctx) -> StageResult:
         return QuantScheme.apply(self, model, calib, ctx)
 
-    def quantize(self, model, calib, progress) -> dict:
-        return qat_(model, self, calib, progress)
+    def quantize(self, model, calib, progress, checkpoint_dir=None) -> dict:
+        return qat_(model, self, calib, progress, checkpoint_dir=checkpoint_dir)
 
 
 #: QAT stops when its loss becomes non-finite or its 5-step mean rises above this many times its lowest
@@ -189,19 +196,36 @@ class FakeTiedTable(nn.Module):
         return rows * self.embed_scale if self.embed_scale != 1.0 else rows
 
 
+@dataclass
+class Checkpoints:
+    """Where `kd_train` keeps its checkpoints: ``directory``, every ``every`` steps (0: it only resumes);
+    ``key``: what the run depends on (config, data), compared on resume. ``resumed_from``: set by `kd_train`."""
+
+    directory: Path
+    every: int
+    key: dict
+    resumed_from: int | None = None
+
+
 def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: int, lr: float, batch_size: int,
-             temperature: float = 1.0, seed: int = 0, progress=None, guard=None) -> list[float]:
+             temperature: float = 1.0, seed: int = 0, progress=None, guard=None,
+             checkpoints: Checkpoints | None = None) -> list[float]:
     """Distil ``teacher`` into ``student`` on random batches of ``rows``; returns the loss per step.
 
     ``guard``: a `slimlm.distill.guard.DivergenceGuard`; when it fires, training stops before that step's
-    update (its ``reason`` says why)."""
+    update (its ``reason`` says why). ``checkpoints``: the trained weights, AdamW's state, the batch sampler's
+    state, the losses and the guard's state go to ``checkpoints.directory`` every ``checkpoints.every`` steps
+    (`slimlm.distill.checkpoint`: atomic, read back without unpickling code); when one is there, training
+    continues from it, exactly as if it had not stopped."""
     progress = or_noop(progress)
-    params = [p for p in student.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     opt = adamw(params, lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     loss_fn = _kd_from_hidden(student, teacher, temperature) or _kd_from_logits(student, teacher, temperature)
-    losses = []
-    for step in range(steps):
+    losses: list[float] = []
+    start = _resume(checkpoints, named, opt, g, losses, guard) if checkpoints is not None else 0
+    for step in range(start, steps):
         x = rows[torch.randint(0, rows.shape[0], (min(batch_size, rows.shape[0]),), generator=g)]
         loss = loss_fn(x)
         losses.append(loss.item())
@@ -211,8 +235,47 @@ def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        progress("qat", step + 1, steps)
+        done = step + 1
+        if checkpoints is not None and checkpoints.every and done % checkpoints.every == 0 and done < steps:
+            _save(checkpoints, named, opt, g, losses, guard, done)
+        progress("qat", done, steps)
     return losses
+
+
+def _save(ck: Checkpoints, named, opt, g: torch.Generator, losses: list[float], guard, step: int) -> None:
+    state = {"model": {n: p.detach() for n, p in named}, "optimizer": opt.state_dict(), "scheduler": {},
+             "rng": g.get_state()}
+    meta = {"step": step, "tokens": 0, "config": ck.key, "history": losses, "eval_curve": [],
+            "best": {"guard_best": guard.best if guard is not None else None,
+                     "guard_recent": guard.recent if guard is not None else []}}
+    save_checkpoint(ck.directory, state, meta)
+
+
+def _resume(ck: Checkpoints, named, opt, g: torch.Generator, losses: list[float], guard) -> int:
+    """Load ``ck``'s checkpoint into the run if there is one; returns the step to start from."""
+    from slimlm.errors import ConfigError
+
+    if not has_checkpoint(ck.directory):
+        return 0
+    state, meta = load_checkpoint(ck.directory)
+    if meta["config"] != ck.key:
+        diff = sorted(k for k in set(meta["config"]) | set(ck.key) if meta["config"].get(k) != ck.key.get(k))
+        raise ConfigError(f"the QAT checkpoint in {ck.directory} was written with different settings "
+                          f"({', '.join(diff)}); resume with the same options and data, or delete it to start over.")
+    try:
+        with torch.no_grad():
+            for n, p in named:
+                p.copy_(state["model"][n])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["rng"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"the QAT checkpoint in {ck.directory} does not fit this model "
+                          f"({str(exc).splitlines()[0][:120]}); delete it to start over.") from None
+    losses.extend(meta["history"])
+    if guard is not None and meta["best"].get("guard_best") is not None:
+        guard.best, guard.recent = meta["best"]["guard_best"], list(meta["best"]["guard_recent"])
+    ck.resumed_from = meta["step"]
+    return meta["step"]
 
 
 def _kd_from_logits(student: nn.Module, teacher: nn.Module, temperature: float):
@@ -248,7 +311,7 @@ def _kd_from_hidden(student: nn.Module, teacher: nn.Module, temperature: float):
     return fn
 
 
-def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) -> dict:
+def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None, checkpoint_dir=None) -> dict:
     from slimlm.errors import ConfigError
     from slimlm.quantize.api import split_calib
 
@@ -263,11 +326,11 @@ def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None) ->
         p.requires_grad_(False)
     # a large teacher keeps its weights in bfloat16 while it distils (computing in float32), as in slimlm.distill
     with teacher_precision(teacher, resolve("auto", sum(p.numel() for p in teacher.parameters()))) as tp:
-        return _qat(hf, teacher, tp["precision"], config, rows, holdout, base, start, progress)
+        return _qat(hf, teacher, tp["precision"], config, rows, holdout, base, start, progress, checkpoint_dir)
 
 
 def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base: float, start: float,
-         progress) -> dict:
+         progress, checkpoint_dir=None) -> dict:
     """`qat_` with its teacher ready (its weights in ``teacher_dtype``); ``base``: the fp32 held-out loss."""
     from slimlm.quantize.api import ptq_
 
@@ -304,8 +367,16 @@ def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base
     trained = sum(p.numel() for f in fakes.values() for p in f.parameters())
     lr = config.lr if config.lr is not None else config.default_lr(trained)
     guard = DivergenceGuard(DIVERGENCE_FACTOR)
+    checkpoints = None
+    if checkpoint_dir is not None:  # the run depends on these: a checkpoint of another run is refused
+        data = hashlib.sha256(rows.cpu().numpy().tobytes()).hexdigest()[:16]
+        checkpoints = Checkpoints(Path(checkpoint_dir), config.checkpoint_every,
+                                  {"qat": config.model_dump(mode="json", exclude={"checkpoint_every"}), "lr": lr,
+                                   "data": data})
     losses = kd_train(hf, teacher, rows, config.steps, lr, config.batch_size, config.temperature,
-                      progress=progress, guard=guard)
+                      progress=progress, guard=guard, checkpoints=checkpoints)
+    if checkpoints is not None and checkpoints.resumed_from is not None:
+        report["qat"]["resumed_from"] = checkpoints.resumed_from
     # convert
     with torch.no_grad():
         changed = total = 0
