@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from slimlm.distill.losses.kl import Direction, _per_position
+from slimlm.distill.losses.kl import Direction, divergence_per_position
 from slimlm.distill.losses.topk import topk_per_position
 
 #: logits elements per chunk (positions x vocabulary): 64 MB in float32, so a 150k vocabulary goes 110
@@ -81,7 +81,7 @@ class _HeadLoss(torch.autograd.Function):
                             spec.topk_out[0][rows], spec.topk_out[1][rows] = values, ids
                         kd = topk_per_position(logits, values, ids, T).sum()
                     else:
-                        kd = _per_position(logits, t, T, spec.direction, spec.beta).sum()
+                        kd = divergence_per_position(logits, t, T, spec.direction, spec.beta).sum()
                     kd_sum += kd.detach()
                     total = total + kd * (spec.kd_weight * T * T / n)
                 if spec.ce_weight and n_ce:

@@ -79,18 +79,18 @@ CHUNK_ELEMENTS = 1 << 26
 def _chunked_per_position(s: torch.Tensor, t: torch.Tensor, T: float, direction: str, beta: float) -> torch.Tensor:
     V = s.shape[-1]
     if s.numel() <= CHUNK_ELEMENTS:
-        return _per_position(s, t, T, direction, beta)
+        return divergence_per_position(s, t, T, direction, beta)
     from torch.utils.checkpoint import checkpoint
 
     shape = s.shape[:-1]
     s2, t2 = s.reshape(-1, V), t.reshape(-1, V)  # (N, V)
     rows = max(1, CHUNK_ELEMENTS // V)
-    parts = [checkpoint(_per_position, s2[i:i + rows], t2[i:i + rows], T, direction, beta, use_reentrant=False)
+    parts = [checkpoint(divergence_per_position, s2[i:i + rows], t2[i:i + rows], T, direction, beta, use_reentrant=False)
              for i in range(0, s2.shape[0], rows)]
     return torch.cat(parts).reshape(shape)
 
 
-def _per_position(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float, direction: str,
+def divergence_per_position(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float, direction: str,
                   beta: float) -> torch.Tensor:
     s_log = F.log_softmax(student_logits.float() / T, dim=-1)  # (..., V)
     t_log = F.log_softmax(teacher_logits.float() / T, dim=-1)
