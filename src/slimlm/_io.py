@@ -103,6 +103,17 @@ def sweep(directory: str | Path) -> list[Path]:
     return removed
 
 
+def scratch_dir(kind: str, name: str) -> Path:
+    """A new, empty slimlm temp directory in the cache (``<cache>/<kind>/.<name>.slimlm-tmp-…``), after
+    sweeping what killed processes left there. The caller removes it when done; if the process dies first,
+    the next `scratch_dir` of the same kind removes it."""
+    root = cache_dir(kind)
+    sweep(root)
+    path = temp_path(root / name)
+    path.mkdir()
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -21,7 +21,7 @@ import shutil
 import torch
 from torch import nn
 
-from slimlm._io import cache_dir, sweep, temp_path
+from slimlm._io import scratch_dir
 
 REFERENCE_PARAMS = 135_000_000
 
@@ -70,10 +70,7 @@ class WeightsOnDisk:
     `close` removes the file; a killed run's file is swept by the next one."""
 
     def __init__(self, module: nn.Module):
-        root = cache_dir("weights-stash")
-        sweep(root)  # what a killed run left (its owner process is gone)
-        self.dir = temp_path(root / "weights")
-        self.dir.mkdir()
+        self.dir = scratch_dir("weights-stash", "weights")
         self.path = self.dir / "state.pt"
         try:
             torch.save(module.state_dict(), self.path)

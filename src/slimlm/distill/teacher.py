@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimlm._io import cache_dir, sweep, temp_path
+from slimlm._io import scratch_dir
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
@@ -74,10 +74,7 @@ def teacher_precision(hf: nn.Module | None, precision: str) -> Iterator[dict]:
         raise ValueError(f"teacher precision must be float32 or bfloat16, got {precision!r}")
     targets = _targets(hf)
     params = {id(m.weight): m.weight for m in targets}  # tied weights appear once
-    root = cache_dir("teacher-stash")
-    sweep(root)  # a killed run's stash (its owner process is gone)
-    tmp = temp_path(root / "stash")
-    tmp.mkdir()
+    tmp = scratch_dir("teacher-stash", "stash")  # a killed run's stash is swept
     stash, hooks = {}, []
     try:
         for key, p in params.items():  # one tensor at a time: memory falls as it goes

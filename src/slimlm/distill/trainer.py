@@ -441,7 +441,9 @@ def distill_run(
     start_step, history, eval_curve, tokens = 0, [], [], 0
     best: dict = {"score": math.inf, "step": None, "state": None, "bad": 0}
     resumed_from = None
-    try:
+    reduced = teacher_precision(teacher.hf if teacher is not None else None, t_precision)
+    t_info = reduced.__enter__()  # left in the finally below: the teacher gets its float32 weights back
+    try:  # the finally leaves the student, the teacher and the disk as they were, also when resuming fails
         if resume and ckpt is not None and has_checkpoint(ckpt):
             state, meta = load_checkpoint(ckpt)
             _same_config(meta["config"], cfg)
@@ -466,22 +468,10 @@ def distill_run(
             with torch.no_grad():
                 for p in params:
                     dist.broadcast(p.data, 0)
-    except BaseException:  # a checkpoint that does not fit: leave the student and the disk as they were
-        if start_state is not None:
-            start_state.close()
-        for p in frozen:
-            p.requires_grad_(True)
-        if checkpointing:
-            _checkpointing_off(student)
-        raise
-
-    student.hf.train()
-    t0 = time.perf_counter()
-    run_tokens, run_time, stopped = 0, 0.0, False
-    step = start_step
-    reduced = teacher_precision(teacher.hf if teacher is not None else None, t_precision)
-    t_info = reduced.__enter__()  # left in the finally below: the teacher gets its float32 weights back
-    try:
+        student.hf.train()
+        t0 = time.perf_counter()
+        run_tokens, run_time, stopped = 0, 0.0, False
+        step = start_step
         for step in range(start_step, cfg.steps):
             t_step = time.perf_counter()
             torch.manual_seed(cfg.seed * 7919 + step * 31 + rank)  # dropout RNG: a function of the step

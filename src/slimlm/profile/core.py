@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from slimlm._io import cache_dir, sweep, temp_path
+from slimlm._io import scratch_dir
 from slimlm._progress import or_noop
 from slimlm.errors import ConfigError
 from slimlm.models import META_FILE, Model, save
@@ -67,12 +67,9 @@ def _disk_dir(model: Model) -> tuple[Path, bool]:
     if model.path is not None and model.path.is_dir() and not model.provenance.get("stages") and \
             model.provenance.get("spec", "").startswith("builtin:"):
         return model.path, False
-    # in the user cache, under a name `sweep` removes once this process is gone (a SIGKILLed run's
+    # in the user cache, under a name the next scratch_dir sweeps once this process is gone (a SIGKILLed run's
     # hundreds of MB do not pile up in /tmp)
-    root = cache_dir("tmp")
-    sweep(root)
-    holder = temp_path(root / "profile")
-    holder.mkdir()
+    holder = scratch_dir("tmp", "profile")
     tmp = holder / "model"
     save(model, tmp)
     return tmp, True

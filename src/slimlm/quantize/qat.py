@@ -301,11 +301,12 @@ def _kd_from_hidden(student: nn.Module, teacher: nn.Module, temperature: float):
     if not s.causal or s.lm_head() is None or t.lm_head() is None:
         return None
 
+    trained = [p for p in s.lm_head().parameters() if p.requires_grad]  # the head's, if QAT trains it
+
     def fn(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             h_t = t.base()(input_ids=x, use_cache=False).last_hidden_state
         h_s = s.base()(input_ids=x, use_cache=False).last_hidden_state
-        trained = [p for p in s.lm_head().parameters() if p.requires_grad]
         return head_loss(h_s, s.head_logits, trained, h_t=h_t, head_t=t.head_logits, temperature=temperature)[0]
 
     return fn
