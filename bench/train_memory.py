@@ -40,6 +40,7 @@ CONFIGS = {
     "distill --freeze-embeddings": {"kind": "distill", "freeze_embeddings": True},
     "distill --gradient-checkpointing": {"kind": "distill", "gradient_checkpointing": True},
     "qat int4 rtn": {"kind": "qat"},
+    "qat int4 rtn --gradient-checkpointing": {"kind": "qat", "gradient_checkpointing": True},
 }
 
 
@@ -71,8 +72,9 @@ def child(name: str, shape_name: str, threads: int) -> dict:
         params = sum(p.numel() for p in hf.parameters())  # before quantizing (packed weights are buffers)
         loaded = _rss_mb()
         calib = torch.randint(0, shape["vocab_size"], (12, 256), generator=torch.Generator().manual_seed(1))
+        opts = {k: v for k, v in spec.items() if k != "kind"}
         report = quantize_(hf, QATConfig(target=Int4WeightConfig(method="rtn"), steps=2, batch_size=4, holdout=4,
-                                         lr=1e-5), calib)
+                                         lr=1e-5, **opts), calib)
         q = report["qat"]
         losses = {"kd_first": q.get("kd_loss_first"), "kd_last": q.get("kd_loss_last")}
         extra = {"teacher_precision": q.get("teacher_precision")}
@@ -103,6 +105,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--beside", default="", help="What else ran on the machine, for the report.")
+    p.add_argument("--keep-others", action="store_true", help="Keep the rows of configurations not run now from "
+                   "the last results file (each row keeps the date it was measured).")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
     shape = "quick" if a.quick else "full"
@@ -116,17 +120,32 @@ def main() -> None:
 
     total_mb = psutil.virtual_memory().total / 2**20
     load_before = list(os.getloadavg())
+    name = "train-memory-quick" if a.quick else "train-memory"
+    earlier = {}
+    if a.keep_others and (ROOT / "results" / f"{name}.json").exists():
+        last = json.loads((ROOT / "results" / f"{name}.json").read_text())
+        earlier = {r["config"]: {**r, "measured": r.get("measured", last["date"]),
+                                 "beside": r.get("beside", last.get("beside", "")),
+                                 "load": r.get("load", [last["load_average_before"][0], last["load_average_after"][0]])}
+                   for r in last["rows"]}
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows = []
-    for name in a.configs:
-        print(f"== {name}", file=sys.stderr, flush=True)
-        cmd = [sys.executable, __file__, "--child", name, "--threads", str(a.threads)] + (["--quick"] if a.quick else [])
+    for config in CONFIGS:
+        if config not in a.configs and config in earlier:
+            rows.append(earlier[config])
+            continue
+        if config not in a.configs:
+            continue
+        name_ = config
+        print(f"== {name_}", file=sys.stderr, flush=True)
+        cmd = [sys.executable, __file__, "--child", name_, "--threads", str(a.threads)] + (["--quick"] if a.quick else [])
         run = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
         if run.returncode or not lines:
-            rows.append({"config": name, "error": (run.stderr.strip().splitlines() or ["no output"])[-1],
-                         "returncode": run.returncode})
+            rows.append({"config": name_, "error": (run.stderr.strip().splitlines() or ["no output"])[-1],
+                         "returncode": run.returncode, "measured": now, "beside": a.beside})
         else:
-            rows.append(json.loads(lines[-1][len("RESULT "):]))
+            rows.append({**json.loads(lines[-1][len("RESULT "):]), "measured": now, "beside": a.beside})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     fits = [r for r in rows if "peak_rss_mb" in r and r["peak_rss_mb"] < total_mb]
     targets = {"fits_in_memory": {"met": len(fits) == len(rows),
@@ -134,9 +153,7 @@ def main() -> None:
                                             f"{total_mb / 1024:.1f} GB"}}
     res = {"benchmark": "train-memory", "shape": SHAPES[shape], "quick": a.quick, "threads": a.threads,
            "machine": machine_info(), "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "beside": a.beside, "rows": rows,
-           "targets": targets}
-    name = "train-memory-quick" if a.quick else "train-memory"
+           "date": now, "beside": a.beside, "rows": rows, "targets": targets}
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
     md = render(res)
@@ -164,6 +181,9 @@ def render(res: dict) -> str:
         out.append(f"| {r['config']} | {r['params'] / 1e6:.0f}M | {r['rss_loaded_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
                    f"{sps} | {r.get('teacher_precision')} | {losses} |")
     notes = [f"- {r['config']}: {r['note']}" for r in res["rows"] if r.get("note")]
+    notes += [f"- {r['config']}: measured {r['measured']} in an earlier run of this script (load average before "
+              f"{r['load'][0]:.2f}, after {r['load'][1]:.2f}; beside: {r.get('beside') or 'not recorded'})"
+              for r in res["rows"] if r.get("measured") and r["measured"] != res["date"]]
     out += ["", f"What ran beside: {res.get('beside') or 'not recorded'}.", ""]
     out += (["Notes:", ""] + notes + [""]) if notes else []
     out += ["Targets:", ""]

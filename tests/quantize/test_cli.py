@@ -65,3 +65,15 @@ def test_qat_checkpoints_beside_the_output_and_resumes(capsys, tmp_path, text_fi
     code, _, err = run(capsys, "quantize", TINY, "--scheme", "int8-weight", "--checkpoint-every", "2", "--out",
                        str(tmp_path / "p"))
     assert code == 2 and "is for QAT" in err
+
+
+def test_qat_with_gradient_checkpointing_from_the_command_line(capsys, tmp_path, text_file):
+    code, out, _ = run(capsys, "quantize", TINY, "--scheme", "int4-weight", "--group-size", "16", "--method", "rtn",
+                       "--data", str(text_file), "--calib-rows", "8", "--calib-len", "64", "--qat-steps", "2",
+                       "--gradient-checkpointing", "--out", str(tmp_path / "q"), "--json")
+    assert code == 0 and json.loads(out)["qat"]["trained"]
+    config = json.loads((tmp_path / "q" / "slimlm.json").read_text())
+    assert "gradient_checkpointing" in json.dumps(config)
+    code, _, err = run(capsys, "quantize", TINY, "--scheme", "int8-weight", "--gradient-checkpointing", "--out",
+                       str(tmp_path / "p"))
+    assert code == 2 and "--gradient-checkpointing is for QAT" in err

@@ -192,3 +192,32 @@ def test_a_qat_checkpoint_of_other_settings_is_refused(calib, tmp_path):
         _qat_run(calib, tmp_path, lr=1e-3)
     with pytest.raises(ConfigError, match="different settings.*data"):
         _qat_run(calib[:-1], tmp_path)
+
+
+def test_qat_with_gradient_checkpointing_recomputes_the_blocks_and_trains_the_same_weights(calib):
+    from slimlm.distill.recompute import is_on
+    from slimlm.models import load
+
+    runs = {}
+    for on in (False, True):
+        calls = [0]
+        m = load("tiny:llama?layers=2&hidden=64&heads=4&kv_heads=2&ffn=128&seed=0")
+        hooks = [layer.self_attn.register_forward_hook(lambda *a, _c=calls: _c.__setitem__(0, _c[0] + 1))
+                 for layer in m.hf.model.layers]
+        cfg = QATConfig(target=Int4WeightConfig(method="rtn", group_size=16), steps=3, batch_size=4, holdout=4,
+                        gradient_checkpointing=on)
+        report = quantize_(m, cfg, calib)
+        for h in hooks:
+            h.remove()
+        assert not is_on(m.hf) and not any(mod.training for mod in m.hf.modules())  # handed back as it came
+        runs[on] = (calls[0], report["qat"], m.hf.state_dict())
+    # each of the 3 training steps runs both blocks' attention once more (the recomputation); nothing else changes
+    assert runs[True][0] - runs[False][0] == 3 * 2
+    assert runs[True][1]["kd_loss_last"] == pytest.approx(runs[False][1]["kd_loss_last"], rel=1e-5)
+    a, b = runs[True][2], runs[False][2]
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+        else:  # packed int4 codes: the same grid points but for a weight that sat on a rounding boundary
+            assert (a[k] != b[k]).float().mean() < 1e-3, k

@@ -362,3 +362,11 @@ def test_quantized_encoder_reloads_exactly(spec, tmp_path):
     back = load(save(m, tmp_path / "q", Int8WeightConfig(skip=()), report))
     with torch.inference_mode():
         assert torch.equal(back.hf(ids)[0], out)
+
+
+@pytest.mark.parametrize("config", [Int8DynamicConfig(), Int4WeightConfig(method="rtn", group_size=16)],
+                         ids=lambda c: c.scheme)
+def test_a_quantized_model_is_in_eval_mode(config):
+    m = load(TINY)
+    quantize_(m, config)
+    assert not [n for n, mod in m.hf.named_modules() if mod.training]  # the new modules too

@@ -36,6 +36,9 @@ def quantize_command(
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="QAT: write a resumable checkpoint "
                                          "(OUT.checkpoint) every N steps."),
     resume: bool = typer.Option(False, "--resume", help="QAT: continue from OUT.checkpoint."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="QAT: recompute each "
+                                                "block's activations in the backward pass instead of keeping them "
+                                                "(less memory, one more forward pass of the blocks)."),
     calib_rows: int = typer.Option(32, "--calib-rows", min=1, help="Calibration windows."),
     calib_len: int = typer.Option(512, "--calib-len", min=2, help="Calibration window length (tokens)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the calibration sample and QAT batches."),
@@ -57,11 +60,13 @@ def quantize_command(
                            "to": fallback_to}
     if qat_steps or qat_if_drop_above is not None:
         cfg = {"scheme": "qat", "target": cfg, "steps": max(qat_steps, 1), "lr": qat_lr,
-               "only_if_drop_above": qat_if_drop_above, "checkpoint_every": checkpoint_every}
-    elif checkpoint_every:
+               "only_if_drop_above": qat_if_drop_above, "checkpoint_every": checkpoint_every,
+               "gradient_checkpointing": gradient_checkpointing}
+    elif checkpoint_every or gradient_checkpointing:
         from slimlm.errors import ConfigError
 
-        raise ConfigError("--checkpoint-every is for QAT (--qat-steps N); PTQ does not train.")
+        flag = "--checkpoint-every" if checkpoint_every else "--gradient-checkpointing"
+        raise ConfigError(f"{flag} is for QAT (--qat-steps N); PTQ does not train.")
     config = parse_config(cfg)  # a bad option fails before anything is loaded
     with progress_bars(not as_json) as bar:
         res = quantize_job(model, config, out_dir, data=data, calib_rows=calib_rows, calib_len=calib_len, seed=seed,

@@ -28,6 +28,7 @@ from torch import nn
 
 from slimlm._progress import or_noop
 from slimlm.data import Corpus
+from slimlm.distill import recompute
 from slimlm.distill.cache import open_cache
 from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from slimlm.distill.data import ClassBatches, LMBatches, MixedLMBatches
@@ -321,26 +322,11 @@ def _freeze(student: Model, cfg: DistillConfig) -> list[nn.Parameter]:
 def _checkpointing(student: Model, cfg: DistillConfig) -> bool:
     """Turn on activation checkpointing for ``cfg.gradient_checkpointing``; True when this run turned it on
     (turn it off with `_checkpointing_off`)."""
-    hf = student.hf
-    on = getattr(hf, "is_activation_checkpointing", None)
-    if on is None:  # transformers before the rename
-        on = getattr(hf, "is_gradient_checkpointing", False)
-    if not cfg.gradient_checkpointing or on:
-        return False
-    if not getattr(hf, "supports_gradient_checkpointing", False):
-        raise ConfigError(f"{type(hf).__name__} does not support gradient checkpointing; leave it off.")
-    # non-reentrant: works with frozen embeddings (inputs without gradients) and keeps the dropout RNG
-    kwargs = {"use_reentrant": False}
-    if hasattr(hf, "activation_checkpointing_enable"):
-        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    return True
+    return cfg.gradient_checkpointing and recompute.turn_on(student.hf)
 
 
 def _checkpointing_off(student: Model) -> None:
-    hf = student.hf
-    (getattr(hf, "activation_checkpointing_disable", None) or hf.gradient_checkpointing_disable)()
+    recompute.turn_off(student.hf)
 
 
 def _same_config(saved: dict, cfg: DistillConfig) -> None:

@@ -31,6 +31,7 @@ from slimlm.distill.guard import DivergenceGuard
 from slimlm.distill.losses.fused import head_loss
 from slimlm.distill.losses.kl import kd_loss
 from slimlm.distill.optim import adamw
+from slimlm.distill.recompute import recompute_in_eval_mode
 from slimlm.distill.teacher import resolve, teacher_precision
 from slimlm.methods import MethodConfig, StageResult, parse_method
 from slimlm.models.qlayers import (
@@ -68,8 +69,10 @@ class QATConfig(MethodConfig):
     only_if_drop_above: float | None = Field(None, gt=0)
     holdout: int = Field(4, ge=1, description="calibration rows held out to measure the drop")
     checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps (0: none)")
+    gradient_checkpointing: bool = Field(False, description="recompute each block's activations in the backward "
+                                         "pass instead of keeping them (less memory, same gradients)")
 
-    added_defaults: ClassVar[dict] = {"checkpoint_every": 0}
+    added_defaults: ClassVar[dict] = {"checkpoint_every": 0, "gradient_checkpointing": False}
 
     @field_validator("target", mode="before")
     @classmethod
@@ -372,10 +375,12 @@ def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base
     if checkpoint_dir is not None:  # the run depends on these: a checkpoint of another run is refused
         data = hashlib.sha256(rows.cpu().numpy().tobytes()).hexdigest()[:16]
         checkpoints = Checkpoints(Path(checkpoint_dir), config.checkpoint_every,
-                                  {"qat": config.model_dump(mode="json", exclude={"checkpoint_every"}), "lr": lr,
+                                  {"qat": config.model_dump(mode="json", exclude={"checkpoint_every",
+                                                                                  "gradient_checkpointing"}), "lr": lr,
                                    "data": data})
-    losses = kd_train(hf, teacher, rows, config.steps, lr, config.batch_size, config.temperature,
-                      progress=progress, guard=guard, checkpoints=checkpoints)
+    with recompute_in_eval_mode(hf, config.gradient_checkpointing):
+        losses = kd_train(hf, teacher, rows, config.steps, lr, config.batch_size, config.temperature,
+                          progress=progress, guard=guard, checkpoints=checkpoints)
     if checkpoints is not None and checkpoints.resumed_from is not None:
         report["qat"]["resumed_from"] = checkpoints.resumed_from
     # convert
