@@ -174,7 +174,8 @@ def run_lm(args) -> None:
     write_lm_report(data, args)
 
 
-def write_lm_report(data: dict, args) -> None:
+def write_lm_report(data: dict, args, run: dict | None = None) -> None:
+    """``run``: the load average and date of the run the figures come from (default: now, at its end)."""
     global PRUNE
     PRUNE = data["key"]["prune"]
     from slimlm._io import write_json_atomic, write_text_atomic
@@ -240,8 +241,8 @@ def write_lm_report(data: dict, args) -> None:
     machine = _machine()
     out = {"benchmark": "distill", "teacher": args.teacher, "prune": PRUNE, "config": data["key"]["config"],
            "eval_tokens": data["key"]["eval_tokens"], "teacher_metrics": t, "arms": rows, "targets": targets,
-           "machine": machine, "load_average": os.getloadavg(),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+           "machine": machine, "load_average": list(os.getloadavg()),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "beside": args.beside, **(run or {})}
     write_json_atomic(RESULTS / f"{NAME}.json", out)
     cfg = data["key"]["config"]
     lines = [
@@ -282,8 +283,9 @@ def write_lm_report(data: dict, args) -> None:
     for tg in targets:
         verdict = "NOTE" if tg["met"] is None else "MET" if tg["met"] else "MISSED"
         lines.append(f"- {verdict}: {tg['target']} ({tg['measured']})")
-    lines += ["", f"Machine: {json.dumps(machine)}; load average at the end {os.getloadavg()} "
-              "(the 2 cores were shared with other jobs, so wall times are upper bounds).", ""]
+    load = ", ".join(f"{x:.2f}" for x in out["load_average"])
+    lines += ["", f"Machine: {json.dumps(machine)}; run ended {out['date']}, load average then (1, 5, 15 min) {load}. "
+              f"What ran beside: {out['beside'] or 'not recorded'}.", ""]
     write_text_atomic(RESULTS / f"{NAME}.md", "\n".join(lines))
     print("\n".join(lines))
 
@@ -356,6 +358,7 @@ def main() -> None:
                    help="torch threads; 1 by default: on a CPU shared with other jobs, 2 OpenMP threads were 3-4x "
                         "slower than 1 (SmolLM2 forward 2x256 tokens: 31-42 s vs 11-12 s, measured 2026-11-22)")
     p.add_argument("--fresh", action="store_true")
+    p.add_argument("--beside", default="", help="What else ran on the machine during the run, for the report.")
     p.add_argument("--prune", default="", help="student: structured ratios, e.g. layers=8,ffn=0.25 "
                                                f"(default {PRUNE})")
     p.add_argument("--tag", default="", help="suffix for the result files (distill-TAG.json / .md)")
@@ -382,7 +385,9 @@ def main() -> None:
         run_encoder(args)
     else:
         data = json.loads(PARTIAL.read_text())
-        write_lm_report(data, args)
+        last = RESULTS / f"{NAME}.json"  # re-rendering: keep the run's own date and load, not today's
+        run = {k: json.loads(last.read_text())[k] for k in ("load_average", "date")} if last.exists() else None
+        write_lm_report(data, args, run)
 
 
 if __name__ == "__main__":
