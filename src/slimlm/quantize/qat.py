@@ -6,8 +6,11 @@ train: a few steps of distillation, forward KL from the unquantized teacher, on 
 convert: round the latent weights with the same arithmetic into the real quantized modules.
 The hybrid path (``only_if_drop_above``) stops after PTQ when its drop is already within tolerance.
 
-The training loop is `kd_train`, a deliberately small stand-in: it takes (student, teacher, rows) and can be
-swapped for `slimlm.distill`'s trainer (checkpoints, schedules) once that lands, without touching the rest.
+The training loop is `kd_train`, smaller than `slimlm.distill`'s trainer on purpose: it trains on the
+calibration rows (a token tensor, not a corpus), at a constant learning rate, with no periodic evaluation (the
+held-out check comes after it). It uses the trainer's pieces: the loss from hidden states
+(`slimlm.distill.losses.head_loss`), the teacher's precision, the divergence guard, fused AdamW, the checkpoint
+format and activation checkpointing (`slimlm.distill.recompute`).
 """
 
 from __future__ import annotations
