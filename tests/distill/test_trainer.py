@@ -96,6 +96,28 @@ def test_resume_refuses_changed_settings(teacher, corpus, tmp_path):
                     resume=True)
 
 
+def test_a_run_resumes_with_gradient_checkpointing_turned_on_and_ends_where_it_would_have(teacher, corpus, tmp_path):
+    cfg = DistillConfig(steps=4, lr=3e-3, seq_len=32, batch_size=2, warmup_steps=1, checkpoint_every=2)
+    ref = load(SMALL)
+    distill_run(ref, teacher, corpus, cfg, checkpoint_dir=tmp_path / "a")
+
+    def kill_at_3(m):
+        if m.get("step") == 3 and "eval" not in m:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distill_run(load(SMALL), teacher, corpus, cfg, checkpoint_dir=tmp_path / "b", on_metrics=kill_at_3)
+    # as after an out-of-memory kill: the same run, now recomputing activations and checkpointing every step
+    resumed = load(SMALL)
+    res = distill_run(resumed, teacher, corpus, cfg.model_copy(update={"gradient_checkpointing": True,
+                                                                       "checkpoint_every": 1}),
+                      checkpoint_dir=tmp_path / "b", resume=True)
+    assert res.resumed_from == 2 and res.steps == 4
+    a, b = _weights(ref), _weights(resumed)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
 def test_early_stopping_stops_and_restores_best(teacher, corpus):
     student = drop_layers(teacher, [0, 3])
     cfg = DistillConfig(steps=50, lr=1e-12, seq_len=32, eval_every=1, eval_tokens=256, patience=2)

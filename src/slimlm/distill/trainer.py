@@ -329,9 +329,14 @@ def _checkpointing_off(student: Model) -> None:
     recompute.turn_off(student.hf)
 
 
+#: settings a resumed run may change: they do not change what is computed (how often checkpoints are
+#: written; activation checkpointing, e.g. turned on to resume a run the OOM killer stopped)
+RESUME_MAY_CHANGE = frozenset({"checkpoint_every", "gradient_checkpointing"})
+
+
 def _same_config(saved: dict, cfg: DistillConfig) -> None:
     now = cfg.model_dump(mode="json")
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE)
     if diff:
         raise ConfigError(f"the checkpoint was written with different settings ({', '.join(diff)}); "
                           "resume with the same options or start a new run in another --out directory.")
