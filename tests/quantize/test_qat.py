@@ -183,6 +183,15 @@ def test_an_interrupted_qat_run_resumes_from_its_checkpoint_exactly(calib, tmp_p
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_an_interrupted_qat_run_resumes_with_gradient_checkpointing_turned_on(calib, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _qat_run(calib, tmp_path, stop_at=3)
+    resumed, report = _qat_run(calib, tmp_path, gradient_checkpointing=True)  # e.g. after an out-of-memory kill
+    assert report["qat"]["resumed_from"] == 3
+    _, ref = _qat_run(calib, tmp_path / "other")
+    assert report["qat"]["kd_loss_last"] == pytest.approx(ref["qat"]["kd_loss_last"], rel=1e-5)
+
+
 def test_a_qat_checkpoint_of_other_settings_is_refused(calib, tmp_path):
     from slimlm.errors import ConfigError
 
