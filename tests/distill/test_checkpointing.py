@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from slimlm.distill import DistillConfig, distill_run
-from slimlm.distill.trainer import _checkpointing, _checkpointing_off, _Step
+from slimlm.distill.recompute import turn_off
+from slimlm.distill.trainer import _checkpointing, _Step
 from slimlm.errors import ConfigError
 from slimlm.models import load
 
@@ -41,7 +42,7 @@ def test_checkpointing_keeps_the_gradients_and_saves_fewer_activations(arch):
         loss.backward()
         out[on] = (loss.item(), saved, {n: p.grad.clone() for n, p in student.hf.named_parameters()})
         if turned_on:
-            _checkpointing_off(student)
+            turn_off(student.hf)
     assert out[True][0] == pytest.approx(out[False][0], rel=1e-6)
     assert out[True][1] < 0.6 * out[False][1]  # only the blocks' inputs are kept
     for name, g in out[False][2].items():

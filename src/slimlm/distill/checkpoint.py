@@ -15,6 +15,10 @@ import torch
 from slimlm._io import atomic_dir, write_json_atomic
 from slimlm.errors import ConfigError
 
+#: settings a resumed run may change: they do not change what is computed (how often checkpoints are
+#: written; activation checkpointing, e.g. turned on to resume a run the OOM killer stopped)
+RESUME_MAY_CHANGE = frozenset({"checkpoint_every", "gradient_checkpointing"})
+
 STATE = "state.pt"
 META = "meta.json"
 _META_KEYS = {"step", "tokens", "config", "history", "eval_curve", "best"}

@@ -30,7 +30,7 @@ from slimlm._progress import or_noop
 from slimlm.data import Corpus
 from slimlm.distill import recompute
 from slimlm.distill.cache import open_cache
-from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from slimlm.distill.checkpoint import RESUME_MAY_CHANGE, has_checkpoint, load_checkpoint, save_checkpoint
 from slimlm.distill.data import ClassBatches, LMBatches, MixedLMBatches
 from slimlm.distill.guard import DivergenceGuard, WeightsOnDisk, scale_for_size
 from slimlm.distill.layer_map import derive_layer_map, model_provenance
@@ -321,17 +321,8 @@ def _freeze(student: Model, cfg: DistillConfig) -> list[nn.Parameter]:
 
 def _checkpointing(student: Model, cfg: DistillConfig) -> bool:
     """Turn on activation checkpointing for ``cfg.gradient_checkpointing``; True when this run turned it on
-    (turn it off with `_checkpointing_off`)."""
+    (turn it off with `recompute.turn_off`)."""
     return cfg.gradient_checkpointing and recompute.turn_on(student.hf)
-
-
-def _checkpointing_off(student: Model) -> None:
-    recompute.turn_off(student.hf)
-
-
-#: settings a resumed run may change: they do not change what is computed (how often checkpoints are
-#: written; activation checkpointing, e.g. turned on to resume a run the OOM killer stopped)
-RESUME_MAY_CHANGE = frozenset({"checkpoint_every", "gradient_checkpointing"})
 
 
 def _same_config(saved: dict, cfg: DistillConfig) -> None:
@@ -522,7 +513,7 @@ def distill_run(
         for p in frozen:
             p.requires_grad_(True)
         if checkpointing:
-            _checkpointing_off(student)
+            recompute.turn_off(student.hf)
         if attn_impl is not None:
             for m, impl in zip((student, teacher), attn_impl, strict=True):
                 m.hf.set_attn_implementation(impl)

@@ -214,8 +214,7 @@ def quantize_(model, config, calib: torch.Tensor | None = None, progress=None, c
     hf = _hf(model)
     hf.eval()
     cal = as_calibration(calib)
-    kwargs = {"checkpoint_dir": checkpoint_dir} if checkpoint_dir is not None and getattr(config, "scheme", None) == "qat" else {}
-    report = config.quantize(model, None if cal is None else cal.tokens, progress, **kwargs)
+    report = config.quantize(model, None if cal is None else cal.tokens, progress, checkpoint_dir=checkpoint_dir)
     hf.eval()  # the modules it put in are new (nn.Module starts in training mode)
     share_input_quantization(hf)
     if hasattr(model, "provenance"):

@@ -29,7 +29,7 @@ from pydantic import Field, SerializeAsAny, field_validator
 from torch import nn
 
 from slimlm._progress import or_noop
-from slimlm.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from slimlm.distill.checkpoint import RESUME_MAY_CHANGE, has_checkpoint, load_checkpoint, save_checkpoint
 from slimlm.distill.guard import DivergenceGuard
 from slimlm.distill.losses.fused import head_loss
 from slimlm.distill.losses.kl import kd_loss
@@ -378,8 +378,7 @@ def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base
     if checkpoint_dir is not None:  # the run depends on these: a checkpoint of another run is refused
         data = hashlib.sha256(rows.cpu().numpy().tobytes()).hexdigest()[:16]
         checkpoints = Checkpoints(Path(checkpoint_dir), config.checkpoint_every,
-                                  {"qat": config.model_dump(mode="json", exclude={"checkpoint_every",
-                                                                                  "gradient_checkpointing"}), "lr": lr,
+                                  {"qat": config.model_dump(mode="json", exclude=set(RESUME_MAY_CHANGE)), "lr": lr,
                                    "data": data})
     with recompute_in_eval_mode(hf, config.gradient_checkpointing):
         losses = kd_train(hf, teacher, rows, config.steps, lr, config.batch_size, config.temperature,
