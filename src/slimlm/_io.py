@@ -44,7 +44,7 @@ _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
 _TEMP_RE = re.compile(r"^\..*" + re.escape(TEMP_TAG) + r"(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]+(\.tmp)?$")
 
 # the file whose presence marks a directory as slimlm's own output, per kind of output
-MARKERS = {"variant": "slimlm.json", "run": "run.json", "checkpoint": "meta.json"}
+MARKERS = {"variant": "slimlm.json", "run": "run.json", "checkpoint": "meta.json", "samples": "samples.json"}
 
 
 def cache_dir(*parts: str) -> Path:
@@ -289,7 +289,8 @@ def check_out(path: str | Path, *, force: bool = False, kind: str = "variant", o
     Args:
         path: the ``--out`` value.
         force: the user's explicit opt-in to replace an earlier slimlm output.
-        kind: ``variant``, ``run`` or ``file``.
+        kind: ``variant``, ``run``, ``samples`` (sampled text: continued or replaced only with ``force``) or
+            ``file``.
         option: the option's name, for the message.
 
     Example:
@@ -324,6 +325,9 @@ def check_out(path: str | Path, *, force: bool = False, kind: str = "variant", o
             if kind == "variant" and not force:
                 raise OutputError(f"{option} {path} holds an earlier slimlm variant; pass --force to replace it, "
                                   "or choose a new directory.")
+            if kind == "samples" and not force:
+                raise OutputError(f"{option} {path} holds text sampled earlier; pass --resume to continue it, --force "
+                                  "to start over, or choose a new directory.")
     _check_writable(path, option, inside=kind == "run")
     return path
 

@@ -46,6 +46,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("search", "search_cmd", "search_command"),
     ("distill", "distill_cmd", "distill_command"),
     ("finetune", "finetune_cmd", "finetune_command"),
+    ("generate", "generate_cmd", "generate_command"),
     ("decide", "decide_cmd", "decide_command"),
     ("serve", "serve_cmd", "serve_command"),
     ("monitor", "monitor_cmd", "monitor_command"),

@@ -10,10 +10,11 @@ from slimlm.data.corpus import (
     load_data,
     shakespeare_plays,
     shakespeare_text_path,
+    split_by_hash,
 )
 from slimlm.data.tokens import calibration_batch, encode, eval_windows, pack
 
 __all__ = [
     "Corpus", "Document", "GENRES", "SHAKESPEARE_CALIBRATION", "SHAKESPEARE_EVAL", "SPLITS", "calibration_batch",
-    "encode", "eval_windows", "load_data", "pack", "shakespeare_plays", "shakespeare_text_path",
+    "encode", "eval_windows", "load_data", "pack", "shakespeare_plays", "shakespeare_text_path", "split_by_hash",
 ]

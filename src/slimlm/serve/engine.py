@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from slimlm.models import Model
+from slimlm.models.decoding import cache_arg, cache_of, nucleus
 
 
 class RequestError(ValueError):
@@ -43,12 +44,7 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.G
     """Greedy at temperature 0; else nucleus sampling over ``softmax(logits / T)``."""
     if temperature <= 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (V,)
-    if top_p < 1.0:
-        p, idx = probs.sort(descending=True)
-        keep = p.cumsum(0) - p < top_p  # always keeps the most likely token
-        probs = torch.zeros_like(probs).scatter_(0, idx[keep], p[keep])
-    return int(torch.multinomial(probs, 1, generator=gen))
+    return int(torch.multinomial(nucleus(logits, temperature, top_p), 1, generator=gen))
 
 
 class Engine:
@@ -63,10 +59,7 @@ class Engine:
         self.model, self.name = model, name
         self.task = model.task
         self.max_positions = model.adapter.max_positions or 2048
-        import inspect
-
-        params = inspect.signature(model.hf.forward).parameters  # transformers 5.x renamed past_key_values
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._cache_arg = cache_arg(model.hf)
         self.eos = {t for t in (model.tokenizer.eos_token_id, getattr(model.hf.config, "eos_token_id", None))
                     if isinstance(t, int)}
 
@@ -113,7 +106,7 @@ class Engine:
         past = None
         for _ in range(max_tokens):
             res = self.model.hf(input_ids=x, use_cache=True, **{self._cache_arg: past})
-            past = res.cache if hasattr(res, "cache") else res.past_key_values
+            past = cache_of(res)
             tok = _sample(res.logits[0, -1], temperature, top_p, gen)  # logits (1, T, V) -> one id
             if out.ttft_s is None:
                 out.ttft_s = time.perf_counter() - start

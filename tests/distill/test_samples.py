@@ -1,0 +1,241 @@
+"""Text sampled from a model (`slimlm.distill.samples`): the sampler's distribution, determinism, resume, the
+output's protection, reading it back as data, and distilling on it."""
+
+import json
+import types
+
+import pytest
+import torch
+
+from slimlm.data import load_data
+from slimlm.distill import DistillConfig, distill
+from slimlm.distill.samples import make_config, nucleus, sample_batch, sample_text, split_of
+from slimlm.errors import ConfigError, OutputError
+from slimlm.evaluate import evaluate
+from slimlm.models import load
+
+TINY = "tiny:llama?layers=2&hidden=32&heads=2&kv_heads=1&ffn=64&seed=3"
+
+
+def test_nucleus_keeps_the_smallest_set_of_likeliest_tokens_reaching_top_p():
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    assert torch.allclose(nucleus(logits, 1.0, 0.8), torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    assert torch.allclose(nucleus(logits, 1.0, 0.81), torch.tensor([[0.5, 0.3, 0.15, 0.0]]) / 0.95)
+    assert torch.allclose(nucleus(logits, 1.0, 1.0), torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.allclose(nucleus(logits, 1.0, 0.1), torch.tensor([[1.0, 0.0, 0.0, 0.0]]))  # the likeliest stays
+    assert torch.allclose(nucleus(logits, 2.0, 1.0), torch.softmax(logits / 2, -1))
+
+
+class _FixedLM(torch.nn.Module):
+    """A 'language model' whose next-token logits are always the same, to check what the sampler draws."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, input_ids, past_key_values=None, use_cache=True):
+        b, t = input_ids.shape
+        return types.SimpleNamespace(logits=self.logits.expand(b, t, -1), past_key_values=past_key_values)
+
+
+def test_draws_follow_temperature_and_top_p_and_nothing_else():
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+    cfg = make_config(temperature=0.8, top_p=0.9, length=50, batch_size=100)
+    rows = sample_batch(_FixedLM(logits), torch.zeros(100, 1, dtype=torch.long), 50, cfg, eos=None,
+                        generator=torch.Generator().manual_seed(0))
+    drawn = torch.tensor([t for r in rows for t in r])
+    assert drawn.numel() == 5000
+    freq = torch.bincount(drawn, minlength=6).float() / drawn.numel()
+    want = nucleus(logits[None], 0.8, 0.9)[0]
+    assert want[-1] == 0 and want[-2] == 0  # the nucleus drops the two least likely tokens here
+    assert freq[want == 0].sum() == 0  # never drawn
+    assert torch.allclose(freq, want, atol=0.025), (freq, want)  # 5000 draws: sd of a frequency <= 0.007
+
+
+def test_a_row_ends_at_eos_which_is_not_written():
+    logits = torch.tensor([0.0, 0.0, 0.0])  # token 2 is EOS and as likely as the others
+    cfg = make_config(top_p=1.0, length=40, batch_size=64)
+    rows = sample_batch(_FixedLM(logits), torch.zeros(64, 1, dtype=torch.long), 40, cfg, eos=2,
+                        generator=torch.Generator().manual_seed(1))
+    assert all(2 not in r for r in rows)
+    assert sum(len(r) < 40 for r in rows) > 55  # P(no EOS in 40 draws) = (2/3)^40: every row ends early
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(n: int):
+    """A progress callback that interrupts the run at its n-th call (after the n-th batch is on disk)."""
+    calls = []
+
+    def progress(desc, done, total):
+        calls.append(done)
+        if len(calls) == n:
+            raise _Stop
+
+    return progress
+
+
+def test_an_interrupted_run_resumes_to_the_same_file_as_an_uninterrupted_one(tmp_path):
+    cfg = make_config(tokens=150, length=12, batch_size=3, seed=5)
+    whole = sample_text(load(TINY), tmp_path / "whole", cfg, device="cpu")
+    assert whole["tokens"] >= 150 and whole["resumed_from"] is None
+    with pytest.raises(_Stop):
+        sample_text(load(TINY), tmp_path / "cut", cfg, device="cpu", progress=_stop_at(2))
+    state = json.loads((tmp_path / "cut" / "samples.json").read_text())
+    assert state["batches"] == 2 and not state["finished"]
+    with open(tmp_path / "cut" / "text.jsonl", "ab") as f:
+        f.write(b'{"text": "half a batch a kill left beh')  # a batch cut off mid-write
+    with pytest.raises(OutputError, match="--resume"):
+        sample_text(load(TINY), tmp_path / "cut", cfg, device="cpu")  # not without --resume
+    res = sample_text(load(TINY), tmp_path / "cut", cfg, device="cpu", resume=True)
+    assert res["resumed_from"] == state["tokens"]
+    assert (tmp_path / "cut" / "text.jsonl").read_bytes() == (tmp_path / "whole" / "text.jsonl").read_bytes()
+    assert res["rows"] == whole["rows"] and res["tokens"] == whole["tokens"]
+
+
+def test_resuming_with_a_larger_budget_extends_the_same_rows(tmp_path):
+    small, big = make_config(tokens=60, length=10, batch_size=2), make_config(tokens=200, length=10, batch_size=2)
+    sample_text(load(TINY), tmp_path / "a", small, device="cpu")
+    first = (tmp_path / "a" / "text.jsonl").read_bytes()
+    sample_text(load(TINY), tmp_path / "a", big, device="cpu", resume=True)
+    sample_text(load(TINY), tmp_path / "b", big, device="cpu")
+    grown = (tmp_path / "a" / "text.jsonl").read_bytes()
+    assert grown.startswith(first) and len(grown) > len(first)
+    assert grown == (tmp_path / "b" / "text.jsonl").read_bytes()
+    assert json.loads((tmp_path / "a" / "samples.json").read_text())["finished"]
+
+
+def test_another_seed_gives_other_text(tmp_path):
+    sample_text(load(TINY), tmp_path / "a", make_config(tokens=40, length=10, batch_size=2, seed=0), device="cpu")
+    sample_text(load(TINY), tmp_path / "b", make_config(tokens=40, length=10, batch_size=2, seed=1), device="cpu")
+    assert (tmp_path / "a" / "text.jsonl").read_bytes() != (tmp_path / "b" / "text.jsonl").read_bytes()
+
+
+def test_resume_refuses_other_settings_or_another_model(tmp_path):
+    cfg = make_config(tokens=30, length=10, batch_size=2)
+    sample_text(load(TINY), tmp_path / "s", cfg, device="cpu")
+    with pytest.raises(ConfigError, match="top_p"):
+        sample_text(load(TINY), tmp_path / "s", make_config(tokens=30, length=10, batch_size=2, top_p=0.5),
+                    device="cpu", resume=True)
+    with pytest.raises(ConfigError, match="another model"):
+        sample_text(load(TINY.replace("seed=3", "seed=4")), tmp_path / "s", cfg, device="cpu", resume=True)
+
+
+def test_never_writes_into_a_folder_it_did_not_write_and_force_replaces_only_its_own_files(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    cfg = make_config(tokens=20, length=10, batch_size=2)
+    for flags in ({}, {"force": True}, {"resume": True}):
+        with pytest.raises(OutputError, match="did not write"):
+            sample_text(load(TINY), foreign, cfg, device="cpu", **flags)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+    ours = tmp_path / "ours"
+    sample_text(load(TINY), ours, cfg, device="cpu")
+    (ours / "README").write_text("the user's note beside the samples")
+    before = (ours / "text.jsonl").read_bytes()
+    sample_text(load(TINY), ours, make_config(tokens=20, length=10, batch_size=2, seed=9), device="cpu", force=True)
+    assert (ours / "README").read_text() == "the user's note beside the samples"
+    assert (ours / "text.jsonl").read_bytes() != before
+
+
+def test_the_folder_reads_back_as_data_with_each_rows_split(tmp_path):
+    res = sample_text(load(TINY), tmp_path / "s", make_config(tokens=400, length=8, batch_size=4), device="cpu")
+    rows = [json.loads(line) for line in (tmp_path / "s" / "text.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rows] == list(range(res["rows"]))
+    assert all(r["split"] == split_of(r["row"]) for r in rows)
+    corpus = load_data(str(tmp_path / "s"))
+    for split in ("train", "calibration", "eval"):
+        assert corpus.texts(split) == [r["text"] for r in rows if r["split"] == split and r["text"].strip()]
+    assert not corpus.overlapping and not corpus.notes
+    assert res["splits"] == {s: sum(r["split"] == s for r in rows) for s in ("train", "calibration", "eval")}
+
+
+def test_an_unfinished_sample_says_so_when_read(tmp_path):
+    cfg = make_config(tokens=400, length=8, batch_size=4)
+    with pytest.raises(_Stop):
+        sample_text(load(TINY), tmp_path / "s", cfg, device="cpu", progress=_stop_at(3))
+    assert "unfinished" in " ".join(load_data(str(tmp_path / "s")).notes)
+
+
+def test_prompts_are_windows_of_the_prompt_data(tmp_path, text_file):
+    m = load(TINY)
+    cfg = make_config(tokens=40, length=6, batch_size=4, prompt_data=str(text_file), prompt_tokens=5)
+    sample_text(m, tmp_path / "s", cfg, device="cpu")
+    rows = [json.loads(line) for line in (tmp_path / "s" / "text.jsonl").read_text().splitlines()]
+    source = text_file.read_text()
+    assert rows and all(r["prompt"] and r["prompt"] in source + source for r in rows)
+    assert len({r["prompt"] for r in rows}) > 1  # random offsets, not one window
+
+
+def test_the_model_comes_back_as_it_was(tmp_path):
+    m = load(TINY)
+    m.hf.train()
+    before = {k: v.clone() for k, v in m.hf.state_dict().items()}
+    sample_text(m, tmp_path / "s", make_config(tokens=20, length=5, batch_size=2, dtype="bfloat16"), device="cpu")
+    assert m.hf.training
+    after = m.hf.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_an_encoder_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="causal"):
+        sample_text(load("tiny:bert"), tmp_path / "s", make_config(tokens=10), device="cpu")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("bad,match", [({"top_p": 0}, "top_p"), ({"temperature": 0}, "temperature"),
+                                       ({"prompt_tokens": 4}, "prompt_data"), ({"prompt_data": "pydoc"}, "prompt_tokens")])
+def test_bad_settings_are_one_config_error(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        make_config(**bad)
+
+
+def test_a_student_trained_only_on_its_teachers_samples_learns_what_the_teacher_knows(tmp_path, trained_teacher,
+                                                                                       corpus):
+    """Sequence-level KD: the teacher's samples alone (hard labels, no teacher logits) carry what it learnt from
+    the plays, so a random student trained on them gets better on plays it never saw, close to the teacher."""
+    sample_text(trained_teacher, tmp_path / "s", make_config(tokens=6000, length=64, batch_size=16, top_p=1.0),
+                device="cpu")
+    samples = load_data(str(tmp_path / "s"))
+    student = load("tiny:llama?layers=2&hidden=64&heads=4&kv_heads=2&ffn=128&seed=7")
+    before = evaluate(student, corpus, seq_len=64, max_tokens=2048)["perplexity"]
+    distill(student, None, samples, DistillConfig(loss="ce", alpha=1.0, steps=40, lr=5e-3, seq_len=64, batch_size=8,
+                                                  warmup_steps=4))
+    after = evaluate(student, corpus, seq_len=64, max_tokens=2048)["perplexity"]
+    teacher = evaluate(trained_teacher, corpus, seq_len=64, max_tokens=2048)["perplexity"]
+    assert after < 0.5 * before, (before, after, teacher)
+    assert after < 1.5 * teacher, (before, after, teacher)
+
+
+def test_cli_samples_then_distills_with_the_sample_as_general_data(tmp_path, capsys, text_file):
+    from slimlm.cli.main import main
+
+    capsys.readouterr()
+    assert main(["generate", TINY, "--out", str(tmp_path / "s"), "--tokens", "300", "--length", "16",
+                 "--batch-size", "4", "--seed", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["tokens"] >= 300 and res["rows"] % 4 == 0 and res["device"] == "cpu" and res["threads"] >= 1
+    assert res["settings"]["seed"] == 2 and res["model"]["spec"] == TINY
+    assert main(["distill", TINY, "--teacher", TINY, "--data", str(text_file), "--general-data", str(tmp_path / "s"),
+                 "--general-share", "0.5", "--steps", "2", "--seq-len", "16", "--batch-size", "2",
+                 "--out", str(tmp_path / "student"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+    assert main(["generate", TINY, "--out", str(tmp_path / "s"), "--tokens", "300", "--json"]) == 2  # no --resume
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,match", [(["--top-p", "1.5"], "top_p"), (["--prompt-tokens", "4"], "prompt_data"),
+                                        (["--prompt-data", "nope.txt", "--prompt-tokens", "4"], "does not exist"),
+                                        (["--dtype", "half"], "dtype")])
+def test_cli_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, argv, match):
+    from slimlm.cli.main import main
+
+    capsys.readouterr()
+    assert main(["generate", TINY, "--out", str(tmp_path / "s"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and match in err, err
+    assert not (tmp_path / "s").exists()
