@@ -304,6 +304,16 @@ CASES = [
     ("export-format-unknown", ["export", "{ws}/good", "--format", "bogus", OUT, "{ws}/out"], "bogus"),
     ("export-out-unrelated-dir", ["export", "{ws}/good", "--format", "gguf", OUT, "{ws}/thesis"],
      "not written by slimlm"),
+    ("generate-model-missing", ["generate", "{ws}/nope", OUT, "{ws}/out"], "{ws}/nope does not exist"),
+    ("generate-encoder", ["generate", "tiny:bert", OUT, "{ws}/out", "--tokens", "4"], "not a causal language model"),
+    ("generate-out-unrelated-dir", ["generate", TINY, OUT, "{ws}/thesis", "--tokens", "4"], "did not write"),
+    ("generate-out-unrelated-dir-resume", ["generate", TINY, OUT, "{ws}/thesis", "--tokens", "4", "--resume"],
+     "did not write"),
+    ("generate-out-is-file", ["generate", TINY, OUT, "{ws}/text.txt", "--tokens", "4"], "existing file"),
+    ("generate-prompt-data-empty", ["generate", TINY, OUT, "{ws}/out", "--prompt-data", "{ws}/empty.txt",
+                                    "--prompt-tokens", "4"], "empty"),
+    ("generate-temperature-zero", ["generate", TINY, OUT, "{ws}/out", "--temperature", "0"], "temperature"),
+    ("generate-remote-code", ["generate", "{ws}/remote-cfg", OUT, "{ws}/out"], "--trust-remote-code"),
     ("report-not-a-run", ["report", "{ws}/thesis"], "thesis"),
     ("report-missing", ["report", "{ws}/nope"], "nope"),
     # checkpoints and caches not written by slimlm
@@ -323,7 +333,8 @@ def test_the_catalogue_is_large_and_covers_every_command():
     assert len(CASES) >= 80 and len({c[0] for c in CASES}) == len(CASES)
     commands = {c[1][0] for c in CASES}
     assert commands >= {"evaluate", "profile", "prune", "quantize", "distill", "finetune", "sensitivity",
-                        "compress", "search", "report", "recipes", "demo", "serve", "decide", "monitor", "export"}
+                        "compress", "search", "report", "recipes", "demo", "serve", "decide", "monitor", "export",
+                        "generate"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])

@@ -28,6 +28,7 @@ def remote_dir(tmp_path):
     ["evaluate", "{d}", "--data", "{text}", "--max-tokens", "64", "--seq-len", "32"],
     ["prune", "{d}", "--out", "{out}", "--method", "magnitude", "--data", "{text}"],
     ["quantize", "{d}", "--scheme", "int8-weight", "--out", "{out}"],
+    ["generate", "{d}", "--out", "{out}", "--tokens", "8"],
 ])
 def test_refused_by_default_and_nothing_runs(remote_dir, tmp_path, capsys, argv):
     d, sentinel, text = remote_dir

@@ -239,3 +239,18 @@ def test_cli_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, argv, matc
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and match in err, err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])
+def test_draws_the_same_tokens_as_transformers_generate_with_the_same_settings_and_seed(temperature, top_p):
+    """Not a second opinion on sampling: with top-k off, the same seed gives the same rows as `generate`."""
+    m = load(TINY)
+    prompts = torch.full((6, 1), 5, dtype=torch.long)
+    cfg = make_config(temperature=temperature, top_p=top_p, length=20, batch_size=6)
+    ours = sample_batch(m.hf, prompts, 20, cfg, eos=None, generator=torch.Generator().manual_seed(11))
+    torch.manual_seed(11)
+    with torch.no_grad():
+        theirs = m.hf.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=True, top_k=0,
+                               top_p=top_p, temperature=temperature, max_new_tokens=20, min_new_tokens=20,
+                               eos_token_id=None, pad_token_id=0)
+    assert [r for r in ours] == theirs[:, 1:].tolist()
