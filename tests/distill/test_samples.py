@@ -241,10 +241,14 @@ def test_cli_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, argv, matc
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])
-def test_draws_the_same_tokens_as_transformers_generate_with_the_same_settings_and_seed(temperature, top_p):
-    """Not a second opinion on sampling: with top-k off, the same seed gives the same rows as `generate`."""
-    m = load(TINY)
+@pytest.mark.parametrize("spec,temperature,top_p", [(TINY, 1.0, 1.0), (TINY, 0.7, 0.9), ("tiny:qwen2", 1.0, 0.95),
+                                                     ("tiny:qwen3", 1.0, 0.95), ("tiny:gemma2", 1.0, 0.95),
+                                                     ("tiny:gemma3", 1.0, 0.95), ("tiny:mistral", 1.0, 0.95),
+                                                     ("tiny:phi3", 1.0, 0.95)])
+def test_draws_the_same_tokens_as_transformers_generate_with_the_same_settings_and_seed(spec, temperature, top_p):
+    """Not a second opinion on sampling: with top-k off, the same seed gives the same rows as `generate`, on
+    every supported decoder family (Gemma's soft-capped logits and sliding-window caches included)."""
+    m = load(spec)
     prompts = torch.full((6, 1), 5, dtype=torch.long)
     cfg = make_config(temperature=temperature, top_p=top_p, length=20, batch_size=6)
     ours = sample_batch(m.hf, prompts, 20, cfg, eos=None, generator=torch.Generator().manual_seed(11))

@@ -41,7 +41,7 @@ from slimlm._io import check_out, write_json_atomic
 from slimlm.data import split_by_hash
 from slimlm.data.corpus import SAMPLES_MARKER as MARKER
 from slimlm.errors import ConfigError, DataError, OutputError
-from slimlm.models.decoding import cache_arg, nucleus
+from slimlm.models.decoding import cache_arg, cache_of, nucleus
 
 TEXT_FILE = "text.jsonl"
 FORMAT = 1
@@ -96,10 +96,8 @@ def split_of(row: int) -> str:
 def sample_batch(hf, prompts: torch.Tensor, length: int, cfg: SampleConfig, eos: int | None,
                  generator: torch.Generator) -> list[list[int]]:
     """New tokens for each prompt row (B, P): up to ``length`` each, cut after EOS (which is not returned)."""
-    from transformers import DynamicCache
-
-    kw = {cache_arg(hf): DynamicCache()}  # filled in place, step by step
-    out = hf(input_ids=prompts, use_cache=True, **kw)
+    out = hf(input_ids=prompts, use_cache=True)  # the model makes the cache its family needs (sliding layers)
+    kw = {cache_arg(hf): cache_of(out)}  # then fills it in place, step by step
     rows: list[list[int]] = [[] for _ in range(prompts.shape[0])]
     done = torch.zeros(prompts.shape[0], dtype=torch.bool, device=prompts.device)
     for _ in range(length):
