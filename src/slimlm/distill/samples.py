@@ -99,7 +99,7 @@ def sample_batch(hf, prompts: torch.Tensor, length: int, cfg: SampleConfig, eos:
     out = hf(input_ids=prompts, use_cache=True)  # the model makes the cache its family needs (sliding layers)
     kw = {cache_arg(hf): cache_of(out)}  # then fills it in place, step by step
     rows: list[list[int]] = [[] for _ in range(prompts.shape[0])]
-    done = torch.zeros(prompts.shape[0], dtype=torch.bool, device=prompts.device)
+    done = [False] * prompts.shape[0]  # host-side: one device sync per step (the tokens), not one per row
     for _ in range(length):
         probs = nucleus(out.logits[:, -1, :], cfg.temperature, cfg.top_p)
         nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
@@ -109,7 +109,7 @@ def sample_batch(hf, prompts: torch.Tensor, length: int, cfg: SampleConfig, eos:
                     done[i] = True
                 else:
                     rows[i].append(t)
-        if bool(done.all()):
+        if all(done):
             break
         out = hf(input_ids=nxt, use_cache=True, **kw)
     return rows
