@@ -73,6 +73,16 @@ def _force() -> bool:
     return os.environ.get("SLIMLM_PROGRESS") == "1"
 
 
+def measure_table(title: str):
+    """A two-column ``measure | value`` table, the plain result view of a one-model command."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    return table
+
+
 def status(msg: str) -> None:
     err.print(f"[dim]{msg}[/dim]")
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from slimlm.cli import _options as O
-from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
+from slimlm.cli._out import emit_json, fmt, measure_table, out, progress_bars, status
 
 
 def evaluate_command(
@@ -34,9 +33,7 @@ def evaluate_command(
     if as_json:
         emit_json(res)
         return
-    table = Table(title=f"{model} on {data} ({split})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
+    table = measure_table(f"{model} on {data} ({split})")
     for key in ("perplexity", "accuracy", "f1", "ece", "tokens", "seq_len", "seconds"):
         if res.get(key) is not None:
             table.add_row(key, fmt(res[key]))

@@ -7,10 +7,9 @@ Causal LMs go to every format; BERT-family encoders (embedding models, classifie
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from slimlm.cli import _options as O
-from slimlm.cli._out import emit_json, fmt, out, status
+from slimlm.cli._out import emit_json, fmt, measure_table, out, status
 
 
 def export_command(
@@ -62,9 +61,7 @@ def export_command(
     if as_json:
         emit_json(res)
         return
-    table = Table(title=f"{model} → {fmt_} {res['precision']}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
+    table = measure_table(f"{model} → {fmt_} {res['precision']}")
     table.add_row("file", res["main_file"])
     table.add_row("size MB", fmt(sum(res["files"].values()) / 1e6))
     c = res.get("check")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from slimlm.cli import _options as O
-from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
+from slimlm.cli._out import emit_json, fmt, measure_table, out, progress_bars, status
 
 
 def generate_command(
@@ -57,9 +56,7 @@ def generate_command(
     if as_json:
         emit_json(res)
         return
-    table = Table(title=f"text sampled from {model}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
+    table = measure_table(f"text sampled from {model}")
     for key in ("rows", "tokens", "eos_rows", "seconds", "tokens_per_s", "device", "threads"):
         table.add_row(key.replace("_", " "), fmt(res[key]) if not isinstance(res[key], str) else res[key])
     table.add_row("splits", ", ".join(f"{k} {v}" for k, v in res["splits"].items()))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from slimlm.cli import _options as O
-from slimlm.cli._out import emit_json, err, fmt, out, progress_bars, status
+from slimlm.cli._out import emit_json, err, fmt, measure_table, out, progress_bars, status
 
 
 def quantize_command(
@@ -82,9 +81,7 @@ def quantize_command(
     if as_json:
         emit_json(res)
         return
-    table = Table(title=f"{model} -> {path} ({scheme})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
+    table = measure_table(f"{model} -> {path} ({scheme})")
     for key in ("params_before", "params_after", "quantized", "weights_mb", "seconds"):
         table.add_row(key, fmt(res[key]))
     table.add_row("fp32 layers", str(len(res["fp32_layers"])))
