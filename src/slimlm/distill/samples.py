@@ -40,10 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from slimlm._io import check_out, write_json_atomic
 from slimlm.data import split_by_hash
 from slimlm.data.corpus import SAMPLES_MARKER as MARKER
+from slimlm.data.corpus import SAMPLES_TEXT as TEXT_FILE
 from slimlm.errors import ConfigError, DataError, OutputError
 from slimlm.models.decoding import cache_arg, cache_of, nucleus
 
-TEXT_FILE = "text.jsonl"
 FORMAT = 1
 
 
@@ -165,9 +165,9 @@ def _start(out: Path, cfg: SampleConfig, model, resume: bool, force: bool) -> di
         (out / TEXT_FILE).touch()
         write_json_atomic(out / MARKER, fresh)
         return fresh
-    if state.get("format") != FORMAT or state.get("settings") != cfg.key():
-        diff = sorted(k for k in set(cfg.key()) | set(state.get("settings") or {})
-                      if (state.get("settings") or {}).get(k) != cfg.key().get(k))
+    want, had = cfg.key(), state.get("settings") or {}
+    if state.get("format") != FORMAT or had != want:
+        diff = sorted(k for k in set(want) | set(had) if had.get(k) != want.get(k))
         raise ConfigError(f"{out} was sampled with other settings ({', '.join(diff) or 'format'}); resume with the "
                           "same ones, or pass --force to start over.")
     if state.get("model", {}).get("hash") != model.hash:
