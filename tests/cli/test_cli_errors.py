@@ -75,3 +75,36 @@ def test_debug_shows_traceback(tmp_path):
 
     with pytest.raises(SpecError):
         main(["evaluate", str(tmp_path / "missing"), "--debug"])
+
+
+def _commands():
+    import typer
+
+    from slimlm.cli.main import _register, app
+
+    _register()
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):  # recipes: a group of its own
+            yield from ((f"{name} {sub}", sc) for sub, sc in cmd.commands.items())
+        else:
+            yield name, cmd
+
+
+def test_help_at_80_columns_names_every_option_in_full(capsys, monkeypatch):
+    """Piped help is 80 columns wide; every option's full name (and every argument's metavar) must be in it."""
+    monkeypatch.setenv("COLUMNS", "80")
+    seen = 0
+    for name, cmd in _commands():
+        code, out, err = run(capsys, *name.split(), "--help")
+        assert code == 0, (name, err)
+        assert "…" not in out, name
+        assert max(map(len, out.splitlines())) <= 80, name
+        for param in cmd.params:
+            for opt in [*param.opts, *param.secondary_opts]:
+                if opt.startswith("--"):
+                    assert opt in out, (name, opt)
+                    seen += 1
+            if param.param_type_name == "argument":
+                assert param.metavar and param.metavar.isupper() and param.metavar in out, (name, param.name)
+    assert seen > 200  # the loop reached every command's options

@@ -11,7 +11,7 @@ from slimlm.cli._out import progress_bars, status
 
 
 def compress_command(
-    model: str = typer.Argument(..., help="Model spec of the baseline (the teacher)."),
+    model: str = typer.Argument(..., metavar="MODEL", help="Model spec of the baseline (the teacher)."),
     out_dir: Path = typer.Option(..., "--out", help="Run directory (rerun the same command to resume)."),
     recipe: list[str] = typer.Option(["quick"], "--recipe", help="Builtin recipe name or YAML file; repeatable."),
     data: str = O.DATA,

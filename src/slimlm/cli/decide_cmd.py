@@ -9,7 +9,7 @@ from slimlm.cli._out import emit_json, fmt, out
 
 
 def decide_command(
-    run_dir: str = typer.Argument(..., help="Run directory written by `slimlm compress` or `slimlm search`."),
+    run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="Run directory written by `slimlm compress` or `slimlm search`."),
     tier: str | None = typer.Option(None, "--tier", help="Quality tier: critical (0.5%), high (1%), medium (3%)."),
     max_drop: str | None = typer.Option(None, "--max-drop", help="Quality bar overriding --tier: 2% or 0.02."),
     objective: str | None = typer.Option(None, "--objective", help="latency | size | memory | energy."),

@@ -117,7 +117,7 @@ def print_result(title: str, res: dict) -> None:
 
 
 def distill_command(
-    student: str = typer.Argument(..., help="Student model: a pruned variant directory, builtin:/tiny: spec."),
+    student: str = typer.Argument(..., metavar="STUDENT", help="Student model: a pruned variant directory, builtin:/tiny: spec."),
     teacher: str | None = typer.Option(None, "--teacher", help="Teacher model (frozen). Needed unless --loss ce."),
     data: str = typer.Option("shakespeare", "--data", help="Training data spec (its train split); eval split for curves."),
     out_dir: Path = typer.Option(..., "--out", help="Output directory for the trained student."),

@@ -9,7 +9,7 @@ from slimlm.cli._out import emit_json, fmt, measure_table, out, progress_bars, s
 
 
 def evaluate_command(
-    model: str = typer.Argument(..., help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
+    model: str = typer.Argument(..., metavar="MODEL", help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
     data: str = typer.Option("shakespeare", "--data", help="Data spec: shakespeare, shakespeare-genre, pydoc, rotten-tomatoes, a file."),
     split: str = typer.Option("eval", help="Split to score: train, calibration or eval."),
     seq_len: int = typer.Option(512, "--seq-len", min=2, help="Window length (tokens) for perplexity."),

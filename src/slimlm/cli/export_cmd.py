@@ -13,7 +13,7 @@ from slimlm.cli._out import emit_json, fmt, measure_table, out, status
 
 
 def export_command(
-    model: str = typer.Argument(..., help="Variant to export: a variant directory, a .gguf file, builtin:/tiny: spec."),
+    model: str = typer.Argument(..., metavar="MODEL", help="Variant to export: a variant directory, a .gguf file, builtin:/tiny: spec."),
     fmt_: str = typer.Option(..., "--format", help="gguf, onnx, openvino, or transformers (torchao copy of a "
                              "slimlm-quantized variant that plain from_pretrained loads); encoders: onnx or openvino."),
     out_dir: str = typer.Option(..., "--out", help="Output directory (new, or one an earlier export wrote)."),

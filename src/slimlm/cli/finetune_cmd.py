@@ -12,7 +12,7 @@ from slimlm.cli.distill_cmd import make_config, print_result, train_bar
 
 
 def finetune_command(
-    model: str = typer.Argument(..., help="Encoder: builtin:minilm-l6, tiny:bert, or a directory."),
+    model: str = typer.Argument(..., metavar="MODEL", help="Encoder: builtin:minilm-l6, tiny:bert, or a directory."),
     data: str = typer.Option("shakespeare-genre", "--data", help="Labelled data: shakespeare-genre, rotten-tomatoes or .jsonl/.csv with labels."),
     out_dir: Path = typer.Option(..., "--out", help="Output directory for the fine-tuned classifier."),
     steps: int = typer.Option(150, "--steps", help="Optimizer steps."),

@@ -11,7 +11,7 @@ from slimlm.cli._out import emit_json, fmt, measure_table, out, progress_bars, s
 
 
 def generate_command(
-    model: str = typer.Argument(..., help="The model to sample from (usually the teacher): builtin:smollm2-135m, "
+    model: str = typer.Argument(..., metavar="MODEL", help="The model to sample from (usually the teacher): builtin:smollm2-135m, "
                                 "tiny:llama, a directory, a .gguf file."),
     out_dir: Path = typer.Option(..., "--out", help="Output directory: text.jsonl and samples.json."),
     tokens: int = typer.Option(100_000, "--tokens", min=1, help="New tokens to sample (whole batches; at least this many)."),

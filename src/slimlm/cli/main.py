@@ -11,7 +11,11 @@ import typer
 
 from slimlm._quiet import quiet
 
+# Plain (click) help: rich's option table cuts long option names to "--trust-remote-…" below ~120 columns, and
+# piped help is 80 columns wide; the plain layout wraps the descriptions and never cuts a name.
+HELP_MARKUP = None
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=HELP_MARKUP,
                   help="slimlm: measure, compress and search transformer language models.")
 
 

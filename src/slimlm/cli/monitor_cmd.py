@@ -11,8 +11,8 @@ from slimlm.errors import ConfigError
 
 
 def monitor_command(
-    what: str = typer.Argument(..., help="rules (Prometheus alerting rules) or dashboard (Grafana JSON)."),
-    run_dir: str = typer.Argument(..., help="Run directory being served."),
+    what: str = typer.Argument(..., metavar="WHAT", help="rules (Prometheus alerting rules) or dashboard (Grafana JSON)."),
+    run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="Run directory being served."),
     out_file: Path | None = typer.Option(None, "--out", help="Write here (default: RUN_DIR/monitor/...)."),
     job: str = typer.Option("slimlm", "--job", help="Prometheus job label of the slimlm scrape targets."),
     decision: int | None = typer.Option(None, "--decision", help="Describe this decision (default: the latest)."),

@@ -77,7 +77,7 @@ def _runtime_table(results: list[dict]) -> Table:
 
 
 def profile_command(
-    models: list[str] = typer.Argument(..., help="One or more model specs; several are compared, interleaved."),
+    models: list[str] = typer.Argument(..., metavar="MODELS", help="One or more model specs; several are compared, interleaved."),
     shapes: str = typer.Option("1x128,8x128", "--shapes", help="Prefill shapes BxS, comma-separated."),
     decode_tokens: int = typer.Option(64, "--decode-tokens", min=0, help="New tokens per decode run (0 skips decode)."),
     threads: int | None = typer.Option(None, "--threads", min=1,

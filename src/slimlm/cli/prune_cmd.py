@@ -35,7 +35,7 @@ def _config(method, sparsity, pattern, allocation, include, sequential, structur
 
 
 def prune_command(
-    model: str = typer.Argument(..., help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
+    model: str = typer.Argument(..., metavar="MODEL", help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
     out_dir: str = typer.Option(..., "--out", help="Directory for the pruned variant (replaced atomically)."),
     data: str = typer.Option("shakespeare", "--data", help="Calibration data spec (its calibration split)."),
     calib_samples: int = typer.Option(128, "--calib-samples", min=1, help="Calibration windows."),

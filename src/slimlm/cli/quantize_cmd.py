@@ -9,7 +9,7 @@ from slimlm.cli._out import emit_json, err, fmt, measure_table, out, progress_ba
 
 
 def quantize_command(
-    model: str = typer.Argument(..., help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
+    model: str = typer.Argument(..., metavar="MODEL", help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
     scheme: str = typer.Option(..., "--scheme", help="int8-dynamic, int8-weight or int4-weight."),
     out_dir: str = typer.Option(..., "--out", help="Directory for the quantized variant."),
     data: str | None = typer.Option(None, "--data", help="Calibration data spec (needed by gptq, smoothquant, fallback, qat)."),

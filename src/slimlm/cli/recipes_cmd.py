@@ -7,7 +7,7 @@ from rich.table import Table
 
 from slimlm.cli._out import emit_json, out
 
-recipes_app = typer.Typer(no_args_is_help=True, help="List, show and validate compression recipes.")
+recipes_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="List, show and validate compression recipes.")
 
 
 @recipes_app.command("list")
@@ -30,7 +30,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
 
 
 @recipes_app.command("validate")
-def validate_command(file: str = typer.Argument(..., help="Recipe YAML file (or builtin name)."),
+def validate_command(file: str = typer.Argument(..., metavar="FILE", help="Recipe YAML file (or builtin name)."),
                      as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Validate a recipe; a bad field fails with its path (stages[i].kind.field)."""
     from slimlm.recipes import load_recipe
@@ -43,7 +43,7 @@ def validate_command(file: str = typer.Argument(..., help="Recipe YAML file (or 
 
 
 @recipes_app.command("show")
-def show_command(name: str = typer.Argument(..., help="Builtin recipe name or YAML file.")) -> None:
+def show_command(name: str = typer.Argument(..., metavar="NAME", help="Builtin recipe name or YAML file.")) -> None:
     """Print a recipe as YAML (a starting point for your own)."""
     from slimlm.recipes import load_recipe
 

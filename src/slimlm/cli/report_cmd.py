@@ -12,7 +12,7 @@ from slimlm.cli._out import emit_json, fmt, out
 
 
 def report_command(
-    run_dir: str = typer.Argument(..., help="Run directory written by `slimlm compress` or `slimlm search`."),
+    run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="Run directory written by `slimlm compress` or `slimlm search`."),
     traffic: float = typer.Option(100_000, "--traffic", min=0.0, help="Requests per day, for cost and CO2e."),
     price_per_hour: float = typer.Option(0.10, "--price-per-hour", min=0.0, help="USD per machine-hour."),
     grid: float = typer.Option(475.0, "--grid-gco2-per-kwh", min=0.0, help="Grid carbon intensity (g CO2e per kWh)."),

@@ -11,7 +11,7 @@ from slimlm.cli._out import progress_bars, status
 
 
 def search_command(
-    model: str = typer.Argument(..., help="Model spec of the baseline (the teacher)."),
+    model: str = typer.Argument(..., metavar="MODEL", help="Model spec of the baseline (the teacher)."),
     out_dir: Path = typer.Option(..., "--out", help="Run directory, shared by every worker of the study."),
     space: str = typer.Option("builtin", "--space", help="Search space YAML file, or 'builtin'."),
     trials: int = typer.Option(12, "--trials", min=1, help="Complete trials wanted, across all workers."),

@@ -10,7 +10,7 @@ from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
 
 
 def sensitivity_command(
-    model: str = typer.Argument(..., help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
+    model: str = typer.Argument(..., metavar="MODEL", help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
     data: str = typer.Option("shakespeare", "--data", help="Data spec: calibration split for importance, eval split for quality."),
     kind: str = typer.Option("layers", "--kind", help="layers | ffn | heads | unstructured."),
     ratios: str = typer.Option("0.25,0.5", "--ratios", help="Fractions pruned per block (ignored for layers)."),

@@ -8,7 +8,7 @@ from slimlm.cli._out import err
 
 
 def serve_command(
-    path: str = typer.Argument(..., help="Run directory (serves its latest decision) or a saved variant directory."),
+    path: str = typer.Argument(..., metavar="PATH", help="Run directory (serves its latest decision) or a saved variant directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback unless --allow-remote)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
     decision: int | None = typer.Option(None, "--decision", help="Serve this decision number instead of the latest."),
