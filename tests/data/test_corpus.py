@@ -133,3 +133,71 @@ def test_rotten_tomatoes_reads_the_packaged_reviews():
     c = load_data("rotten-tomatoes")
     assert len(c.split("eval")) > 1000 and len(c.split("train")) > 8000
     assert 0.4 < sum(d.label for d in c.split("eval")) / len(c.split("eval")) < 0.7
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_parts_joined_by_plus_are_one_corpus_split_by_split(tmp_path):
+    a = _jsonl(tmp_path / "a.jsonl", [{"text": "a-train", "split": "train"}, {"text": "a-eval", "split": "eval"},
+                                      {"text": "a-cal", "split": "calibration"}])
+    b = _jsonl(tmp_path / "b.jsonl", [{"text": "b-train", "split": "train"}, {"text": "b-eval", "split": "eval"},
+                                      {"text": "b-cal", "split": "calibration"}, {"text": "b-train2", "split": "train"}])
+    c = load_data(f"{a}+{b}")
+    assert c.name == f"{a}+{b}" and c.task == "lm" and not c.overlapping
+    assert c.texts("train") == ["a-train", "b-train", "b-train2"]  # the parts in the order given
+    assert c.texts("eval") == ["a-eval", "b-eval"] and c.texts("calibration") == ["a-cal", "b-cal"]
+    assert load_data(f"{b}+{a}").texts("train") == ["b-train", "b-train2", "a-train"]
+    # a builtin part keeps its own splits; a plain text file (every split the whole text) makes it overlapping
+    t = tmp_path / "t.txt"
+    t.write_text("plain words")
+    m = load_data(f"pydoc+{t}")
+    pydoc = load_data("pydoc")
+    assert len(m.split("eval")) == len(pydoc.split("eval")) + 1 and m.texts("train")[-1] == "plain words"
+    assert m.overlapping
+
+
+def test_joined_parts_must_share_a_task(tmp_path):
+    lab = _jsonl(tmp_path / "lab.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}])
+    other = _jsonl(tmp_path / "other.jsonl", [{"text": "x", "label": "spam"}, {"text": "y", "label": "ham"}])
+    with pytest.raises(DataError, match="different tasks.*language modelling"):
+        load_data(f"pydoc+{lab}")
+    with pytest.raises(DataError, match="different tasks"):
+        load_data(f"{lab}+{other}")
+    same = _jsonl(tmp_path / "same.jsonl", [{"text": "fine", "label": "pos"}, {"text": "awful", "label": "neg"}])
+    both = load_data(f"{lab}+{same}")
+    assert both.labels == ["neg", "pos"] and [d.label for d in both.split("eval")] == [1, 0, 1, 0]
+
+
+def test_a_bad_join_fails_naming_the_part(tmp_path):
+    with pytest.raises(DataError, match="empty part"):
+        load_data("pydoc+")
+    with pytest.raises(DataError, match="twice"):
+        load_data("pydoc+pydoc")
+    with pytest.raises(DataError, match="nope.txt does not exist"):
+        load_data(f"pydoc+{tmp_path / 'nope.txt'}")
+
+
+def test_a_path_with_a_plus_in_its_name_is_read_as_that_path(tmp_path):
+    d = tmp_path / "runs+old"
+    d.mkdir()
+    (d / "a.txt").write_text("kept whole")
+    assert load_data(str(d)).texts("eval") == ["kept whole"]
+
+
+def test_sample_folders_join_and_keep_their_notes(tmp_path):
+    from slimlm.data.corpus import SAMPLES_MARKER, SAMPLES_TEXT
+
+    specs = []
+    for k, finished in enumerate((True, False)):
+        d = tmp_path / f"tt{k}"
+        d.mkdir()
+        _jsonl(d / SAMPLES_TEXT, [{"text": f"gpu{k} row{r}", "split": s, "row": r}
+                                  for r, s in enumerate(("train", "train", "eval", "calibration"))])
+        (d / SAMPLES_MARKER).write_text(json.dumps({"finished": finished, "tokens": 10, "tokens_asked": 20}))
+        specs.append(str(d))
+    c = load_data("+".join(specs))
+    assert c.texts("train") == ["gpu0 row0", "gpu0 row1", "gpu1 row0", "gpu1 row1"]
+    assert len(c.notes) == 1 and "tt1 is unfinished" in c.notes[0]

@@ -224,6 +224,17 @@ def test_cli_samples_then_distills_with_the_sample_as_general_data(tmp_path, cap
                  "--general-share", "0.5", "--steps", "2", "--seq-len", "16", "--batch-size", "2",
                  "--out", str(tmp_path / "student"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 2
+    # a second machine's sample (another seed, another folder) joins the first as one general corpus
+    assert main(["generate", TINY, "--out", str(tmp_path / "s2"), "--tokens", "300", "--length", "16",
+                 "--batch-size", "4", "--seed", "3", "--json"]) == 0
+    capsys.readouterr()
+    both = f"{tmp_path / 's'}+{tmp_path / 's2'}"
+    one, two = (load_data(str(tmp_path / d)).texts("train") for d in ("s", "s2"))
+    assert load_data(both).texts("train") == one + two and one != two
+    assert main(["distill", TINY, "--teacher", TINY, "--data", str(text_file), "--general-data", both,
+                 "--general-share", "0.5", "--steps", "2", "--seq-len", "16", "--batch-size", "2",
+                 "--out", str(tmp_path / "student2"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
     assert main(["generate", TINY, "--out", str(tmp_path / "s"), "--tokens", "300", "--json"]) == 2  # no --resume
     assert "--resume" in capsys.readouterr().err
 

