@@ -269,3 +269,48 @@ def test_draws_the_same_tokens_as_transformers_generate_with_the_same_settings_a
                                top_p=top_p, temperature=temperature, max_new_tokens=20, min_new_tokens=20,
                                eos_token_id=None, pad_token_id=0)
     assert [r for r in ours] == theirs[:, 1:].tolist()
+
+
+def test_a_time_budget_stops_after_a_batch_and_resume_completes_the_same_file(tmp_path):
+    cfg = make_config(tokens=60, length=10, batch_size=2, seed=4)
+    whole = sample_text(load(TINY), tmp_path / "whole", cfg, device="cpu")
+    assert whole["finished"]
+    part = sample_text(load(TINY), tmp_path / "cut", cfg, device="cpu", max_seconds=0)
+    assert not part["finished"] and part["rows"] == 2  # one batch, then the clock
+    state = json.loads((tmp_path / "cut" / "samples.json").read_text())
+    assert state["batches"] == 1 and not state["finished"]
+    assert "unfinished" in load_data(str(tmp_path / "cut")).notes[0]
+    res = sample_text(load(TINY), tmp_path / "cut", cfg, device="cpu", resume=True)
+    assert res["finished"] and res["resumed_from"] == part["tokens"]
+    assert (tmp_path / "cut" / "text.jsonl").read_bytes() == (tmp_path / "whole" / "text.jsonl").read_bytes()
+
+
+def test_cli_time_budgets_stop_cleanly_and_resume_finishes(tmp_path, capsys, text_file):
+    from slimlm.cli.main import main
+
+    capsys.readouterr()
+    gen = ["generate", TINY, "--out", str(tmp_path / "s"), "--tokens", "200", "--length", "10", "--batch-size", "2"]
+    assert main([*gen, "--max-minutes", "1e-6", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert not res["finished"] and res["rows"] == 2
+    assert main([*gen, "--max-minutes", "1e-6"]) == 2  # an unfinished folder is continued only with --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main([*gen, "--resume", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["finished"]
+
+    out = tmp_path / "student"
+    dist = ["distill", TINY, "--teacher", TINY, "--data", str(text_file), "--steps", "3", "--seq-len", "16",
+            "--batch-size", "2", "--out", str(out)]
+    assert main([*dist, "--max-minutes", "1e-6"]) == 0
+    said = capsys.readouterr().out
+    assert "stopped at the time budget after step 1 of 3" in said and "--resume" in said
+    assert not out.exists() and (tmp_path / "student.checkpoint").is_dir()  # no half-trained variant at --out
+    assert main([*dist, "--json"]) == 2  # the checkpoint is not overwritten without --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main([*dist, "--resume", "--max-minutes", "1e-6", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res == {**res, "finished": False, "out_of_time": 2, "resumed_from": 1}
+    assert main([*dist, "--resume", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["finished"] and res["resumed_from"] == 2 and res["steps"] == 3 and res["out_of_time"] is None
+    assert (out / "slimlm.json").is_file() and not (tmp_path / "student.checkpoint").exists()

@@ -163,3 +163,29 @@ def test_user_errors_are_clear(teacher, corpus):
         distill_run(load(SMALL), None, corpus, DistillConfig(steps=1))
     with pytest.raises(ConfigError, match="out of range"):
         distill_run(load(SMALL), teacher, corpus, DistillConfig(steps=1, hidden_weight=1, layer_map=[(5, 0)]))
+
+
+def test_a_time_budget_stops_at_a_step_with_a_checkpoint_and_resume_ends_where_a_whole_run_does(teacher, corpus,
+                                                                                                 tmp_path):
+    cfg = DistillConfig(steps=5, lr=3e-3, seq_len=32, batch_size=2, warmup_steps=1, eval_every=2, eval_tokens=128)
+    ref = load(SMALL)
+    whole = distill_run(ref, teacher, corpus, cfg, checkpoint_dir=tmp_path / "a")
+    assert whole.out_of_time is None and whole.steps == 5
+    cut = load(SMALL)
+    first = distill_run(cut, teacher, corpus, cfg, checkpoint_dir=tmp_path / "b", max_seconds=0)
+    assert first.out_of_time == 1 and first.steps == 1  # every call makes one step before it looks at the clock
+    assert (tmp_path / "b").is_dir()  # the budget writes a checkpoint although checkpoint_every is 0
+    assert first.summary()["out_of_time"] == 1
+    again = distill_run(load(SMALL), teacher, corpus, cfg, checkpoint_dir=tmp_path / "b", resume=True, max_seconds=0)
+    assert again.resumed_from == 1 and again.out_of_time == 2
+    resumed = load(SMALL)
+    last = distill_run(resumed, teacher, corpus, cfg, checkpoint_dir=tmp_path / "b", resume=True)
+    assert last.resumed_from == 2 and last.out_of_time is None and last.steps == 5
+    a, b = _weights(ref), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [e["perplexity"] for e in last.eval_curve] == [e["perplexity"] for e in whole.eval_curve]
+
+
+def test_a_time_budget_needs_somewhere_to_keep_the_checkpoint(teacher, corpus):
+    with pytest.raises(ConfigError, match="checkpoint directory"):
+        distill_run(load(SMALL), teacher, corpus, DistillConfig(steps=2, seq_len=32), max_seconds=10)

@@ -157,6 +157,9 @@ def distill_command(
     patience: int = typer.Option(0, "--patience", help="Stop after N evaluations without improvement (0: never)."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Write a resumable checkpoint every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.checkpoint."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Time budget: past it, stop at the end of "
+                                             "a step, keep OUT.checkpoint and write no student yet; the same "
+                                             "command with --resume continues."),
     schedule: str | None = typer.Option(None, "--schedule", help="iterative:steps=N alternates pruning and distillation."),
     prune: str | None = typer.Option(None, "--prune", help="Pruning target for --schedule, e.g. layers=10,ffn=0.35."),
     seed: int = typer.Option(0, "--seed"),
@@ -183,10 +186,15 @@ def distill_command(
     with train_bar(not as_json and first_rank, "distill") as (progress, on_metrics):
         result = distill_job(student, teacher, data, out_dir, cfg, schedule=sched,
                              prune=parse_structured(prune) if prune else None, resume=resume, force=force, device=device, trust_remote_code=trust_remote_code,
-                             eval_tokens=eval_tokens, progress=progress, on_metrics=on_metrics, log=status)
+                             eval_tokens=eval_tokens, progress=progress, on_metrics=on_metrics, log=status,
+                             max_seconds=None if max_minutes is None else max_minutes * 60)
     if result is None:
         return  # not rank 0 of a distributed run
     if as_json:
         emit_json(result)
-    else:
-        print_result(f"distill {student} <- {teacher}", result)
+        return
+    print_result(f"distill {student} <- {teacher}", result)
+    if not result["finished"]:
+        out.print(f"stopped at the time budget after step {result['out_of_time']} of {steps}; no student written "
+                  f"yet. The checkpoint is in {result['checkpoint']}: run the same command with --resume to "
+                  "continue.", highlight=False)

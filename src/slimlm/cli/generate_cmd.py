@@ -8,6 +8,7 @@ import typer
 
 from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, measure_table, out, progress_bars, status
+from slimlm.errors import ConfigError
 
 
 def generate_command(
@@ -27,6 +28,8 @@ def generate_command(
     dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 on a GPU, float32 on a CPU), float32 or bfloat16."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an earlier, interrupted or shorter run at --out."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Time budget: past it, stop after the "
+                                             "batch in hand (the text so far is usable; --resume continues)."),
     force: bool = typer.Option(False, "--force", help="Start over, replacing an earlier sample at --out."),
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = O.JSON,
@@ -41,6 +44,8 @@ def generate_command(
     from slimlm.distill.samples import make_config, sample_text
     from slimlm.models import load
 
+    if max_minutes is not None and max_minutes <= 0:
+        raise ConfigError(f"--max-minutes must be above 0, got {max_minutes:g}.")
     cfg = make_config(tokens=tokens, length=length, batch_size=batch_size, temperature=temperature, top_p=top_p,
                       prompt_data=prompt_data, prompt_tokens=prompt_tokens, seed=seed, dtype=dtype)
     if prompt_data:
@@ -51,7 +56,8 @@ def generate_command(
         torch.set_num_threads(threads)
     m = load(model, progress=status, trust_remote_code=trust_remote_code)
     with progress_bars(not as_json) as bar:
-        res = sample_text(m, out_dir, cfg, resume=resume, force=force, device=device, progress=bar, log=status)
+        res = sample_text(m, out_dir, cfg, resume=resume, force=force, device=device, progress=bar, log=status,
+                          max_seconds=None if max_minutes is None else max_minutes * 60)
     res["threads"] = torch.get_num_threads()
     if as_json:
         emit_json(res)
@@ -63,3 +69,6 @@ def generate_command(
     out.print(table)
     out.print(f"text: {res['out']}/text.jsonl (use --data {res['out']} or --general-data {res['out']})",
               highlight=False)
+    if not res["finished"]:
+        out.print(f"stopped at the time budget with {res['tokens']} of {tokens} tokens; the text so far is usable, "
+                  "and the same command with --resume continues it.", highlight=False)

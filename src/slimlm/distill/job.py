@@ -22,8 +22,9 @@ from slimlm.distill.config import DistillConfig
 from slimlm.errors import ConfigError, DataError
 
 
-def checkpoint_dir_for(out_dir: str | Path, resume: bool, checkpoint_every: int) -> Path:
-    """``OUT.checkpoint``; refuses to start over an earlier run's checkpoint unless resuming."""
+def checkpoint_dir_for(out_dir: str | Path, resume: bool) -> Path:
+    """``OUT.checkpoint``; refuses to start over an earlier run's checkpoint unless resuming (a run that
+    finishes removes its checkpoint, so starting over would lose the earlier run's progress)."""
     from slimlm._io import is_foreign
 
     out_dir = Path(out_dir)
@@ -31,7 +32,7 @@ def checkpoint_dir_for(out_dir: str | Path, resume: bool, checkpoint_every: int)
     if is_foreign(ckpt, "meta.json"):
         raise ConfigError(f"{ckpt} is where this run keeps its checkpoints, but it holds something slimlm did not "
                           "write; move it away or choose another --out.")
-    if ckpt.exists() and not resume and checkpoint_every:
+    if ckpt.exists() and not resume:
         raise ConfigError(f"{ckpt} holds a checkpoint of an earlier run; pass --resume to continue it, "
                           "or delete it to start over.")
     return ckpt
@@ -99,7 +100,7 @@ def is_encoder(spec: str, num_labels: int | None) -> bool:
 def distill_job(student: str, teacher: str | None, data: str, out: str | Path, cfg: DistillConfig, *,
                 schedule=None, prune=None, resume: bool = False, force: bool = False, device: str = "auto",
                 trust_remote_code: bool = False,
-                eval_tokens: int = 4096,
+                eval_tokens: int = 4096, max_seconds: float | None = None,
                 progress: Callable | None = None, on_metrics: Callable | None = None,
                 log: Callable[[str], None] | None = None) -> dict | None:
     """Distil ``teacher`` into ``student`` on ``data`` and save the student to ``out``.
@@ -114,11 +115,14 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
         trust_remote_code: allow the models' own Python code (``auto_map``); refused otherwise.
         force: replace an earlier slimlm variant at ``out`` (anything else there is never touched).
         device: ``auto``, ``cpu``, ``cuda:0``.
+        max_seconds: a time budget; past it the run stops at a step boundary, keeps its checkpoint in
+            ``OUT.checkpoint`` and writes no student (``resume`` continues it); the result says
+            ``"finished": False`` and ``"out_of_time"``: the step.
         progress, on_metrics, log: progress bar, per-step metrics and status-line callbacks.
 
     Returns:
-        ``{"out", "params_before", "params_after", "seconds", "steps", "tokens", "final_losses", "eval", ...}``;
-        None on ranks other than 0 of a distributed run (rank 0 writes the result).
+        ``{"out", "finished", "params_before", "params_after", "seconds", "steps", "tokens", "final_losses",
+        "eval", ...}``; None on ranks other than 0 of a distributed run (rank 0 writes the result).
     """
     from slimlm.data import load_data
     from slimlm.distill.schedules import prune_distill
@@ -133,10 +137,15 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
                           "(or prune first with slimlm prune).")
     if schedule is not None and cfg.checkpoint_every:
         raise ConfigError("--checkpoint-every is not supported with --schedule yet; run without it.")
+    if schedule is not None and max_seconds is not None:
+        raise ConfigError("--max-minutes is not supported with --schedule yet (a schedule cannot resume); run "
+                          "without it.")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ConfigError(f"--max-minutes must be above 0, got {max_seconds / 60:g}.")
     if cfg.uses_teacher_outputs and not teacher:
         raise ConfigError(f"--loss {cfg.loss} needs --teacher MODEL (or use --loss ce to fine-tune without one).")
     out = check_out(out, force=force, kind="variant")
-    ckpt = checkpoint_dir_for(out, resume, cfg.checkpoint_every)
+    ckpt = checkpoint_dir_for(out, resume)
     dev = pick_device(device)
     corpus = load_data(data)  # validate data before loading any weights
     num_labels = len(corpus.labels) if corpus.labels else None
@@ -159,10 +168,13 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
                    "cycles": [{k: v for k, v in r.items() if k != "distill"} for r in records]}
     else:
         res = distill_run(s, t, corpus, cfg, checkpoint_dir=ckpt, resume=resume, progress=progress,
-                          on_metrics=on_metrics)
+                          on_metrics=on_metrics, max_seconds=max_seconds)
         summary = res.summary()
     if rank != 0:
         return None  # rank 0 holds the same weights and writes the result
+    if summary.get("out_of_time"):  # no student yet: the checkpoint is the run's state until it finishes
+        return {"out": str(out), "finished": False, "checkpoint": str(ckpt), "params_before": params_before,
+                "params_after": s.num_params(), "seconds": round(time.perf_counter() - start, 2), **summary}
     s.hf.to("cpu")
     final = final_eval(s, corpus, eval_tokens)
     # recorded exactly as the pipeline records a distill stage (config, report, and the summary under
@@ -175,7 +187,7 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     cfg.save_output(s, out, StageResult(report=summary, extra=extra, record=record), metrics={"eval": final})
     if ckpt.exists():
         shutil.rmtree(ckpt)  # the run finished; the saved student supersedes its checkpoint
-    return {"out": str(out), "params_before": params_before, "params_after": s.num_params(),
+    return {"out": str(out), "finished": True, "params_before": params_before, "params_after": s.num_params(),
             "seconds": round(time.perf_counter() - start, 2), **summary, "eval": final}
 
 
@@ -188,7 +200,7 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
     from slimlm.models import save
 
     out = check_out(out, force=force, kind="variant")
-    ckpt = checkpoint_dir_for(out, resume, cfg.checkpoint_every)
+    ckpt = checkpoint_dir_for(out, resume)
     corpus = load_data(data)
     if not corpus.labels:
         raise DataError(f"data {data!r} has no labels; finetune needs labelled data (shakespeare-genre, or a "
@@ -206,5 +218,5 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
     save(m, out, stage=stage, metrics={"eval": final})
     if ckpt.exists():
         shutil.rmtree(ckpt)
-    return {"out": str(out), "params_before": params_before, "params_after": m.num_params(),
+    return {"out": str(out), "finished": True, "params_before": params_before, "params_after": m.num_params(),
             "seconds": round(time.perf_counter() - start, 2), **summary, "eval": final}

@@ -191,7 +191,7 @@ def _dtype(cfg: SampleConfig, device: torch.device) -> torch.dtype:
 
 def sample_text(model, out: str | Path, cfg: SampleConfig, *, resume: bool = False, force: bool = False,
                 device: str = "auto", progress: Callable | None = None,
-                log: Callable[[str], None] | None = None) -> dict:
+                log: Callable[[str], None] | None = None, max_seconds: float | None = None) -> dict:
     """Sample ``cfg.tokens`` new tokens from ``model`` (a causal LM) into the directory ``out``.
 
     Args:
@@ -203,10 +203,12 @@ def sample_text(model, out: str | Path, cfg: SampleConfig, *, resume: bool = Fal
         force: start over, replacing an earlier sample's ``text.jsonl`` and ``samples.json`` (nothing else).
         device: ``auto`` (a GPU if there is one), ``cpu``, ``cuda:0``.
         progress: ``progress(desc, tokens_done, tokens_asked)``.
+        max_seconds: a time budget for this call: once a batch ends past it, stop (at least one batch is
+            sampled). The folder is then unfinished, usable as it is, and ``resume`` continues it.
 
     Returns:
-        ``{"out", "rows", "tokens", "eos_rows", "seconds", "tokens_per_s", "splits", "model", "settings",
-        "resumed_from"}``.
+        ``{"out", "finished", "rows", "tokens", "eos_rows", "seconds", "tokens_per_s", "splits", "model",
+        "settings", "resumed_from"}``.
     """
     from slimlm.distill.job import pick_device
 
@@ -228,6 +230,7 @@ def sample_text(model, out: str | Path, cfg: SampleConfig, *, resume: bool = Fal
     if log and resumed_from is not None:
         log(f"resuming {out}: {state['rows']} rows, {state['tokens']} tokens written")
     report = progress or (lambda *a: None)
+    started = time.perf_counter()
     try:
         with open(out / TEXT_FILE, "ab") as f:
             while state["tokens"] < cfg.tokens:
@@ -251,10 +254,12 @@ def sample_text(model, out: str | Path, cfg: SampleConfig, *, resume: bool = Fal
                 state["finished"] = state["tokens"] >= cfg.tokens
                 write_json_atomic(out / MARKER, state)
                 report("sample", min(state["tokens"], cfg.tokens), cfg.tokens)
+                if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+                    break
     finally:
         _put_back(kept)
         hf.train(was_training)
-    return {"out": str(out), "rows": state["rows"], "tokens": state["tokens"], "eos_rows": state["eos_rows"],
+    return {"out": str(out), "finished": state["finished"], "rows": state["rows"], "tokens": state["tokens"], "eos_rows": state["eos_rows"],
             "seconds": state["seconds"],
             "tokens_per_s": round(state["tokens"] / state["seconds"], 1) if state["seconds"] else None,
             "splits": _split_counts(state["rows"]), "model": state["model"], "settings": state["settings"],

@@ -79,6 +79,7 @@ class DistillResult:
     lr: float | None = None  # the peak learning rate used (after size scaling)
     warmup_steps: int | None = None
     teacher_precision: str = "float32"  # how the teacher's weights were stored while it distilled
+    out_of_time: int | None = None  # the step at which the time budget stopped the run (checkpoint kept), else None
 
     def summary(self) -> dict:
         return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 2),
@@ -86,7 +87,7 @@ class DistillResult:
                 "final_losses": self.final_losses, "eval_curve": self.eval_curve,
                 "stopped_early": self.stopped_early, "best_step": self.best_step,
                 "resumed_from": self.resumed_from, "teacher_cache": self.cache,
-                "teacher_precision": self.teacher_precision}
+                "teacher_precision": self.teacher_precision, "out_of_time": self.out_of_time}
 
 
 def lr_factor(step: int, cfg: DistillConfig) -> float:
@@ -344,6 +345,7 @@ def distill_run(
     resume: bool = False,
     progress=None,
     on_metrics: MetricsFn | None = None,
+    max_seconds: float | None = None,
 ) -> DistillResult:
     """Train ``student`` in place to imitate ``teacher`` on ``corpus``'s train split.
 
@@ -358,6 +360,9 @@ def distill_run(
         progress: optional ``progress(desc, done, total)``.
         on_metrics: optional callable receiving ``{"step", "loss", "lr", "tokens_per_s", "eta_s", ...}``
             after every optimizer step and ``{"step", "eval": {...}}`` after every evaluation.
+        max_seconds: a time budget for this call. Once a step ends past it, the run saves a checkpoint in
+            ``checkpoint_dir`` (needed) and stops with ``out_of_time`` set to that step; ``resume`` continues it
+            exactly, as from any checkpoint. The student is left with the weights of that step.
 
     Returns:
         A `DistillResult` whose ``model`` is ``student``, trained.
@@ -369,6 +374,8 @@ def distill_run(
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if cfg.checkpoint_every and ckpt is None:
         raise ConfigError("checkpoint_every needs a checkpoint directory (--out).")
+    if max_seconds is not None and ckpt is None:
+        raise ConfigError("a time budget needs a checkpoint directory (--out) to continue from.")
 
     Batches = LMBatches if task == "causal-lm" else ClassBatches
     data = Batches(student.tokenizer, corpus, cfg.seq_len, cfg.seed)
@@ -422,7 +429,7 @@ def distill_run(
 
     start_step, history, eval_curve, tokens = 0, [], [], 0
     best: dict = {"score": math.inf, "step": None, "state": None, "bad": 0}
-    resumed_from = None
+    resumed_from, out_of_time = None, None
     reduced = teacher_precision(teacher.hf if teacher is not None else None, t_precision)
     t_info = reduced.__enter__()  # left in the finally below: the teacher gets its float32 weights back
     try:  # the finally leaves the student, the teacher and the disk as they were, also when resuming fails
@@ -499,11 +506,17 @@ def distill_run(
             if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                 stopped = _evaluate_and_maybe_stop(student, eval_corpus, cfg, task, done, tokens, eval_curve,
                                                    best, rank, world, on_metrics)
-            if ckpt is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            late = (max_seconds is not None and not stopped and done < cfg.steps
+                    and _agreed(time.perf_counter() - t0 >= max_seconds, student, world))
+            if ckpt is not None and done < cfg.steps and (
+                    late or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
                 if rank == 0:
                     _save(ckpt, student, extra, opt, sched, cfg, done, tokens, history, eval_curve, best, world)
                 if world > 1:
                     dist.barrier()
+            if late:
+                out_of_time = done
+                break
             if stopped:
                 break
     finally:
@@ -526,7 +539,7 @@ def distill_run(
             start_state.close()
         diverged += (f"; restored the weights of step {best['step']}" if best["state"] is not None
                      else "; restored the weights it started from")
-    elif best["state"] is not None and cfg.restore_best and best["step"] != step + 1:
+    elif best["state"] is not None and cfg.restore_best and best["step"] != step + 1 and out_of_time is None:
         student.hf.load_state_dict(best["state"])
     student.rehash()
     last = history[-10:]
@@ -539,7 +552,16 @@ def distill_run(
                          final_losses=final, eval_curve=eval_curve, stopped_early=stopped,
                          best_step=best["step"], resumed_from=resumed_from, cache=cache,
                          history=history, diverged=diverged, lr=run_cfg.lr, warmup_steps=run_cfg.warmup_steps,
-                         teacher_precision=t_info["precision"])
+                         teacher_precision=t_info["precision"], out_of_time=out_of_time)
+
+
+def _agreed(flag: bool, student: Model, world: int) -> bool:
+    """``flag`` on any rank, for every rank (each rank's clock differs; all must stop at the same step)."""
+    if world <= 1:
+        return flag
+    t = torch.tensor([float(flag)], device=_device(student))
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:

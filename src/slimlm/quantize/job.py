@@ -40,7 +40,7 @@ def quantize_job(model: str, config, out: str | Path, *, data: str | None = None
     if getattr(config, "scheme", None) == "qat" and (config.checkpoint_every or resume):
         from slimlm.distill.job import checkpoint_dir_for
 
-        ckpt = checkpoint_dir_for(out, resume, config.checkpoint_every)
+        ckpt = checkpoint_dir_for(out, resume)
     elif resume:
         raise ConfigError("--resume continues a QAT run (--qat-steps with --checkpoint-every); PTQ has nothing to resume.")
     corpus = load_data(data) if data else None
