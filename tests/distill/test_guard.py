@@ -69,3 +69,14 @@ def test_chunked_kd_loss_matches_the_full_computation(monkeypatch):
         monkeypatch.setattr(klmod, "CHUNK_ELEMENTS", 1 << 24)
         torch.testing.assert_close(part, full)
         torch.testing.assert_close(gp, gf)
+
+
+def test_the_cli_says_when_a_run_diverged_and_which_weights_it_kept(tmp_path, capsys, text_file):
+    from slimlm.cli.main import main
+
+    student = "tiny:llama?layers=2&hidden=32&heads=2&kv_heads=1&ffn=64&seed=1"
+    capsys.readouterr()
+    assert main(["distill", student, "--teacher", "tiny:llama", "--data", str(text_file), "--steps", "30",
+                 "--lr", "30", "--seq-len", "16", "--batch-size", "2", "--out", str(tmp_path / "s")]) == 0
+    said = capsys.readouterr().out
+    assert "diverged:" in said and "restored the weights it started from" in said and "--lr" in said

@@ -98,6 +98,7 @@ def make_config(**fields):
 
 
 def print_result(title: str, res: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title)
@@ -110,6 +111,9 @@ def print_result(title: str, res: dict) -> None:
     for k, v in (res.get("eval") or {}).items():
         table.add_row(f"eval {k}", fmt(v))
     out.print(table)
+    if res.get("diverged"):
+        out.print(f"[bold yellow]diverged:[/bold yellow] {escape(res['diverged'])}. Try a lower --lr or more --warmup.",
+                  highlight=False)
     curve = res.get("eval_curve") or []
     if curve:
         metric = "perplexity" if "perplexity" in curve[0] else "accuracy"
