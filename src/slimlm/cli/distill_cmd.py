@@ -104,7 +104,8 @@ def print_result(title: str, res: dict) -> None:
     table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in ("out", "params_before", "params_after", "steps", "tokens", "seconds"):
+    where = "out" if res.get("finished", True) else "checkpoint"  # stopped by the time budget: no student yet
+    for key in (where, "params_before", "params_after", "steps", "tokens", "seconds"):
         table.add_row(key, fmt(res.get(key)))
     for k, v in (res.get("final_losses") or {}).items():
         table.add_row(f"final {k}", fmt(v))
