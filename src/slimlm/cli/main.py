@@ -15,7 +15,7 @@ from slimlm._quiet import quiet
 # piped help is 80 columns wide; the plain layout wraps the descriptions and never cuts a name.
 HELP_MARKUP = None
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=HELP_MARKUP,
+                  rich_markup_mode=HELP_MARKUP, context_settings={"max_content_width": 120},
                   help="slimlm: measure, compress and search transformer language models.")
 
 
