@@ -108,3 +108,29 @@ def test_help_at_80_columns_names_every_option_in_full(capsys, monkeypatch):
             if param.param_type_name == "argument":
                 assert param.metavar and param.metavar.isupper() and param.metavar in out, (name, param.name)
     assert seen > 200  # the loop reached every command's options
+
+
+def test_evaluate_runs_on_the_device_asked_for_and_refuses_one_it_does_not_have(capsys, text_file):
+    import torch
+
+    args = ["evaluate", "tiny:llama", "--data", str(text_file), "--max-tokens", "128", "--seq-len", "64", "--json"]
+    code, out, _ = run(capsys, *args, "--device", "cpu")
+    assert code == 0 and json.loads(out)["device"] == "cpu"
+    if not torch.cuda.is_available():
+        code, _, err = run(capsys, *args, "--device", "cuda:0")
+        assert code == 2 and "no CUDA GPU" in err and err.count("error:") == 1
+    code, _, err = run(capsys, *args, "--device", "tpu9")
+    assert code == 2 and "tpu9" in err
+
+
+def test_evaluate_keeps_a_slimlm_quantized_variant_on_the_cpu(capsys, text_file, tmp_path, monkeypatch):
+    import torch
+
+    from slimlm import _device
+
+    assert run(capsys, "quantize", "tiny:llama", "--scheme", "int8-weight", "--out", str(tmp_path / "q"),
+               "--json")[0] == 0
+    monkeypatch.setattr(_device, "pick_device", lambda device: torch.device("meta"))  # any device but the CPU
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "q"), "--data", str(text_file), "--max-tokens", "128",
+                       "--device", "cuda:0")
+    assert code == 2 and "slimlm-quantized" in err and "--device cpu" in err

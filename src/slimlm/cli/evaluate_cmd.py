@@ -6,6 +6,7 @@ import typer
 
 from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, measure_table, out, progress_bars, status
+from slimlm.errors import ConfigError
 
 
 def evaluate_command(
@@ -16,20 +17,33 @@ def evaluate_command(
     max_tokens: int | None = typer.Option(16384, "--max-tokens", min=0, help="Token budget for perplexity (0: all)."),
     max_examples: int | None = typer.Option(512, "--max-examples", min=0, help="Example budget for classifiers (0: all)."),
     teacher: str | None = typer.Option(None, "--teacher", help="Also report agreement with this model."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda:0, or auto (a GPU if any). slimlm-quantized "
+                               "variants run on the CPU (their kernels are CPU ones)."),
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Measure perplexity, calibration (ECE), teacher agreement, and accuracy / macro-F1 for classifiers."""
+    from slimlm._device import pick_device
     from slimlm.data import load_data
     from slimlm.evaluate import evaluate
     from slimlm.models import load
+    from slimlm.models.qlayers import describe
 
+    dev = pick_device(device)
     corpus = load_data(data)  # validate data before loading any weights
     m = load(model, progress=status, trust_remote_code=trust_remote_code)
     t = load(teacher, progress=status, trust_remote_code=trust_remote_code) if teacher else None
+    for x in (m, t):
+        if x is None:
+            continue
+        if dev.type != "cpu" and describe(x.hf):  # slimlm's quantized layers are in it
+            raise ConfigError(f"{x.spec} is slimlm-quantized, and its int8/int4 kernels run on the CPU; evaluate it "
+                              "with --device cpu (or export it: slimlm export --format transformers).")
+        x.hf.to(dev)
     with progress_bars(not as_json) as bar:
         res = evaluate(m, corpus, split=split, seq_len=seq_len, max_tokens=max_tokens or None,
                        max_examples=max_examples or None, teacher=t, progress=bar)
+    res["device"] = str(dev)
     if as_json:
         emit_json(res)
         return

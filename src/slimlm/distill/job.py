@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from slimlm._device import pick_device
 from slimlm._io import check_out
 from slimlm.distill.config import DistillConfig
 from slimlm.errors import ConfigError, DataError
@@ -52,16 +53,6 @@ def init_distributed() -> int:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend)
     return dist.get_rank()
-
-
-def pick_device(device: str) -> torch.device:
-    """``auto``: this rank's GPU if there is one, else the CPU; otherwise the device named."""
-    if device == "auto":
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r} is not a device; use auto, cpu or cuda:0.") from None
 
 
 def final_eval(model, corpus, tokens: int) -> dict:

@@ -210,7 +210,7 @@ def sample_text(model, out: str | Path, cfg: SampleConfig, *, resume: bool = Fal
         ``{"out", "finished", "rows", "tokens", "eos_rows", "seconds", "tokens_per_s", "splits", "model",
         "settings", "resumed_from"}``.
     """
-    from slimlm.distill.job import pick_device
+    from slimlm._device import pick_device
 
     if not model.adapter.causal:
         raise ConfigError(f"{model.spec} is not a causal language model; sampling text needs a decoder.")
