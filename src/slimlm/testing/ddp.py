@@ -9,7 +9,9 @@ import os
 
 
 def worker(rank: int, world: int, init_file: str, out_file: str, cfg_json: str, teacher_spec: str,
-           student_spec: str) -> None:
+           student_spec: str, budgets: list[float] | None = None, checkpoint_dir: str | None = None) -> None:
+    """``budgets``: each rank's own time budget (``max_seconds``), with ``checkpoint_dir``; rank 0 writes
+    ``{"weights", "tokens", "losses", "out_of_time"}`` to ``out_file``."""
     import torch
     import torch.distributed as dist
 
@@ -23,9 +25,10 @@ def worker(rank: int, world: int, init_file: str, out_file: str, cfg_json: str, 
 
         cfg = DistillConfig.model_validate_json(cfg_json)
         teacher, student = load(teacher_spec), load(student_spec)
-        res = distill_run(student, teacher, small_corpus(), cfg)
+        res = distill_run(student, teacher, small_corpus(), cfg, checkpoint_dir=checkpoint_dir,
+                          max_seconds=budgets[rank] if budgets else None)
         if rank == 0:
             torch.save({"weights": student.hf.state_dict(), "tokens": res.tokens,
-                        "losses": [h["loss"] for h in res.history]}, out_file)
+                        "losses": [h["loss"] for h in res.history], "out_of_time": res.out_of_time}, out_file)
     finally:
         dist.destroy_process_group()
