@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from slimlm.cli import _options as O
-from slimlm.cli._out import emit_json
+from slimlm.cli._out import emit_json, out
 from slimlm.cli.distill_cmd import make_config, print_result, train_bar
 
 
@@ -25,6 +25,9 @@ def finetune_command(
     patience: int = typer.Option(0, "--patience", help="Stop after N evaluations without improvement (0: never)."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Write a resumable checkpoint every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.checkpoint."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Time budget: past it, stop at the end of "
+                                             "a step, keep OUT.checkpoint and write no classifier yet; the same "
+                                             "command with --resume continues."),
     seed: int = typer.Option(0, "--seed"),
     force: bool = typer.Option(False, "--force", help="Replace an earlier slimlm variant at --out."),
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,
@@ -40,8 +43,13 @@ def finetune_command(
     with train_bar(not as_json, "finetune") as (progress, on_metrics):
         result = finetune_job(model, data, out_dir, cfg, resume=resume, force=force, progress=progress,
                               trust_remote_code=trust_remote_code,
-                              on_metrics=on_metrics, log=status)
+                              on_metrics=on_metrics, log=status,
+                              max_seconds=None if max_minutes is None else max_minutes * 60)
     if as_json:
         emit_json(result)
-    else:
-        print_result(f"finetune {model} on {data}", result)
+        return
+    print_result(f"finetune {model} on {data}", result)
+    if not result["finished"]:
+        out.print(f"stopped at the time budget after step {result['out_of_time']} of {steps}; no classifier "
+                  f"written yet. The checkpoint is in {result['checkpoint']}: run the same command with --resume "
+                  "to continue.", highlight=False)

@@ -184,12 +184,16 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
 
 def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, resume: bool = False,
                  force: bool = False, progress: Callable | None = None, on_metrics: Callable | None = None,
-                 log: Callable[[str], None] | None = None, trust_remote_code: bool = False) -> dict:
-    """Fine-tune a classifier (``model`` with a head sized to the data's labels) and save it to ``out``."""
+                 log: Callable[[str], None] | None = None, trust_remote_code: bool = False,
+                 max_seconds: float | None = None) -> dict:
+    """Fine-tune a classifier (``model`` with a head sized to the data's labels) and save it to ``out``;
+    ``max_seconds``: a time budget, as for `distill_job` (past it: the checkpoint, no classifier yet)."""
     from slimlm.data import load_data
     from slimlm.distill.finetune import finetune
     from slimlm.models import save
 
+    if max_seconds is not None and max_seconds <= 0:
+        raise ConfigError(f"--max-minutes must be above 0, got {max_seconds / 60:g}.")
     out = check_out(out, force=force, kind="variant")
     ckpt = checkpoint_dir_for(out, resume)
     corpus = load_data(data)
@@ -199,9 +203,13 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
     m = load_classifier(model, len(corpus.labels), log, trust_remote_code)
     params_before = m.num_params()
     start = time.perf_counter()
-    res = finetune(m, corpus, cfg, checkpoint_dir=ckpt, resume=resume, progress=progress, on_metrics=on_metrics)
-    final = final_eval(m, corpus, 4096)
+    res = finetune(m, corpus, cfg, checkpoint_dir=ckpt, resume=resume, progress=progress, on_metrics=on_metrics,
+                   max_seconds=max_seconds)
     summary = res.summary()
+    if res.out_of_time:
+        return {"out": str(out), "finished": False, "checkpoint": str(ckpt), "params_before": params_before,
+                "params_after": m.num_params(), "seconds": round(time.perf_counter() - start, 2), **summary}
+    final = final_eval(m, corpus, 4096)
     stage = {"kind": "finetune", "config": cfg.model_dump(mode="json"), "data": data, "labels": corpus.labels,
              "report": {k: v for k, v in summary.items() if k != "eval_curve"}}
     m.hf.config.id2label = dict(enumerate(corpus.labels))
