@@ -49,3 +49,32 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     resumed = load(out)
     for k, v in ref.hf.state_dict().items():
         assert torch.allclose(resumed.hf.state_dict()[k], v, atol=1e-6), k
+
+
+def test_resume_after_a_kill_between_saving_the_student_and_exiting_reports_the_finished_run(tmp_path, capsys,
+                                                                                             text_file):
+    """A kill can land after the student is saved but before the process removed its checkpoint or exited;
+    `--resume` then finds the finished student of the same run, removes the checkpoint left behind, and
+    reports that run instead of refusing the --out it wrote itself."""
+    import json
+
+    from slimlm.cli.main import main
+
+    out = tmp_path / "s"
+    args = ["distill", STUDENT, "--teacher", TEACHER, "--data", str(text_file), "--steps", "4", "--seq-len", "16",
+            "--batch-size", "2", "--checkpoint-every", "2", "--out", str(out), "--json"]
+    capsys.readouterr()
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    saved = (out / "model.safetensors").read_bytes()
+    leftover = tmp_path / "s.checkpoint"
+    leftover.mkdir()  # as the killed run would have left it
+    (leftover / "meta.json").write_text("{}")
+    assert main([*args, "--resume"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["already_finished"] and again["finished"] and again["eval"] == first["eval"]
+    assert again["steps"] == first["steps"] == 4
+    assert not leftover.exists() and (out / "model.safetensors").read_bytes() == saved
+    # another run's settings: that --out is not this run's, and is refused as before
+    assert main([*args[:-1], "--lr", "1e-3", "--resume", "--json"]) == 2
+    assert "holds an earlier slimlm variant" in capsys.readouterr().err

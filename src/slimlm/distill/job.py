@@ -55,6 +55,41 @@ def init_distributed() -> int:
     return dist.get_rank()
 
 
+def _same_model(recorded: str | None, given: str | None) -> bool:
+    if recorded is None or given is None:
+        return recorded == given
+    if recorded == given:
+        return True
+    a, b = Path(recorded).expanduser(), Path(given).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
+def _finished(out: Path, student: str, teacher: str | None, data: str, cfg: DistillConfig, schedule, prune) -> dict | None:
+    """The result of a run that already saved its student at ``out`` (killed after the save, before it exited or
+    removed its checkpoint): the same student, teacher, data and settings; else None. The leftover checkpoint
+    (slimlm's own) goes, as the run would have removed it."""
+    try:
+        meta = json.loads((out / "slimlm.json").read_text())
+        stage = meta["stages"][-1]
+        same = (stage["kind"] == "distill" and stage["config"] == cfg.model_dump(mode="json")
+                and _same_model(meta["parent"]["spec"], student)
+                and _same_model((meta.get("teacher") or {}).get("spec"), teacher) and meta.get("data") == data
+                and meta.get("schedule") == (schedule.model_dump() if schedule else None)
+                and meta.get("prune") == (prune.model_dump(mode="json") if prune else None))
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    if not same:
+        return None
+    from slimlm._io import is_foreign
+
+    ckpt = out.with_name(out.name + ".checkpoint")
+    if ckpt.exists() and not is_foreign(ckpt, "meta.json"):
+        shutil.rmtree(ckpt)
+    summary = meta.get("distill") or {}
+    return {"out": str(out), "finished": True, "already_finished": True, "params_before": None,
+            "params_after": None, **summary, "eval": (meta.get("metrics") or {}).get("eval")}
+
+
 def final_eval(model, corpus, tokens: int) -> dict:
     """The saved model's quality on the corpus' eval split (perplexity or accuracy/F1)."""
     from slimlm.evaluate import evaluate
@@ -135,6 +170,10 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
         raise ConfigError(f"--max-minutes must be above 0, got {max_seconds / 60:g}.")
     if cfg.uses_teacher_outputs and not teacher:
         raise ConfigError(f"--loss {cfg.loss} needs --teacher MODEL (or use --loss ce to fine-tune without one).")
+    if resume and not force and (done := _finished(Path(out), student, teacher, data, cfg, schedule, prune)):
+        if log:
+            log(f"{out} already holds this run's student (it finished before it was stopped); nothing to resume")
+        return done
     out = check_out(out, force=force, kind="variant")
     ckpt = checkpoint_dir_for(out, resume)
     dev = pick_device(device)
