@@ -97,7 +97,9 @@ def make_config(**fields):
         raise ConfigError(f"invalid distillation settings: {'; '.join(parts)}.") from None
 
 
-def print_result(title: str, res: dict) -> None:
+def print_result(title: str, res: dict, steps: int, what: str = "student") -> None:
+    """The result table of a distill / finetune run (``steps`` asked; ``what`` it writes), and what it means
+    when the guard or the time budget stopped it."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -115,6 +117,10 @@ def print_result(title: str, res: dict) -> None:
     if res.get("diverged"):
         out.print(f"[bold yellow]diverged:[/bold yellow] {escape(res['diverged'])}. Try a lower --lr or more --warmup.",
                   highlight=False)
+    if not res.get("finished", True):
+        out.print(f"stopped at the time budget after step {res['out_of_time']} of {steps}; no {what} written "
+                  f"yet. The checkpoint is in {res['checkpoint']}: run the same command with --resume to "
+                  "continue.", highlight=False)
     curve = res.get("eval_curve") or []
     if curve:
         metric = "perplexity" if "perplexity" in curve[0] else "accuracy"
@@ -198,8 +204,4 @@ def distill_command(
     if as_json:
         emit_json(result)
         return
-    print_result(f"distill {student} <- {teacher}", result)
-    if not result["finished"]:
-        out.print(f"stopped at the time budget after step {result['out_of_time']} of {steps}; no student written "
-                  f"yet. The checkpoint is in {result['checkpoint']}: run the same command with --resume to "
-                  "continue.", highlight=False)
+    print_result(f"distill {student} <- {teacher}", result, steps)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from slimlm.cli import _options as O
-from slimlm.cli._out import emit_json, out
+from slimlm.cli._out import emit_json
 from slimlm.cli.distill_cmd import make_config, print_result, train_bar
 
 
@@ -48,8 +48,4 @@ def finetune_command(
     if as_json:
         emit_json(result)
         return
-    print_result(f"finetune {model} on {data}", result)
-    if not result["finished"]:
-        out.print(f"stopped at the time budget after step {result['out_of_time']} of {steps}; no classifier "
-                  f"written yet. The checkpoint is in {result['checkpoint']}: run the same command with --resume "
-                  "to continue.", highlight=False)
+    print_result(f"finetune {model} on {data}", result, steps, what="classifier")
