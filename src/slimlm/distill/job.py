@@ -64,18 +64,24 @@ def _same_model(recorded: str | None, given: str | None) -> bool:
     return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
-def _finished(out: Path, student: str, teacher: str | None, data: str, cfg: DistillConfig, schedule, prune) -> dict | None:
+def _finished(out: Path, student: str, teacher: str | None, data: str, cfg: DistillConfig, schedule=None,
+              prune=None, kind: str = "distill") -> dict | None:
     """The result of a run that already saved its student at ``out`` (killed after the save, before it exited or
     removed its checkpoint): the same student, teacher, data and settings; else None. The leftover checkpoint
-    (slimlm's own) goes, as the run would have removed it."""
+    (slimlm's own) goes, as the run would have removed it. ``kind``: distill, or finetune (no teacher)."""
     try:
         meta = json.loads((out / "slimlm.json").read_text())
         stage = meta["stages"][-1]
-        same = (stage["kind"] == "distill" and stage["config"] == cfg.model_dump(mode="json")
-                and _same_model(meta["parent"]["spec"], student)
-                and _same_model((meta.get("teacher") or {}).get("spec"), teacher) and meta.get("data") == data
-                and meta.get("schedule") == (schedule.model_dump() if schedule else None)
-                and meta.get("prune") == (prune.model_dump(mode="json") if prune else None))
+        parent = meta["parent"]["spec"]
+        same = stage["kind"] == kind and stage["config"] == cfg.model_dump(mode="json")
+        if kind == "distill":
+            same = same and _same_model(parent, student) and \
+                _same_model((meta.get("teacher") or {}).get("spec"), teacher) and meta.get("data") == data and \
+                meta.get("schedule") == (schedule.model_dump() if schedule else None) and \
+                meta.get("prune") == (prune.model_dump(mode="json") if prune else None)
+        else:  # load_classifier gives a tiny spec its head size as an option
+            labelled = f"{student}{'&' if '?' in student else '?'}labels={len(stage['labels'])}"
+            same = same and stage.get("data") == data and (_same_model(parent, student) or parent == labelled)
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
     if not same:
@@ -85,7 +91,7 @@ def _finished(out: Path, student: str, teacher: str | None, data: str, cfg: Dist
     ckpt = out.with_name(out.name + ".checkpoint")
     if ckpt.exists() and not is_foreign(ckpt, "meta.json"):
         shutil.rmtree(ckpt)
-    summary = meta.get("distill") or {}
+    summary = meta.get("distill") or stage.get("report") or {}
     return {"out": str(out), "finished": True, "already_finished": True, "params_before": None,
             "params_after": None, **summary, "eval": (meta.get("metrics") or {}).get("eval")}
 
@@ -233,6 +239,10 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
 
     if max_seconds is not None and max_seconds <= 0:
         raise ConfigError(f"--max-minutes must be above 0, got {max_seconds / 60:g}.")
+    if resume and not force and (done := _finished(Path(out), model, None, data, cfg, kind="finetune")):
+        if log:
+            log(f"{out} already holds this run's classifier (it finished before it was stopped); nothing to resume")
+        return done
     out = check_out(out, force=force, kind="variant")
     ckpt = checkpoint_dir_for(out, resume)
     corpus = load_data(data)
