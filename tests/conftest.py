@@ -32,3 +32,23 @@ def text_file(tmp_path):
         "Rough winds do shake the darling buds of May,\nAnd summer's lease hath all too short a date.\n" * 20
     )
     return p
+
+
+@pytest.fixture
+def labelled_file(tmp_path):
+    """24 two-class rows (good / bad) as JSON lines: a classifier's data for finetune runs."""
+    import json
+
+    p = tmp_path / "labelled.jsonl"
+    p.write_text("".join(json.dumps({"text": f"{w} film {i}", "label": w}) + "\n"
+                         for i in range(12) for w in ("good", "bad")))
+    return p
+
+
+@pytest.fixture
+def finetune_args(labelled_file):
+    """``finetune_args(out, *extra)``: a two-step tiny finetune run on `labelled_file`, as CLI arguments."""
+    def args(out, *extra):
+        return ["finetune", "tiny:bert", "--data", str(labelled_file), "--steps", "2", "--batch-size", "2",
+                "--seq-len", "16", "--warmup", "1", "--out", str(out), "--json", *extra]
+    return args

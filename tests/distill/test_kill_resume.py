@@ -80,25 +80,21 @@ def test_resume_after_a_kill_between_saving_the_student_and_exiting_reports_the_
     assert "holds an earlier slimlm variant" in capsys.readouterr().err
 
 
-def test_finetune_resume_after_a_kill_between_saving_and_exiting_reports_the_finished_run(tmp_path, capsys):
+def test_finetune_resume_after_a_kill_between_saving_and_exiting_reports_the_finished_run(tmp_path, capsys,
+                                                                                          finetune_args):
     import json
 
     from slimlm.cli.main import main
 
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"text": f"{w} film {i}", "label": w}) + "\n"
-                            for i in range(12) for w in ("good", "bad")))
     out = tmp_path / "clf"
-    args = ["finetune", "tiny:bert", "--data", str(data), "--steps", "2", "--batch-size", "2", "--seq-len", "16",
-            "--warmup", "1", "--out", str(out), "--json"]
     capsys.readouterr()
-    assert main(args) == 0
+    assert main(finetune_args(out)) == 0
     first = json.loads(capsys.readouterr().out)
     leftover = tmp_path / "clf.checkpoint"
     leftover.mkdir()
     (leftover / "meta.json").write_text("{}")
-    assert main([*args, "--resume"]) == 0
+    assert main(finetune_args(out, "--resume")) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["already_finished"] and again["eval"] == first["eval"] and not leftover.exists()
-    assert main([*args[:-1], "--lr", "1e-3", "--resume", "--json"]) == 2  # other settings: not this run's --out
+    assert main(finetune_args(out, "--lr", "1e-3", "--resume")) == 2  # not this run's --out
     assert "holds an earlier slimlm variant" in capsys.readouterr().err

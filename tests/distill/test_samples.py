@@ -316,19 +316,14 @@ def test_cli_time_budgets_stop_cleanly_and_resume_finishes(tmp_path, capsys, tex
     assert (out / "slimlm.json").is_file() and not (tmp_path / "student.checkpoint").exists()
 
 
-def test_cli_finetune_takes_a_time_budget_too(tmp_path, capsys):
+def test_cli_finetune_takes_a_time_budget_too(tmp_path, capsys, finetune_args):
     from slimlm.cli.main import main
 
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"text": f"{w} review {i}", "label": w}) + "\n"
-                            for i in range(12) for w in ("good", "bad")))
     out = tmp_path / "clf"
-    args = ["finetune", "tiny:bert", "--data", str(data), "--steps", "3", "--batch-size", "2", "--seq-len", "16",
-            "--warmup", "1", "--out", str(out), "--json"]
     capsys.readouterr()
-    assert main([*args, "--max-minutes", "1e-6"]) == 0
+    assert main(finetune_args(out, "--steps", "3", "--max-minutes", "1e-6")) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["finished"] is False and res["out_of_time"] == 1 and not out.exists()
-    assert main([*args, "--resume"]) == 0
+    assert main(finetune_args(out, "--steps", "3", "--resume")) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["finished"] and res["resumed_from"] == 1 and res["steps"] == 3 and (out / "slimlm.json").is_file()
