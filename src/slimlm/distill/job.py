@@ -28,8 +28,7 @@ def checkpoint_dir_for(out_dir: str | Path, resume: bool) -> Path:
     finishes removes its checkpoint, so starting over would lose the earlier run's progress)."""
     from slimlm._io import is_foreign
 
-    out_dir = Path(out_dir)
-    ckpt = out_dir.with_name(out_dir.name + ".checkpoint")
+    ckpt = _checkpoint_path(Path(out_dir))
     if is_foreign(ckpt, "meta.json"):
         raise ConfigError(f"{ckpt} is where this run keeps its checkpoints, but it holds something slimlm did not "
                           "write; move it away or choose another --out.")
@@ -53,6 +52,21 @@ def init_distributed() -> int:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend)
     return dist.get_rank()
+
+
+def _checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".checkpoint")
+
+
+def _budget(max_seconds: float | None) -> None:
+    if max_seconds is not None and max_seconds <= 0:
+        raise ConfigError(f"--max-minutes must be above 0, got {max_seconds / 60:g}.")
+
+
+def _unfinished(out: Path, ckpt: Path, params_before: int, model, start: float, summary: dict) -> dict:
+    """The result of a run the time budget stopped: its checkpoint, no model at ``out`` yet."""
+    return {"out": str(out), "finished": False, "checkpoint": str(ckpt), "params_before": params_before,
+            "params_after": model.num_params(), "seconds": round(time.perf_counter() - start, 2), **summary}
 
 
 def _same_model(recorded: str | None, given: str | None) -> bool:
@@ -88,7 +102,7 @@ def _finished(out: Path, student: str, teacher: str | None, data: str, cfg: Dist
         return None
     from slimlm._io import is_foreign
 
-    ckpt = out.with_name(out.name + ".checkpoint")
+    ckpt = _checkpoint_path(out)
     if ckpt.exists() and not is_foreign(ckpt, "meta.json"):
         shutil.rmtree(ckpt)
     summary = meta.get("distill") or stage.get("report") or {}
@@ -172,8 +186,7 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     if schedule is not None and max_seconds is not None:
         raise ConfigError("--max-minutes is not supported with --schedule yet (a schedule cannot resume); run "
                           "without it.")
-    if max_seconds is not None and max_seconds <= 0:
-        raise ConfigError(f"--max-minutes must be above 0, got {max_seconds / 60:g}.")
+    _budget(max_seconds)
     if cfg.uses_teacher_outputs and not teacher:
         raise ConfigError(f"--loss {cfg.loss} needs --teacher MODEL (or use --loss ce to fine-tune without one).")
     if resume and not force and (done := _finished(Path(out), student, teacher, data, cfg, schedule, prune)):
@@ -209,8 +222,7 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     if rank != 0:
         return None  # rank 0 holds the same weights and writes the result
     if summary.get("out_of_time"):  # no student yet: the checkpoint is the run's state until it finishes
-        return {"out": str(out), "finished": False, "checkpoint": str(ckpt), "params_before": params_before,
-                "params_after": s.num_params(), "seconds": round(time.perf_counter() - start, 2), **summary}
+        return _unfinished(out, ckpt, params_before, s, start, summary)
     s.hf.to("cpu")
     final = final_eval(s, corpus, eval_tokens)
     # recorded exactly as the pipeline records a distill stage (config, report, and the summary under
@@ -237,8 +249,7 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
     from slimlm.distill.finetune import finetune
     from slimlm.models import save
 
-    if max_seconds is not None and max_seconds <= 0:
-        raise ConfigError(f"--max-minutes must be above 0, got {max_seconds / 60:g}.")
+    _budget(max_seconds)
     if resume and not force and (done := _finished(Path(out), model, None, data, cfg, kind="finetune")):
         if log:
             log(f"{out} already holds this run's classifier (it finished before it was stopped); nothing to resume")
@@ -256,8 +267,7 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
                    max_seconds=max_seconds)
     summary = res.summary()
     if res.out_of_time:
-        return {"out": str(out), "finished": False, "checkpoint": str(ckpt), "params_before": params_before,
-                "params_after": m.num_params(), "seconds": round(time.perf_counter() - start, 2), **summary}
+        return _unfinished(out, ckpt, params_before, m, start, summary)
     final = final_eval(m, corpus, 4096)
     stage = {"kind": "finetune", "config": cfg.model_dump(mode="json"), "data": data, "labels": corpus.labels,
              "report": {k: v for k, v in summary.items() if k != "eval_curve"}}
