@@ -84,7 +84,10 @@ class Metrics:
     ``f1``, ``eval_tokens``, ``teacher_top1``, ``teacher_kl``, ``ood_perplexity``, ``bits_per_byte`` /
     ``bytes_per_token`` (and ``ood_`` ones), and the relative drops against the baseline ``quality_drop`` /
     ``ood_quality_drop`` (between different tokenizations, e.g. a trimmed vocabulary, from bits per byte:
-    `perplexity_drop`). Size: ``params``, ``nonzero_params``,
+    `perplexity_drop`). Out of domain, ``ood`` holds each ``--ood-data`` corpus's ``perplexity``,
+    ``bits_per_byte``, ``bytes_per_token`` and ``quality_drop`` by spec; the ``ood_perplexity`` / ``ood_bits_per_byte``
+    / ``ood_bytes_per_token`` are the first corpus's, and ``ood_quality_drop`` is the worst drop over all of them
+    (what the out-of-domain guard reads; ``ood_worst`` names that corpus). Size: ``params``, ``nonzero_params``,
     ``disk_mb``. Memory: ``peak_rss_mb``. Speed: ``latency_ms`` (shape -> `Latency`), ``latency_p50_ms`` /
     ``latency_p99_ms`` (the run's primary shape), ``decode_tokens_per_s``, ``ratios`` (interleaved ratios to
     the baseline: ``prefill_speedup_<shape>``, ``decode_speedup``, ``disk``, ``energy``...), ``flops``,
@@ -105,6 +108,7 @@ class Metrics:
     ood_bytes_per_token: float | None = None
     quality_drop: float | None = None
     ood_quality_drop: float | None = None
+    ood: dict[str, dict[str, Any]] = field(default_factory=dict)
     params: int | None = None
     nonzero_params: int | None = None
     disk_mb: float | None = None
@@ -130,6 +134,7 @@ class Metrics:
                             if isinstance(x, Mapping)}
         for k in ("ratios", "flops", "roofline"):
             kw[k] = dict(kw.get(k) or {})
+        kw["ood"] = {str(c): dict(x) for c, x in (kw.get("ood") or {}).items() if isinstance(x, Mapping)}
         return cls(**kw, extra=d)
 
     def to_dict(self) -> dict:
@@ -169,6 +174,13 @@ class Metrics:
     def quality(self) -> float | None:
         """The headline quality: perplexity for language models, else accuracy."""
         return self.perplexity if self.perplexity is not None else self.accuracy
+
+    @property
+    def ood_worst(self) -> str | None:
+        """The ``--ood-data`` corpus with the largest quality drop (None when none has one)."""
+        drops = {c: _num(x.get("quality_drop")) for c, x in self.ood.items()}
+        drops = {c: d for c, d in drops.items() if d is not None}
+        return max(drops, key=lambda c: drops[c]) if drops else None
 
     @property
     def measured(self) -> bool:

@@ -9,6 +9,7 @@ from slimlm.data import (
     SHAKESPEARE_CALIBRATION,
     SHAKESPEARE_EVAL,
     calibration_batch,
+    data_list,
     eval_windows,
     load_data,
     pack,
@@ -201,3 +202,23 @@ def test_sample_folders_join_and_keep_their_notes(tmp_path):
     c = load_data("+".join(specs))
     assert c.texts("train") == ["gpu0 row0", "gpu0 row1", "gpu1 row0", "gpu1 row1"]
     assert len(c.notes) == 1 and "tt1 is unfinished" in c.notes[0]
+
+
+@pytest.mark.parametrize("text,want", [(None, []), ("", []), ("none", []), ("pydoc", ["pydoc"]),
+                                       ("pydoc,rotten-tomatoes", ["pydoc", "rotten-tomatoes"]),
+                                       (" pydoc , a+b ", ["pydoc", "a+b"])])
+def test_data_list_splits_on_commas_in_order(text, want):
+    assert data_list(text) == want
+
+
+@pytest.mark.parametrize("text,match", [("pydoc,,x", "empty entry"), ("pydoc,", "empty entry"),
+                                        ("pydoc,pydoc", "twice")])
+def test_a_bad_data_list_is_refused_in_one_sentence(text, match):
+    with pytest.raises(DataError, match=match):
+        data_list(text)
+
+
+def test_a_path_with_a_comma_in_its_name_is_one_spec(tmp_path):
+    p = tmp_path / "a,b.txt"
+    p.write_text("some text\n")
+    assert data_list(str(p)) == [str(p)]

@@ -14,7 +14,7 @@ INT8 = {"quantize": {"scheme": "int8-dynamic"}}
 
 
 def opts(text_file, **kw):
-    return RunOptions(data=str(text_file), ood_data=None, eval_tokens=128, seq_len=32, shapes=((1, 16),),
+    return RunOptions(data=str(text_file), ood_data=kw.pop("ood_data", None), eval_tokens=128, seq_len=32, shapes=((1, 16),),
                       decode_tokens=2, repeats=2, profile=kw.pop("profile", False), teacher_agreement=False, **kw)
 
 
@@ -93,3 +93,31 @@ def test_run_dir_of_another_model_is_refused(tmp_path, text_file):
     compress("tiny:llama", [r], tmp_path / "run", opts(text_file))
     with pytest.raises(ConfigError, match="another --out"):
         compress("tiny:llama?layers=2", [r], tmp_path / "run", opts(text_file))
+
+
+def test_each_out_of_domain_corpus_is_measured_and_the_guard_reads_the_worst(tmp_path, text_file):
+    code = tmp_path / "code.txt"
+    code.write_text("def add(a, b):\n    return a + b  # sum of two numbers\n" * 40)
+    prose = tmp_path / "prose.txt"
+    prose.write_text("The committee met on Tuesday to discuss the budget for next year.\n" * 40)
+    r = recipe_from_dict({"name": "p", "stages": [PRUNE]})
+    p = compress("tiny:llama", [r], tmp_path / "run", opts(text_file, ood_data=f" {code} , {prose}"))
+    assert p.opts.ood_data == f"{code},{prose}"  # one spelling, so the same list resumes the run
+    base = p.variants[p.base_id].metrics
+    assert list(base.ood) == [str(code), str(prose)]
+    assert all(x["quality_drop"] == 0 for x in base.ood.values())
+    (pruned,) = [v.metrics for v in p.variants.values() if not v.is_baseline]
+    drops = {c: x["quality_drop"] for c, x in pruned.ood.items()}
+    assert set(drops) == {str(code), str(prose)} and drops[str(code)] != drops[str(prose)]
+    assert pruned.ood_quality_drop == max(drops.values())  # the worst corpus, whichever it is
+    assert pruned.ood_worst == max(drops, key=drops.get)
+    assert pruned.ood_perplexity == pruned.ood[str(code)]["perplexity"]  # the scalar is the first corpus's
+    saved = [json.loads(line) for line in (tmp_path / "run" / "variants.jsonl").read_text().splitlines()]
+    assert {c for v in saved for c in v["metrics"]["ood"]} == {str(code), str(prose)}
+
+
+def test_a_bad_out_of_domain_list_fails_before_any_work(text_file):
+    from slimlm.errors import DataError
+
+    with pytest.raises(DataError, match="twice"):
+        opts(text_file, ood_data="pydoc,pydoc")

@@ -214,3 +214,26 @@ def test_ood_guard_is_shown_and_names_the_variant_it_kept_out(tmp_path, capsys):
     assert main(["report", str(d2), "--max-ood-drop", "lots"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--max-ood-drop 'lots' is not a number" in err
+
+
+def test_several_out_of_domain_corpora_get_a_row_each_and_the_worst_decides(tmp_path):
+    vs = variants()
+    for v in vs:  # pydoc as recorded; movie reviews twice pydoc's drop, except the medium-tier winner's: +40%
+        m = v["metrics"]
+        reviews = 0.40 if v["id"] == "f1e2d3c4" else 2 * m["ood_quality_drop"]
+        m["ood"] = {"pydoc": {"perplexity": m["ood_perplexity"], "quality_drop": m["ood_quality_drop"]},
+                    "rotten-tomatoes": {"perplexity": 140.0 * (1 + reviews), "quality_drop": reviews}}
+        m["ood_quality_drop"] = max(m["ood_quality_drop"], reviews)
+    d = make_run(tmp_path / "r", vs=vs, info={**run_info(), "ood_data": "pydoc,rotten-tomatoes"})
+    res = write_report(d)
+    assert res["excluded_by_guard"] == "f1e2d3c4" and res["selected"] != "f1e2d3c4"
+    assert "≤ 10% on each of pydoc, rotten-tomatoes" in res["rule"]
+    md = (d / "decision.md").read_text(encoding="utf-8")
+    html = (d / "report.html").read_text(encoding="utf-8")
+    assert "+40% on rotten-tomatoes" in md and "+40% on rotten-tomatoes" in html
+    assert "| perplexity (out of domain: pydoc) |" in md and "| perplexity (out of domain: rotten-tomatoes) |" in md
+    assert "OOD perplexity (pydoc)" in html and "OOD perplexity (rotten-tomatoes)" in html
+    assert "OOD drop (worst)" in html
+    assert res["selected"] == "5e21a9f0"  # int8-dynamic: +2.89% on pydoc, +5.78% on the reviews
+    assert "| perplexity (out of domain: rotten-tomatoes) | 148.1 | 140.0 | +5.78% perplexity drop |" in md
+    assert "out of domain: +5.78% (the worst of 2 corpora, on rotten-tomatoes)" in md

@@ -201,3 +201,20 @@ def test_parse_ood_drop(text, want):
 def test_parse_ood_drop_rejects_with_the_option_name(text):
     with pytest.raises(ConfigError, match="--max-ood-drop"):
         parse_ood_drop(text)
+
+
+def _per_corpus(v, **drops):
+    v["metrics"]["ood"] = {c.replace("_", "-"): {"perplexity": 20.0 * (1 + d), "quality_drop": d} for c, d in drops.items()}
+    v["metrics"]["ood_quality_drop"] = max(drops.values())
+    return v
+
+
+def test_ood_guard_over_several_corpora_names_them_and_the_worst():
+    vs = [_per_corpus(_o("base", 0.0, 100.0, 0.0, base=True), pydoc=0.0, rotten_tomatoes=0.0),
+          _per_corpus(_o("q8", 0.02, 60.0, 0.03), pydoc=0.01, rotten_tomatoes=0.03),
+          _per_corpus(_o("pq", 0.025, 40.0, 0.45), pydoc=0.08, rotten_tomatoes=0.45)]  # fine on pydoc alone
+    sel = select(vs, max_drop=TIERS["medium"])
+    assert sel.chosen["id"] == "q8" and sel.excluded["id"] == "pq"
+    assert "out-of-domain quality drop ≤ 10% on each of pydoc, rotten-tomatoes" in sel.rule
+    assert "on each of pydoc, rotten-tomatoes" in sel.guard
+    assert "+45% on rotten-tomatoes" in sel.reason

@@ -6,7 +6,9 @@ from __future__ import annotations
 import typer
 
 DATA = typer.Option("shakespeare", "--data", help="Data for calibration, training and evaluation.")
-OOD_DATA = typer.Option("pydoc", "--ood-data", help="Out-of-domain data to check quality on ('none': skip).")
+OOD_DATA = typer.Option("pydoc,rotten-tomatoes", "--ood-data",
+                        help="Out-of-domain data to check quality on, several separated by ',' (each measured on "
+                             "its own; the guard reads the worst drop); 'none': skip.")
 REPEATS = typer.Option(5, "--repeats", min=1, help="Timed runs per shape and variant.")
 TIER = typer.Option(None, "--tier", help="critical (≤0.5%), high (≤1%) or medium (≤3%) quality drop.")
 MAX_DROP = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 2% or 0.02.")

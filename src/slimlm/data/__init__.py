@@ -7,6 +7,7 @@ from slimlm.data.corpus import (
     SPLITS,
     Corpus,
     Document,
+    data_list,
     load_data,
     shakespeare_plays,
     shakespeare_text_path,
@@ -16,5 +17,5 @@ from slimlm.data.tokens import calibration_batch, encode, eval_windows, pack
 
 __all__ = [
     "Corpus", "Document", "GENRES", "SHAKESPEARE_CALIBRATION", "SHAKESPEARE_EVAL", "SPLITS", "calibration_batch",
-    "encode", "eval_windows", "load_data", "pack", "shakespeare_plays", "shakespeare_text_path", "split_by_hash",
+    "data_list", "encode", "eval_windows", "load_data", "pack", "shakespeare_plays", "shakespeare_text_path", "split_by_hash",
 ]

@@ -15,6 +15,9 @@ Specs:
   several of these joined by ``+`` (``pydoc+runs/tt0+runs/tt1``): one corpus, each split the parts' documents
   of that split in the order given. The parts must share a task (all language modelling, or the same labels).
 
+A list of specs separated by ``,`` (``pydoc,rotten-tomatoes``; `data_list`) is several corpora kept apart, e.g.
+the out-of-domain checks, each measured on its own.
+
 For user files without a ``split`` field every split is the whole text (``Corpus.overlapping`` is True), so
 ``evaluate --data file.txt`` scores exactly that file; commands that calibrate and evaluate on the same
 overlapping corpus say so.
@@ -293,6 +296,26 @@ def _union(spec: str, parts: list[str]) -> Corpus:
     first = corpora[0]
     return Corpus(spec, splits, labels=list(first.labels) if first.labels else None,
                   overlapping=any(c.overlapping for c in corpora), notes=notes)
+
+
+def data_list(text: str | None) -> list[str]:
+    """Split a ``,``-separated list of data specs (``pydoc,rotten-tomatoes``) into its specs, in order.
+
+    ``None``, ``""`` and ``none`` are the empty list. A path whose own name holds a ``,`` is one spec. An
+    empty entry or a spec named twice is refused (`DataError`); the specs themselves are not read here.
+    """
+    text = "" if text is None else str(text).strip()
+    if text in ("", "none"):
+        return []
+    if "," not in text or Path(text.partition("?")[0]).expanduser().exists():
+        return [text]
+    specs = [s.strip() for s in text.split(",")]
+    if any(not s for s in specs):
+        raise DataError(f"data list {text!r} has an empty entry; separate data specs with ',', "
+                        "e.g. pydoc,rotten-tomatoes.")
+    if len(set(specs)) < len(specs):
+        raise DataError(f"data list {text!r} names a spec twice; each is measured once.")
+    return specs
 
 
 def load_data(spec: str) -> Corpus:

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from slimlm._io import file_lock
-from slimlm.data import load_data
+from slimlm.data import data_list, load_data
 from slimlm.errors import ConfigError, SlimlmError
 from slimlm.methods import StageContext
 from slimlm.models import META_FILE, Model, load
@@ -51,7 +51,7 @@ class RunOptions:
     """What every variant is measured on. Changing these makes a new run, not a resumed one."""
 
     data: str = "shakespeare"
-    ood_data: str | None = "pydoc"
+    ood_data: str | None = "pydoc,rotten-tomatoes"  # ','-separated; each measured on its own
     eval_tokens: int = 8192
     seq_len: int = 512
     shapes: tuple = ((1, 128), (8, 128))
@@ -62,6 +62,10 @@ class RunOptions:
     runtime: str = "torch"  # where latencies are measured: torch, onnxruntime, openvino, llamacpp
     teacher_agreement: bool = True
     trust_remote_code: bool = False  # how to load, not what is measured: not part of the run's identity
+
+    def __post_init__(self):
+        if self.ood_data is not None:  # one spelling per list, so "a, b" resumes the run of "a,b"
+            self.ood_data = ",".join(data_list(self.ood_data)) or None
 
     def measure_key(self) -> dict:
         d = asdict(self)
@@ -97,7 +101,7 @@ class Pipeline:
 
         check_runtime(self.opts.runtime)  # an unknown runtime or a missing package fails before any work
         self.corpus = load_data(self.opts.data)  # fail on bad data before loading weights
-        self.ood = load_data(self.opts.ood_data) if self.opts.ood_data else None
+        self.oods = {spec: load_data(spec) for spec in data_list(self.opts.ood_data)}
         self._check_run_dir()
         self.base = load(model, progress=self.log, trust_remote_code=self.opts.trust_remote_code)
         if self.opts.runtime == "llamacpp" and self.opts.profile and self.base.task != "causal-lm":
@@ -140,9 +144,8 @@ class Pipeline:
             return
         from slimlm.evaluate.core import perplexity_windows
 
-        for corpus in (self.corpus, self.ood):
-            if corpus is not None:
-                perplexity_windows(self.base, corpus, "eval", self.opts.seq_len, self.opts.eval_tokens)
+        for corpus in (self.corpus, *self.oods.values()):
+            perplexity_windows(self.base, corpus, "eval", self.opts.seq_len, self.opts.eval_tokens)
 
     def _load_previous(self) -> None:
         try:
@@ -268,12 +271,18 @@ class Pipeline:
                 metrics["teacher_kl"] = q["teacher_agreement"]["kl"]
             metrics["params"] = m.num_params()
             metrics["disk_mb"] = disk_mb(m)  # static size; profile_all adds the rest
-            if self.ood is not None and m.task == "causal-lm":
-                o = evaluate(m, self.ood, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
-                             progress=self.progress)
-                metrics["ood_perplexity"] = o["perplexity"]
-                metrics["ood_bits_per_byte"] = o.get("bits_per_byte")
-                metrics["ood_bytes_per_token"] = o.get("bytes_per_token")
+            if self.oods and m.task == "causal-lm":
+                ood = {}
+                for spec, corpus in self.oods.items():
+                    o = evaluate(m, corpus, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
+                                 progress=self.progress)
+                    ood[spec] = {"perplexity": o["perplexity"], "bits_per_byte": o.get("bits_per_byte"),
+                                 "bytes_per_token": o.get("bytes_per_token")}
+                first = next(iter(ood.values()))
+                metrics["ood"] = ood
+                metrics["ood_perplexity"] = first["perplexity"]
+                metrics["ood_bits_per_byte"] = first["bits_per_byte"]
+                metrics["ood_bytes_per_token"] = first["bytes_per_token"]
             v.metrics.update(metrics)
             self._drops()
             self.write_state([])
@@ -289,7 +298,19 @@ class Pipeline:
                                                  m.bytes_per_token, base.bytes_per_token)
             elif base.accuracy and m.accuracy is not None:
                 m.quality_drop = 1 - m.accuracy / base.accuracy
-            if base.ood_perplexity and m.ood_perplexity:
+            if base.ood and m.ood:  # each corpus against the baseline's; the guard reads the worst
+                drops = []
+                for spec, b in base.ood.items():
+                    x = m.ood.get(spec)
+                    if x is None or not b.get("perplexity") or not x.get("perplexity"):
+                        drops.append(None)
+                        continue
+                    x["quality_drop"] = perplexity_drop(x["perplexity"], b["perplexity"], x.get("bits_per_byte"),
+                                                        b.get("bits_per_byte"), x.get("bytes_per_token"),
+                                                        b.get("bytes_per_token"))
+                    drops.append(x["quality_drop"])
+                m.ood_quality_drop = None if None in drops else max(drops)
+            elif base.ood_perplexity and m.ood_perplexity:  # a run from before per-corpus results
                 m.ood_quality_drop = perplexity_drop(m.ood_perplexity, base.ood_perplexity, m.ood_bits_per_byte,
                                                      base.ood_bits_per_byte, m.ood_bytes_per_token,
                                                      base.ood_bytes_per_token)

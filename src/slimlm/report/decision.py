@@ -29,8 +29,9 @@ def _path(run_dir: Path, v: Variant | None) -> str:
 def _evidence(v: Variant, base: Variant | None, shape: str, dname: str) -> list[str]:
     rows = [("measure", "this variant", "baseline", "change"), ("---", "---:", "---:", "---:")]
 
-    def add(label, key, unit="", change=None, show=fmt):
-        a, b = value(v, key), value(base, key) if base else None
+    def add(label, key, unit="", change=None, show=fmt, source=None):
+        this, that = source or (v, base)
+        a, b = value(this, key), value(that, key) if that else None
         if a is None and b is None:
             return
         ch = change(a, b) if change and a is not None and b is not None else ""
@@ -40,7 +41,14 @@ def _evidence(v: Variant, base: Variant | None, shape: str, dname: str) -> list[
         return f"{(a / b - 1) * 100:+.1f}%" if b else ""
 
     add("perplexity (in domain)", "perplexity", change=lambda a, b: f"{pct(value(v, 'quality_drop'))} {dname}")
-    add("perplexity (out of domain)", "ood_perplexity", change=lambda a, b: f"{pct(value(v, 'ood_quality_drop'))} {dname}")
+    corpora = list((base.metrics.ood if base else None) or v.metrics.ood)
+    if len(corpora) > 1:  # one row per --ood-data corpus; the guard reads the worst
+        for c in corpora:
+            x, y = v.metrics.ood.get(c) or {}, (base.metrics.ood.get(c) or {}) if base else {}
+            add(f"perplexity (out of domain: {c})", "perplexity", change=lambda a, b, x=x: f"{pct(value(x, 'quality_drop'))} {dname}",
+                show=fmt, source=(x, y))
+    else:
+        add("perplexity (out of domain)", "ood_perplexity", change=lambda a, b: f"{pct(value(v, 'ood_quality_drop'))} {dname}")
     add("accuracy", "accuracy", change=rel)
     add("F1", "f1", change=rel)
     add("calibration (ECE)", "ece", change=lambda a, b: f"{a - b:+.3f}")
@@ -123,7 +131,9 @@ def render_decision(run_dir: Path, info: Mapping[str, Any], sel: Selection, base
         lines += [f"- Stages: {' → '.join(str(s.get('kind')) for s in stages)} ({stage_text(v)})."]
     d, od = value(v, "quality_drop"), value(v, "ood_quality_drop")
     if d is not None:
+        worst = v.metrics.ood_worst if len(v.metrics.ood) > 1 else None
         lines += [f"- In-domain {dname}: {pct(d)}" + (f"; out of domain: {pct(od)}" if od is not None else "")
+                  + (f" (the worst of {len(v.metrics.ood)} corpora, on {worst})" if od is not None and worst else "")
                   + ("; the out-of-domain drop is larger: check the inputs you serve resemble the eval data."
                      if od is not None and od > 1.5 * max(d, 0.001) else ".")]
     rec = v.recovery

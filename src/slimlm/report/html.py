@@ -175,8 +175,19 @@ def comparison_rows(variants: Sequence[Variant], base: Variant | None, shape: st
     row("nonzero params", lambda v: _cell(fmt(m(v, "nonzero_params") / 1e6) + " M") if m(v, "nonzero_params") else _cell("–"))
     row("disk", lambda v: _cell(f"{fmt(m(v, 'disk_mb'))} MB" if m(v, "disk_mb") else "–",
                                 chg(v, "disk_mb")))
+    corpora = next((list(v.metrics.ood) for v in variants if v.is_baseline and v.metrics.ood), [])
     for key, label in (("perplexity", "perplexity"), ("ood_perplexity", "OOD perplexity")):
         drop = "quality_drop" if key == "perplexity" else "ood_quality_drop"
+        if key == "ood_perplexity" and len(corpora) > 1:  # one row per --ood-data corpus, then the worst drop
+            for c in corpora:
+                def ood_cell(v, c=c):
+                    x = v.metrics.ood.get(c) or {}
+                    d = value(x, "quality_drop")
+                    return _cell(fmt(value(x, "perplexity")), pct(d) + " drop" if d is not None and not v.is_baseline else "")
+                row(f"OOD perplexity ({c})", ood_cell)
+            row("OOD drop (worst)", lambda v: _cell(pct(m(v, "ood_quality_drop")) if m(v, "ood_quality_drop") is not None else "–",
+                                                    v.metrics.ood_worst or "" if not v.is_baseline else ""))
+            continue
         row(label, lambda v, key=key, drop=drop: _cell(fmt(m(v, key)), pct(m(v, drop)) + " drop" if m(v, drop) is not None and not v.is_baseline else ""))
     row("accuracy", lambda v: _cell(fmt(m(v, "accuracy")), pct(m(v, "quality_drop")) + " drop"
                                     if m(v, "accuracy") is not None and m(v, "perplexity") is None else ""))

@@ -309,6 +309,25 @@ def not_runnable(v) -> str | None:
     return str(why) if why else None
 
 
+def _ood_corpora(variants: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The out-of-domain corpora the run measured (the baseline's ``ood`` keys; empty for older runs)."""
+    base = [v for v in variants if field_of(v, "is_baseline")]
+    for v in base or variants:
+        per = value_of(v, "ood")
+        if isinstance(per, Mapping) and per:
+            return [str(c) for c in per]
+    return []
+
+
+def _worst_corpus(v) -> str | None:
+    per = value_of(v, "ood")
+    if not isinstance(per, Mapping):
+        return None
+    drops = {c: value(x, "quality_drop") for c, x in per.items() if isinstance(x, Mapping)}
+    drops = {c: d for c, d in drops.items() if d is not None}
+    return str(max(drops, key=lambda c: drops[c])) if drops else None
+
+
 def _ood_drop(v) -> float | None:
     d = value(v, "ood_quality_drop")
     if d is None and field_of(v, "is_baseline") and value(v, "ood_perplexity") is not None:
@@ -363,9 +382,12 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
     dname = drop_name(variants)
     guarded = max_ood_drop is not None and _ood_measured(variants)
     conds = [f"{dname} ≤ {_pct(max_drop)}"]
+    corpora = _ood_corpora(variants)
+    on_each = f" on each of {', '.join(corpora)}" if len(corpora) > 1 else ""
     if guarded:
-        conds.append(f"out-of-domain {dname} ≤ {_pct(max_ood_drop)}")
-        guard = f"Out-of-domain guard: out-of-domain {dname} ≤ {_pct(max_ood_drop)}; a variant past it is never selected."
+        conds.append(f"out-of-domain {dname} ≤ {_pct(max_ood_drop)}{on_each}")
+        guard = (f"Out-of-domain guard: out-of-domain {dname} ≤ {_pct(max_ood_drop)}{on_each}; a variant past it "
+                 "is never selected.")
     elif max_ood_drop is None:
         guard = "Out-of-domain guard off (--max-ood-drop none)."
     else:
@@ -405,9 +427,10 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
             excluded = winner
             vid = field_of(winner, "id")
             who = name(winner) + (f" ({vid})" if name(winner) != str(vid) else "")
+            worst = _worst_corpus(winner) if on_each else None
             note = (f" The out-of-domain guard kept out {who}, which would otherwise have won: its "
-                    + (f"out-of-domain {dname} is {od * 100:+.3g}%" if od is not None
-                       else "out-of-domain quality was not measured")
+                    + (f"out-of-domain {dname} is {od * 100:+.3g}%" + (f" on {worst}" if worst else "")
+                       if od is not None else "out-of-domain quality was not measured")
                     + f" (guard ≤ {_pct(max_ood_drop)}).")
 
     if ok:
