@@ -77,3 +77,37 @@ def test_qat_with_gradient_checkpointing_from_the_command_line(capsys, tmp_path,
     code, _, err = run(capsys, "quantize", TINY, "--scheme", "int8-weight", "--gradient-checkpointing", "--out",
                        str(tmp_path / "p"))
     assert code == 2 and "--gradient-checkpointing is for QAT" in err
+
+
+def test_qat_max_minutes_stops_resumes_and_survives_a_kill_after_saving(capsys, tmp_path, text_file):
+    import shutil
+
+    out_dir, ckpt = tmp_path / "q", tmp_path / "q.checkpoint"
+    args = ["quantize", TINY, "--scheme", "int4-weight", "--group-size", "16", "--method", "rtn", "--data",
+            str(text_file), "--calib-rows", "8", "--calib-len", "64", "--qat-steps", "3", "--out", str(out_dir),
+            "--json"]
+    code, out, _ = run(capsys, *args, "--max-minutes", "1e-9")
+    res = json.loads(out)
+    assert code == 0 and res["finished"] is False and res["out_of_time"] == 1 and res["checkpoint"] == str(ckpt)
+    assert not out_dir.exists() and (ckpt / "meta.json").exists()  # no half-trained variant
+    code, _, err = run(capsys, *args)  # starting over would lose the checkpoint
+    assert code == 2 and "--resume" in err
+    shutil.copytree(ckpt, tmp_path / "saved-checkpoint")
+    code, out, _ = run(capsys, *args, "--resume")
+    res = json.loads(out)
+    assert code == 0 and res["qat"]["resumed_from"] == 1 and res["qat"]["trained"] and not ckpt.exists()
+    weights = {p.name: p.read_bytes() for p in out_dir.glob("*.safetensors")}
+    shutil.copytree(tmp_path / "saved-checkpoint", ckpt)  # as if killed after the save, before the removal
+    code, out, _ = run(capsys, *args, "--resume")
+    res = json.loads(out)
+    assert code == 0 and res["already_finished"] is True and not ckpt.exists()
+    assert weights and {p.name: p.read_bytes() for p in out_dir.glob("*.safetensors")} == weights
+    shutil.copytree(tmp_path / "saved-checkpoint", ckpt)
+    code, _, err = run(capsys, *[a if a != "3" else "4" for a in args], "--resume")  # another run's variant
+    assert code == 2 and "--force" in err and ckpt.exists()
+
+
+def test_max_minutes_is_for_qat(capsys, tmp_path):
+    code, _, err = run(capsys, "quantize", TINY, "--scheme", "int8-weight", "--max-minutes", "5", "--out",
+                       str(tmp_path / "p"))
+    assert code == 2 and "PTQ does not train" in err and err.count("\n") == 1

@@ -151,7 +151,7 @@ def test_qat_kd_from_hidden_states_equals_kd_on_logits_with_a_fake_quantized_tie
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-7)
 
 
-def _qat_run(calib, tmp_path, steps=6, every=1, stop_at=None, **over):
+def _qat_run(calib, tmp_path, steps=6, every=1, stop_at=None, max_seconds=None, **over):
     """QAT on a fresh sharp tiny model with checkpoints in ``tmp_path``; ``stop_at``: interrupt after that step."""
     from slimlm.models import load
 
@@ -167,7 +167,7 @@ def _qat_run(calib, tmp_path, steps=6, every=1, stop_at=None, **over):
 
     cfg = QATConfig(target=Int4WeightConfig(method="rtn", group_size=16), steps=steps, batch_size=4, holdout=4,
                     checkpoint_every=every, **over)
-    return m, quantize_(m, cfg, calib, progress=progress, checkpoint_dir=tmp_path / "ck")
+    return m, quantize_(m, cfg, calib, progress=progress, checkpoint_dir=tmp_path / "ck", max_seconds=max_seconds)
 
 
 def test_an_interrupted_qat_run_resumes_from_its_checkpoint_exactly(calib, tmp_path):
@@ -230,3 +230,26 @@ def test_qat_with_gradient_checkpointing_recomputes_the_blocks_and_trains_the_sa
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
         else:  # packed int4 codes: the same grid points but for a weight that sat on a rounding boundary
             assert (a[k] != b[k]).float().mean() < 1e-3, k
+
+
+def test_a_qat_time_budget_stops_into_its_checkpoint_and_resumes_to_the_same_weights(calib, tmp_path):
+    _, report = _qat_run(calib, tmp_path, every=0, max_seconds=1e-9)  # past the budget after every step
+    assert report["qat"]["out_of_time"] == 1 and report["qat"]["trained"] is False
+    assert (tmp_path / "ck" / "meta.json").exists()  # written although checkpoint_every is 0
+    _, report = _qat_run(calib, tmp_path, every=0, max_seconds=1e-9)
+    assert report["qat"]["resumed_from"] == 1 and report["qat"]["out_of_time"] == 2
+    resumed, report = _qat_run(calib, tmp_path, every=0)  # no budget: runs to the end
+    assert report["qat"]["resumed_from"] == 2 and report["qat"]["trained"] and "out_of_time" not in report["qat"]
+    straight, ref = _qat_run(calib, tmp_path / "other", every=0)
+    assert report["qat"]["kd_loss_last"] == ref["qat"]["kd_loss_last"]
+    a, b = resumed.hf.state_dict(), straight.hf.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_qat_time_budget_needs_somewhere_to_stop_into(calib):
+    from slimlm.errors import ConfigError
+    from slimlm.models import load
+
+    cfg = QATConfig(target=Int4WeightConfig(method="rtn", group_size=16), steps=2, batch_size=4, holdout=4)
+    with pytest.raises(ConfigError, match="checkpoint directory"):
+        quantize_(load("tiny:llama?layers=2&hidden=64&heads=4&kv_heads=2&ffn=128"), cfg, calib, max_seconds=60)

@@ -35,6 +35,9 @@ def quantize_command(
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="QAT: write a resumable checkpoint "
                                          "(OUT.checkpoint) every N steps."),
     resume: bool = typer.Option(False, "--resume", help="QAT: continue from OUT.checkpoint."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="QAT: time budget for training; past it, "
+                                             "stop at the end of a step, write OUT.checkpoint and no variant "
+                                             "(--resume continues)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="QAT: recompute each "
                                                 "block's activations in the backward pass instead of keeping them "
                                                 "(less memory, one more forward pass of the blocks)."),
@@ -69,8 +72,19 @@ def quantize_command(
     config = parse_config(cfg)  # a bad option fails before anything is loaded
     with progress_bars(not as_json) as bar:
         res = quantize_job(model, config, out_dir, data=data, calib_rows=calib_rows, calib_len=calib_len, seed=seed,
-                           force=force, trust_remote_code=trust_remote_code, resume=resume, progress=bar, log=status)
+                           force=force, trust_remote_code=trust_remote_code, resume=resume, progress=bar, log=status,
+                           max_seconds=None if max_minutes is None else max_minutes * 60)
     res["scheme"] = scheme
+    if not res.get("finished", True) or res.get("already_finished"):
+        if as_json:
+            emit_json(res)
+        elif res.get("already_finished"):
+            out.print(f"{res['out']} already holds this run's variant; nothing to resume.", highlight=False)
+        else:
+            out.print(f"QAT stopped at the time budget after step {res['out_of_time']} of {max(qat_steps, 1)}; no "
+                      f"variant written yet. The checkpoint is in {res['checkpoint']}: run the same command with "
+                      "--resume to continue.", highlight=False)
+        return
     from slimlm.profile.cpu import int8_gemm_support, int8_slow_warning
 
     warn = int8_slow_warning(int8_gemm_support()) if scheme == "int8-dynamic" else None

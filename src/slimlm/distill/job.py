@@ -58,12 +58,12 @@ def _checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".checkpoint")
 
 
-def _budget(max_seconds: float | None) -> None:
+def check_budget(max_seconds: float | None) -> None:
     if max_seconds is not None and max_seconds <= 0:
         raise ConfigError(f"--max-minutes must be above 0, got {max_seconds / 60:g}.")
 
 
-def _unfinished(out: Path, ckpt: Path, params_before: int, model, start: float, summary: dict) -> dict:
+def unfinished_result(out: Path, ckpt: Path, params_before: int, model, start: float, summary: dict) -> dict:
     """The result of a run the time budget stopped: its checkpoint, no model at ``out`` yet."""
     return {"out": str(out), "finished": False, "checkpoint": str(ckpt), "params_before": params_before,
             "params_after": model.num_params(), "seconds": round(time.perf_counter() - start, 2), **summary}
@@ -78,11 +78,12 @@ def _same_model(recorded: str | None, given: str | None) -> bool:
     return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
-def _finished(out: Path, student: str, teacher: str | None, data: str, cfg: DistillConfig, schedule=None,
+def finished_result(out: Path, student: str, teacher: str | None, data: str | None, cfg, schedule=None,
               prune=None, kind: str = "distill") -> dict | None:
     """The result of a run that already saved its student at ``out`` (killed after the save, before it exited or
     removed its checkpoint): the same student, teacher, data and settings; else None. The leftover checkpoint
-    (slimlm's own) goes, as the run would have removed it. ``kind``: distill, or finetune (no teacher)."""
+    (slimlm's own) goes, as the run would have removed it. ``kind``: distill, finetune (no teacher) or
+    quantize (QAT: ``cfg`` is its `QATConfig`, no teacher)."""
     try:
         meta = json.loads((out / "slimlm.json").read_text())
         stage = meta["stages"][-1]
@@ -93,6 +94,8 @@ def _finished(out: Path, student: str, teacher: str | None, data: str, cfg: Dist
                 _same_model((meta.get("teacher") or {}).get("spec"), teacher) and meta.get("data") == data and \
                 meta.get("schedule") == (schedule.model_dump() if schedule else None) and \
                 meta.get("prune") == (prune.model_dump(mode="json") if prune else None)
+        elif kind == "quantize":
+            same = same and stage.get("data") == data and _same_model(parent, student)
         else:  # load_classifier gives a tiny spec its head size as an option
             labelled = f"{student}{'&' if '?' in student else '?'}labels={len(stage['labels'])}"
             same = same and stage.get("data") == data and (_same_model(parent, student) or parent == labelled)
@@ -186,10 +189,10 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     if schedule is not None and max_seconds is not None:
         raise ConfigError("--max-minutes is not supported with --schedule yet (a schedule cannot resume); run "
                           "without it.")
-    _budget(max_seconds)
+    check_budget(max_seconds)
     if cfg.uses_teacher_outputs and not teacher:
         raise ConfigError(f"--loss {cfg.loss} needs --teacher MODEL (or use --loss ce to fine-tune without one).")
-    if resume and not force and (done := _finished(Path(out), student, teacher, data, cfg, schedule, prune)):
+    if resume and not force and (done := finished_result(Path(out), student, teacher, data, cfg, schedule, prune)):
         if log:
             log(f"{out} already holds this run's student (it finished before it was stopped); nothing to resume")
         return done
@@ -222,7 +225,7 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     if rank != 0:
         return None  # rank 0 holds the same weights and writes the result
     if summary.get("out_of_time"):  # no student yet: the checkpoint is the run's state until it finishes
-        return _unfinished(out, ckpt, params_before, s, start, summary)
+        return unfinished_result(out, ckpt, params_before, s, start, summary)
     s.hf.to("cpu")
     final = final_eval(s, corpus, eval_tokens)
     # recorded exactly as the pipeline records a distill stage (config, report, and the summary under
@@ -249,8 +252,8 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
     from slimlm.distill.finetune import finetune
     from slimlm.models import save
 
-    _budget(max_seconds)
-    if resume and not force and (done := _finished(Path(out), model, None, data, cfg, kind="finetune")):
+    check_budget(max_seconds)
+    if resume and not force and (done := finished_result(Path(out), model, None, data, cfg, kind="finetune")):
         if log:
             log(f"{out} already holds this run's classifier (it finished before it was stopped); nothing to resume")
         return done
@@ -267,7 +270,7 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
                    max_seconds=max_seconds)
     summary = res.summary()
     if res.out_of_time:
-        return _unfinished(out, ckpt, params_before, m, start, summary)
+        return unfinished_result(out, ckpt, params_before, m, start, summary)
     final = final_eval(m, corpus, 4096)
     stage = {"kind": "finetune", "config": cfg.model_dump(mode="json"), "data": data, "labels": corpus.labels,
              "report": {k: v for k, v in summary.items() if k != "eval_curve"}}

@@ -188,7 +188,8 @@ def _retie(hf: nn.Module, tied: tuple[str, str] | None, int4: bool = True) -> li
     return [emb_name, head_name]
 
 
-def quantize_(model, config, calib: torch.Tensor | None = None, progress=None, checkpoint_dir=None) -> dict:
+def quantize_(model, config, calib: torch.Tensor | None = None, progress=None, checkpoint_dir=None,
+              max_seconds: float | None = None) -> dict:
     """Quantize ``model`` in place according to ``config``.
 
     Args:
@@ -198,6 +199,8 @@ def quantize_(model, config, calib: torch.Tensor | None = None, progress=None, c
             the fallback (its last ``holdout`` rows check the tolerance) and QAT.
         progress: optional ``progress(desc, done, total)``.
         checkpoint_dir: QAT only: where its training keeps checkpoints (``checkpoint_every``) and resumes from.
+        max_seconds: QAT only: the time budget; past it training stops into ``checkpoint_dir`` and the report's
+            ``qat.out_of_time`` says at which step (the model is then half-trained: discard it).
 
     Returns:
         A report: ``{"scheme", "quantized", "fp32_layers", "seconds", ...}`` plus ``fallback`` (the frontier
@@ -214,7 +217,8 @@ def quantize_(model, config, calib: torch.Tensor | None = None, progress=None, c
     hf = _hf(model)
     hf.eval()
     cal = as_calibration(calib)
-    report = config.quantize(model, None if cal is None else cal.tokens, progress, checkpoint_dir=checkpoint_dir)
+    report = config.quantize(model, None if cal is None else cal.tokens, progress, checkpoint_dir=checkpoint_dir,
+                             max_seconds=max_seconds)
     hf.eval()  # the modules it put in are new (nn.Module starts in training mode)
     share_input_quantization(hf)
     if hasattr(model, "provenance"):

@@ -87,9 +87,9 @@ class QuantScheme(MethodConfig):
         """`slimlm.calibration.InputStats` options this scheme needs on the calibration batch ({}: none)."""
         return {}
 
-    def quantize(self, model, calib, progress, checkpoint_dir=None) -> dict:
-        """The handler: post-training quantization through the shared driver (``checkpoint_dir``: for
-        schemes that train; PTQ has nothing to checkpoint)."""
+    def quantize(self, model, calib, progress, checkpoint_dir=None, max_seconds=None) -> dict:
+        """The handler: post-training quantization through the shared driver (``checkpoint_dir`` and the time
+        budget ``max_seconds``: for schemes that train; PTQ has nothing to checkpoint or stop)."""
         from slimlm.quantize.api import ptq_
 
         return ptq_(model, self, calib, progress)

@@ -113,8 +113,8 @@ class QATConfig(MethodConfig):
     def apply(self, model, calib, ctx) -> StageResult:
         return QuantScheme.apply(self, model, calib, ctx)
 
-    def quantize(self, model, calib, progress, checkpoint_dir=None) -> dict:
-        return qat_(model, self, calib, progress, checkpoint_dir=checkpoint_dir)
+    def quantize(self, model, calib, progress, checkpoint_dir=None, max_seconds=None) -> dict:
+        return qat_(model, self, calib, progress, checkpoint_dir=checkpoint_dir, max_seconds=max_seconds)
 
 
 #: QAT stops when its loss becomes non-finite or its 5-step mean rises above this many times its lowest
@@ -205,12 +205,16 @@ class FakeTiedTable(nn.Module):
 @dataclass
 class Checkpoints:
     """Where `kd_train` keeps its checkpoints: ``directory``, every ``every`` steps (0: it only resumes);
-    ``key``: what the run depends on (config, data), compared on resume. ``resumed_from``: set by `kd_train`."""
+    ``key``: what the run depends on (config, data), compared on resume. ``max_seconds``: the time budget of
+    this call; past it, training stops at the next step boundary and writes a checkpoint. Set by `kd_train`:
+    ``resumed_from`` (the step it continued from) and ``out_of_time`` (the step the budget stopped it at)."""
 
     directory: Path
     every: int
     key: dict
+    max_seconds: float | None = None
     resumed_from: int | None = None
+    out_of_time: int | None = None
 
 
 def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: int, lr: float, batch_size: int,
@@ -222,8 +226,10 @@ def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: 
     update (its ``reason`` says why). ``checkpoints``: the trained weights, AdamW's state, the batch sampler's
     state, the losses and the guard's state go to ``checkpoints.directory`` every ``checkpoints.every`` steps
     (`slimlm.distill.checkpoint`: atomic, read back without unpickling code); when one is there, training
-    continues from it, exactly as if it had not stopped."""
+    continues from it, exactly as if it had not stopped. Past ``checkpoints.max_seconds`` it writes one and stops
+    (``checkpoints.out_of_time``); the losses so far are returned."""
     progress = or_noop(progress)
+    t0 = time.perf_counter()
     named = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     opt = adamw(params, lr=lr, weight_decay=0.0)
@@ -242,8 +248,14 @@ def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         done = step + 1
-        if checkpoints is not None and checkpoints.every and done % checkpoints.every == 0 and done < steps:
-            _save(checkpoints, named, opt, g, losses, guard, done)
+        if checkpoints is not None and done < steps:
+            if checkpoints.max_seconds is not None and time.perf_counter() - t0 >= checkpoints.max_seconds:
+                _save(checkpoints, named, opt, g, losses, guard, done)
+                checkpoints.out_of_time = done
+                progress("qat", done, steps)
+                break
+            if checkpoints.every and done % checkpoints.every == 0:
+                _save(checkpoints, named, opt, g, losses, guard, done)
         progress("qat", done, steps)
     return losses
 
@@ -318,12 +330,19 @@ def _kd_from_hidden(student: nn.Module, teacher: nn.Module, temperature: float):
     return fn
 
 
-def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None, checkpoint_dir=None) -> dict:
+def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None, checkpoint_dir=None,
+         max_seconds: float | None = None) -> dict:
+    """QAT in place (see the module docstring); the report's ``qat`` says what it did. With ``max_seconds``
+    (which needs ``checkpoint_dir``) training stops at the first step past it and writes its checkpoint: the
+    report's ``qat.out_of_time`` is that step, and the model is left half-trained, to be discarded; the same
+    call with the same ``checkpoint_dir`` continues it."""
     from slimlm.errors import ConfigError
     from slimlm.quantize.api import split_calib
 
     if calib is None:
         raise ConfigError("QAT needs training data for distillation; pass --data.")
+    if max_seconds is not None and checkpoint_dir is None:
+        raise ConfigError("a QAT time budget needs a checkpoint directory to stop into.")
     start = time.perf_counter()
     hf = getattr(model, "hf", model)
     rows, holdout = split_calib(calib, config.holdout)
@@ -333,11 +352,12 @@ def qat_(model, config: QATConfig, calib: torch.Tensor | None, progress=None, ch
         p.requires_grad_(False)
     # a large teacher keeps its weights in bfloat16 while it distils (computing in float32), as in slimlm.distill
     with teacher_precision(teacher, resolve("auto", sum(p.numel() for p in teacher.parameters()))) as tp:
-        return _qat(hf, teacher, tp["precision"], config, rows, holdout, base, start, progress, checkpoint_dir)
+        return _qat(hf, teacher, tp["precision"], config, rows, holdout, base, start, progress, checkpoint_dir,
+                    max_seconds)
 
 
 def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base: float, start: float,
-         progress, checkpoint_dir=None) -> dict:
+         progress, checkpoint_dir=None, max_seconds: float | None = None) -> dict:
     """`qat_` with its teacher ready (its weights in ``teacher_dtype``); ``base``: the fp32 held-out loss."""
     from slimlm.quantize.api import ptq_
 
@@ -379,12 +399,16 @@ def _qat(hf, teacher, teacher_dtype: str, config: QATConfig, rows, holdout, base
         data = hashlib.sha256(rows.cpu().numpy().tobytes()).hexdigest()[:16]
         checkpoints = Checkpoints(Path(checkpoint_dir), config.checkpoint_every,
                                   {"qat": config.model_dump(mode="json", exclude=set(RESUME_MAY_CHANGE)), "lr": lr,
-                                   "data": data})
+                                   "data": data}, max_seconds=max_seconds)
     with recompute_in_eval_mode(hf, config.gradient_checkpointing):
         losses = kd_train(hf, teacher, rows, config.steps, lr, config.batch_size, config.temperature,
                           progress=progress, guard=guard, checkpoints=checkpoints)
     if checkpoints is not None and checkpoints.resumed_from is not None:
         report["qat"]["resumed_from"] = checkpoints.resumed_from
+    if checkpoints is not None and checkpoints.out_of_time is not None:  # nothing converted: the job keeps no model
+        report["qat"].update(trained=False, steps=config.steps, out_of_time=checkpoints.out_of_time)
+        report["seconds"] = time.perf_counter() - start
+        return report
     # convert
     with torch.no_grad():
         changed = total = 0
