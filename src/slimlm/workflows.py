@@ -123,13 +123,14 @@ def _check_runtime(options) -> None:
 
 def _finish(out: Path, settings: dict, business: Business, tracking: Tracking) -> tuple[dict, dict | None]:
     from slimlm.report import write_report
+    from slimlm.search.frontier import ood_guard_option
 
     rep = write_report(out, traffic_per_day=business.traffic_per_day, price_per_hour=business.price_per_hour,
                        grid_gco2_per_kwh=business.grid_gco2_per_kwh, tier=settings["tier"],
                        max_drop=settings["max_drop"] if settings["tier"] is None else None,
                        objective=settings["objective"], max_latency_ms=settings["max_latency_ms"],
                        max_memory_mb=settings["max_memory_mb"],
-                       max_ood_drop="none" if settings["max_ood_drop"] is None else settings["max_ood_drop"])
+                       max_ood_drop=ood_guard_option(settings["max_ood_drop"]))
     return rep, tracking.log(out, rep)
 
 

@@ -237,3 +237,16 @@ def test_several_out_of_domain_corpora_get_a_row_each_and_the_worst_decides(tmp_
     assert res["selected"] == "5e21a9f0"  # int8-dynamic: +2.89% on pydoc, +5.78% on the reviews
     assert "| perplexity (out of domain: rotten-tomatoes) | 148.1 | 140.0 | +5.78% perplexity drop |" in md
     assert "out of domain: +5.78% (the worst of 2 corpora, on rotten-tomatoes)" in md
+
+
+def test_decide_takes_the_out_of_domain_guard_too(tmp_path, capsys):
+    vs = variants()
+    vs[7]["metrics"]["ood_perplexity"] = 60.0  # the medium-tier winner (f1e2d3c4) ruins general text
+    vs[7]["metrics"]["ood_quality_drop"] = 60.0 / 22.5 - 1
+    d = make_run(tmp_path / "r", vs=vs)
+    assert main(["decide", str(d), "--tier", "medium", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["selected"] != "f1e2d3c4"  # the default guard keeps it out
+    assert main(["decide", str(d), "--tier", "medium", "--max-ood-drop", "200%", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["selected"] == "f1e2d3c4" and rec["number"] == 2 and "≤ 200%" in rec["rule"]
+    assert main(["decide", str(d), "--max-ood-drop", "lots"]) == 2

@@ -218,3 +218,10 @@ def test_ood_guard_over_several_corpora_names_them_and_the_worst():
     assert "out-of-domain quality drop ≤ 10% on each of pydoc, rotten-tomatoes" in sel.rule
     assert "on each of pydoc, rotten-tomatoes" in sel.guard
     assert "+45% on rotten-tomatoes" in sel.reason
+
+
+@pytest.mark.parametrize("guard", [None, 0.05, 0.1, 1.0, 2.0])
+def test_a_parsed_guard_passed_on_reads_back_the_same(guard):
+    from slimlm.search.frontier import ood_guard_option
+
+    assert parse_ood_drop(ood_guard_option(guard)) == guard  # 2.0 as a number would read as ambiguous

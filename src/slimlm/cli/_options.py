@@ -13,7 +13,8 @@ REPEATS = typer.Option(5, "--repeats", min=1, help="Timed runs per shape and var
 TIER = typer.Option(None, "--tier", help="critical (≤0.5%), high (≤1%) or medium (≤3%) quality drop.")
 MAX_DROP = typer.Option(None, "--max-drop", help="Quality bar instead of a tier, e.g. 2% or 0.02.")
 MAX_OOD_DROP = typer.Option(None, "--max-ood-drop", help="Out-of-domain guard: never select a variant whose "
-                            "--ood-data perplexity rises more than this (default 10%; e.g. 5% or 0.05; none: off).")
+                            "perplexity on any --ood-data corpus rises more than this (default 10%, or the run's; "
+                            "e.g. 5% or 0.05; none: off).")
 OBJECTIVE = typer.Option("latency", "--objective", help="What the operating point minimises: latency, size, memory, energy.")
 MAX_LATENCY_MS = typer.Option(None, "--max-latency-ms", min=0.0, help="p50 latency SLO at the primary shape.")
 MAX_MEMORY_MB = typer.Option(None, "--max-memory-mb", min=0.0, help="Peak memory SLO.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out
 
 
@@ -15,6 +16,7 @@ def decide_command(
     objective: str | None = typer.Option(None, "--objective", help="latency | size | memory | energy."),
     max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="p50 latency SLO (ms)."),
     max_memory_mb: float | None = typer.Option(None, "--max-memory-mb", help="Peak memory SLO (MB)."),
+    max_ood_drop: str | None = O.MAX_OOD_DROP,
     variant: str | None = typer.Option(None, "--variant", help="Pin this variant id instead of the rule's choice."),
     note: str | None = typer.Option(None, "--note", help="Why (kept in the record)."),
     traffic: float = typer.Option(100_000, "--traffic", help="Requests per day, for the cost forecast."),
@@ -43,7 +45,7 @@ def decide_command(
         out.print(table)
         return
     rec = record_decision(run_dir, tier=tier, max_drop=max_drop, objective=objective, max_latency_ms=max_latency_ms,
-                          max_memory_mb=max_memory_mb, variant=variant, note=note,
+                          max_memory_mb=max_memory_mb, max_ood_drop=max_ood_drop, variant=variant, note=note,
                           inputs=Inputs(traffic_per_day=traffic, price_per_hour=price_per_hour,
                                         grid_gco2_per_kwh=grid))
     if as_json:

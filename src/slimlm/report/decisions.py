@@ -25,7 +25,7 @@ from slimlm.report.business import J_PER_KWH, Inputs, business_table
 from slimlm.report.html import stage_text
 from slimlm.report.run import load_run
 from slimlm.runs import RunDir, RunDirError, Variant
-from slimlm.search.frontier import TIERS, select, value
+from slimlm.search.frontier import TIERS, ood_guard_option, select, value
 
 
 class DecisionError(SlimlmError):
@@ -65,13 +65,15 @@ def _write_new(run_dir: Path, record: dict) -> dict:
 def build_decision(run_dir: str | Path, *, tier: str | None = None, max_drop: str | float | None = None,
                    objective: str | None = None, max_latency_ms: float | None = None,
                    max_memory_mb: float | None = None, variant: str | None = None,
-                   inputs: Inputs | None = None, note: str | None = None, write_files: bool = False) -> dict:
+                   inputs: Inputs | None = None, note: str | None = None, write_files: bool = False,
+                   max_ood_drop: str | float | None = None) -> dict:
     """The decision record for the current rule (or a pinned variant), without numbering or saving it.
 
     Args:
         run_dir: the run directory.
-        tier, max_drop, objective, max_latency_ms, max_memory_mb: the rule, as for ``slimlm report``;
-            unset ones come from ``run.json``'s ``selection``.
+        tier, max_drop, objective, max_latency_ms, max_memory_mb, max_ood_drop: the rule, as for ``slimlm
+            report`` (``max_ood_drop="none"`` turns the out-of-domain guard off); unset ones come from
+            ``run.json``'s ``selection``.
         variant: pin this variant id instead of the rule's choice (the rule still sets the quality bound).
         inputs: business assumptions for the cost forecast (defaults as ``slimlm report``).
         note: free text kept in the record (why this decision was taken).
@@ -84,13 +86,13 @@ def build_decision(run_dir: str | Path, *, tier: str | None = None, max_drop: st
     inputs = inputs or Inputs()
     run = load_run(run_dir)
     inputs = Inputs(**{**asdict(inputs), "primary_shape": run.info.get("primary_shape") or inputs.primary_shape})
-    settings = _selection_settings(run.info, tier, max_drop, objective, max_latency_ms, max_memory_mb)
+    settings = _selection_settings(run.info, tier, max_drop, objective, max_latency_ms, max_memory_mb, max_ood_drop)
     if write_files and variant is None:
         res = write_report(run_dir, traffic_per_day=inputs.traffic_per_day, price_per_hour=inputs.price_per_hour,
                            grid_gco2_per_kwh=inputs.grid_gco2_per_kwh, max_drop=settings["max_drop"],
                            objective=settings["objective"], max_latency_ms=settings["max_latency_ms"],
                            max_memory_mb=settings["max_memory_mb"],
-                           max_ood_drop="none" if settings["max_ood_drop"] is None else settings["max_ood_drop"],
+                           max_ood_drop=ood_guard_option(settings["max_ood_drop"]),
                            prefill_tokens=inputs.prefill_tokens,
                            decode_tokens=inputs.decode_tokens)
         chosen_id, met, rule, reason = res["selected"], res["met"], res["rule"], res["reason"]

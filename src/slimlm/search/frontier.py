@@ -236,6 +236,12 @@ def parse_ood_drop(text: str | float | None) -> float | None:
     return parse_drop(text, option="--max-ood-drop")
 
 
+def ood_guard_option(guard: float | None) -> str:
+    """A parsed guard written back as `parse_ood_drop` reads it unambiguously (``"none"``, ``"200%"``): a
+    fraction of 1 or more would read as ambiguous if passed on as a number."""
+    return "none" if guard is None else f"{guard * 100:.12g}%"
+
+
 def saved_ood_guard(saved: Mapping[str, Any]) -> float | None:
     """The guard recorded in a run's ``selection`` (``max_ood_drop``: a fraction, or null when it was turned
     off); `DEFAULT_MAX_OOD_DROP` for runs recorded before the guard existed."""
