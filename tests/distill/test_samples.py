@@ -9,10 +9,11 @@ import torch
 
 from slimlm.data import load_data
 from slimlm.distill import DistillConfig, distill
-from slimlm.distill.samples import make_config, nucleus, sample_batch, sample_text, split_of
+from slimlm.distill.samples import make_config, sample_batch, sample_text, split_of
 from slimlm.errors import ConfigError, OutputError
 from slimlm.evaluate import evaluate
 from slimlm.models import load
+from slimlm.models.decoding import nucleus
 
 TINY = "tiny:llama?layers=2&hidden=32&heads=2&kv_heads=1&ffn=64&seed=3"
 
@@ -327,3 +328,22 @@ def test_cli_finetune_takes_a_time_budget_too(tmp_path, capsys, finetune_args):
     assert main(finetune_args(out, "--steps", "3", "--resume")) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["finished"] and res["resumed_from"] == 1 and res["steps"] == 3 and (out / "slimlm.json").is_file()
+
+
+
+@pytest.mark.parametrize("scale", [4.0, 1.0, 0.3])  # peaked to flat: the nucleus among the candidates or not
+def test_nucleus_over_candidates_is_the_full_sorts_result(scale):
+    logits = torch.randn(64, 2000, generator=torch.Generator().manual_seed(5)) * scale
+    for top_p in (0.3, 0.9, 0.99):
+        full = nucleus(logits, 0.8, top_p, candidates=2000)  # every row sorted over the whole vocabulary
+        for k in (8, 64, 512):
+            assert torch.equal(nucleus(logits, 0.8, top_p, candidates=k), full), (scale, top_p, k)
+
+
+def test_nucleus_keeps_ties_at_the_cut_by_token_id_whatever_the_candidates():
+    row = torch.tensor([3.0] + [0.0] * 9)  # one likely token, then nine tied ones
+    p = torch.softmax(row, -1)
+    top_p = float(p[0] + 2.5 * p[1])  # the nucleus: token 0 and the tied tokens 1, 2, 3
+    for k in (2, 3, 5, 10):  # the candidates cut the tie group anywhere, or hold it all
+        got = nucleus(row[None], 1.0, top_p, candidates=k)[0]
+        assert (got > 0).tolist() == [True] * 4 + [False] * 6, k
