@@ -134,3 +134,13 @@ def test_evaluate_keeps_a_slimlm_quantized_variant_on_the_cpu(capsys, text_file,
     code, _, err = run(capsys, "evaluate", str(tmp_path / "q"), "--data", str(text_file), "--max-tokens", "128",
                        "--device", "cuda:0")
     assert code == 2 and "slimlm-quantized" in err and "--device cpu" in err
+
+
+def test_demo_evaluates_in_domain_and_on_every_default_out_of_domain_corpus(capsys):
+    from slimlm.recipes.pipeline import RunOptions
+
+    assert main(["demo", "--model", "tiny:llama", "--max-tokens", "64", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert list(res["evaluate"]) == ["shakespeare", *RunOptions().ood_data.split(",")]
+    assert all(q["perplexity"] > 1 and q["tokens"] > 0 for q in res["evaluate"].values())
+    assert res["profile"]["params"] > 0

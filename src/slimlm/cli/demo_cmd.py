@@ -15,7 +15,8 @@ def demo_command(
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Evaluate the model in domain (Shakespeare eval plays) and out of domain (pydoc), then profile it."""
+    """Evaluate the model in domain (Shakespeare eval plays) and out of domain (pydoc, movie reviews), then
+    profile it."""
     from slimlm.cli.profile_cmd import profile_table
     from slimlm.data import load_data
     from slimlm.evaluate import evaluate
@@ -25,7 +26,7 @@ def demo_command(
     m = load(model, progress=status, trust_remote_code=trust_remote_code)
     quality = {}
     with progress_bars(not as_json) as bar:
-        for data in ("shakespeare", "pydoc"):
+        for data in ("shakespeare", "pydoc", "rotten-tomatoes"):  # in domain, then the default --ood-data
             status(f"evaluating on {data} (eval split, {max_tokens} tokens)")
             quality[data] = evaluate(m, load_data(data), max_tokens=max_tokens, progress=bar)
         status("profiling (latency, decode, peak memory, roofline)")
