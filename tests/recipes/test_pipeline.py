@@ -121,3 +121,35 @@ def test_a_bad_out_of_domain_list_fails_before_any_work(text_file):
 
     with pytest.raises(DataError, match="twice"):
         opts(text_file, ood_data="pydoc,pydoc")
+
+
+def test_a_resume_with_another_out_of_domain_list_measures_only_what_is_missing(tmp_path, text_file, counting,
+                                                                                monkeypatch):
+    import slimlm.evaluate as ev
+
+    code = tmp_path / "code.txt"
+    code.write_text("def add(a, b):\n    return a + b  # sum of two numbers\n" * 40)
+    prose = tmp_path / "prose.txt"
+    prose.write_text("The committee met on Tuesday to discuss the budget for next year.\n" * 40)
+    r = recipe_from_dict({"name": "p", "stages": [PRUNE]})
+    compress("tiny:llama", [r], tmp_path / "run", opts(text_file, ood_data=str(code)))
+    seen = []
+    real = ev.evaluate
+    monkeypatch.setattr(ev, "evaluate", lambda m, corpus, **kw: seen.append(corpus.name) or real(m, corpus, **kw))
+    p = compress("tiny:llama", [r], tmp_path / "run", opts(text_file, ood_data=f"{prose},{code}"))
+    assert counting == ["prune"]  # the stage came from the cache
+    assert seen == [str(prose), str(prose)]  # the baseline and the pruned variant, on the new corpus only
+    (pruned,) = [v.metrics for v in p.variants.values() if not v.is_baseline]
+    assert list(pruned.ood) == [str(prose), str(code)]  # the list's order
+    assert pruned.ood_perplexity == pruned.ood[str(prose)]["perplexity"]  # now the first corpus's
+    assert pruned.ood_quality_drop == max(x["quality_drop"] for x in pruned.ood.values())
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["ood_data"] == f"{prose},{code}"
+    seen.clear()
+    p = compress("tiny:llama", [r], tmp_path / "run", opts(text_file, ood_data=str(code)))  # a corpus dropped
+    (pruned,) = [v.metrics for v in p.variants.values() if not v.is_baseline]
+    assert seen == [] and list(pruned.ood) == [str(code)]
+    assert pruned.ood_quality_drop == pruned.ood[str(code)]["quality_drop"]
+    kept = pruned.ood
+    p = compress("tiny:llama", [r], tmp_path / "run", opts(text_file, ood_data=None))  # none: nothing new
+    (pruned,) = [v.metrics for v in p.variants.values() if not v.is_baseline]
+    assert seen == [] and pruned.ood == kept  # and nothing measured is dropped

@@ -131,7 +131,13 @@ class Pipeline:
                 f"{before.get('runtime')} (one run's latencies come from one runtime), or use another --out or "
                 "--force for a run on another runtime."
             )
-        if prev and (prev.get("model") != self.spec or before != self.opts.measure_key()):
+        now = self.opts.measure_key()
+        if prev and prev.get("model") == self.spec and before.get("ood_data") != now["ood_data"]:
+            # the out-of-domain list may change on a resume: evaluate_all measures what is missing
+            before = {**before, "ood_data": now["ood_data"]}
+            self.log(f"out-of-domain data is now {now['ood_data'] or 'none'} (was {prev.get('ood_data') or 'none'}); "
+                     "every variant is checked on what it lacks")
+        if prev and (prev.get("model") != self.spec or before != now):
             raise ConfigError(
                 f"{self.out} holds a run of {prev.get('model')} with other options; use another --out "
                 "or the same model and options to resume it, or --force to start over."
@@ -251,15 +257,47 @@ class Pipeline:
     def _model_of(self, v: Variant) -> Model:
         return self.base if v.is_baseline else load(self.out / v.path, trust_remote_code=self.opts.trust_remote_code)
 
+    def _missing_ood(self, v: Variant) -> list[str]:
+        """The ``--ood-data`` corpora variant ``v`` has no result on (decoders only)."""
+        if self.base.task != "causal-lm":
+            return []
+        return [spec for spec in self.oods if spec not in v.metrics.ood]
+
+    def _sync_ood(self) -> None:
+        """Keep each variant's out-of-domain results to the current list, in its order (a resumed run may list
+        other corpora): the first corpus's figures are the ``ood_*`` scalars. Without a list (``none``) nothing
+        new is measured and the results stay as they are."""
+        if not self.oods:
+            return
+        for v in self.variants.values():
+            m = v.metrics
+            m.ood = {spec: m.ood[spec] for spec in self.oods if spec in m.ood}
+            first = next(iter(self.oods), None)
+            x = m.ood.get(first) if first else None
+            m.ood_perplexity = x.get("perplexity") if x else None
+            m.ood_bits_per_byte = x.get("bits_per_byte") if x else None
+            m.ood_bytes_per_token = x.get("bytes_per_token") if x else None
+            if not m.ood:
+                m.ood_quality_drop = None
+
     def evaluate_all(self, ids: list[str] | None = None) -> None:
-        """Quality of every variant not yet measured (cached in its ``metrics``)."""
+        """Quality of every variant not yet measured (cached in its ``metrics``); a variant measured before
+        the ``--ood-data`` list grew is evaluated on the corpora it lacks only."""
         from slimlm.evaluate import evaluate
 
+        self._sync_ood()
+        self._drops()
         todo = [v for v in self.variants.values() if (ids is None or v.id in ids or v.is_baseline)
-                and not v.metrics.measured]
+                and (not v.metrics.measured or self._missing_ood(v))]
         for n, v in enumerate(todo):
             self.log(f"evaluating {v.label} ({n + 1}/{len(todo)})")
             m = self._model_of(v)
+            if v.metrics.measured:  # in domain already: only the out-of-domain corpora it lacks
+                v.metrics.update({"ood": {**v.metrics.ood, **self._ood_results(m, self._missing_ood(v))}})
+                self._sync_ood()
+                self._drops()
+                self.write_state([])
+                continue
             teacher = self.base if (self.opts.teacher_agreement and not v.is_baseline) else None
             q = evaluate(m, self.corpus, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
                          teacher=teacher, progress=self.progress)
@@ -272,20 +310,22 @@ class Pipeline:
             metrics["params"] = m.num_params()
             metrics["disk_mb"] = disk_mb(m)  # static size; profile_all adds the rest
             if self.oods and m.task == "causal-lm":
-                ood = {}
-                for spec, corpus in self.oods.items():
-                    o = evaluate(m, corpus, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
-                                 progress=self.progress)
-                    ood[spec] = {"perplexity": o["perplexity"], "bits_per_byte": o.get("bits_per_byte"),
-                                 "bytes_per_token": o.get("bytes_per_token")}
-                first = next(iter(ood.values()))
-                metrics["ood"] = ood
-                metrics["ood_perplexity"] = first["perplexity"]
-                metrics["ood_bits_per_byte"] = first["bits_per_byte"]
-                metrics["ood_bytes_per_token"] = first["bytes_per_token"]
+                metrics["ood"] = self._ood_results(m, list(self.oods))
             v.metrics.update(metrics)
+            self._sync_ood()
             self._drops()
             self.write_state([])
+
+    def _ood_results(self, m: Model, specs: list[str]) -> dict:
+        from slimlm.evaluate import evaluate
+
+        out = {}
+        for spec in specs:
+            o = evaluate(m, self.oods[spec], seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
+                         progress=self.progress)
+            out[spec] = {"perplexity": o["perplexity"], "bits_per_byte": o.get("bits_per_byte"),
+                         "bytes_per_token": o.get("bytes_per_token")}
+        return out
 
     def _drops(self) -> None:
         from slimlm.evaluate import perplexity_drop  # per baseline token, also for a trimmed vocabulary
@@ -300,7 +340,7 @@ class Pipeline:
                 m.quality_drop = 1 - m.accuracy / base.accuracy
             if base.ood and m.ood:  # each corpus against the baseline's; the guard reads the worst
                 drops = []
-                for spec, b in base.ood.items():
+                for spec, b in base.ood.items():  # the current list (`_sync_ood`)
                     x = m.ood.get(spec)
                     if x is None or not b.get("perplexity") or not x.get("perplexity"):
                         drops.append(None)
@@ -310,10 +350,6 @@ class Pipeline:
                                                         b.get("bytes_per_token"))
                     drops.append(x["quality_drop"])
                 m.ood_quality_drop = None if None in drops else max(drops)
-            elif base.ood_perplexity and m.ood_perplexity:  # a run from before per-corpus results
-                m.ood_quality_drop = perplexity_drop(m.ood_perplexity, base.ood_perplexity, m.ood_bits_per_byte,
-                                                     base.ood_bits_per_byte, m.ood_bytes_per_token,
-                                                     base.ood_bytes_per_token)
 
     def profile_all(self, ids: list[str] | None = None) -> None:
         """Profile the baseline and the given variants together, interleaved (see module docstring)."""
