@@ -49,6 +49,16 @@ def _num(v: Any) -> float | None:
     return float(v)
 
 
+def worst_corpus(per_corpus: Any) -> str | None:
+    """Of per-corpus results (``Metrics.ood``: spec -> ``{"quality_drop", ...}``), the spec with the largest
+    quality drop; None when none has one (or it is not such a mapping)."""
+    if not isinstance(per_corpus, Mapping):
+        return None
+    drops = {str(c): _num(x.get("quality_drop")) for c, x in per_corpus.items() if isinstance(x, Mapping)}
+    drops = {c: d for c, d in drops.items() if d is not None}
+    return max(drops, key=lambda c: drops[c]) if drops else None
+
+
 @dataclass
 class Latency:
     """Prefill latency of one ``BxS`` shape, in milliseconds.
@@ -178,9 +188,7 @@ class Metrics:
     @property
     def ood_worst(self) -> str | None:
         """The ``--ood-data`` corpus with the largest quality drop (None when none has one)."""
-        drops = {c: _num(x.get("quality_drop")) for c, x in self.ood.items()}
-        drops = {c: d for c, d in drops.items() if d is not None}
-        return max(drops, key=lambda c: drops[c]) if drops else None
+        return worst_corpus(self.ood)
 
     @property
     def measured(self) -> bool:

@@ -97,6 +97,12 @@ def make_config(**fields):
         raise ConfigError(f"invalid distillation settings: {'; '.join(parts)}.") from None
 
 
+def budget_message(res: dict, steps: int, what: str) -> str:
+    """What a run the time budget stopped (``"finished": false``) left, and how to continue it."""
+    return (f"stopped at the time budget after step {res['out_of_time']} of {steps}; no {what} written yet. The "
+            f"checkpoint is in {res['checkpoint']}: run the same command with --resume to continue.")
+
+
 def print_result(title: str, res: dict, steps: int, what: str = "student") -> None:
     """The result table of a distill / finetune run (``steps`` asked; ``what`` it writes), and what it means
     when the guard or the time budget stopped it."""
@@ -118,9 +124,7 @@ def print_result(title: str, res: dict, steps: int, what: str = "student") -> No
         out.print(f"[bold yellow]diverged:[/bold yellow] {escape(res['diverged'])}. Try a lower --lr or more --warmup.",
                   highlight=False)
     if not res.get("finished", True):
-        out.print(f"stopped at the time budget after step {res['out_of_time']} of {steps}; no {what} written "
-                  f"yet. The checkpoint is in {res['checkpoint']}: run the same command with --resume to "
-                  "continue.", highlight=False)
+        out.print(budget_message(res, steps, what), highlight=False)
     curve = res.get("eval_curve") or []
     if curve:
         metric = "perplexity" if "perplexity" in curve[0] else "accuracy"

@@ -81,9 +81,9 @@ def quantize_command(
         elif res.get("already_finished"):
             out.print(f"{res['out']} already holds this run's variant; nothing to resume.", highlight=False)
         else:
-            out.print(f"QAT stopped at the time budget after step {res['out_of_time']} of {max(qat_steps, 1)}; no "
-                      f"variant written yet. The checkpoint is in {res['checkpoint']}: run the same command with "
-                      "--resume to continue.", highlight=False)
+            from slimlm.cli.distill_cmd import budget_message
+
+            out.print("QAT " + budget_message(res, max(qat_steps, 1), "variant"), highlight=False)
         return
     from slimlm.profile.cpu import int8_gemm_support, int8_slow_warning
 

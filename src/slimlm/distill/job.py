@@ -79,7 +79,7 @@ def _same_model(recorded: str | None, given: str | None) -> bool:
 
 
 def finished_result(out: Path, student: str, teacher: str | None, data: str | None, cfg, schedule=None,
-              prune=None, kind: str = "distill") -> dict | None:
+                    prune=None, kind: str = "distill") -> dict | None:
     """The result of a run that already saved its student at ``out`` (killed after the save, before it exited or
     removed its checkpoint): the same student, teacher, data and settings; else None. The leftover checkpoint
     (slimlm's own) goes, as the run would have removed it. ``kind``: distill, finetune (no teacher) or

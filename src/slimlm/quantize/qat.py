@@ -249,14 +249,13 @@ def kd_train(student: nn.Module, teacher: nn.Module, rows: torch.Tensor, steps: 
         opt.step()
         done = step + 1
         if checkpoints is not None and done < steps:
-            if checkpoints.max_seconds is not None and time.perf_counter() - t0 >= checkpoints.max_seconds:
+            late = checkpoints.max_seconds is not None and time.perf_counter() - t0 >= checkpoints.max_seconds
+            if late or (checkpoints.every and done % checkpoints.every == 0):
                 _save(checkpoints, named, opt, g, losses, guard, done)
-                checkpoints.out_of_time = done
-                progress("qat", done, steps)
-                break
-            if checkpoints.every and done % checkpoints.every == 0:
-                _save(checkpoints, named, opt, g, losses, guard, done)
+            checkpoints.out_of_time = done if late else None
         progress("qat", done, steps)
+        if checkpoints is not None and checkpoints.out_of_time is not None:
+            break
     return losses
 
 

@@ -269,11 +269,11 @@ class Pipeline:
         new is measured and the results stay as they are."""
         if not self.oods:
             return
+        first = next(iter(self.oods))
         for v in self.variants.values():
             m = v.metrics
             m.ood = {spec: m.ood[spec] for spec in self.oods if spec in m.ood}
-            first = next(iter(self.oods), None)
-            x = m.ood.get(first) if first else None
+            x = m.ood.get(first)
             m.ood_perplexity = x.get("perplexity") if x else None
             m.ood_bits_per_byte = x.get("bits_per_byte") if x else None
             m.ood_bytes_per_token = x.get("bytes_per_token") if x else None
@@ -283,8 +283,6 @@ class Pipeline:
     def evaluate_all(self, ids: list[str] | None = None) -> None:
         """Quality of every variant not yet measured (cached in its ``metrics``); a variant measured before
         the ``--ood-data`` list grew is evaluated on the corpora it lacks only."""
-        from slimlm.evaluate import evaluate
-
         self._sync_ood()
         self._drops()
         todo = [v for v in self.variants.values() if (ids is None or v.id in ids or v.is_baseline)
@@ -292,29 +290,31 @@ class Pipeline:
         for n, v in enumerate(todo):
             self.log(f"evaluating {v.label} ({n + 1}/{len(todo)})")
             m = self._model_of(v)
-            if v.metrics.measured:  # in domain already: only the out-of-domain corpora it lacks
-                v.metrics.update({"ood": {**v.metrics.ood, **self._ood_results(m, self._missing_ood(v))}})
-                self._sync_ood()
-                self._drops()
-                self.write_state([])
-                continue
-            teacher = self.base if (self.opts.teacher_agreement and not v.is_baseline) else None
-            q = evaluate(m, self.corpus, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
-                         teacher=teacher, progress=self.progress)
-            metrics = {"perplexity": q.get("perplexity"), "ece": q.get("ece"), "accuracy": q.get("accuracy"),
-                       "f1": q.get("f1"), "eval_tokens": q.get("tokens"), "bits_per_byte": q.get("bits_per_byte"),
-                       "bytes_per_token": q.get("bytes_per_token")}
-            if q.get("teacher_agreement"):
-                metrics["teacher_top1"] = q["teacher_agreement"]["top1"]
-                metrics["teacher_kl"] = q["teacher_agreement"]["kl"]
-            metrics["params"] = m.num_params()
-            metrics["disk_mb"] = disk_mb(m)  # static size; profile_all adds the rest
-            if self.oods and m.task == "causal-lm":
-                metrics["ood"] = self._ood_results(m, list(self.oods))
-            v.metrics.update(metrics)
+            if not v.metrics.measured:
+                v.metrics.update(self._in_domain(m, v))
+            missing = self._missing_ood(v)  # every listed corpus for a new variant; else those added since
+            if missing:
+                v.metrics.update({"ood": {**v.metrics.ood, **self._ood_results(m, missing)}})
             self._sync_ood()
             self._drops()
             self.write_state([])
+
+    def _in_domain(self, m: Model, v: Variant) -> dict:
+        """Quality on the eval split of ``--data`` (with agreement with the teacher), parameters and disk."""
+        from slimlm.evaluate import evaluate
+
+        teacher = self.base if (self.opts.teacher_agreement and not v.is_baseline) else None
+        q = evaluate(m, self.corpus, seq_len=self.opts.seq_len, max_tokens=self.opts.eval_tokens,
+                     teacher=teacher, progress=self.progress)
+        metrics = {"perplexity": q.get("perplexity"), "ece": q.get("ece"), "accuracy": q.get("accuracy"),
+                   "f1": q.get("f1"), "eval_tokens": q.get("tokens"), "bits_per_byte": q.get("bits_per_byte"),
+                   "bytes_per_token": q.get("bytes_per_token")}
+        if q.get("teacher_agreement"):
+            metrics["teacher_top1"] = q["teacher_agreement"]["top1"]
+            metrics["teacher_kl"] = q["teacher_agreement"]["kl"]
+        metrics["params"] = m.num_params()
+        metrics["disk_mb"] = disk_mb(m)  # static size; profile_all adds the rest
+        return metrics
 
     def _ood_results(self, m: Model, specs: list[str]) -> dict:
         from slimlm.evaluate import evaluate

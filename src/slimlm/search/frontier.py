@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slimlm.errors import ConfigError
-from slimlm.runs import Metrics, Variant
+from slimlm.runs import Metrics, Variant, worst_corpus
 
 TIERS: dict[str, float] = {"critical": 0.005, "high": 0.01, "medium": 0.03}
 """Maximum relative quality drop per tier (0.03 = perplexity up by at most 3%)."""
@@ -325,15 +325,6 @@ def _ood_corpora(variants: Sequence[Mapping[str, Any]]) -> list[str]:
     return []
 
 
-def _worst_corpus(v) -> str | None:
-    per = value_of(v, "ood")
-    if not isinstance(per, Mapping):
-        return None
-    drops = {c: value(x, "quality_drop") for c, x in per.items() if isinstance(x, Mapping)}
-    drops = {c: d for c, d in drops.items() if d is not None}
-    return str(max(drops, key=lambda c: drops[c])) if drops else None
-
-
 def _ood_drop(v) -> float | None:
     d = value(v, "ood_quality_drop")
     if d is None and field_of(v, "is_baseline") and value(v, "ood_perplexity") is not None:
@@ -433,7 +424,7 @@ def select(variants: Sequence[Mapping[str, Any]], *, max_drop: float, objective:
             excluded = winner
             vid = field_of(winner, "id")
             who = name(winner) + (f" ({vid})" if name(winner) != str(vid) else "")
-            worst = _worst_corpus(winner) if on_each else None
+            worst = worst_corpus(value_of(winner, "ood")) if on_each else None
             note = (f" The out-of-domain guard kept out {who}, which would otherwise have won: its "
                     + (f"out-of-domain {dname} is {od * 100:+.3g}%" + (f" on {worst}" if worst else "")
                        if od is not None else "out-of-domain quality was not measured")
