@@ -13,7 +13,7 @@ RANK = {
     "cli": 9, "testing": 9, "workflows": 8, "serve": 8, "monitor": 8, "report": 7, "search": 6, "recipes": 5,
     "prune": 4, "distill": 4, "quantize": 4, "export": 4, "methods": 4, "calibration": 4,
     "evaluate": 3, "profile": 3, "models": 2, "data": 2, "runs": 1,
-    "errors": 0, "_io": 0, "_progress": 0, "_quiet": 0, "_verbs": 0, "_device": 0,
+    "errors": 0, "_io": 0, "_progress": 0, "_quiet": 0, "_verbs": 0, "_device": 0, "_jobs": 0,
 }
 
 

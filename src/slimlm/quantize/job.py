@@ -34,8 +34,8 @@ def quantize_job(model: str, config, out: str | Path, *, data: str | None = None
     Returns:
         ``{"out", "params_before", "params_after", "seconds", "scheme", "weights_mb", ...report}``.
     """
+    from slimlm._jobs import check_budget, checkpoint_dir_for, finished_result, unfinished_result
     from slimlm.data import calibration_batch, load_data
-    from slimlm.distill.job import check_budget, checkpoint_dir_for, finished_result, unfinished_result
     from slimlm.models import load
     from slimlm.quantize import check_config, logical_params, quantize_, save
 
