@@ -23,6 +23,50 @@ def test_perplexity_matches_plain_hf_loss(text_file):
     assert res["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-4)
 
 
+DECODERS = ["tiny:llama", "tiny:qwen2", "tiny:qwen3", "tiny:gemma2", "tiny:gemma3", "tiny:mistral", "tiny:phi3"]
+
+
+def _short_docs(n: int = 30) -> Corpus:
+    words = "the quick brown fox jumps over a lazy dog while seven wizards box and hum".split()
+    docs = [Document(" ".join(words[(i * 3 + j) % len(words)] for j in range(2 + (i * 7) % 19)), "short")
+            for i in range(n)]
+    return Corpus(name="short", splits={"eval": docs})
+
+
+@pytest.mark.parametrize("spec", DECODERS)
+def test_short_documents_batched_per_forward_score_as_one_window_at_a_time(spec):
+    """Short windows share a right-padded forward pass; each window must still score what it scores alone."""
+    from slimlm.evaluate.core import _batches
+
+    m = load(spec)
+    corpus = _short_docs()
+    windows = eval_windows(m.tokenizer, corpus.texts("eval"), 64, None)
+    lengths = {len(w) for w in windows}
+    assert len(lengths) > 3 and max(len(g) for g in _batches(windows)) > 4  # the case under test: mixed, batched
+    res = evaluate(m, corpus, seq_len=64, max_tokens=None, teacher=load(spec))
+    nll = n = 0
+    with torch.no_grad():
+        for w in windows:
+            nll += m.hf(w[None], labels=w[None]).loss.item() * (len(w) - 1)
+            n += len(w) - 1
+    assert res["tokens"] == n
+    assert res["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-4)
+    assert res["teacher_agreement"]["top1"] == 1.0  # the teacher's batch lines up with the student's
+
+
+def test_batches_cover_every_window_once_within_the_padded_budget():
+    from slimlm.evaluate.core import _batches
+
+    windows = [torch.zeros(n, dtype=torch.long) for n in (3, 600, 40, 2, 512, 100, 7, 7, 250, 33)]
+    groups = _batches(windows, budget=512)
+    assert sorted(i for g in groups for i in g) == list(range(len(windows)))
+    for g in groups:
+        padded = len(g) * max(len(windows[i]) for i in g)
+        assert padded <= 512 or len(g) == 1, (g, padded)
+    assert [1] in groups and [4] in groups  # a window of the budget or longer goes alone
+    assert len(groups) < len(windows)
+
+
 def test_self_agreement_is_perfect_and_other_model_is_not(text_file):
     m = load("tiny:llama")
     corpus = load_data(str(text_file))

@@ -3,6 +3,7 @@
 Perplexity: non-overlapping windows of ``seq_len`` tokens, no BOS, the loss averaged
 over every predicted token (a window of L tokens predicts L-1), a fixed token budget spread evenly over the
 eval documents. It agrees with ``exp(mean of model(x, labels=x).loss weighted by L-1)`` on the same windows.
+Windows shorter than a full one (short documents) are scored several to a forward pass, right-padded.
 ECE is measured on the top-1 next-token prediction (or the class prediction for classifiers): compression
 can keep a model right but make it over-confident, and users threshold on confidence.
 """
@@ -24,6 +25,7 @@ from slimlm.models import Model
 DEFAULT_SEQ_LEN = 512
 DEFAULT_MAX_TOKENS = 16384
 MIN_EVAL_TOKENS = 16  # fewer predicted tokens give a perplexity that means nothing
+BATCH_TOKENS = 512  # padded tokens per forward pass when windows are short (one full default window)
 
 
 def _check_seq_len(model: Model, seq_len: int) -> None:
@@ -55,28 +57,48 @@ def _utf8_bytes(tokenizer, ids: torch.Tensor) -> int:
         return 0
 
 
+def _batches(windows: list[torch.Tensor], budget: int = BATCH_TOKENS) -> list[list[int]]:
+    """Window indices grouped so that each group, right-padded to its longest window, holds at most ``budget``
+    tokens (a longer window goes alone): short documents (reviews, docstrings) share one forward pass, while
+    the peak memory stays that of one full window."""
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * len(windows[groups[-1][0]]) <= budget:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 @torch.inference_mode()
 def _evaluate_lm(model: Model, windows: list[torch.Tensor], teacher: Model | None, progress) -> dict:
     nll, count, top1, kl_sum, n_bytes = 0.0, 0, 0, 0.0, 0
     ece = ECEAccumulator()
     device = next(model.hf.parameters()).device
-    for i, w in enumerate(windows):
-        x = w.unsqueeze(0).to(device)  # (1, L)
-        logits = model.hf(x).logits[0, :-1].float()  # (L-1, V)
-        target = x[0, 1:]
+    vmap = model.provenance.get("vocab_map") if teacher is not None else None
+    done = 0
+    for group in _batches(windows):
+        rows = [windows[i] for i in group]
+        lengths = torch.tensor([len(w) for w in rows])
+        # right padding: a causal model's real positions never attend to the pad after them, so no mask is needed
+        x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(device)  # (B, L)
+        sel = (torch.arange(x.shape[1] - 1)[None, :] < (lengths - 1)[:, None]).to(device)  # predicted positions
+        logits = model.hf(x).logits[:, :-1][sel].float()  # (N, V)
+        target = x[:, 1:][sel]
         logp = F.log_softmax(logits, dim=-1)
         nll -= logp.gather(-1, target[:, None]).sum().item()
         conf, pred = logp.max(-1)
         ece.update(conf.exp(), pred == target)
         count += target.numel()
-        n_bytes += _utf8_bytes(model.tokenizer, w[1:])
+        n_bytes += sum(_utf8_bytes(model.tokenizer, w[1:]) for w in rows)
         if teacher is not None:
-            vmap = model.provenance.get("vocab_map")
             tx = x if not vmap else torch.as_tensor(vmap, device=x.device)[x]  # the teacher reads its own token ids
-            t_logits = _teacher_logits_in_student_vocab(model, teacher.hf(tx).logits[0, :-1].float())
+            t_logits = _teacher_logits_in_student_vocab(model, teacher.hf(tx).logits[:, :-1][sel].float())
             top1 += (t_logits.argmax(-1) == pred).sum().item()
             kl_sum += kl_teacher_student(t_logits, logits).sum().item()
-        progress("evaluate", i + 1, len(windows))
+        done += len(group)
+        progress("evaluate", done, len(windows))
     out = {"perplexity": math.exp(nll / count), "nll": nll / count, "tokens": count, "ece": ece.value()}
     if n_bytes:  # tokenizer-independent: comparable between a trimmed vocabulary and its parent's
         out["bits_per_byte"] = nll / math.log(2) / n_bytes
