@@ -39,3 +39,13 @@ def test_unreadable_cpuinfo_is_unknown_and_silent():
     s = int8_gemm_support("")
     assert s["fast"] is None or s["isa"] == "arm"  # Apple Silicon is known without /proc/cpuinfo
     assert int8_slow_warning({"fast": None}) is None and int8_slow_warning(None) is None
+
+
+def test_machine_description_records_the_int8_kernel_the_layers_use(monkeypatch):
+    from slimlm.models import qlayers
+    from slimlm.profile import machine_info
+
+    for forced, expected in (("float", "fp32"), ("int", "int8")):
+        monkeypatch.setitem(qlayers._INT8_MATMUL, "fast", None)
+        monkeypatch.setenv(qlayers.INT8_MATMUL_ENV, forced)
+        assert machine_info()["int8_matmul"] == expected

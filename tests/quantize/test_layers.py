@@ -164,3 +164,58 @@ def test_siblings_sharing_a_cache_stay_correct_when_threads_interleave():
         for t in threads:
             t.join()
     assert not failures, failures[:3]
+
+
+def test_int8_dynamic_without_a_fast_int8_kernel_computes_the_same_integer_products(tiny, ids, monkeypatch):
+    """On a CPU whose int8 matmul is slow the layer sums the same int8 x int8 products in fp32: same outputs,
+    so an evaluation's quality figures do not depend on which kernel this machine has."""
+    from slimlm.models import qlayers
+    from slimlm.quantize import Int8DynamicConfig, quantize_
+
+    lin = _linear(in_f=256, out_f=96)
+    q = Int8DynamicLinear.from_float(lin)
+    x = _inputs(n=33, in_f=256)
+    monkeypatch.setitem(qlayers._INT8_MATMUL, "fast", True)
+    with torch.no_grad():
+        fast = q(x)
+    calls = []
+    real = torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setitem(qlayers._INT8_MATMUL, "fast", False)
+    with torch.no_grad():
+        slow = q(x)
+    assert calls == []  # the fallback took the fp32 path
+    torch.testing.assert_close(slow, fast, rtol=1e-6, atol=1e-6)
+    monkeypatch.setitem(qlayers._INT8_MATMUL, "fast", True)
+    quantize_(tiny, Int8DynamicConfig())
+    with torch.no_grad():
+        a = tiny.hf(ids).logits
+        monkeypatch.setitem(qlayers._INT8_MATMUL, "fast", False)
+        b = tiny.hf(ids).logits
+    assert len(calls) > 0  # the model's first forward used the int8 kernel
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("forced, fast", [("int", True), ("float", False), (" Float ", False)])
+def test_int8_kernel_choice_can_be_forced_without_measuring(forced, fast, monkeypatch):
+    from slimlm.models import qlayers
+
+    monkeypatch.setitem(qlayers._INT8_MATMUL, "fast", None)
+    monkeypatch.setenv(qlayers.INT8_MATMUL_ENV, forced)
+    monkeypatch.setattr(torch, "_int_mm", lambda *a: pytest.fail("measured although the choice was forced"))
+    assert qlayers.int8_matmul_is_fast() is fast
+    assert qlayers._INT8_MATMUL["fast"] is fast
+
+
+def test_int8_kernel_choice_is_measured_once_and_kept(monkeypatch):
+    from slimlm.models import qlayers
+
+    monkeypatch.setitem(qlayers._INT8_MATMUL, "fast", None)
+    monkeypatch.delenv(qlayers.INT8_MATMUL_ENV, raising=False)
+    calls = []
+    real = torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda *a: calls.append(1) or real(*a))
+    first = qlayers.int8_matmul_is_fast()
+    n = len(calls)
+    assert n >= 2 and isinstance(first, bool)  # a warm-up and timed runs
+    assert qlayers.int8_matmul_is_fast() is first and len(calls) == n  # the answer is kept, not re-measured

@@ -15,11 +15,15 @@ buffers, so ``save_pretrained`` writes them to safetensors as they are (an hones
 per byte) and `restore` (below) rebuilds the same modules bit for bit; and the eager forward is a
 handful of aten ops with no tensor-subclass dispatch in Python, which is where torchao's eager int8 path loses
 most of its speed on CPU. The kernels are the same ones torchao dispatches to on CPU (``torch._int_mm`` for
-int8 x int8; ``torch._weight_int4pack_mm_for_cpu`` for int4 weights).
+int8 x int8; ``torch._weight_int4pack_mm_for_cpu`` for int4 weights). On a CPU without int8 dot-product
+instructions ``torch._int_mm`` is tens of times slower than fp32, so int8-dynamic layers there sum the same
+integer products in fp32 instead (`int8_matmul_is_fast`): the same outputs, at about fp32 speed.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -108,6 +112,46 @@ def quantize_per_token(x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(x2 / s).to(torch.int8), s  # |x / s| <= 127 by construction
 
 
+#: ``fast``: whether int8-dynamic layers on the CPU multiply with ``torch._int_mm`` (None until measured)
+_INT8_MATMUL: dict[str, bool | None] = {"fast": None}
+INT8_MATMUL_ENV = "SLIMLM_INT8_MATMUL"  # "int" or "float": skip the measurement
+
+
+def int8_matmul_is_fast(refresh: bool = False) -> bool:
+    """Whether this CPU's int8 x int8 matmul (``torch._int_mm``) beats multiplying the same integers in fp32.
+
+    With int8 dot-product instructions (x86 VNNI/AMX, Arm dot product/i8mm) it is several times faster; without
+    them torch's int8 kernel was measured ~40x slower than fp32, which would make every evaluation of an
+    int8-dynamic variant crawl. Measured once per process (a 64 x 512 x 512 product each way, best of 5, a few
+    ms); ``SLIMLM_INT8_MATMUL=int`` or ``float`` decides without measuring. Either way the layer computes the
+    same integer products, so quality figures do not depend on the answer; only speed does.
+    """
+    if _INT8_MATMUL["fast"] is not None and not refresh:
+        return bool(_INT8_MATMUL["fast"])
+    forced = os.environ.get(INT8_MATMUL_ENV, "").strip().lower()
+    if forced in ("int", "float"):
+        _INT8_MATMUL["fast"] = forced == "int"
+        return forced == "int"
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (64, 512), generator=g, dtype=torch.int8)
+    w = torch.randint(-127, 128, (512, 512), generator=g, dtype=torch.int8)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    with torch.inference_mode():
+        t_int = best(lambda: torch._int_mm(a, w.t()))
+        t_float = best(lambda: F.linear(a.float(), w.float()))
+    _INT8_MATMUL["fast"] = t_int <= t_float
+    return bool(_INT8_MATMUL["fast"])
+
+
 class Int8DynamicLinear(QuantLinear):
     """int8 x int8 -> int32 matmul: activations quantized per token at run time, weights per channel."""
 
@@ -118,6 +162,7 @@ class Int8DynamicLinear(QuantLinear):
         self.register_buffer("qweight", qweight.to(torch.int8).contiguous())  # (out, in)
         self.register_buffer("scale", scale.float().contiguous())  # (out,)
         self.act_cache: ActCache | None = None  # set by `share_input_quantization`
+        int8_matmul_is_fast()  # measured here, eagerly, once per process: forward only reads the answer
 
     @classmethod
     def from_float(cls, linear: nn.Linear) -> Int8DynamicLinear:
@@ -138,8 +183,11 @@ class Int8DynamicLinear(QuantLinear):
             q, s = quantize_per_token(x.reshape(-1, shape[-1]).float())  # (M, in), (M, 1)
             if c is not None:
                 c.entry = (x, q, s)
-        y = torch._int_mm(q, self.qweight.t())  # (M, out) int32
-        y = torch.mul(y, s).mul_(self.scale)  # int32 * fp32 -> fp32
+        if q.device.type != "cpu" or _INT8_MATMUL["fast"]:
+            y = torch._int_mm(q, self.qweight.t())  # (M, out) int32
+        else:  # the same integer products, summed in fp32 (exact below 2**24): no fast int8 kernel here
+            y = F.linear(q.float(), self.qweight.float())
+        y = torch.mul(y, s).mul_(self.scale)  # int32 (or integral fp32) * fp32 -> fp32
         if self.bias is not None:
             y.add_(self.bias)
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)

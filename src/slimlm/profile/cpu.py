@@ -3,8 +3,9 @@
 slimlm's int8-dynamic layers multiply int8 activations by int8 weights (``torch._int_mm``; ONNX Runtime's
 ``MatMulInteger`` does the same). Those kernels are fast only where the CPU has an int8 dot-product
 instruction: x86 ``avx512_vnni``, ``avx_vnni`` or ``amx_int8``; Arm ``asimddp`` (dot product) or ``i8mm``.
-Without one (an AVX2-only x86 CPU, for example) an int8 GEMM was measured ~50x slower than the fp32 one,
-and int8-dynamic comes out slower than fp32. The flags are read from ``/proc/cpuinfo`` (Linux);
+Without one (an AVX2-only x86 CPU, for example) an int8 GEMM was measured ~50x slower than the fp32 one;
+slimlm's layers then multiply the same integers in fp32 (`slimlm.models.qlayers.int8_matmul_is_fast`, which
+measures rather than reads flags), so int8-dynamic is no faster than fp32 there, though not 50x slower. The flags are read from ``/proc/cpuinfo`` (Linux);
 ``torch.backends.cpu.get_cpu_capability()`` is recorded beside them. Elsewhere the answer is unknown (None)
 and no warning is given.
 """

@@ -40,6 +40,7 @@ def machine_info() -> dict:
     """A short, JSON-ready description of this machine and the software that measured on it."""
     import transformers
 
+    from slimlm.models.qlayers import int8_matmul_is_fast
     from slimlm.profile.cpu import int8_gemm_support
 
     mem_gb = None
@@ -60,6 +61,8 @@ def machine_info() -> dict:
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
         "int8_gemm": int8_gemm_support(),  # VNNI/AMX (x86) or dot-product/i8mm (Arm): see slimlm.profile.cpu
+        # what int8-dynamic layers multiply with on this CPU, as measured (torch's int8 kernel, or fp32 on integers)
+        "int8_matmul": "int8" if int8_matmul_is_fast() else "fp32",
     }
 
 
