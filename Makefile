@@ -14,11 +14,12 @@ $(STAMP): pyproject.toml constraints.txt requirements/embedded.txt
 
 venv: $(STAMP)
 
-# The main job on the embedded defaults: prune -> distill -> int8 SmolLM2-135M, measure every variant (4,096
-# evaluation tokens per corpus, the benchmarks' budget),
-# pick the operating point, and write demo-run/report.html and demo-run/decision.md (rerun to resume).
+# The main job on the embedded defaults: SmolLM2-135M through two recipes side by side, prune -> distill -> int8
+# (quick) and int8 dynamic quantization alone (int8-only); measure every variant (4,096 evaluation tokens per
+# corpus, the benchmarks' budget), pick the operating point, and write demo-run/report.html and
+# demo-run/decision.md (rerun to resume).
 demo: $(STAMP)
-	$(BIN)/slimlm compress builtin:smollm2-135m --recipe quick --data shakespeare --eval-tokens 4096 --shapes 1x128 --out demo-run
+	$(BIN)/slimlm compress builtin:smollm2-135m --recipe quick --recipe int8-only --data shakespeare --eval-tokens 4096 --shapes 1x128 --out demo-run
 
 # Debian packages the serve tests run against (real Prometheus, headless Chromium) and the shared-search test
 # (a throwaway PostgreSQL server on loopback); skipped when not root.
