@@ -52,6 +52,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--out", default=str(RESULTS / "search-run"))
     ap.add_argument("--eval-tokens", type=int, default=2048)
+    ap.add_argument("--ood-data", default=None, help="out-of-domain corpora, ','-separated (default: search's)")
     ap.add_argument("--keep", action="store_true", help="resume an existing run directory")
     ap.add_argument("--note", default="", help="a sentence for the results (what else ran on the machine)")
     ap.add_argument("--space", default=None, help="a builtin search space (e.g. quick) instead of the bench's own")
@@ -68,7 +69,7 @@ def main() -> int:
     from slimlm.profile import machine_info
     from slimlm.recipes.pipeline import RunOptions
     from slimlm.report import write_report
-    from slimlm.runs import RunDir
+    from slimlm.runs import RunDir, worst_corpus
     from slimlm.search import load_space, search, space_from_dict
 
     space = space_from_dict(SPACE, "bench") if a.space is None else load_space(a.space)
@@ -77,8 +78,9 @@ def main() -> int:
     out = Path(a.out if a.space is None or a.out != str(RESULTS / "search-run") else RESULTS / f"{stem}-run")
     if out.exists() and not a.keep:
         shutil.rmtree(out)
-    opts = RunOptions(data="shakespeare", ood_data="pydoc", eval_tokens=a.eval_tokens, seq_len=512,
-                      shapes=((1, 128),), decode_tokens=16, repeats=3)
+    ood = {"ood_data": a.ood_data} if a.ood_data else {}
+    opts = RunOptions(data="shakespeare", eval_tokens=a.eval_tokens, seq_len=512, shapes=((1, 128),),
+                      decode_tokens=16, repeats=3, **ood)
     trial_times: list[float] = []
     last = [time.perf_counter()]
 
@@ -108,7 +110,9 @@ def main() -> int:
         base = next(v for v in variants.values() if v.get("is_baseline"))["metrics"]
         speed = (m.get("ratios") or {}).get("prefill_speedup_1x128")
         tiers[tier] = {"selected": rep["selected"], "met": rep["met"], "label": sel.get("label"),
+                       "baseline": bool(sel.get("is_baseline")),
                        "quality_drop": m.get("quality_drop"), "ood_quality_drop": m.get("ood_quality_drop"),
+                       "ood_worst": worst_corpus(m.get("ood") or {}),
                        "prefill_speedup": speed,
                        "disk_reduction": (base.get("disk_mb") / m["disk_mb"]) if m.get("disk_mb") else None}
     rep = write_report(out, tier="medium", objective="latency")
@@ -121,7 +125,8 @@ def main() -> int:
         "eval_tokens": a.eval_tokens, "threads": a.threads, "note": a.note, "load_before": load_before, "load_after": os.getloadavg(),
         "targets": {
             "cache_halves_time": bool(uncached_total and wall <= uncached_total / 2),
-            "medium_tier_found_within_60_min": bool(med["met"] and wall <= 3600),
+            # a compressed variant, not the baseline (which meets every tier by definition)
+            "medium_tier_found_within_60_min": bool(med["met"] and not med["baseline"] and wall <= 3600),
             "moonshot_medium_3x_prefill": bool(med["met"] and (med["prefill_speedup"] or 0) >= 3),
             "moonshot_medium_4x_disk": bool(med["met"] and (med["disk_reduction"] or 0) >= 4),
         },
@@ -130,23 +135,28 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     cmd = "python bench/search.py" + (f" --space {a.space}" if a.space else "") + f" --trials {a.trials} " \
-          f"--eval-tokens {a.eval_tokens} --threads {a.threads}"
+          f"--eval-tokens {a.eval_tokens} --threads {a.threads}" + (f" --ood-data {a.ood_data}" if a.ood_data else "")
     lines = [f"# Search benchmark (SmolLM2-135M, Shakespeare; space {space.name})", "",
              f"`{cmd}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, torch {result['machine']['torch']}; "
              f"load average before {load_before[0]:.2f}, after {result['load_after'][0]:.2f}." + (f" {a.note}" if a.note else ""),
              f"Trials: {result['trials']}; wall {wall / 60:.1f} min with the stage cache vs {uncached_total / 60:.1f} min "
              f"summed uncached ({(result['cache_saving'] or 0):.0%} saved); frontier {result['frontier_size']} variants; "
-             f"hypervolume {result['hypervolume'] or 0:.3f}.", "",
-             "| tier | selected | met | ppl drop | OOD drop | prefill speedup | disk reduction |", "|---|---|---|---|---|---|---|"]
+             f"hypervolume {result['hypervolume'] or 0:.3f}.",
+             f"Out of domain: {opts.ood_data} ({a.eval_tokens} tokens each); the guard (<= 10%) and the OOD drop "
+             "columns read the worst of them.", "",
+             "| tier | selected | met | ppl drop | OOD drop (worst) | prefill speedup | disk reduction |",
+             "|---|---|---|---|---|---|---|"]
     for tier, t in tiers.items():
         fmt = lambda x, s="": "-" if x is None else f"{x:{s}}"  # noqa: E731
+        worst = f" ({t['ood_worst']})" if t["ood_worst"] else ""
         lines.append(f"| {tier} | {t['label']} | {t['met']} | {fmt(t['quality_drop'], '+.2%')} | "
-                     f"{fmt(t['ood_quality_drop'], '+.2%')} | {fmt(t['prefill_speedup'], '.2f')}× | "
+                     f"{fmt(t['ood_quality_drop'], '+.2%')}{worst} | "
+                     f"{fmt(t['prefill_speedup'], '.2f')}× | "
                      f"{fmt(t['disk_reduction'], '.2f')}× |")
     base_disk = next(v for v in variants.values() if v.get("is_baseline"))["metrics"].get("disk_mb")
     lines += ["", "Every measured variant (final side-by-side profile for the frontier; ◆ frontier):", "",
-              "| variant | ppl drop | OOD drop | prefill speedup 1x128 | disk MB | disk reduction | stage s (uncached) |",
+              "| variant | ppl drop | OOD drop (worst) | prefill speedup 1x128 | disk MB | disk reduction | stage s (uncached) |",
               "|---|---|---|---|---|---|---|"]
     for vid, v in variants.items():
         m = v.get("metrics", {})
