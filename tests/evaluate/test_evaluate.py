@@ -9,18 +9,24 @@ from slimlm.evaluate import ECEAccumulator, evaluate, kl_teacher_student, macro_
 from slimlm.models import load
 
 
-def test_perplexity_matches_plain_hf_loss(text_file):
-    m = load("tiny:llama")
-    corpus = load_data(str(text_file))
-    res = evaluate(m, corpus, seq_len=64, max_tokens=1000)
-    windows = eval_windows(m.tokenizer, corpus.texts("eval"), 64, 1000)
+def _hf_perplexity(m, windows) -> tuple[float, int]:
+    """Perplexity from plain Hugging Face losses, one window at a time, and the number of predicted tokens."""
     nll = n = 0
     with torch.no_grad():
         for w in windows:
             nll += m.hf(w[None], labels=w[None]).loss.item() * (len(w) - 1)
             n += len(w) - 1
+    return math.exp(nll / n), n
+
+
+def test_perplexity_matches_plain_hf_loss(text_file):
+    m = load("tiny:llama")
+    corpus = load_data(str(text_file))
+    res = evaluate(m, corpus, seq_len=64, max_tokens=1000)
+    windows = eval_windows(m.tokenizer, corpus.texts("eval"), 64, 1000)
+    ppl, n = _hf_perplexity(m, windows)
     assert res["tokens"] == n
-    assert res["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-4)
+    assert res["perplexity"] == pytest.approx(ppl, rel=1e-4)
 
 
 DECODERS = ["tiny:llama", "tiny:qwen2", "tiny:qwen3", "tiny:gemma2", "tiny:gemma3", "tiny:mistral", "tiny:phi3"]
@@ -44,13 +50,9 @@ def test_short_documents_batched_per_forward_score_as_one_window_at_a_time(spec)
     lengths = {len(w) for w in windows}
     assert len(lengths) > 3 and max(len(g) for g in _batches(windows)) > 4  # the case under test: mixed, batched
     res = evaluate(m, corpus, seq_len=64, max_tokens=None, teacher=load(spec))
-    nll = n = 0
-    with torch.no_grad():
-        for w in windows:
-            nll += m.hf(w[None], labels=w[None]).loss.item() * (len(w) - 1)
-            n += len(w) - 1
+    ppl, n = _hf_perplexity(m, windows)
     assert res["tokens"] == n
-    assert res["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-4)
+    assert res["perplexity"] == pytest.approx(ppl, rel=1e-4)
     assert res["teacher_agreement"]["top1"] == 1.0  # the teacher's batch lines up with the student's
 
 
