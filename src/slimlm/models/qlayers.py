@@ -117,7 +117,7 @@ _INT8_MATMUL: dict[str, bool | None] = {"fast": None}
 INT8_MATMUL_ENV = "SLIMLM_INT8_MATMUL"  # "int" or "float": skip the measurement
 
 
-def int8_matmul_is_fast(refresh: bool = False) -> bool:
+def int8_matmul_is_fast() -> bool:
     """Whether this CPU's int8 x int8 matmul (``torch._int_mm``) beats multiplying the same integers in fp32.
 
     With int8 dot-product instructions (x86 VNNI/AMX, Arm dot product/i8mm) it is several times faster; without
@@ -126,7 +126,7 @@ def int8_matmul_is_fast(refresh: bool = False) -> bool:
     ms); ``SLIMLM_INT8_MATMUL=int`` or ``float`` decides without measuring. Either way the layer computes the
     same integer products, so quality figures do not depend on the answer; only speed does.
     """
-    if _INT8_MATMUL["fast"] is not None and not refresh:
+    if _INT8_MATMUL["fast"] is not None:
         return bool(_INT8_MATMUL["fast"])
     forced = os.environ.get(INT8_MATMUL_ENV, "").strip().lower()
     if forced in ("int", "float"):
