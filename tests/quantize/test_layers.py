@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from slimlm.models.qlayers import Int4WeightLinear, Int8DynamicLinear, Int8Embedding, Int8WeightLinear
@@ -194,6 +195,58 @@ def test_int8_dynamic_without_a_fast_int8_kernel_computes_the_same_integer_produ
         b = tiny.hf(ids).logits
     assert len(calls) > 0  # the model's first forward used the int8 kernel
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_int8_float_matmul_in_blocks_equals_the_whole_product(monkeypatch):
+    """A weight above the whole-conversion limit is multiplied a block of rows at a time (one matmul per
+    block): the same product as converting it whole, exactly for integer inputs, to fp32 rounding for float
+    ones. A weight under the limit, or one a gradient flows through, is converted whole (no blocks)."""
+    from slimlm.models.qlayers import int8_float_matmul
+
+    calls = []
+    real = torch.matmul
+    monkeypatch.setattr(torch, "matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
+    g = torch.Generator().manual_seed(3)
+    w = torch.randint(-127, 128, (1003, 96), generator=g, dtype=torch.int8)  # 1003 rows: a ragged last block
+    block = 4 * 96 * 64  # 64 rows per block: 16 blocks
+    for m in (1, 5, 40):
+        xi = torch.randint(-127, 128, (m, 96), generator=g).float()
+        whole = F.linear(xi, w.float())
+        calls.clear()
+        blocked = int8_float_matmul(xi, w, block_bytes=block, whole_max_bytes=block)
+        assert len(calls) == 16
+        assert blocked.shape == (m, 1003)
+        assert torch.equal(blocked, whole)
+        xf = torch.randn(m, 96, generator=g)
+        torch.testing.assert_close(int8_float_matmul(xf, w, block_bytes=block, whole_max_bytes=block),
+                                   F.linear(xf, w.float()))
+    calls.clear()
+    assert torch.equal(int8_float_matmul(xi, w, block_bytes=block), whole)  # 385 kB: under the default limit
+    x = torch.randn(3, 96, generator=g, requires_grad=True)
+    int8_float_matmul(x, w, block_bytes=block, whole_max_bytes=block).sum().backward()
+    assert calls == []
+    torch.testing.assert_close(x.grad, w.float().sum(0).expand(3, 96))
+
+
+def test_int8_weight_only_layer_blocks_a_large_weight_and_keeps_its_outputs(monkeypatch):
+    """A weight-only int8 layer above the whole-conversion limit runs in blocks and gives what the whole
+    product gives, for 3-D activations as a model passes them."""
+    from slimlm.models import qlayers
+
+    lin = _linear(in_f=64, out_f=700)
+    q = Int8WeightLinear.from_float(lin)
+    x = _inputs(n=6, in_f=64).reshape(2, 3, 64)
+    with torch.no_grad():
+        whole = q(x)
+        monkeypatch.setattr(qlayers, "FLOAT_WHOLE_MAX_BYTES", 4 * 64 * 50)
+        monkeypatch.setattr(qlayers, "FLOAT_BLOCK_BYTES", 4 * 64 * 50)  # 50 rows per block: 14 blocks
+        calls = []
+        real = torch.matmul
+        monkeypatch.setattr(torch, "matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
+        blocked = q(x)
+    assert len(calls) == 14 and blocked.shape == (2, 3, 700)
+    torch.testing.assert_close(blocked, whole)
+    torch.testing.assert_close(whole, lin(x), rtol=0.02, atol=0.02)
 
 
 @pytest.mark.parametrize("forced, fast", [("int", True), ("float", False), (" Float ", False)])
