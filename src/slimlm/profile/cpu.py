@@ -17,9 +17,10 @@ import platform
 X86_INT8 = ("avx512_vnni", "avx_vnni", "amx_int8")
 ARM_INT8 = ("asimddp", "i8mm")
 
-INT8_SLOW_WARNING = ("int8 GEMMs on this CPU have no VNNI/AMX: expect int8-dynamic to be slower than fp32 here")
-INT8_SLOW_WARNING_ARM = ("int8 GEMMs on this CPU have no dot-product/i8mm instructions: expect int8-dynamic to be "
-                         "slower than fp32 here")
+INT8_SLOW_WARNING = ("int8 GEMMs on this CPU have no VNNI/AMX: expect int8-dynamic prefill to be slower than fp32 "
+                     "here (decode may still gain: profile it)")
+INT8_SLOW_WARNING_ARM = ("int8 GEMMs on this CPU have no dot-product/i8mm instructions: expect int8-dynamic prefill "
+                         "to be slower than fp32 here (decode may still gain: profile it)")
 
 
 def cpu_flags(cpuinfo: str) -> tuple[str | None, set[str]]:
