@@ -37,6 +37,21 @@ def test_invalid_group_size_one_line(capsys, tmp_path):
     assert "valid group sizes for this model: 2, 4, 8, 16, 32, 64" in err and "Traceback" not in err
 
 
+def test_int4pack_warns_about_layers_it_leaves_on_dequant_and_refuses_a_group_it_cannot_take(capsys, tmp_path):
+    code, out, err = run(capsys, "quantize", TINY, "--scheme", "int4-weight", "--kernel", "int4pack", "--skip",
+                         "embed", "--method", "rtn", "--out", str(tmp_path / "q"), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["dequant_layers"] == ["lm_head"]  # 260 tokens: not a multiple of 16
+    assert data["warnings"] == ["1 layer(s) keep the dequant kernel: int4pack needs output widths divisible by 16 "
+                                "(lm_head has 260)"]
+    assert err.count("keep the dequant kernel") == 1
+    code, _, err = run(capsys, "quantize", TINY, "--scheme", "int4-weight", "--kernel", "int4pack", "--group-size",
+                       "16", "--method", "rtn", "--out", str(tmp_path / "q16"))
+    assert code == 2 and "int4pack kernel takes group sizes 32, 64, 128, 256, not 16" in err
+    assert "Traceback" not in err and not (tmp_path / "q16").exists()
+
+
 def test_gptq_without_data_says_how_to_fix(capsys, tmp_path):
     code, _, err = run(capsys, "quantize", TINY, "--scheme", "int4-weight", "--group-size", "16", "--out",
                        str(tmp_path / "q"))

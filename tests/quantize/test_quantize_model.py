@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from slimlm.errors import ConfigError
 from slimlm.models import load
 from slimlm.models.qlayers import Int4Embedding, Int8Embedding, QuantModule
 from slimlm.models.qmath import sqnr
@@ -320,6 +321,32 @@ def test_int4pack_kernel_from_the_config_survives_save_and_load(tiny, ids, tmp_p
     assert all(m.kernel == "int4pack" for m in back.hf.modules() if isinstance(m, Int4WeightLinear))
     with torch.inference_mode():
         assert torch.equal(back.hf(ids).logits, fast)
+
+
+def test_int4pack_keeps_dequant_on_layers_it_cannot_take_and_says_which(tiny, ids, tmp_path):
+    """torch's int4pack layout needs output widths divisible by 16: the tiny model's lm_head (260 tokens)
+    keeps the dequant kernel (listed in the report, with a warning) instead of failing after the quantization
+    work, and the per-layer kernels survive save and load. A group size int4pack cannot take fails first."""
+    from slimlm.models.qlayers import Int4WeightLinear
+
+    report = quantize_(tiny, Int4WeightConfig(method="rtn", group_size=32, kernel="int4pack", skip=("embed",)))
+    kernels = {n: q.kernel for n, q in tiny.hf.named_modules() if isinstance(q, Int4WeightLinear)}
+    assert kernels.pop("lm_head") == "dequant" and kernels and set(kernels.values()) == {"int4pack"}
+    assert report["dequant_layers"] == ["lm_head"]
+    assert "1 layer(s) keep the dequant kernel" in report["warning"] and "lm_head has 260" in report["warning"]
+    with torch.inference_mode():
+        before = tiny.hf(ids).logits
+    back = load(save(tiny, tmp_path / "q4"))
+    assert {n: q.kernel for n, q in back.hf.named_modules() if isinstance(q, Int4WeightLinear)} == {
+        **kernels, "lm_head": "dequant"}
+    with torch.inference_mode():
+        assert torch.equal(back.hf(ids).logits, before)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        back.hf.lm_head.set_kernel("int4pack")
+    plain = quantize_(load(TINY), Int4WeightConfig(method="rtn", group_size=32, skip=("embed",)))
+    assert "dequant_layers" not in plain and "warning" not in plain  # dequant asked for: nothing to report
+    with pytest.raises(ConfigError, match="int4pack kernel takes group sizes 32, 64, 128, 256, not 16"):
+        quantize_(load(TINY), Int4WeightConfig(method="rtn", group_size=16, kernel="int4pack"))
 
 
 def test_an_incomplete_quantized_directory_is_an_error_not_garbage(tiny, tmp_path):

@@ -54,10 +54,24 @@ def test_smoothquant_strength_applies_to_int8_dynamic_only():
                        "smoothquant")
 
 
+def test_int4_kernel_is_a_dimension_of_int4_stages_only():
+    sp = space_from_dict({"choices": {"quantize": ["int4-weight", "int8-weight"],
+                                      "int4_kernel": ["dequant", "int4pack"]}}, "t")
+    fast = _stages(sp.build({"quantize": "int4-weight", "int4_kernel": "int4pack"}))["quantize"]
+    assert fast.config.kernel == "int4pack"
+    ref = _stages(sp.build({"quantize": "int4-weight", "int4_kernel": "dequant"}))["quantize"]
+    plain = _stages(space_from_dict({"choices": {"quantize": ["int4-weight"]}}, "t").build(
+        {"quantize": "int4-weight"}))["quantize"]
+    assert ref.config.kernel == "dequant" and ref.config == plain.config  # the off value changes nothing
+    int8 = _stages(sp.build({"quantize": "int8-weight", "int4_kernel": "int4pack"}))["quantize"]
+    assert not hasattr(int8.config, "kernel")
+
+
 @pytest.mark.parametrize("choices, msg", [
     ({"smoothquant": [1.5], "quantize": ["int8-dynamic"]}, "smoothquant"),
     ({"distill_alpha": [2.0], "distill_steps": [5], "layers": [1]}, "alpha"),
     ({"vocab": ["all"]}, "vocab"),
+    ({"int4_kernel": ["fast"], "quantize": ["int4-weight"]}, "kernel"),
 ])
 def test_out_of_range_values_fail_before_the_study(choices, msg):
     with pytest.raises(ConfigError, match=msg):

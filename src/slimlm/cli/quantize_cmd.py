@@ -88,7 +88,7 @@ def quantize_command(
     from slimlm.profile.cpu import int8_gemm_support, int8_slow_warning
 
     warn = int8_slow_warning(int8_gemm_support()) if scheme == "int8-dynamic" else None
-    res["warnings"] = [w for w in (warn, (res.get("qat") or {}).get("warning")) if w]
+    res["warnings"] = [w for w in (warn, res.get("warning"), (res.get("qat") or {}).get("warning")) if w]
     for w in res["warnings"]:
         err.print(f"[yellow]warning: {w}[/yellow]", highlight=False)
     path = res["out"]

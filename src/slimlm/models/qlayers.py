@@ -286,6 +286,13 @@ class Int4WeightLinear(QuantLinear):
 
     kind = "int4-weight"
     KERNELS: ClassVar[tuple[str, ...]] = ("dequant", "int4pack")
+    INT4PACK_OUT_MULTIPLE: ClassVar[int] = 16  # torch's int4pack layout needs out_features divisible by this
+    INT4PACK_GROUPS: ClassVar[tuple[int, ...]] = (32, 64, 128, 256)  # and one of these group sizes
+
+    @classmethod
+    def int4pack_fits(cls, out_features: int) -> bool:
+        """Whether the ``int4pack`` kernel takes a layer this wide (others run ``dequant``)."""
+        return out_features % cls.INT4PACK_OUT_MULTIPLE == 0
 
     def __init__(self, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int,
                  bias: torch.Tensor | None = None, kernel: str = "dequant", symmetric: bool = False):
@@ -323,6 +330,11 @@ class Int4WeightLinear(QuantLinear):
     def set_kernel(self, kernel: str) -> None:
         if kernel not in self.KERNELS:
             raise ValueError(f"kernel must be one of {self.KERNELS}")
+        if kernel == "int4pack" and self.group_size not in self.INT4PACK_GROUPS:
+            raise ValueError(f"the int4pack kernel takes group sizes {self.INT4PACK_GROUPS}, not {self.group_size}")
+        if kernel == "int4pack" and not self.int4pack_fits(self.out_features):
+            raise ValueError(f"the int4pack kernel needs an output width divisible by {self.INT4PACK_OUT_MULTIPLE}; "
+                             f"this layer has {self.out_features}: use the dequant kernel")
         self.kernel = kernel
         self._packed = self._sz = None
         if kernel == "int4pack":

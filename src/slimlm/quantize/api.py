@@ -20,6 +20,7 @@ from slimlm.errors import ConfigError
 from slimlm.models.adapters import FamilyAdapter, adapter_for
 from slimlm.models.qlayers import (
     Int4Embedding,
+    Int4WeightLinear,
     Int8Embedding,
     Int8WeightLinear,
     set_module,
@@ -66,6 +67,9 @@ def check_config(model, config) -> None:
     if not targets:
         raise ConfigError("nothing to quantize: every layer is skipped or excluded; remove some --exclude names.")
     group = getattr(cfg, "group_size", None)
+    if getattr(cfg, "kernel", None) == "int4pack" and group not in Int4WeightLinear.INT4PACK_GROUPS:
+        raise ConfigError(f"the int4pack kernel takes group sizes {', '.join(map(str, Int4WeightLinear.INT4PACK_GROUPS))}, "
+                          f"not {group}; pick one of them or --kernel dequant.")
     if group:
         bad = [(n, m.in_features) for n, m in linears.items() if m.in_features % group]
         if bad:
@@ -152,6 +156,13 @@ def ptq_(model, config, calib: torch.Tensor | None = None, progress=None) -> dic
             report["int8_layers"] = [n for n in res["fp32_layers"] if not isinstance(targets[n], nn.Embedding)]
     if tied_pair := _retie(hf, tied, int4=getattr(config, "tied_table", "int4") == "int4"):
         report["tied"] = tied_pair
+    if getattr(config, "kernel", None) == "int4pack":
+        slow = [n for n, q in quantized.items() if isinstance(q, Int4WeightLinear) and q.kernel != "int4pack"]
+        if slow:
+            report["dequant_layers"] = slow
+            report["warning"] = (f"{len(slow)} layer(s) keep the dequant kernel: int4pack needs output widths "
+                                 f"divisible by {Int4WeightLinear.INT4PACK_OUT_MULTIPLE} ({slow[0]} has "
+                                 f"{quantized[slow[0]].out_features})")
     report.update(quantized=len(targets) - len(fp32), fp32_layers=fp32, seconds=time.perf_counter() - start)
     return report
 

@@ -35,7 +35,8 @@ class Int4WeightConfig(QuantScheme):
                             "weight, a little closer to fp32)")
     kernel: Literal["dequant", "int4pack"] = Field(
         "dequant", description="dequant: unpack to fp32 (exact reference); int4pack: torch's CPU int4 kernel with "
-                               "bf16 activations, faster than fp32 on AVX512 CPUs; same saved weights")
+                               "bf16 activations, faster than fp32 on AVX512 CPUs; same saved weights (a layer "
+                               "whose output width is not a multiple of 16 keeps dequant, listed in the report)")
 
     @field_validator("group_size")
     @classmethod
@@ -44,7 +45,7 @@ class Int4WeightConfig(QuantScheme):
             raise ValueError(f"group_size {v} must be even (two int4 values pack into one byte); try 32 or 64")
         return v
 
-    space: ClassVar[dict[str, Any]] = {"group_size": 32}
+    space: ClassVar[dict[str, Any]] = {"group_size": 32, "int4_kernel": "dequant"}
 
     def stats_wanted(self) -> dict:
         return {"gram": True} if self.method == "gptq" else {}
@@ -53,8 +54,15 @@ class Int4WeightConfig(QuantScheme):
         if self.method == "gptq":
             q, s, z = gptq_int4(mod.weight, stats.hessian(name), self.group_size, self.damp, self.act_order,
                                 self.symmetric)
-            return Int4WeightLinear.from_quantized(q, s, z, self.group_size, mod.bias, self.kernel, self.symmetric)
-        return Int4WeightLinear.from_float(mod, self.group_size, self.kernel, self.symmetric)
+            return Int4WeightLinear.from_quantized(q, s, z, self.group_size, mod.bias, self._kernel_for(mod),
+                                                   self.symmetric)
+        return Int4WeightLinear.from_float(mod, self.group_size, self._kernel_for(mod), self.symmetric)
+
+    def _kernel_for(self, mod) -> str:
+        """The configured kernel, or ``dequant`` for a layer ``int4pack`` cannot take (see the report)."""
+        if self.kernel == "int4pack" and not Int4WeightLinear.int4pack_fits(mod.out_features):
+            return "dequant"
+        return self.kernel
 
     def label(self) -> str:
         base = super().label()
@@ -70,4 +78,7 @@ class Int4WeightConfig(QuantScheme):
         stage = super().from_pick(pick, fixed, before)
         if stage is not None:
             stage["quantize"]["group_size"] = int(pick.get("group_size", 32))
+            kernel = pick.get("int4_kernel", "dequant")
+            if kernel not in (None, "dequant"):  # the default stays out of the stage, so its cache key is unchanged
+                stage["quantize"]["kernel"] = str(kernel)
         return stage

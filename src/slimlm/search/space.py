@@ -18,6 +18,7 @@ A space file:
       quantize_skip: ["lm_head,embed", embed, none]   # parts kept in fp32 (default both; none: quantize all)
       quantize_fallback: [none, 2%, "int8:1%"]   # sensitive layers back to fp32, or to int8 (per-layer precision)
       group_size: [32, 64]        # int4 only
+      int4_kernel: [dequant, int4pack]   # int4 only: fp32 reference, or torch's CPU int4 kernel (faster)
       smoothquant: [none, 0.5, 0.8]   # int8-dynamic only: SmoothQuant migration strength
       lowrank: [0.0, 0.5]         # truncated-SVD factorisation, share of rank kept (0: off)
     fixed:                        # settings every trial shares
