@@ -38,6 +38,7 @@ SPACE = {
         "quantize": ["none", "int8-dynamic", "int4-weight"],
         "quantize_skip": ["lm_head,embed", "none"],
         "group_size": [32],
+        "int4_kernel": ["int4pack"],  # int4 trials on torch's CPU int4 kernel, as the builtin space
     },
     "fixed": {
         "calibration": {"samples": 16, "seq_len": 256},

@@ -17,8 +17,8 @@ handful of aten ops with no tensor-subclass dispatch in Python, which is where t
 most of its speed on CPU. The kernels are the same ones torchao dispatches to on CPU (``torch._int_mm`` for
 int8 x int8; ``torch._weight_int4pack_mm_for_cpu`` for int4 weights). On a CPU without int8 dot-product
 instructions ``torch._int_mm`` is tens of times slower than fp32, so int8-dynamic layers there sum the same
-integer products in fp32 instead (`int8_matmul_is_fast`, `int8_float_matmul`): the same outputs, at about
-fp32 speed.
+integer products in fp32 instead (`int8_matmul_is_fast`, `int8_float_matmul`): the same outputs, a little
+slower than fp32 in prefill and faster in decode (``bench/int8_fallback.py``).
 """
 
 from __future__ import annotations
