@@ -119,6 +119,8 @@ def test_tied_model_stays_one_matrix_when_the_head_is_int4(tiny, ids, calib, tmp
     apart = quantize_(load(TINY), Int4WeightConfig(method=method, group_size=16, skip=(), tied_table="int8"), calib)
     assert "tied" not in apart  # asked for: the table keeps its own int8 copy
     assert Int4WeightConfig(skip=(), tied_table="int8").label().endswith("+lm_head+embed (int8 table)")
+    assert Int4WeightConfig(kernel="int4pack").label() == "int4-weight g32 gptq int4pack"
+    assert Int4WeightConfig().label() == "int4-weight g32 gptq"
     assert tiny.num_params() == params == logical_params(tiny.hf)
     with torch.inference_mode():
         out = tiny.hf(ids).logits

@@ -68,7 +68,8 @@ class Int4WeightConfig(QuantScheme):
         base = super().label()
         grid = " q4_0-grid" if self.symmetric else ""
         table = " (int8 table)" if self.tied_table == "int8" and not self.skip else ""
-        return base.replace(self.scheme, f"{self.scheme} g{self.group_size}{grid} {self.method}", 1) + table
+        kernel = " int4pack" if self.kernel == "int4pack" else ""  # the kernel the variant was measured with
+        return base.replace(self.scheme, f"{self.scheme} g{self.group_size}{grid} {self.method}{kernel}", 1) + table
 
     def hardware(self) -> str:
         return "int4 weights: 4x fewer weight bytes; speed needs int4 kernels (GPU; few on CPU)"
