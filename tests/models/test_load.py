@@ -58,8 +58,11 @@ def test_hash_changes_after_in_place_edit():
 
 
 def test_missing_path_fails_clearly():
-    with pytest.raises(SpecError, match="does not exist"):
+    with pytest.raises(SpecError, match="does not exist") as e:
         load("./no/such/model")
+    # the message lists every spec load takes without a path: each tiny architecture, not only llama and bert
+    for spec in ("builtin:smollm2-135m", "builtin:minilm-l6", "tiny:llama", "tiny:gemma3", "tiny:phi3", "tiny:bert"):
+        assert spec in str(e.value)
 
 
 def test_unknown_builtin_and_tiny_option():

@@ -25,6 +25,7 @@ from slimlm.models._files import fingerprint, weight_files
 from slimlm.models.adapters import CAUSAL_TYPES, CONVERTED, SUPPORTED, FamilyAdapter, adapter_for
 from slimlm.models.hashing import weights_hash
 from slimlm.models.qlayers import QUANT_METHOD
+from slimlm.models.tiny import KINDS as TINY_KINDS
 from slimlm.models.tiny import build_tiny
 
 BUILTINS = {
@@ -381,7 +382,7 @@ def load(
     else:
         raise SpecError(
             f"model path {spec} does not exist; give a directory, a .gguf file, a hub id (org/name), "
-            f"or one of builtin:smollm2-135m, builtin:minilm-l6, tiny:llama, tiny:bert."
+            f"or one of {', '.join('builtin:' + b for b in BUILTINS)}, {', '.join('tiny:' + k for k in TINY_KINDS)}."
         )
     if num_labels and getattr(hf, "classifier", None) is None and hf.config.model_type == "bert":
         raise SpecError(f"{spec} could not be given a classification head.")

@@ -30,6 +30,7 @@ _DEFAULTS = {
     "phi3": dict(_DECODER, tied=0),
     "bert": dict(layers=4, hidden=64, heads=4, ffn=128, seed=0, max_pos=512, labels=0),
 }
+KINDS = tuple(_DEFAULTS)  # the tiny:KIND specs `build_tiny` takes
 
 
 def byte_tokenizer(kind: str, merges: int = 0):
