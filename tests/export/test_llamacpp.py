@@ -218,3 +218,46 @@ def test_own_llamacpp_build_that_is_missing_is_one_clear_error(fresh_api, monkey
     monkeypatch.setenv(fresh_api.LIB_ENV, str(not_a_lib))
     with pytest.raises(ConfigError, match="could not load llama.cpp from"):
         fresh_api.api()
+
+
+TEXT = "The theory of Ithaca, and 2024 naïve!  Two  spaces,\n\n\ttabs and 東京 😀"
+
+
+@pytest.mark.parametrize("spec, prefix", [("tiny:mistral?spm=1", True), ("tiny:gemma3?spm=1", False),
+                                          ("tiny:phi3?spm=1", True), ("tiny:qwen2?merges=1", False)])
+def test_llamacpp_tokenizes_text_as_the_variant_for_sentencepiece_and_byte_level_vocabularies(spec, prefix, tmp_path):
+    from slimlm.export.llamacpp import LlamaCpp
+    from slimlm.models.loading import gguf_header
+
+    m = load(f"{spec}&layers=2")
+    r = export(m, "gguf", tmp_path / "g", precision="f32")
+    spm = "spm=1" in spec
+    assert r["tokenizer"]["model"] == ("llama" if spm else "gpt2")
+    head = gguf_header(r["main_file"])
+    assert head["tokenizer.ggml.model"] == r["tokenizer"]["model"]
+    if spm:  # Gemma's SentencePiece adds no space before the text; Llama 2 / Mistral / Phi-3's does
+        from gguf import GGUFReader
+
+        assert GGUFReader(r["main_file"]).fields["tokenizer.ggml.add_space_prefix"].contents() is prefix
+    tok = r["check"]["tokenizer"]
+    assert tok["passed"] and tok["identical"] == tok["texts"] and tok["texts"] > len(TEXT.split("\n\n"))
+    with LlamaCpp(r["main_file"], threads=1, n_ctx=64) as llm:
+        assert llm.tokenize(TEXT) == m.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+        assert llm.tokenize(TEXT, add_special=True) == m.tokenizer(TEXT)["input_ids"]  # BOS as the variant adds it
+
+
+def test_export_check_fails_when_llamacpp_would_read_the_tokenizer_differently(monkeypatch, tmp_path):
+    # a SentencePiece vocabulary written as byte-level BPE (what slimlm did before reading the tokenizer's
+    # kind): the logits on the same ids still match, but llama.cpp drops every space of a prompt
+    from slimlm.export import gguf
+    from slimlm.export.check import ExportCheckError
+
+    real = gguf.tokenizer_kind
+    monkeypatch.setattr(gguf, "tokenizer_kind", lambda j: {**real(j), "model": "gpt2", "pre": "default"})
+    m = load("tiny:mistral?spm=1&layers=2")
+    with pytest.raises(ExportCheckError, match="tokenizes .* check texts differently") as e:
+        export(m, "gguf", tmp_path / "g", precision="f32")
+    assert e.value.result["agreement"] < 0.5 and e.value.result["first_difference"]["variant"][0] == "\u2581"
+    assert not (tmp_path / "g").exists()  # nothing is left behind
+    r = export(m, "gguf", tmp_path / "kept", precision="f32", check=False)  # --no-check keeps it anyway
+    assert r["check"] is None

@@ -81,5 +81,8 @@ def export_command(
         table.add_row("perplexity (export)", fmt(c["export_perplexity"]))
         table.add_row("change / tolerance", f"{c['relative_change']:+.3%} / ±{c['tolerance']:.2%}")
         table.add_row("checked with", c["reader"])
+        if c.get("tokenizer"):
+            t = c["tokenizer"]
+            table.add_row("tokenizer (runtime = variant)", f"{t['identical']}/{t['texts']} texts (≥ {t['min_agreement']:.0%})")
     table.add_row("seconds", fmt(res["seconds"]))
     out.print(table)

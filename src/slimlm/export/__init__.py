@@ -38,8 +38,10 @@ from slimlm.export.check import (
     compare,
     perplexity,
     sample_windows,
+    tokenizer_agreement,
     torch_logits,
 )
+from slimlm.export.check import sample_text as sample_text_of
 from slimlm.export.outdir import MANIFEST
 from slimlm.export.outdir import check_out as _check_out
 from slimlm.export.outdir import need as _need
@@ -165,6 +167,11 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
             result["reader"] = reader
             result["tokens"] = int(windows.numel())
             result["sample_shape"] = list(sample_shape)
+            if getattr(fn, "llm", None) is not None:  # llama.cpp: the file's own tokenizer, on the same text
+                say("checking the export's tokenizer against the variant's")
+                result["tokenizer"] = tokenizer_agreement(
+                    model.tokenizer, fn.llm.tokenize, sample_text_of(sample_text, *sample_shape),
+                    f"{fmt} {precision} export of {model.spec}")
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"format": fmt, "precision": precision, "model": str(model.spec), "main_file": path.name,
                     "files": files, "check": result, **info,
@@ -215,12 +222,12 @@ def smoothed_copy(model, hf, alpha: float, calib_data: str, rows: int = 16, seq_
 
 
 def _gguf_reader(path: Path, config, info: dict, windows):
-    """The GGUF check's logits: llama.cpp itself when installed (it cannot load a BPE vocabulary without
-    merges, which only slimlm's tiny test tokenizers lack), else transformers' GGUF reader."""
+    """The GGUF check's logits: llama.cpp itself when installed (it cannot load a byte-level BPE vocabulary
+    without merges, which only slimlm's tiny test tokenizers lack), else transformers' GGUF reader."""
     from slimlm.export import llamacpp
     from slimlm.export.gguf import gguf_logits_fn
 
-    if llamacpp.available() and info.get("bpe_merges"):
+    if llamacpp.available() and (info.get("bpe_merges") or info["tokenizer"]["model"] == "llama"):
         return (llamacpp.logits_fn(path, threads=1, n_ctx=int(windows.shape[1])),
                 f"{llamacpp.describe()}, 1 thread")
     return gguf_logits_fn(path, config)

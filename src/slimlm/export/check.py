@@ -40,12 +40,18 @@ class ExportCheckError(SlimlmError):
         return err
 
 
+def sample_text(text: str | None = None, n: int = 4, seq_len: int = 128) -> str:
+    """The check's text: ``text``, or the start of the Shakespeare eval split (about 8 characters a token)."""
+    if text is not None:
+        return text
+    from slimlm.data import load_data
+
+    return "\n".join(load_data("shakespeare").texts("eval"))[: n * seq_len * 8]
+
+
 def sample_windows(model, text: str | None = None, n: int = 4, seq_len: int = 128) -> torch.Tensor:
     """``(n, seq_len)`` token windows from ``text`` (default: the start of the Shakespeare eval split)."""
-    if text is None:
-        from slimlm.data import load_data
-
-        text = "\n".join(load_data("shakespeare").texts("eval"))[: n * seq_len * 8]
+    text = sample_text(text, n, seq_len)
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
     limit = model.adapter.max_positions
     seq_len = min(seq_len, limit) if limit else seq_len
@@ -78,6 +84,54 @@ def torch_logits(hf) -> Callable[[torch.Tensor], torch.Tensor]:
 #: GGUF types on the scale-and-minimum grid (Q4_1, Q5_1; the Q5_K mixes fall back to Q5_1 on rows that do not fit
 #: a 256 block)
 MIN_GRID_TYPES = ("q4_1", "q5_1", "q5_k_s", "q5_k_m")
+
+
+#: texts the tokenizer check adds to the sample: what tokenizers split differently (digits, contractions, runs of
+#: spaces and newlines, tabs, leading spaces, accents, other scripts, an emoji)
+TOKENIZER_PROBES = ("In 2024, 1,234.56 apples cost $3.50 -- really?!  Yes:\n\n\tdone.",
+                    "don't WON'T you'll  x   y\n\n\n1) first", " leading space, naïve café", "東京 😀 <tag>")
+#: the share of check texts the runtime must tokenize exactly as the variant's tokenizer
+MIN_TOKENIZER_AGREEMENT = 0.95
+
+
+def tokenizer_agreement(tokenizer, tokenize: Callable[..., list[int]], text: str, what: str,
+                        max_texts: int = 64) -> dict:
+    """Raise `ExportCheckError` unless the exported file tokenizes text as the variant's tokenizer does.
+
+    The perplexity check feeds both sides the same token ids, so it cannot see a tokenizer the runtime reads
+    differently (spaces dropped, digits grouped): prompts would then reach the model as other tokens. This
+    compares the two on ``text``'s paragraphs (up to ``max_texts``) and `TOKENIZER_PROBES`, without special
+    tokens, and once with them (BOS/EOS as each adds them).
+
+    Args:
+        tokenizer: the variant's (Hugging Face) tokenizer.
+        tokenize: ``tokenize(text, add_special=False) -> ids`` of the exported file's runtime.
+        text: the check's sample text.
+        what: the export, for the error message.
+    """
+    paras = [p.strip()[:1000] for p in text.split("\n\n") if p.strip()][:max_texts]
+    texts = paras + list(TOKENIZER_PROBES)
+    same, first = 0, None
+    for i, t in enumerate([*texts, texts[0]]):
+        special = i == len(texts)  # the last round: with BOS/EOS
+        want = tokenizer(t, add_special_tokens=special)["input_ids"]
+        got = tokenize(t, add_special=special)
+        same += want == got
+        if want != got and first is None:
+            k = next((j for j, (a, b) in enumerate(zip(want, got, strict=False)) if a != b), min(len(want), len(got)))
+            first = {"text": t[:80], "special_tokens": special,
+                     "variant": tokenizer.convert_ids_to_tokens(want[max(0, k - 2):k + 4]),
+                     "export": tokenizer.convert_ids_to_tokens(got[max(0, k - 2):k + 4])}
+    n = len(texts) + 1
+    result = {"texts": n, "identical": same, "agreement": same / n, "min_agreement": MIN_TOKENIZER_AGREEMENT,
+              "first_difference": first, "passed": same / n >= MIN_TOKENIZER_AGREEMENT}
+    if not result["passed"]:
+        raise ExportCheckError.with_result(result, (
+            f"{what}: the exported file tokenizes {n - same} of {n} check texts differently from the variant's "
+            f"tokenizer (first, {first['text']!r}: {first['variant']} against {first['export']}), so prompts "
+            f"would reach the model as other tokens; slimlm does not know how the runtime should read this "
+            f"tokenizer (--no-check keeps the export anyway)."))
+    return result
 
 
 def compare(variant_ppl: float, export_ppl: float, precision: str, what: str, tolerance: float | None = None) -> dict:

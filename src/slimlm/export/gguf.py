@@ -5,7 +5,8 @@ What llama.cpp's converter does for these architectures, done from the in-memory
 convert with their own shapes: tensor names from gguf's name map, the architecture's hyper-parameters
 (``attention.key_length`` carries a head size that no longer equals hidden/heads after width pruning),
 Llama's q/k rows permuted to llama.cpp's rotary layout, Gemma's norms stored as ``1 + weight``, and the
-tokenizer as a byte-level BPE (``gpt2``) vocabulary with its merges and special ids.
+tokenizer as llama.cpp reads it (`tokenizer_kind`: byte-level BPE with its merges and pre-tokenizer, or a
+SentencePiece-style vocabulary with scores and byte tokens) with its special ids.
 
 Types: ``f32``, ``f16``, ``bf16`` and the block types gguf can quantize in Python: ``q8_0``, ``q5_0``,
 ``q5_1``, ``q4_0``, ``q4_1``. A 2-D tensor whose rows are not a multiple of the 32-wide block is written
@@ -159,29 +160,93 @@ def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _vocab(tokenizer, vocab_size: int) -> tuple[list[str], list[int], list[str]]:
+#: pre-tokenizer split patterns of common byte-level BPE tokenizers -> llama.cpp's name for that pre-tokenizer
+_SPLIT_PRE = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
+        "qwen2",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
+        "llama-bpe",
+}
+
+
+def _steps(node: dict | None) -> list[dict]:
+    """A tokenizer.json normalizer / pre-tokenizer as a flat list of its steps."""
+    if not node:
+        return []
+    if node.get("type") == "Sequence":
+        return [s for child in node.get("normalizers", node.get("pretokenizers", [])) for s in _steps(child)]
+    return [node]
+
+
+def tokenizer_kind(j: dict) -> dict:
+    """How llama.cpp must read the tokenizer of ``tokenizer.json`` ``j``, as its converter writes it:
+
+    - SentencePiece-style BPE (``byte_fallback``, spaces as ``\u2581``: Llama 2, Mistral, Gemma, Phi-3):
+      llama.cpp's ``llama`` vocabulary, which merges the pair whose token scores highest (scores from the
+      merge ranks, so it merges in BPE's order) and falls back to ``<0xNN>`` byte tokens; ``add_space_prefix``
+      when the tokenizer prepends ``\u2581`` to the text.
+    - byte-level BPE (GPT-2, SmolLM, Qwen, Llama 3): ``gpt2`` with the pre-tokenizer that splits the text as
+      the tokenizer does (``pre``): ``gpt-2`` for the plain byte-level regex, ``smollm`` with single digits
+      split first, ``qwen2`` / ``llama-bpe`` for those split patterns, else ``default`` (the export's
+      tokenizer check then says whether llama.cpp agrees).
+    """
+    m = j["model"]
+    if m["type"] != "BPE":
+        raise ConfigError(f"GGUF export writes BPE tokenizers; this one is {m['type']}.")
+    norms, pres = _steps(j.get("normalizer")), _steps(j.get("pre_tokenizer"))
+    if m.get("byte_fallback"):
+        prefix = any(n.get("type") == "Prepend" for n in norms) or any(
+            p.get("type") == "Metaspace" and p.get("prepend_scheme", "always" if p.get("add_prefix_space", True)
+                                                 else "never") != "never" for p in pres)
+        return {"model": "llama", "pre": None, "add_space_prefix": bool(prefix)}
+    kinds = [p.get("type") for p in pres]
+    pre = "default"
+    if kinds == ["ByteLevel"] and pres[0].get("use_regex", True):
+        pre = "gpt-2"
+    elif kinds == ["Digits", "ByteLevel"] and pres[0].get("individual_digits") and pres[1].get("use_regex", True):
+        pre = "smollm"
+    elif kinds == ["Split", "ByteLevel"] and not pres[1].get("use_regex", True):
+        pre = _SPLIT_PRE.get((pres[0].get("pattern") or {}).get("Regex"), "default")
+    return {"model": "gpt2", "pre": pre, "add_space_prefix": False}
+
+
+def _vocab(tokenizer, vocab_size: int) -> tuple[list[str], list[int], list[float], list[str], dict]:
+    """Tokens, token types, scores and merges for GGUF, and `tokenizer_kind`'s reading of the tokenizer."""
     import gguf
 
     j = json.loads(tokenizer.backend_tokenizer.to_str())
-    if j["model"]["type"] != "BPE":
-        raise ConfigError(f"GGUF export writes byte-level BPE tokenizers; this one is {j['model']['type']}.")
-    inv = {i: t for t, i in j["model"]["vocab"].items()}
+    kind = tokenizer_kind(j)
+    spm = kind["model"] == "llama"
+    vocab = j["model"]["vocab"]
+    inv = {i: t for t, i in vocab.items()}
     added = {t["id"]: t for t in j.get("added_tokens", [])}
     for i, t in added.items():
         inv[i] = t["content"]
-    tokens, types = [], []
+    merges = [m if isinstance(m, str) else " ".join(m) for m in j["model"].get("merges", [])]
+    rank = {}  # SentencePiece-style: the token a merge makes scores -rank (llama.cpp merges the highest first)
+    for r, mg in enumerate(j["model"].get("merges", [])):
+        rank.setdefault("".join(mg) if isinstance(mg, list) else mg.replace(" ", "", 1), r)
+    unk = j["model"].get("unk_token")
+    tokens, types, scores = [], [], []
     for i in range(vocab_size):
         if i not in inv:
             tokens.append(f"[PAD{i}]")
             types.append(gguf.TokenType.UNUSED)
-        elif i in added:
+        elif i in added and inv[i] != unk:
             tokens.append(inv[i])
             types.append(gguf.TokenType.CONTROL if added[i].get("special") else gguf.TokenType.USER_DEFINED)
         else:
-            tokens.append(inv[i])
-            types.append(gguf.TokenType.NORMAL)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in j["model"].get("merges", [])]
-    return tokens, types, merges
+            t = inv[i]
+            tokens.append(t)
+            if spm and t == unk:
+                types.append(gguf.TokenType.UNKNOWN)
+            elif spm and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+                types.append(gguf.TokenType.BYTE)
+            else:
+                types.append(gguf.TokenType.NORMAL)
+        # a token no merge makes (a character, a byte, a special) scores below every merged one
+        scores.append(-float(rank.get(tokens[-1], len(merges))) if spm else 0.0)
+    return tokens, types, scores, [] if spm else merges, kind
 
 
 def _hparams(w, arch: str, c, a) -> None:
@@ -255,12 +320,15 @@ def write_gguf(model, hf, path: Path, precision: str, imatrix: dict[str, np.ndar
     w.add_file_type(_file_type(precision))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _hparams(w, arch, c, a)
-    tokens, types, merges = _vocab(model.tokenizer, a.vocab_size)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
+    tokens, types, scores, merges, reading = _vocab(model.tokenizer, a.vocab_size)
+    w.add_tokenizer_model(reading["model"])
+    if reading["pre"]:
+        w.add_tokenizer_pre(reading["pre"])
+    if reading["model"] == "llama":
+        w.add_add_space_prefix(reading["add_space_prefix"])
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_scores([0.0] * len(tokens))  # BPE has no scores; some readers expect the key
+    w.add_token_scores(scores)  # byte-level BPE has none (zeros: some readers expect the key)
     with tempfile.TemporaryDirectory() as tmp:
         model.tokenizer.save_pretrained(tmp)
         special = gguf.SpecialVocab(tmp, load_merges=False, n_vocab=len(tokens))
@@ -336,6 +404,7 @@ def write_gguf(model, hf, path: Path, precision: str, imatrix: dict[str, np.ndar
     w.write_tensors_to_file()
     w.close()
     info = {"architecture": arch, "type": precision, "tensor_types": counts, "bpe_merges": len(merges),
+            "tokenizer": reading,
             "imatrix_tensors": weighted, **({"q4_0_grid_tensors": exact} if precision == "q4_0" else {})}
     if precision in KQUANTS:
         info["kquant_fallback_tensors"] = fallback

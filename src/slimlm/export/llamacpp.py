@@ -74,6 +74,8 @@ void llama_free(void * ctx);
 void llama_model_free(void * model);
 const void * llama_model_get_vocab(const void * model);
 int32_t llama_vocab_n_tokens(const void * vocab);
+int32_t llama_tokenize(const void * vocab, const char * text, int32_t text_len, int32_t * tokens,
+                       int32_t n_tokens_max, bool add_special, bool parse_special);
 uint64_t llama_model_n_params(const void * model);
 void * llama_get_memory(const void * ctx);
 void llama_memory_clear(void * mem, bool data);
@@ -241,6 +243,24 @@ class LlamaCpp:
 
     def __del__(self):
         self.close()
+
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        """``text``'s token ids by the GGUF file's own tokenizer (what llama.cpp feeds the model from a prompt);
+        ``add_special``: with the BOS/EOS the vocabulary asks for. Special tokens written in the text are not
+        parsed (as a tokenizer called with ``split_special_tokens``, the safe reading of user text)."""
+        lib, ffi = self._a.lib, self._a.ffi
+        raw = text.encode()
+        vocab = lib.llama_model_get_vocab(self.model)
+        cap = len(raw) + 8
+        buf = ffi.new("int32_t[]", cap)
+        n = lib.llama_tokenize(vocab, raw, len(raw), buf, cap, add_special, False)
+        if n < 0:  # the buffer was short: -n is the count
+            cap = -n
+            buf = ffi.new("int32_t[]", cap)
+            n = lib.llama_tokenize(vocab, raw, len(raw), buf, cap, add_special, False)
+        if n < 0:
+            raise RuntimeError(f"llama_tokenize failed ({n}) on a text of {len(raw)} bytes")
+        return list(buf[0:n])
 
     def reset(self) -> None:
         """Empty the KV cache: the next tokens start at position 0."""

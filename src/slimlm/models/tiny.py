@@ -19,7 +19,7 @@ import torch
 
 from slimlm.errors import SpecError
 
-_DECODER = dict(layers=4, hidden=64, heads=4, kv_heads=2, ffn=128, seed=0, max_pos=1024, merges=0)
+_DECODER = dict(layers=4, hidden=64, heads=4, kv_heads=2, ffn=128, seed=0, max_pos=1024, merges=0, spm=0)
 _DEFAULTS = {
     "llama": dict(_DECODER, tied=1),
     "qwen2": dict(_DECODER, tied=1),
@@ -63,6 +63,37 @@ def byte_tokenizer(kind: str, merges: int = 0):
     )
 
 
+#: the SentencePiece-style tokenizer's merges (in rank order) over its character alphabet
+_SPM_MERGES = [("\u2581", "t"), ("h", "e"), ("\u2581t", "he"), ("\u2581", "a"), ("i", "n"), ("\u2581", "s"),
+               ("e", "r"), ("o", "u"), ("\u2581a", "n"), ("\u2581an", "d"), ("\u2581", "o"), ("\u2581o", "f"),
+               ("\u2581", "\u2581"), ("t", "h"), ("\u2581", "I")]
+
+
+def spm_tokenizer(prefix: bool = True, extra: tuple[str, ...] = ()):
+    """A SentencePiece-style BPE as Llama 2, Mistral, Phi-3 (``prefix``: a space prepended to the text) and
+    Gemma (no prefix) ship it in ``tokenizer.json``: spaces as ``\u2581``, 256 ``<0xNN>`` byte-fallback tokens,
+    ``<unk>``/``<s>``/``</s>`` (and ``extra`` special tokens), printable ASCII plus a few merges, BOS added."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    chars = sorted(set(string.ascii_letters + string.digits + string.punctuation) | {"\u2581"})
+    vocab = specials + [f"<0x{b:02X}>" for b in range(256)] + chars + ["".join(m) for m in _SPM_MERGES]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=_SPM_MERGES, unk_token="<unk>",
+                               fuse_unk=True, byte_fallback=True))
+    replace = normalizers.Replace(" ", "\u2581")
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), replace]) if prefix else replace
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+                                    + [decoders.Strip(" ", 1, 0)] * prefix)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B:1",
+                                                       special_tokens=[("<s>", 1)])
+    tok.add_special_tokens(specials + list(extra))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<unk>")
+
+
 def parse_tiny(spec: str) -> tuple[str, dict[str, int]]:
     body = spec.split(":", 1)[1]
     kind, _, query = body.partition("?")
@@ -82,7 +113,10 @@ def parse_tiny(spec: str) -> tuple[str, dict[str, int]]:
 def build_tiny(spec: str):
     """Return ``(hf_model, tokenizer)`` for a ``tiny:`` spec, deterministically from its seed."""
     kind, o = parse_tiny(spec)
-    tokenizer = byte_tokenizer(kind, o.get("merges", 0))
+    if o.get("spm"):  # Gemma's SentencePiece prepends no space; llama.cpp reads Phi-3's <|endoftext|> by name
+        tokenizer = spm_tokenizer(prefix=not kind.startswith("gemma"), extra=("<|endoftext|>",) * (kind == "phi3"))
+    else:
+        tokenizer = byte_tokenizer(kind, o.get("merges", 0))
     torch.manual_seed(o["seed"])
     if kind != "bert":
         model = _decoder(kind, o, tokenizer)
