@@ -235,7 +235,13 @@ CASES = [
     ("search-eval-tokens-0", ["search", TINY, "--eval-tokens", "0", OUT, "{ws}/run"], "--eval-tokens"),
     ("search-timeout-garbage", ["search", TINY, "--timeout", "soon", OUT, "{ws}/run"], "--timeout"),
     ("search-objectives-unknown", ["search", TINY, "--objectives", "speed", OUT, "{ws}/run"], "speed"),
+    ("profile-type-on-torch", ["profile", TINY, "--type", "q8_0"], "--type q8_0 picks the export type"),
     ("search-expand-unknown", ["search", TINY, "--expand", "colour", OUT, "{ws}/run"], "colour"),
+    # an objective --no-profile cannot measure: refused before any trial runs (it used to fail after three)
+    ("search-no-profile-latency", ["search", TINY, "--no-profile", "--objectives", "latency,size", OUT, "{ws}/run"],
+     "--objectives latency needs profiling"),
+    ("search-storage-unknown", ["search", TINY, "--storage", "foo://x", OUT, "{ws}/run"], "--storage foo://x"),
+    ("search-storage-garbage", ["search", TINY, "--storage", "not a url", OUT, "{ws}/run"], "not a database URL"),
     ("search-decode-negative", ["search", TINY, "--decode-tokens", "-1", OUT, "{ws}/run"], "--decode-tokens"),
     ("distill-steps-0", ["distill", TINY, "--teacher", TINY, *D, "--steps", "0", OUT, "{ws}/out"], "steps"),
     ("distill-lr-0", ["distill", TINY, "--teacher", TINY, *D, "--lr", "0", OUT, "{ws}/out"], "lr"),
@@ -270,6 +276,9 @@ CASES = [
     ("recipe-bad-yaml", ["recipes", "validate", "{ws}/syntax.yaml"], "not valid YAML"),
     ("recipe-missing", ["recipes", "validate", "{ws}/nope.yaml"], "does not exist"),
     ("recipe-unknown-builtin", ["recipes", "show", "fastest"], "fastest"),
+    # a mistyped command points at the help that lists the commands (it pointed at the typo's own --help)
+    ("command-unknown", ["nosuchcmd"], "No such command 'nosuchcmd'; see `slimlm --help`"),
+    ("recipes-command-unknown", ["recipes", "nosuch"], "see `slimlm recipes --help`"),
     ("compress-recipe-typo", ["compress", TINY, "--recipe", "{ws}/typo.yaml", OUT, "{ws}/run"], "layerz"),
     ("compress-recipe-binary", ["compress", TINY, "--recipe", "{ws}/binary.yaml", OUT, "{ws}/run"], "binary.yaml"),
     ("compress-recipe-too-deep", ["compress", TINY, "--recipe", "{ws}/deep.yaml", *D, "--ood-data", "none",

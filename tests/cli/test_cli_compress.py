@@ -53,3 +53,27 @@ def test_max_ood_drop_help_states_the_librarys_default():
     from slimlm.search import DEFAULT_MAX_OOD_DROP
 
     assert f"default {DEFAULT_MAX_OOD_DROP:.0%}" in MAX_OOD_DROP.help
+
+
+def test_search_without_profiling_defaults_to_the_size_objective(capsys, tmp_path, text_file):
+    # --no-profile measures quality and disk size only: the default objective follows (latency would leave
+    # every trial without a cost, and the search used to fail after its trials)
+    space = tmp_path / "space.yaml"
+    space.write_text("name: t\nchoices:\n  quantize: [none, int8-weight]\n")
+    code = main(["search", "tiny:llama", "--space", str(space), "--trials", "2", "--data", str(text_file),
+                 "--ood-data", "none", "--eval-tokens", "128", "--no-profile",
+                 "--max-drop", "50%", "--out", str(tmp_path / "run"), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["study"]["completed"] == 2
+    assert all(len(t["values"]) == 2 and None not in t["values"] for t in data["study"]["trials"])  # drop, size
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["objectives"] == ["quality_drop", "disk_mb"]
+
+
+def test_recipes_show_json_round_trips_the_recipe(capsys):
+    from slimlm.recipes import load_recipe
+
+    assert main(["recipes", "show", "quick", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    want = load_recipe("quick")
+    assert data["name"] == "quick" and data["stages"] == [s.to_dict() for s in want.stages]
+    assert data["yaml"] == want.to_yaml()

@@ -28,6 +28,8 @@ def test_compare_reports_ratios_against_first():
     assert b["ratios"]["flops_1x32"] == pytest.approx(prefill_flops(small, 1, 32) / prefill_flops(big, 1, 32))
     assert b["ratios"]["flops_1x32"] < 0.6
     assert "prefill_speedup_1x32" in b["ratios"]
+    # --no-memory skips the peak-RSS probe, not the size on disk
+    assert a["peak_rss_mb"] is None and 0 < b["disk_mb"] < a["disk_mb"] and b["ratios"]["disk"] < 0.8
 
 
 def test_flops_formula_on_known_shapes():

@@ -98,6 +98,8 @@ def _usage_error(exc, argv: list[str]) -> int:
 
     msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     cmd = next((a for a in argv if not a.startswith("-")), None)
+    if cmd and msg.startswith("No such command") and f"'{cmd}'" in msg:  # the command itself is the typo
+        cmd = None
     hint = f"see `slimlm {cmd} --help`" if cmd else "see `slimlm --help`"
     line = " ".join(msg.split()).rstrip(".")
     err.print(f"[bold red]error:[/bold red] {escape(line)}; {hint}.", highlight=False, soft_wrap=True)

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
+from slimlm.errors import ConfigError
 
 
 def profile_table(results: list[dict], title: str = "profile") -> Table:
@@ -97,6 +98,9 @@ def profile_command(
     from slimlm.profile import compare, parse_shapes
 
     shape_list = parse_shapes(shapes)
+    if precision is not None and runtime == "torch":  # it would be ignored: the torch profile runs the model as it is
+        raise ConfigError(f"--type {precision} picks the export type of --runtime onnxruntime, openvino or "
+                          "llamacpp; torch profiles the model as it is (quantize it first for another type).")
     loaded = [load(m, progress=status, trust_remote_code=trust_remote_code) for m in models]
     if runtime != "torch":
         from slimlm.export.runtimes import compare_runtime

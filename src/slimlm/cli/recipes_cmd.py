@@ -43,8 +43,14 @@ def validate_command(file: str = typer.Argument(..., metavar="FILE", help="Recip
 
 
 @recipes_app.command("show")
-def show_command(name: str = typer.Argument(..., metavar="NAME", help="Builtin recipe name or YAML file.")) -> None:
+def show_command(name: str = typer.Argument(..., metavar="NAME", help="Builtin recipe name or YAML file."),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Print a recipe as YAML (a starting point for your own)."""
     from slimlm.recipes import load_recipe
 
-    out.print(load_recipe(name).to_yaml(), highlight=False, markup=False)
+    r = load_recipe(name)
+    if as_json:
+        emit_json({"name": r.name, "description": r.description, "stages": [s.to_dict() for s in r.stages],
+                   "yaml": r.to_yaml()})
+        return
+    out.print(r.to_yaml(), highlight=False, markup=False)

@@ -15,7 +15,8 @@ def search_command(
     out_dir: Path = typer.Option(..., "--out", help="Run directory, shared by every worker of the study."),
     space: str = typer.Option("builtin", "--space", help="Search space YAML file, or 'builtin'."),
     trials: int = typer.Option(12, "--trials", min=1, help="Complete trials wanted, across all workers."),
-    objectives: str = typer.Option("latency", "--objectives", help="Costs besides quality: latency,size,memory,energy."),
+    objectives: str | None = typer.Option(None, "--objectives", help="Costs besides quality: latency,size,memory,"
+                                          "energy (default latency; size with --no-profile)."),
     storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL (default: sqlite in --out)."),
     study: str = typer.Option("slimlm", "--study", help="Study name to create or join."),
     timeout: str | None = typer.Option(None, "--timeout", help="Stop starting trials after e.g. 30m; best so far is kept."),
@@ -59,6 +60,7 @@ def search_command(
                       profile=profile, runtime=runtime, threads=threads)
     kw = O.run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price_per_hour, grid,
                         track, tracking_uri, max_ood_drop)
+    objectives = objectives if objectives is not None else ("latency" if profile else "size")
     objs = tuple(o.strip() for o in objectives.split(",") if o.strip())
     with progress_bars(not as_json) as bar:
         res = search(model, space, out_dir, opts, trials=trials, objectives=objs, storage=storage, study=study,

@@ -181,6 +181,9 @@ def compare(
                 if temp:
                     shutil.rmtree(path.parent, ignore_errors=True)
             progress("memory", len(models), len(models))
+        else:  # the size on disk still counts (a saved variant's own directory; else a temporary save)
+            for m, r in zip(models, results, strict=True):
+                r["disk_mb"] = disk_mb(m)
         meters = [EnergyMeter(threads) for _ in models]
         total = len(shapes) * (warmup + repeats) * len(models)
         done = 0

@@ -33,6 +33,9 @@ from slimlm.search.frontier import OBJECTIVES
 from slimlm.search.pruning import trial_reporter
 from slimlm.search.space import Space
 
+#: objectives whose metric comes from profiling (``--no-profile`` measures quality and disk size only)
+PROFILED = ("latency", "memory", "energy")
+
 
 def parse_duration(text: str | None) -> float | None:
     """``30m``, ``2h``, ``90s`` or plain seconds -> seconds."""
@@ -102,6 +105,12 @@ def search(
         raise ConfigError(f"--objectives {','.join(bad) or '(none)'}: use one or more of {', '.join(OBJECTIVES)}.")
     if trials < 1:
         raise ConfigError("--trials must be at least 1.")
+    unmeasured = [o for o in objectives if o in PROFILED] if options is not None and not options.profile else []
+    if unmeasured:  # every trial would fail at the end, after its compression work
+        raise ConfigError(f"--objectives {','.join(unmeasured)} needs profiling, which --no-profile turns off; "
+                          "use --objectives size, or drop --no-profile.")
+    if storage:
+        workers.check_url(storage)
     log = log or (lambda m: None)
     out = Path(out)
     p = Pipeline(model, out, options, progress=progress, log=log)

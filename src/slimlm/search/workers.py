@@ -67,6 +67,18 @@ def driver_url(url: str) -> str:
                       "pip install 'slimlm[search]' (psycopg2-binary).")
 
 
+def check_url(url: str) -> None:
+    """A one-line error, before any work, for a ``--storage`` URL SQLAlchemy cannot read or has no driver for."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(driver_url(url)).get_dialect()
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"--storage {url}: not a database URL SQLAlchemy can use ({str(exc).splitlines()[0]}); "
+                          "give e.g. sqlite:///study.db or postgresql://user@host/db.") from None
+
+
 def open_storage(url: str, heartbeat_s: int):
     """An Optuna ``RDBStorage`` with heartbeats and one retry of a dead worker's trial; safe to call from many
     workers at once on a new database."""
