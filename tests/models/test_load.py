@@ -115,3 +115,16 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
         save(m, tmp_path / "v")
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_save_and_load_of_a_directory_print_nothing(tmp_path, capfd):
+    # library calls report through their callers; transformers' per-shard / per-tensor bars stay off
+    m = load("tiny:llama")
+    capfd.readouterr()
+    save(m, tmp_path / "v")
+    load(tmp_path / "v")
+    out, err = capfd.readouterr()
+    assert out == "" and "Writing" not in err and "Loading weights" not in err and "%|" not in err, err
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # restored for the caller's own use

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,8 @@ def _smollm2_dir(progress=None) -> Path:
         progress("converting SmolLM2-135M from GGUF to fp32 safetensors (once, ~20 s)")
     model, tok = _load_gguf(gguf)
     with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp)
+        with _quiet_hf():
+            model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         files = weight_files(tmp)
         meta = {"format": FORMAT_VERSION, "spec": "builtin:smollm2-135m", "source": str(gguf),
@@ -298,7 +300,8 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
         kwargs["num_labels"] = num_labels
     cls = _auto_class(config, num_labels)
     try:
-        model = cls.from_pretrained(path, config=config, **kwargs) if not num_labels else cls.from_pretrained(path, **kwargs)
+        with _quiet_hf():  # a local load takes seconds; its per-tensor bar is noise
+            model = cls.from_pretrained(path, config=config, **kwargs) if not num_labels else cls.from_pretrained(path, **kwargs)
     except (OSError, RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         why = str(exc).splitlines()[0][:300]
         if "mismatch" in str(exc):
@@ -515,6 +518,21 @@ def library_versions() -> dict:
     return out
 
 
+@contextmanager
+def _quiet_hf():
+    """transformers' own progress bars off (``save_pretrained`` draws one per shard): slimlm reports progress
+    through its callers' sinks, and a library call prints nothing."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def save(model: Model, out_dir: str | Path, *, stage: dict | None = None, metrics: dict | None = None,
          extra: dict | None = None) -> Path:
     """Write ``model`` as an HF directory (safetensors + tokenizer) plus ``slimlm.json``, atomically.
@@ -542,7 +560,8 @@ def save(model: Model, out_dir: str | Path, *, stage: dict | None = None, metric
     if stage is not None:
         stages.append(stage)
     with atomic_dir(out_dir) as tmp:
-        model.hf.save_pretrained(tmp)
+        with _quiet_hf():
+            model.hf.save_pretrained(tmp)
         if extra.get("quantization"):
             _mark_slimlm_quantized(tmp)
         model.tokenizer.save_pretrained(tmp)
