@@ -59,8 +59,10 @@ def test_check_out_refuses_read_only_directory(tmp_path):
 
 def test_check_out_refuses_the_other_kind(tmp_path):
     _variant(tmp_path / "v")
-    with pytest.raises(OutputError, match="holds a slimlm variant"):
+    with pytest.raises(OutputError, match=r"holds a slimlm variant \(slimlm.json\), not a run directory"):
         check_out(tmp_path / "v", kind="run")
+    with pytest.raises(OutputError, match="not a samples directory"):  # it read "not a samples"
+        check_out(tmp_path / "v", kind="samples")
 
 
 def test_atomic_dir_never_replaces_a_foreign_directory(tmp_path):

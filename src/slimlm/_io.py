@@ -45,6 +45,8 @@ _TEMP_RE = re.compile(r"^\..*" + re.escape(TEMP_TAG) + r"(?P<host>[A-Za-z0-9_]+)
 
 # the file whose presence marks a directory as slimlm's own output, per kind of output
 MARKERS = {"variant": "slimlm.json", "run": "run.json", "checkpoint": "meta.json", "samples": "samples.json"}
+#: what each kind of output directory is called in messages
+_NAMES = {"variant": "variant", "run": "run directory", "checkpoint": "checkpoint", "samples": "samples directory"}
 
 
 def cache_dir(*parts: str) -> Path:
@@ -316,7 +318,8 @@ def check_out(path: str | Path, *, force: bool = False, kind: str = "variant", o
             raise OutputError(f"{option} {path} cannot be read; choose a directory you can read and write.") from None
         if entries and not (kind == "run" and _run_leftovers_only(path, entries)):
             if other:
-                raise OutputError(f"{option} {path} holds a slimlm {other[0]} ({MARKERS[other[0]]}), not a {kind}; "
+                raise OutputError(f"{option} {path} holds a slimlm {_NAMES[other[0]]} ({MARKERS[other[0]]}), not a "
+                                  f"{_NAMES[kind]}; "
                                   "choose another directory.")
             if not (path / marker).is_file():
                 shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
