@@ -1,7 +1,7 @@
 import pytest
 
 from slimlm.errors import ConfigError
-from slimlm.models import load
+from slimlm.models import load, save
 from slimlm.profile import compare, parse_shapes, prefill_flops, profile
 from slimlm.profile.core import _percentiles
 
@@ -28,7 +28,14 @@ def test_compare_reports_ratios_against_first():
     assert b["ratios"]["flops_1x32"] == pytest.approx(prefill_flops(small, 1, 32) / prefill_flops(big, 1, 32))
     assert b["ratios"]["flops_1x32"] < 0.6
     assert "prefill_speedup_1x32" in b["ratios"]
-    # --no-memory skips the peak-RSS probe, not the size on disk
+    assert a["peak_rss_mb"] is None and a["disk_mb"] is None  # no probe, and nothing saved to measure
+
+
+def test_without_the_memory_probe_a_saved_variant_still_reports_its_size_on_disk(tmp_path):
+    save(load("tiny:llama?layers=4"), tmp_path / "big")
+    save(load("tiny:llama?layers=2"), tmp_path / "small")
+    a, b = compare([load(tmp_path / "big"), load(tmp_path / "small")], shapes=((1, 8),), decode_tokens=0,
+                   repeats=1, memory=False)
     assert a["peak_rss_mb"] is None and 0 < b["disk_mb"] < a["disk_mb"] and b["ratios"]["disk"] < 0.8
 
 

@@ -89,7 +89,8 @@ def profile_command(
                                          "int8-weight -> openvino int8 / q8_0, int4-weight -> openvino int4 / q4_1; "
                                          "llamacpp also takes its K-quants, e.g. q4_k_m)."),
     repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs per shape after 2 warm-up runs."),
-    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process (off: "
+                                "no save either, so disk size only for a saved variant directory)."),
     trust_remote_code: bool = O.TRUST_REMOTE_CODE,
     as_json: bool = typer.Option(False, "--json", help="Print JSON: an object for one model, a list for several."),
 ) -> None:

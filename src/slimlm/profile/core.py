@@ -58,15 +58,22 @@ def _percentiles(times_s: list[float]) -> dict:
             "std": statistics.pstdev(ms), "n": len(ms)}
 
 
-def _disk_dir(model: Model) -> tuple[Path, bool]:
-    """A directory holding exactly these weights: the model's own, or a temporary save (True)."""
+def _own_dir(model: Model) -> Path | None:
+    """The directory the model was loaded from, when it holds exactly these weights."""
     if model.path is not None and (model.path / META_FILE).exists():
         meta = json.loads((model.path / META_FILE).read_text())
         if meta.get("hash") and meta["hash"] == model.hash:
-            return model.path, False
+            return model.path
     if model.path is not None and model.path.is_dir() and not model.provenance.get("stages") and \
             model.provenance.get("spec", "").startswith("builtin:"):
-        return model.path, False
+        return model.path
+    return None
+
+
+def _disk_dir(model: Model) -> tuple[Path, bool]:
+    """A directory holding exactly these weights: the model's own, or a temporary save (True)."""
+    if (own := _own_dir(model)) is not None:
+        return own, False
     # in the user cache, under a name the next scratch_dir sweeps once this process is gone (a SIGKILLed run's
     # hundreds of MB do not pile up in /tmp)
     holder = scratch_dir("tmp", "profile")
@@ -181,9 +188,10 @@ def compare(
                 if temp:
                     shutil.rmtree(path.parent, ignore_errors=True)
             progress("memory", len(models), len(models))
-        else:  # the size on disk still counts (a saved variant's own directory; else a temporary save)
+        else:  # no probe, so no save: the size on disk of a model that has its own directory (a saved variant)
             for m, r in zip(models, results, strict=True):
-                r["disk_mb"] = disk_mb(m)
+                if (own := _own_dir(m)) is not None:
+                    r["disk_mb"] = dir_mb(own)
         meters = [EnergyMeter(threads) for _ in models]
         total = len(shapes) * (warmup + repeats) * len(models)
         done = 0
