@@ -272,3 +272,40 @@ def test_int8_kernel_choice_is_measured_once_and_kept(monkeypatch):
     n = len(calls)
     assert n >= 2 and isinstance(first, bool)  # a warm-up and timed runs
     assert qlayers.int8_matmul_is_fast() is first and len(calls) == n  # the answer is kept, not re-measured
+
+
+def test_int8_int_matmul_in_column_blocks_equals_the_whole_product(monkeypatch):
+    """An int32 product above the limit is computed a block of output columns at a time, scaled straight into
+    the fp32 output (no whole int32 temporary): identical to the whole product, ragged last block included;
+    under the limit, one call. An int8-dynamic layer gives the same outputs either way."""
+    from slimlm.models import qlayers
+    from slimlm.models.qlayers import int8_int_matmul
+
+    if not hasattr(torch, "_int_mm"):
+        pytest.skip("no torch._int_mm")
+    calls = []
+    real = torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda *a, **k: calls.append(a[1].shape[1]) or real(*a, **k))
+    g = torch.Generator().manual_seed(5)
+    w = torch.randint(-127, 128, (1003, 96), generator=g, dtype=torch.int8)  # 1003 columns out: ragged
+    for m in (17, 40):
+        q = torch.randint(-127, 128, (m, 96), generator=g, dtype=torch.int8)
+        s = torch.rand(m, 1, generator=g)
+        whole = torch.mul(real(q, w.t()), s)
+        calls.clear()
+        block = 4 * m * 64  # 64 columns a block
+        got = int8_int_matmul(q, w, s, block_bytes=block, whole_max_bytes=block)
+        assert calls == [64] * 15 + [1003 - 15 * 64] and torch.equal(got, whole)
+        calls.clear()
+        assert torch.equal(int8_int_matmul(q, w, s), whole) and calls == [1003]  # small: one call
+    lin = _linear(in_f=64, out_f=700)
+    layer = Int8DynamicLinear.from_float(lin)
+    x = _inputs(n=40, in_f=64).reshape(2, 20, 64)
+    with torch.no_grad():
+        monkeypatch.setitem(qlayers._INT8_MATMUL, "fast", True)
+        a = layer(x)
+        monkeypatch.setattr(qlayers, "FLOAT_WHOLE_MAX_BYTES", 4 * 40 * 96)
+        monkeypatch.setattr(qlayers, "FLOAT_BLOCK_BYTES", 4 * 40 * 96)  # 96 columns a block
+        calls.clear()
+        b = layer(x)
+    assert len(calls) == 8 and torch.equal(a, b)
