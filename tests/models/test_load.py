@@ -119,12 +119,13 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
 
 def test_save_and_load_of_a_directory_print_nothing(tmp_path, capfd):
     # library calls report through their callers; transformers' per-shard / per-tensor bars stay off
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()  # as a fresh process has it (another test may have turned it off)
     m = load("tiny:llama")
     capfd.readouterr()
     save(m, tmp_path / "v")
     load(tmp_path / "v")
     out, err = capfd.readouterr()
     assert out == "" and "Writing" not in err and "Loading weights" not in err and "%|" not in err, err
-    from transformers.utils import logging as hf_logging
-
     assert hf_logging.is_progress_bar_enabled()  # restored for the caller's own use
