@@ -1,5 +1,7 @@
 """Each quantized layer against its fp32 Linear: SQNR thresholds, packing, GPTQ vs RTN, pruned zeros."""
 
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -273,6 +275,46 @@ def test_int8_kernel_choice_is_measured_once_and_kept(monkeypatch):
     assert n >= 2 and isinstance(first, bool)  # a warm-up and timed runs
     assert qlayers.int8_matmul_is_fast() is first and len(calls) == n  # the answer is kept, not re-measured
 
+
+def test_int8_kernel_choice_is_measured_on_one_thread_and_restores_the_count(monkeypatch):
+    """With two threads on busy cores each product waits for a descheduled thread (measured: ~8 ms for a
+    0.05 ms int8 product), which chose the fp32 fallback on a VNNI host; the measurement runs on one thread,
+    alternating the kernels, and gives the caller its thread count back, also when a kernel fails."""
+    from slimlm.models import qlayers
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        real = torch._int_mm
+        monkeypatch.setattr(torch, "_int_mm", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+        assert isinstance(qlayers._measure_int8_matmul(rounds=3), bool)
+        assert seen == [1] * 4  # warm-up + 3 rounds, all on one thread
+        assert torch.get_num_threads() == 2
+
+        def broken(*a):
+            raise RuntimeError("no int8 kernel")
+
+        monkeypatch.setattr(torch, "_int_mm", broken)
+        with pytest.raises(RuntimeError):
+            qlayers._measure_int8_matmul()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_int8_kernel_choice_follows_the_faster_kernel(monkeypatch):
+    """The choice is the faster kernel's: an int8 product made slower than fp32 picks fp32."""
+    from slimlm.models import qlayers
+
+    real = torch._int_mm
+
+    def slow(*a):
+        time.sleep(0.005)
+        return real(*a)
+
+    monkeypatch.setattr(torch, "_int_mm", slow)
+    assert qlayers._measure_int8_matmul(rounds=2) is False
 
 def test_int8_int_matmul_in_column_blocks_equals_the_whole_product(monkeypatch):
     """An int32 product above the limit is computed a block of output columns at a time, scaled straight into

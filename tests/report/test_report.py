@@ -250,3 +250,23 @@ def test_decide_takes_the_out_of_domain_guard_too(tmp_path, capsys):
     rec = json.loads(capsys.readouterr().out)
     assert rec["selected"] == "f1e2d3c4" and rec["number"] == 2 and "≤ 200%" in rec["rule"]
     assert main(["decide", str(d), "--max-ood-drop", "lots"]) == 2
+
+
+@pytest.mark.parametrize("int8_matmul, instructions, warned", [
+    ("fp32", ["avx512_vnni"], True),  # the CPU can, but the start-of-run measurement chose the fallback
+    ("int8", ["avx512_vnni"], False),
+    ("fp32", [], False),  # no int8 instructions: the existing no-VNNI warning says it, not this one
+])
+def test_int8_dynamic_timed_on_the_fp32_fallback_despite_vnni_is_a_warning(tmp_path, int8_matmul, instructions,
+                                                                            warned):
+    from slimlm.report.run import load_run, run_warnings
+
+    info = run_info()
+    info["machine"].update(int8_matmul=int8_matmul,
+                           int8_gemm={"fast": bool(instructions), "isa": "x86", "instructions": instructions})
+    warnings = run_warnings(load_run(make_run(tmp_path / "run", info=info)))
+    hit = [w for w in warnings if "summed in fp32" in w]
+    assert bool(hit) is warned
+    if warned:
+        assert "avx512_vnni" in hit[0] and "SLIMLM_INT8_MATMUL=int" in hit[0]
+    assert any("no VNNI/AMX" in w for w in warnings) is (not instructions)

@@ -180,9 +180,13 @@ def int8_matmul_is_fast() -> bool:
 
     With int8 dot-product instructions (x86 VNNI/AMX, Arm dot product/i8mm) it is several times faster; without
     them torch's int8 kernel was measured ~40x slower than fp32, which would make every evaluation of an
-    int8-dynamic variant crawl. Measured once per process (a 64 x 512 x 512 product each way, best of 5, a few
-    ms); ``SLIMLM_INT8_MATMUL=int`` or ``float`` decides without measuring. Either way the layer computes the
-    same integer products, so quality figures do not depend on the answer; only speed does.
+    int8-dynamic variant crawl. Measured once per process: a 64 x 512 x 512 product each way, on one thread,
+    the two kernels alternating, best of 7 each (a few ms). One thread, because with two, on a machine whose
+    cores are busy, every product waits for a descheduled thread: on a 2-core VNNI host with both cores
+    loaded, a two-thread measurement took ~8 ms for the int8 product against 0.4 ms in fp32 and chose fp32
+    in five runs of eight, which made int8-dynamic 2.4x slower for the whole run; on one thread it chose
+    right in every run. ``SLIMLM_INT8_MATMUL=int`` or ``float`` decides without measuring. Either way the
+    layer computes the same integer products, so quality figures do not depend on the answer; only speed does.
     """
     if _INT8_MATMUL["fast"] is not None:
         return bool(_INT8_MATMUL["fast"])
@@ -190,24 +194,33 @@ def int8_matmul_is_fast() -> bool:
     if forced in ("int", "float"):
         _INT8_MATMUL["fast"] = forced == "int"
         return forced == "int"
+    _INT8_MATMUL["fast"] = _measure_int8_matmul()
+    return bool(_INT8_MATMUL["fast"])
+
+
+def _measure_int8_matmul(rounds: int = 7) -> bool:
+    """`int8_matmul_is_fast`'s measurement: ``torch._int_mm`` no slower than fp32 on the same integers."""
     g = torch.Generator().manual_seed(0)
     a = torch.randint(-127, 128, (64, 512), generator=g, dtype=torch.int8)
     w = torch.randint(-127, 128, (512, 512), generator=g, dtype=torch.int8)
-
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    with torch.inference_mode():
-        t_int = best(lambda: torch._int_mm(a, w.t()))
-        t_float = best(lambda: F.linear(a.float(), w.float()))
-    _INT8_MATMUL["fast"] = t_int <= t_float
-    return bool(_INT8_MATMUL["fast"])
+    af, wt, wf = a.float(), w.t(), w.float()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t_int = t_float = float("inf")
+    try:
+        with torch.inference_mode():
+            torch._int_mm(a, wt)  # warm-up: the first calls pick and load the kernels
+            F.linear(af, wf)
+            for _ in range(rounds):
+                t = time.perf_counter()
+                torch._int_mm(a, wt)
+                t_int = min(t_int, time.perf_counter() - t)
+                t = time.perf_counter()
+                F.linear(af, wf)
+                t_float = min(t_float, time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+    return t_int <= t_float
 
 
 class Int8DynamicLinear(QuantLinear):

@@ -73,9 +73,15 @@ def run_warnings(run: Run) -> list[str]:
                    "never selected: " + "; ".join(f"{v.label or v.id}: {v.metrics.get('runtime_not_measured')}"
                                                    for v in skipped))
     timed_int8 = [v for v in run.variants if _int8_dynamic(v) and v.metrics.latency_p50_ms is not None]
-    warn = int8_slow_warning((run.info.get("machine") or {}).get("int8_gemm"))
+    machine = run.info.get("machine") or {}
+    warn = int8_slow_warning(machine.get("int8_gemm"))
     if timed_int8 and warn:
         out.append(warn + ".")
+    elif timed_int8 and machine.get("int8_matmul") == "fp32" and (machine.get("int8_gemm") or {}).get("fast"):
+        out.append("int8-dynamic variants were timed with their integer products summed in fp32: this CPU has "
+                   f"int8 dot-product instructions ({', '.join(machine['int8_gemm'].get('instructions') or [])}) "
+                   "but torch's int8 kernel measured slower when the run started (a busy machine?); re-run on a "
+                   "quiet one, or set SLIMLM_INT8_MATMUL=int.")
     return out
 
 
