@@ -20,7 +20,8 @@ def monitor_command(
     latency_for: str = typer.Option("10m", "--latency-for", help="rules: the same for latency, cost and errors."),
     cost_margin: float = typer.Option(0.25, "--cost-margin", help="rules: cost alert above forecast × (1 + margin)."),
     tests: bool = typer.Option(True, "--tests/--no-tests", help="rules: also write promtool unit tests beside them."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out file (and its -test.yml)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file (and its -test.yml), or a "
+                               "RUN_DIR/monitor file changed since slimlm wrote it."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Write Prometheus alerting rules or a Grafana dashboard for the run's decision."""
@@ -34,35 +35,39 @@ def monitor_command(
     for dur, opt in ((quality_for, "--quality-for"), (latency_for, "--latency-for")):
         if not (dur[:-1].isdigit() and dur[-1] in "sm"):
             raise ConfigError(f"{opt} {dur!r} is not a duration; write e.g. 30s or 5m.")
-    if out_file is not None:  # the default paths under RUN_DIR/monitor are slimlm's own, rewritten freely
+    if out_file is not None:  # the default paths under RUN_DIR/monitor: `_check_unedited`
         from slimlm._io import check_out
 
         check_out(out_file, force=force, kind="file")
         if what == "rules" and tests:
             check_out(out_file.with_name(out_file.stem + "-test.yml"), force=force, kind="file")
-    written = {}
+    if what not in ("rules", "dashboard"):
+        raise ConfigError(f"monitor {what!r} is unknown; use `slimlm monitor rules RUN_DIR` or "
+                          "`slimlm monitor dashboard RUN_DIR`.")
+    texts = {}
     if what == "rules":
         path = out_file or Path(run_dir) / "monitor" / "slimlm-rules.yml"
         rules = alert_rules(run_dir, job=job, quality_for=quality_for, latency_for=latency_for,
                             cost_margin=cost_margin, decision=decision)
-        write_text_atomic(path, yaml.safe_dump(rules, sort_keys=False, width=200))
-        written["rules"] = str(path)
+        texts["rules"] = (path, yaml.safe_dump(rules, sort_keys=False, width=200))
         if tests:
             tpath = path.with_name(path.stem + "-test.yml")
-            write_text_atomic(tpath, yaml.safe_dump(rule_tests(rules, path.name, job=job, quality_for=quality_for,
+            texts["tests"] = (tpath, yaml.safe_dump(rule_tests(rules, path.name, job=job, quality_for=quality_for,
                                                                latency_for=latency_for, cost_margin=cost_margin),
                                                     sort_keys=False, width=200))
-            written["tests"] = str(tpath)
         alerts = [r["alert"] for r in rules["groups"][0]["rules"]]
-    elif what == "dashboard":
-        path = out_file or Path(run_dir) / "monitor" / "grafana-dashboard.json"
-        dash = grafana_dashboard(run_dir, job=job, decision=decision)
-        write_text_atomic(path, json.dumps(dash, indent=2) + "\n")
-        written["dashboard"] = str(path)
-        alerts = []
     else:
-        raise ConfigError(f"monitor {what!r} is unknown; use `slimlm monitor rules RUN_DIR` or "
-                          "`slimlm monitor dashboard RUN_DIR`.")
+        path = out_file or Path(run_dir) / "monitor" / "grafana-dashboard.json"
+        texts["dashboard"] = (path, json.dumps(grafana_dashboard(run_dir, job=job, decision=decision), indent=2) + "\n")
+        alerts = []
+    if out_file is None:
+        _check_unedited(Path(run_dir) / "monitor", [p for p, _ in texts.values()], force)
+    written = {}
+    for k, (p, text) in texts.items():
+        write_text_atomic(p, text)
+        written[k] = str(p)
+    if out_file is None:
+        _record_written(Path(run_dir) / "monitor", [p for p, _ in texts.values()])
     if as_json:
         emit_json(written | ({"alerts": alerts} if alerts else {}))
         return
@@ -71,3 +76,44 @@ def monitor_command(
     if "tests" in written:
         out.print(f"check them with: promtool check rules {written['rules']} && promtool test rules {written['tests']}",
                   highlight=False)
+
+
+#: under RUN_DIR/monitor: the sha256 of each file as slimlm last wrote it
+WRITTEN = ".slimlm-written.json"
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_unedited(folder: Path, paths: list[Path], force: bool) -> None:
+    """Refuse to replace a RUN_DIR/monitor file that is not byte for byte what slimlm last wrote there (a user's
+    edit, or a file slimlm has no record of writing) unless ``--force``."""
+    import json
+
+    if force:
+        return
+    try:
+        record = json.loads((folder / WRITTEN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    for p in paths:
+        if p.exists() and (not isinstance(record, dict) or record.get(p.name) != _sha(p)):
+            raise ConfigError(f"{p} was changed since slimlm wrote it (or slimlm has no record of writing it); "
+                              "pass --force to replace it, or --out to write elsewhere.")
+
+
+def _record_written(folder: Path, paths: list[Path]) -> None:
+    import json
+
+    from slimlm._io import write_json_atomic
+
+    try:
+        record = json.loads((folder / WRITTEN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    write_json_atomic(folder / WRITTEN, record | {p.name: _sha(p) for p in paths})
