@@ -228,3 +228,28 @@ def test_a_failed_check_on_the_minimum_grid_types_names_the_snap_back(precision,
         compare(30.0, 75.0, precision, "model.gguf")
     assert err.value.result["passed"] is False and err.value.result["relative_change"] == pytest.approx(1.5)
     assert compare(30.0, 30.3, precision, "model.gguf")["passed"]
+
+
+def test_a_gguf_whose_pre_tokenizer_splits_digits_loads_back_splitting_them(tmp_path):
+    """llama.cpp's ``smollm`` pre-tokenizer (also StarCoder's, Command-R's...) splits every digit off first;
+    transformers' GGUF reader drops that and would read ``2026`` as one piece. slimlm's reader puts it back."""
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    from slimlm.models.loading import gguf_header
+
+    m = sharp("llama", prune=None)
+    j = json.loads(m.tokenizer.backend_tokenizer.to_str())  # byte-level only: give it a digit merge, "20"
+    vocab = j["model"]["vocab"]
+    vocab["20"] = vocab.pop("\u00b9")  # a byte the texts below never use
+    j["model"]["merges"].insert(0, ["2", "0"])
+    m.tokenizer._tokenizer = Tokenizer.from_str(json.dumps(j))
+    assert m.tokenizer.tokenize("2026") == ["20", "2", "6"]  # byte-level alone: "20" is a piece
+    m.tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    assert m.tokenizer.tokenize("2026") == ["2", "0", "2", "6"]
+    export(m, "gguf", tmp_path / "g", precision="f32", sample_text=SAMPLE)
+    path = tmp_path / "g" / "model-f32.gguf"
+    assert gguf_header(path)["tokenizer.ggml.pre"] == "smollm"
+    text = "In 2026, 12 mortals paid 3.50 for 1000 fools."
+    want = m.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert load(path).tokenizer(text, add_special_tokens=False)["input_ids"] == want

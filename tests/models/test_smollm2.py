@@ -50,3 +50,9 @@ def test_perplexity_matches_plain_hf_on_midsummer(smol):
     ref = float(torch.tensor(nll / n).exp())
     assert abs(res["perplexity"] / ref - 1) < 1e-3
     assert 30 < res["perplexity"] < 35  # 32.31 by a plain HF loss over the same 4,096 tokens
+
+
+def test_digits_are_split_as_smollm2_was_trained(smol):
+    """The GGUF says pre-tokenizer ``smollm``: every digit its own piece (transformers' reader alone would
+    give ``Ġ2026``-style merges the model never saw in training)."""
+    assert smol.tokenizer.tokenize(" 2026 and 10") == ["Ġ", "2", "0", "2", "6", "Ġand", "Ġ", "1", "0"]

