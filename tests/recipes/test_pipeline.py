@@ -153,3 +153,25 @@ def test_a_resume_with_another_out_of_domain_list_measures_only_what_is_missing(
     p = compress("tiny:llama", [r], tmp_path / "run", opts(text_file, ood_data=None))  # none: nothing new
     (pruned,) = [v.metrics for v in p.variants.values() if not v.is_baseline]
     assert seen == [] and pruned.ood == kept  # and nothing measured is dropped
+
+
+def test_a_run_measured_with_another_tokenizer_on_the_same_weights_is_refused(tmp_path, text_file):
+    """The baseline id hashes the weights only; run.json also records the tokenizer, so a baseline whose
+    tokenizer changed (same weights, same id, other tokens) does not resume into mixed figures."""
+    from slimlm.errors import ConfigError
+    from slimlm.models import load, save
+
+    base = tmp_path / "base"
+    save(load("tiny:llama?layers=1"), base)
+    r = recipe_from_dict({"name": "r", "stages": [INT8]})
+    compress(str(base), [r], tmp_path / "run", opts(text_file))
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert len(info["baseline_tokenizer"]) == 16
+    compress(str(base), [r], tmp_path / "run", opts(text_file))  # same tokenizer: resumes
+    tok = json.loads((base / "tokenizer.json").read_text())
+    tok["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, tok["pre_tokenizer"]]}
+    (base / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ConfigError, match="another tokenizer"):
+        compress(str(base), [r], tmp_path / "run", opts(text_file))
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["baseline_tokenizer"] == info["baseline_tokenizer"]

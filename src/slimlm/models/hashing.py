@@ -32,3 +32,22 @@ def weights_hash(model: nn.Module) -> str:
     for name, t in sorted(model.state_dict().items()):
         _feed(h, name, t)
     return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tokenizer) -> str | None:
+    """SHA-256 (first 16 hex digits) of how ``tokenizer`` turns text into ids: a fast tokenizer's serialized
+    pipeline (normalizer, pre-tokenizer, model, added tokens), else its vocabulary. None without a tokenizer.
+
+    The weights hash does not cover the tokenizer, so a run directory records this beside it: a baseline
+    whose tokenizer changed (an edited tokenizer.json, a reader fix) has the same weights and id but scores
+    other tokens."""
+    if tokenizer is None:
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        text = backend.to_str()
+    else:
+        import json
+
+        text = json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -107,6 +107,7 @@ class Pipeline:
         if self.opts.runtime == "llamacpp" and self.opts.profile and self.base.task != "causal-lm":
             raise ConfigError("--runtime llamacpp profiles causal language models only; this model is an encoder: "
                               "use --runtime onnxruntime, openvino or torch.")
+        self._check_tokenizer()
         self._check_eval_text()
         self.variants: dict[str, Variant] = {}
         self._unrecorded: dict[str, Variant] = {}  # stage outputs seen this session, recorded or not
@@ -144,6 +145,21 @@ class Pipeline:
             )
         self.run.cache.mkdir(parents=True, exist_ok=True)
 
+    def _check_tokenizer(self) -> None:
+        """A run measured with another tokenizer on the same weights (same baseline id) is not resumed: its
+        cached stages and figures come from other tokens."""
+        from slimlm.models.hashing import tokenizer_fingerprint
+
+        self.base_tokenizer = tokenizer_fingerprint(self.base.tokenizer)
+        prev = self.run.info()
+        before = prev.get("baseline_tokenizer")
+        if prev.get("model") == self.spec and before and self.base_tokenizer and before != self.base_tokenizer:
+            raise ConfigError(
+                f"{self.out} was measured with another tokenizer for {self.spec} (its weights are the same, its "
+                "tokenizer is not: edited, or read differently by this slimlm version); its cached stages and "
+                "figures come from other tokens: use another --out, or --force to start over."
+            )
+
     def _check_eval_text(self) -> None:
         """Too little eval text fails here, before any stage runs (not after the first one)."""
         if self.base.task != "causal-lm":
@@ -171,6 +187,7 @@ class Pipeline:
                 "options": self.opts.measure_key(),
                 "recipes": sorted(set(prev.get("recipes", [])) | set(recipes)), "machine": machine_info(),
                 "primary_shape": "x".join(map(str, self.opts.shapes[0])), "baseline": self.base_id,
+                "baseline_tokenizer": self.base_tokenizer,
                 "runtime": {"name": self.opts.runtime, "threads": self.opts.threads or DEFAULT_THREADS},
                 **(extra or {})}
         self.run.update_info(info, keep=("selection", "objectives", "search", "created"))
