@@ -143,9 +143,15 @@ def check_supported(hf, precision: str) -> str:
         raise ConfigError(f"llama.cpp's qwen2 sizes attn_q and attn_output hidden x hidden; this variant's heads x "
                           f"head_dim is {width}, its hidden size {c.hidden_size} (prune heads and hidden by the "
                           "same fraction, or export to onnx or openvino).")
-    if mt.startswith("gemma") and c.query_pre_attn_scalar != c.head_dim:
-        raise ConfigError(f"llama.cpp scales Gemma attention by head_dim ({c.head_dim}); this model uses "
-                          f"query_pre_attn_scalar={c.query_pre_attn_scalar}, which GGUF cannot express.")
+    if mt.startswith("gemma"):
+        from slimlm.models.loading import GEMMA_27B_BLOCKS
+
+        big = c.num_hidden_layers == GEMMA_27B_BLOCKS[ARCHS[mt]]  # llama.cpp's 27B: hidden / heads
+        scalar = c.hidden_size // c.num_attention_heads if big else c.head_dim
+        if c.query_pre_attn_scalar != scalar:
+            raise ConfigError(
+                f"llama.cpp scales this Gemma's attention by {'hidden / heads' if big else 'head_dim'} ({scalar}); "
+                f"this model uses query_pre_attn_scalar={c.query_pre_attn_scalar}, which GGUF cannot express.")
     if mt == "gemma3_text" and list(c.layer_types) != [
             "full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(c.num_hidden_layers)]:
         raise ConfigError("llama.cpp's Gemma 3 puts a global-attention layer every 6th layer; this variant's "

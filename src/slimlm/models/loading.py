@@ -129,13 +129,15 @@ def _load_gguf(path: Path):
     if not path.is_file():
         raise SpecError(f"GGUF file {path} does not exist.")
     _check_gguf_arch(path)  # reads the header only: an unsupported file is refused before any dequantization
+    head = gguf_header(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                     **gguf_config_overrides(head))
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - the GGUF reader fails in many ways on a corrupt file
         raise ModelFileError(f"could not read GGUF file {path} ({type(exc).__name__}: "
                              f"{(str(exc).splitlines() or [''])[0][:160]}); re-download or re-convert it.") from None
-    split_digits_as_gguf_says(tok, gguf_header(path))
+    split_digits_as_gguf_says(tok, head)
     # A GGUF-loaded model carries a quantization config that makes save_pretrained refuse; the weights
     # are already dequantized to fp32, so the config no longer describes them.
     if hasattr(model.config, "quantization_config"):
@@ -144,6 +146,35 @@ def _load_gguf(path: Path):
     _check_arch(model.config.model_type, str(path))
     model.eval()
     return _converted(model), tok
+
+
+#: Gemma block counts that llama.cpp reads as the 27B model (``llama-model.cpp``), per GGUF architecture
+GEMMA_27B_BLOCKS = {"gemma2": 46, "gemma3": 62}
+
+
+def gguf_config_overrides(header: dict) -> dict:
+    """Config values that a GGUF implies but transformers' reader does not set.
+
+    Gemma's attention scale: GGUF has no key for it; llama.cpp scales by ``1/sqrt(hidden / heads)`` for the
+    27B models (told apart by block count) and by ``1/sqrt(head size)`` for every other, while transformers'
+    reader leaves ``query_pre_attn_scalar`` at its default of 256, right only where the head size is 256.
+    The head size (``attention.key_length``): transformers' reader takes hidden / heads, or the config's default
+    (128 for Qwen3), which a width-pruned model or a small Qwen3 does not have.
+    """
+    arch = header.get("general.architecture")
+    n_embd, n_head = header.get(f"{arch}.embedding_length"), header.get(f"{arch}.attention.head_count")
+    if isinstance(n_head, list):  # per-layer head counts
+        n_head = n_head[0] if n_head else None
+    if not n_embd or not n_head:
+        return {}
+    head_dim = int(header.get(f"{arch}.attention.key_length") or int(n_embd) // int(n_head))
+    out = {}
+    if head_dim != int(n_embd) // int(n_head) or arch == "qwen3":  # Qwen2's config has no head_dim to set
+        out["head_dim"] = head_dim  # a width-pruned model's heads are not hidden / heads wide
+    if arch in GEMMA_27B_BLOCKS:
+        big = header.get(f"{arch}.block_count") == GEMMA_27B_BLOCKS[arch]
+        out["query_pre_attn_scalar"] = int(n_embd) // int(n_head) if big else head_dim
+    return out
 
 
 #: llama.cpp pre-tokenizers that split every digit off before GPT-2's split rule (llama.cpp's ``llama-vocab.cpp``
