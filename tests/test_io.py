@@ -136,3 +136,67 @@ def test_remove_on_error_removes_only_what_the_block_created(tmp_path):
         (tmp_path / "kept").mkdir()
         raise ValueError
     assert (tmp_path / "kept").is_dir()
+
+
+def test_replacing_a_slimlm_output_never_deletes_files_the_user_put_in_it(tmp_path):
+    """--force replaces what slimlm wrote; a note the user added beside it makes the replacement an error,
+    before the work and again at the swap, and the note and the old output stay."""
+    import json
+
+    from slimlm._io import FILES_RECORD, foreign_entries
+
+    v = tmp_path / "v"
+    _variant(v)
+    assert json.loads((v / FILES_RECORD).read_text()) == ["slimlm.json", "weights"]
+    assert foreign_entries(v) == []
+    check_out(v, force=True)
+    _variant(v, "v2")  # only slimlm's entries: replaced
+    assert (v / "weights").read_text() == "v2"
+    (v / "NOTES.md").write_text("mine")
+    with pytest.raises(OutputError, match="NOTES.md, which slimlm did not write"):
+        check_out(v, force=True)
+    with pytest.raises(OutputError, match="NOTES.md"):
+        _variant(v, "v3")
+    assert (v / "NOTES.md").read_text() == "mine" and (v / "weights").read_text() == "v2"
+
+
+def test_an_output_from_before_the_record_is_read_by_the_names_slimlm_writes(tmp_path):
+    from slimlm._io import foreign_entries
+
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("slimlm.json", "config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja",
+                 "my-analysis.ipynb"):
+        (old / name).write_text("{}")
+    assert foreign_entries(old) == ["my-analysis.ipynb"]
+
+
+def test_force_on_a_run_directory_keeps_what_the_user_added(tmp_path):
+    from slimlm._io import prepare_run_dir
+
+    run = tmp_path / "run"
+    (run / "cache").mkdir(parents=True)
+    for name in ("run.json", "variants.jsonl", "report.html", "decision.md"):
+        (run / name).write_text("{}")
+    (run / "my-analysis").mkdir()
+    with pytest.raises(OutputError, match="my-analysis, which slimlm did not write"):
+        prepare_run_dir(run, force=True)
+    assert (run / "run.json").exists() and (run / "my-analysis").is_dir()
+    (run / "my-analysis").rmdir()
+    prepare_run_dir(run, force=True)  # slimlm's entries only: discarded
+    assert not (run / "run.json").exists()
+
+
+def test_an_edited_file_slimlm_rewrites_is_kept_unless_forced(tmp_path):
+    from slimlm._io import check_unedited, record_written
+
+    f, g = tmp_path / "decision.md", tmp_path / "report.html"
+    f.write_text("slimlm's")
+    g.write_text("slimlm's")
+    check_unedited([f, g])  # no record yet (a run from before it): taken as slimlm's
+    record_written([f, g])
+    check_unedited([f, g])
+    f.write_text("slimlm's\nSIGNED OFF BY ALICE\n")
+    with pytest.raises(OutputError, match="decision.md was changed since slimlm wrote it"):
+        check_unedited([f, g])
+    check_unedited([f, g], force=True)

@@ -207,6 +207,95 @@ def is_foreign(path: str | Path, marker: str | None) -> bool:
     return not (path / marker).is_file() and any(path.iterdir())
 
 
+#: in every directory `atomic_dir` writes: the names of the entries slimlm put there
+FILES_RECORD = ".slimlm-files"
+#: what slimlm (and transformers' save_pretrained under it) writes at the top of a variant, export or checkpoint
+#: directory: how an output from before `FILES_RECORD` is told apart from files a user added to it
+_WRITTEN_PATTERNS = ("slimlm.json", "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
+                     "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.*",
+                     "merges.txt", "*.model", "export.json", "*.gguf", "*.onnx", "*.onnx_data", "*.onnx.data",
+                     "openvino_*", "meta.json", "state.pt", "*.pt", "*.bin", "training", "ort_config.json")
+#: what slimlm writes at the top of a run directory (compress, search, report, decide, monitor, export)
+RUN_ENTRIES = frozenset({"run.json", "variants.jsonl", "cache", "exports", "monitor", "decisions", "report.html",
+                         "decision.md", "sensitivity.json", "study.db", "study.db-journal", "study.db-wal",
+                         "study.db-shm", ".lock", ".locks", ".study.lock", ".slimlm-written.json"})
+
+
+def foreign_entries(path: str | Path, kind: str = "output") -> list[str]:
+    """The entries of an existing slimlm output directory that slimlm did not write (a user's notes, say).
+
+    A directory written by `atomic_dir` names its entries in `FILES_RECORD`; an older one is read by the names
+    slimlm writes. ``kind="run"``: a run directory, whose entries are `RUN_ENTRIES`. Temp files are ignored.
+    """
+    from fnmatch import fnmatch
+
+    path = Path(path)
+    entries = [e for e in os.listdir(path) if not _TEMP_RE.match(e) and e != FILES_RECORD]
+    if kind == "run":
+        return sorted(e for e in entries if e not in RUN_ENTRIES)
+    try:
+        known = json.loads((path / FILES_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = None
+    if isinstance(known, list):
+        return sorted(e for e in entries if e not in known)
+    return sorted(e for e in entries if not any(fnmatch(e, p) for p in _WRITTEN_PATTERNS))
+
+
+def refuse_foreign(path: str | Path, kind: str = "output", option: str = "--out") -> None:
+    """`OutputError` when replacing the slimlm output ``path`` would lose entries slimlm did not write."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    foreign = foreign_entries(path, kind)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputError(f"{option + ' ' if option else ''}{path} also holds {shown}, which slimlm did not write; "
+                          "replacing the directory "
+                          "would delete them: move them out first, or choose a new directory.")
+
+
+#: beside files slimlm rewrites in place (a run's report.html and decision.md): each one's SHA-256 as last written
+WRITTEN_RECORD = ".slimlm-written.json"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _written(folder: Path) -> dict | None:
+    try:
+        rec = json.loads((folder / WRITTEN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def check_unedited(paths: list[Path], *, force: bool = False,
+                   fix: str = "rename it, or pass --force to replace it") -> None:
+    """`OutputError` when one of ``paths`` (files slimlm rewrites) was changed since slimlm last wrote it.
+
+    The checksums live in `WRITTEN_RECORD` beside the files. A folder without that record holds files from
+    before it existed: they are taken as slimlm's (as they were written). ``force`` skips the check."""
+    if force:
+        return
+    for p in map(Path, paths):
+        rec = _written(p.parent)
+        if rec is not None and p.is_file() and rec.get(p.name) != _sha256(p):
+            raise OutputError(f"{p} was changed since slimlm wrote it; slimlm keeps your version: {fix}.")
+
+
+def record_written(paths: list[Path]) -> None:
+    """Note the checksums of ``paths`` as slimlm just wrote them (see `check_unedited`)."""
+    by_folder: dict[Path, list[Path]] = {}
+    for p in map(Path, paths):
+        by_folder.setdefault(p.parent, []).append(p)
+    for folder, ps in by_folder.items():
+        write_json_atomic(folder / WRITTEN_RECORD, (_written(folder) or {}) | {p.name: _sha256(p) for p in ps})
+
+
 @contextmanager
 def atomic_dir(final: str | Path, marker: str | None = "slimlm.json") -> Iterator[Path]:
     """Yield a temp directory beside ``final``; on success it replaces ``final`` atomically.
@@ -224,10 +313,13 @@ def atomic_dir(final: str | Path, marker: str | None = "slimlm.json") -> Iterato
     os.mkdir(tmp)  # 0777 & ~umask (mkdtemp would make it 0700)
     try:
         yield tmp
+        (tmp / FILES_RECORD).write_text(json.dumps(sorted(os.listdir(tmp))), encoding="utf-8")
         _fsync_tree(tmp)
         if is_foreign(final, marker):
             raise OutputError(f"{final} is not a slimlm output (it has no {marker}); slimlm will not replace "
                               "it: choose a new or empty directory.")
+        if final.is_dir():
+            refuse_foreign(final, option="")
         if final.exists():
             if _exchange(tmp, final):  # tmp now holds the old directory
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -328,6 +420,8 @@ def check_out(path: str | Path, *, force: bool = False, kind: str = "variant", o
             if kind == "variant" and not force:
                 raise OutputError(f"{option} {path} holds an earlier slimlm variant; pass --force to replace it, "
                                   "or choose a new directory.")
+            if kind in ("variant", "samples"):
+                refuse_foreign(path, option=option)
             if kind == "samples" and not force:
                 raise OutputError(f"{option} {path} holds text sampled earlier; pass --resume to continue it, --force "
                                   "to start over, or choose a new directory.")
@@ -378,6 +472,7 @@ def prepare_run_dir(out: str | Path, force: bool = False) -> Path:
     """Check a run directory's path before heavy work (see `check_out`); ``force`` discards an earlier run."""
     out = check_out(out, kind="run")
     if force and (out / MARKERS["run"]).is_file():
+        refuse_foreign(out, kind="run")
         discard(out)
     for d in (out, out / "cache"):  # a killed run's temp files go now, not at the next write there
         sweep(d)

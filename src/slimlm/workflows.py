@@ -35,9 +35,12 @@ class Selection:
         """The resolved rule as stored in ``run.json`` (``tier`` or ``max_drop``, objective, SLOs, and
         ``max_ood_drop``: a fraction, or null when the guard is off)."""
         from slimlm.search import TIERS, parse_drop, parse_ood_drop
+        from slimlm.search.frontier import OBJECTIVES
 
         if self.tier is not None and self.tier not in TIERS:
             raise ConfigError(f"--tier {self.tier!r} is not a tier; use one of {', '.join(TIERS)} (or --max-drop).")
+        if self.objective not in OBJECTIVES:  # here, before any work, not when the report is written at the end
+            raise ConfigError(f"--objective {self.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}.")
         drop = parse_drop(self.max_drop) if self.max_drop is not None else TIERS[self.tier or "medium"]
         return {"tier": self.tier if self.max_drop is None else None, "max_drop": drop,
                 "objective": self.objective, "max_latency_ms": self.max_latency_ms,
@@ -121,6 +124,15 @@ def _check_runtime(options) -> None:
     check_runtime(getattr(options, "runtime", "torch"))
 
 
+def _check_report_files(out: str | Path) -> None:
+    """A report.html or decision.md edited since slimlm wrote it fails the run now, not after the work."""
+    from slimlm._io import check_unedited
+
+    out = Path(out)
+    check_unedited([out / "report.html", out / "decision.md"],
+                   fix=f"rename it, or replace it with `slimlm report {out} --force`, then run this again")
+
+
 def _finish(out: Path, settings: dict, business: Business, tracking: Tracking) -> tuple[dict, dict | None]:
     from slimlm.report import write_report
     from slimlm.search.frontier import ood_guard_option
@@ -166,6 +178,7 @@ def compress(model: str, recipes: Sequence[str], out: str | Path, options=None, 
     settings = selection.settings()
     _check_runtime(options)
     loaded = [load_recipe(r) for r in recipes]
+    _check_report_files(out)
     out = prepare_run_dir(out, force)
     with remove_on_error(out, keep=lambda: has_stage_output(out)):  # a failed fresh run leaves nothing
         p = run_recipes(model, loaded, out, options, progress=progress, log=log)
@@ -220,6 +233,7 @@ def search(model: str, space: str, out: str | Path, options=None, *, trials: int
         p.write_state([], extra={"selection": settings})
         _finish(Path(out), settings, business, Tracking())
 
+    _check_report_files(out)
     out = prepare_run_dir(out, force)
     with remove_on_error(out, keep=lambda: (out / "variants.jsonl").exists()):  # shared: keep once it started
         res = run_study(model, sp, out, trials=trials, objectives=tuple(objectives), storage=storage,

@@ -24,6 +24,8 @@ def report_command(
     max_memory_mb: float | None = typer.Option(None, "--max-memory-mb", min=0.0, help="Peak memory SLO (MB)."),
     track: str | None = typer.Option(None, "--track", help="Log the run and every variant to a tracker: mlflow (pip install 'slimlm[track]')."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Tracker URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run dir)."),
+    force: bool = typer.Option(False, "--force", help="Replace report.html / decision.md even if edited since "
+                               "slimlm wrote them."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Write report.html (Pareto plots, comparison, business figures) and decision.md; print the choice."""
@@ -35,7 +37,7 @@ def report_command(
     tracker.check()
     res = write_report(run_dir, traffic_per_day=traffic, price_per_hour=price_per_hour, grid_gco2_per_kwh=grid,
                        tier=tier, max_drop=max_drop, objective=objective, max_latency_ms=max_latency_ms,
-                       max_memory_mb=max_memory_mb, max_ood_drop=max_ood_drop)
+                       max_memory_mb=max_memory_mb, max_ood_drop=max_ood_drop, force=force)
     tracking = tracker.log(Path(run_dir), res)
     if as_json:
         emit_json({k: res[k] for k in ("report", "decision", "selected", "met", "frontier", "hypervolume")}

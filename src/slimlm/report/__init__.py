@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from slimlm._io import write_text_atomic
+from slimlm._io import check_unedited, record_written, write_text_atomic
 from slimlm.errors import ConfigError
 from slimlm.report.business import Inputs, business_table
 from slimlm.report.decision import render_decision
@@ -90,8 +90,11 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
                  objective: str | None = None, max_latency_ms: float | None = None,
                  max_memory_mb: float | None = None, max_ood_drop: str | float | None = None,
                  objectives: Sequence[str] | None = None,
-                 prefill_tokens: int = 128, decode_tokens: int = 64) -> dict[str, Any]:
+                 prefill_tokens: int = 128, decode_tokens: int = 64, force: bool = False) -> dict[str, Any]:
     """Write ``report.html`` and ``decision.md`` into ``run_dir`` (atomically) and return what was decided.
+
+    Either file changed since slimlm wrote it (your sign-off in ``decision.md``, say) is kept: `OutputError`,
+    nothing written, unless ``force``.
 
     Selection settings come from the arguments, else from ``run.json``'s ``selection``, else the medium
     tier, the latency objective and the default out-of-domain guard. The frontier is over ``objectives``, else ``run.json``'s
@@ -144,8 +147,11 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
     md = render_decision(run.dir, run.info, sel, run.baseline, biz, inputs, drop_name(run.variants),
                          runtime=run.runtime, warnings=warnings)
     report, decision = run.dir / "report.html", run.dir / "decision.md"
+    check_unedited([report, decision], force=force,
+                   fix=f"rename it, or replace it with `slimlm report {run.dir} --force`")
     for path, text in ((report, html), (decision, md)):
         write_text_atomic(path, text)
+    record_written([report, decision])
     s = sel.to_dict()
     return {"report": str(report), "decision": str(decision), "selected": s["selected"], "met": s["met"],
             "closest": s["closest"], "rule": s["rule"], "reason": s["reason"], "frontier": front,

@@ -1,0 +1,60 @@
+"""Commands that replace earlier outputs keep what the user added or edited there (found by an audit:
+`export` into an earlier export folder deleted a note beside it; `report` overwrote a signed-off decision.md)."""
+
+import json
+
+from slimlm.cli.main import main
+
+RUN = ["--eval-tokens", "64", "--seq-len", "32", "--no-profile", "--ood-data", "none"]
+
+
+def test_export_into_an_earlier_export_keeps_a_users_note(tmp_path, capsys):
+    out = tmp_path / "deploy"
+    assert main(["export", "tiny:llama?layers=1", "--format", "gguf", "--type", "f32", "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    (out / "NOTES.md").write_text("mine")
+    assert main(["export", "tiny:llama?layers=1", "--format", "gguf", "--type", "f16", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "NOTES.md, which slimlm did not write" in err and err.startswith("error:") and err.count("\n") == 1
+    assert (out / "NOTES.md").read_text() == "mine" and (out / "model-f32.gguf").is_file()
+    (out / "NOTES.md").unlink()
+    assert main(["export", "tiny:llama?layers=1", "--format", "gguf", "--type", "f16", "--out", str(out)]) == 0
+    assert (out / "model-f16.gguf").is_file() and not (out / "model-f32.gguf").exists()
+
+
+def test_prune_force_keeps_a_users_note(tmp_path, capsys):
+    out = tmp_path / "v"
+    args = ["prune", "tiny:llama?layers=2", "--method", "magnitude", "--sparsity", "0.5", "--out", str(out)]
+    assert main(args) == 0
+    (out / "NOTES.md").write_text("mine")
+    assert main([*args, "--force"]) == 2
+    assert "NOTES.md" in capsys.readouterr().err and (out / "NOTES.md").read_text() == "mine"
+
+
+def test_compress_and_report_keep_an_edited_decision_record(tmp_path, text_file, capsys):
+    out = tmp_path / "run"
+    base = ["compress", "tiny:llama?layers=1", "--recipe", "int8-only", "--data", str(text_file), *RUN, "--out", str(out)]
+    assert main([*base, "--json"]) == 0
+    capsys.readouterr()
+    decision = out / "decision.md"
+    signed = decision.read_text() + "\nSIGNED OFF BY ALICE\n"
+    decision.write_text(signed)
+    assert main(["report", str(out), "--tier", "high"]) == 2
+    err = capsys.readouterr().err
+    assert "decision.md was changed since slimlm wrote it" in err and "--force" in err
+    assert decision.read_text() == signed
+    assert main(base) == 2  # a resumed compress says so before its work, not after
+    assert decision.read_text() == signed
+    assert main(["report", str(out), "--tier", "high", "--force", "--json"]) == 0
+    assert "ALICE" not in decision.read_text() and json.loads(capsys.readouterr().out)["decision"] == str(decision)
+    assert main(["report", str(out)]) == 0  # slimlm's own again: rewritten freely
+
+
+def test_an_unknown_objective_fails_before_any_work(tmp_path, text_file, capsys):
+    out = tmp_path / "run"
+    assert main(["compress", "tiny:llama?layers=1", "--recipe", "int8-only", "--data", str(text_file), *RUN,
+                 "--objective", "speed", "--out", str(out)]) == 2
+    assert "--objective 'speed' is unknown" in capsys.readouterr().err and not out.exists()
+    assert main(["search", "tiny:llama?layers=1", "--trials", "1", "--data", str(text_file), "--eval-tokens", "64",
+                 "--no-profile", "--ood-data", "none", "--objective", "speed", "--out", str(out)]) == 2
+    assert "'speed'" in capsys.readouterr().err and not out.exists()
