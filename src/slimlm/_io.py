@@ -217,8 +217,9 @@ _WRITTEN_PATTERNS = ("slimlm.json", "*.safetensors", "*.safetensors.index.json",
                      "openvino_*", "meta.json", "state.pt", "*.pt", "*.bin", "training", "ort_config.json")
 #: what slimlm writes at the top of a run directory (compress, search, report, decide, monitor, export)
 RUN_ENTRIES = frozenset({"run.json", "variants.jsonl", "cache", "exports", "monitor", "decisions", "report.html",
-                         "decision.md", "sensitivity.json", "study.db", "study.db-journal", "study.db-wal",
-                         "study.db-shm", ".lock", ".locks", ".study.lock", ".slimlm-written.json"})
+                         "decision.md", "study.db", "study.db-journal", "study.db-wal",
+                         "study.db-shm", ".lock", ".locks", ".study.lock", ".slimlm-written.json", "mlflow.db",
+                         "mlartifacts"})
 
 
 def foreign_entries(path: str | Path, kind: str = "output") -> list[str]:
