@@ -24,8 +24,9 @@ def export_command(
     check: bool = typer.Option(True, "--check/--no-check", help="Compare with the variant on a fixed sample (default "
                                "on): perplexity; encoders: embedding cosine or logits."),
     sample: str | None = typer.Option(None, "--sample", help="Text file for the check (default: Shakespeare eval)."),
-    tolerance: float | None = typer.Option(None, "--tolerance", help="Relative perplexity tolerance (default per type); "
-                                           "encoders: 1 - min cosine, or relative logit difference."),
+    tolerance: float | None = typer.Option(None, "--tolerance", min=0.0, help="Relative perplexity tolerance "
+                                           "(default per type); encoders: 1 - min cosine, or relative logit "
+                                           "difference."),
     group_size: int = typer.Option(32, "--group-size", help="OpenVINO int4 group size."),
     data_aware: bool = typer.Option(True, "--data-aware/--no-data-aware", help="Calibrate low-bit types on "
                                     "--data: openvino int4 with AWQ + scale estimation, gguf 4/5-bit and K-quants "

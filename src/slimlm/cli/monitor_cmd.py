@@ -18,7 +18,7 @@ def monitor_command(
     decision: int | None = typer.Option(None, "--decision", help="Describe this decision (default: the latest)."),
     quality_for: str = typer.Option("5m", "--quality-for", help="rules: how long the drop must last (e.g. 5m, 30s)."),
     latency_for: str = typer.Option("10m", "--latency-for", help="rules: the same for latency, cost and errors."),
-    cost_margin: float = typer.Option(0.25, "--cost-margin", help="rules: cost alert above forecast × (1 + margin)."),
+    cost_margin: float = typer.Option(0.25, "--cost-margin", min=0.0, help="rules: cost alert above forecast × (1 + margin)."),
     tests: bool = typer.Option(True, "--tests/--no-tests", help="rules: also write promtool unit tests beside them."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file (and its -test.yml), or a "
                                "RUN_DIR/monitor file changed since slimlm wrote it."),

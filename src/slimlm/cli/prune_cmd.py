@@ -8,15 +8,34 @@ from rich.table import Table
 from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
 
+#: options of unstructured / N:M pruning only, which `--structured` has no use for
+UNSTRUCTURED_ONLY = ("sparsity", "pattern", "allocation", "include", "sequential", "blocksize", "damp")
+
+
+def _given(ctx: typer.Context, names) -> list[str]:
+    """The flags among ``names`` (parameter names) that the user gave, as typed; a default is not given."""
+    flags = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            if name == "sequential":
+                flags.append("--sequential" if ctx.params[name] else "--no-sequential")
+            else:
+                flags.append("--" + name.replace("_", "-"))
+    return flags
+
 
 def _config(method, sparsity, pattern, allocation, include, sequential, structured, layer_importance, head_mode,
-            ffn_importance, blocksize, damp):
+            ffn_importance, blocksize, damp, unstructured_given=()):
     from slimlm.errors import ConfigError
     from slimlm.prune import make_config, parse_structured
 
     if structured:
         if method not in (None, "structured"):
             raise ConfigError("--structured removes structure; drop --method (or use --method structured).")
+        if unstructured_given:
+            raise ConfigError(f"--structured removes structure; drop {', '.join(unstructured_given)} (options of "
+                              "unstructured and N:M pruning).")
         return parse_structured(structured, layer_importance=layer_importance, head_mode=head_mode,
                                 ffn_importance=ffn_importance)
     method = method or "wanda"
@@ -35,6 +54,7 @@ def _config(method, sparsity, pattern, allocation, include, sequential, structur
 
 
 def prune_command(
+    ctx: typer.Context,
     model: str = typer.Argument(..., metavar="MODEL", help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
     out_dir: str = typer.Option(..., "--out", help="Directory for the pruned variant (replaced atomically)."),
     data: str = typer.Option("shakespeare", "--data", help="Calibration data spec (its calibration split)."),
@@ -68,7 +88,8 @@ def prune_command(
     from slimlm.prune.job import prune_job
 
     cfg = _config(method, sparsity, pattern, allocation, include, sequential, structured, layer_importance,
-                  head_mode, ffn_importance, blocksize, damp)  # validate before loading anything
+                  head_mode, ffn_importance, blocksize, damp,
+                  _given(ctx, UNSTRUCTURED_ONLY))  # validate before loading anything
     sched = ScheduleConfig(kind=schedule, steps=steps if schedule == "iterative" else 1)
     with progress_bars(not as_json) as bar:
         res = prune_job(model, cfg, out_dir, data=data, schedule=sched, calib_samples=calib_samples,

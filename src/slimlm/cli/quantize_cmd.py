@@ -8,6 +8,12 @@ from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, err, fmt, measure_table, out, progress_bars, status
 
 
+def _skip_parts(skip: str) -> str:
+    """``--skip`` as the config reads it: ``both`` (what the help offers) is ``lm_head,embed``."""
+    parts = [p.strip() for p in skip.split(",")]
+    return ",".join(dict.fromkeys(q for p in parts for q in (("lm_head", "embed") if p == "both" else (p,))))
+
+
 def quantize_command(
     model: str = typer.Argument(..., metavar="MODEL", help="Model spec: builtin:smollm2-135m, tiny:llama, a directory, a .gguf file."),
     scheme: str = typer.Option(..., "--scheme", help="int8-dynamic, int8-weight or int4-weight."),
@@ -52,7 +58,7 @@ def quantize_command(
     from slimlm.quantize import parse_config
     from slimlm.quantize.job import quantize_job
 
-    cfg: dict = {"scheme": scheme, "skip": skip, "exclude": [e for e in exclude.split(",") if e]}
+    cfg: dict = {"scheme": scheme, "skip": _skip_parts(skip), "exclude": [e for e in exclude.split(",") if e]}
     if scheme == "int4-weight":
         cfg.update(group_size=group_size, method=method, kernel=kernel, symmetric=symmetric, tied_table=tied_table)
     if smoothquant is not None:
