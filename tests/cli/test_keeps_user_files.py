@@ -58,3 +58,17 @@ def test_an_unknown_objective_fails_before_any_work(tmp_path, text_file, capsys)
     assert main(["search", "tiny:llama?layers=1", "--trials", "1", "--data", str(text_file), "--eval-tokens", "64",
                  "--no-profile", "--ood-data", "none", "--objective", "speed", "--out", str(out)]) == 2
     assert "'speed'" in capsys.readouterr().err and not out.exists()
+
+
+def test_compress_without_profiling_chooses_by_size_and_says_so(tmp_path, text_file, capsys):
+    """--no-profile measures quality and disk size: the rule is by size, and no latency line is printed."""
+    out = tmp_path / "run"
+    args = ["compress", "tiny:llama?layers=1", "--recipe", "int8-only", "--data", str(text_file), *RUN]
+    assert main([*args, "--objective", "latency", "--out", str(out)]) == 2
+    assert "--objective latency needs profiling" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--max-latency-ms", "50", "--out", str(out)]) == 2
+    assert "--max-latency-ms needs profiling" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "smallest" in text and "fastest" not in text and "latency measured on" not in text
+    assert json.loads((out / "run.json").read_text())["selection"]["objective"] == "size"

@@ -16,6 +16,9 @@ MAX_OOD_DROP = typer.Option(None, "--max-ood-drop", help="Out-of-domain guard: n
                             "perplexity on any --ood-data corpus rises more than this (default 10%, or the run's; "
                             "e.g. 5% or 0.05; none: off).")
 OBJECTIVE = typer.Option("latency", "--objective", help="What the operating point minimises: latency, size, memory, energy.")
+#: compress / search: the default follows --profile (latency when profiled, else size)
+RUN_OBJECTIVE = typer.Option(None, "--objective", help="What the operating point minimises: latency, size, memory, "
+                             "energy (default latency; size with --no-profile).")
 MAX_LATENCY_MS = typer.Option(None, "--max-latency-ms", min=0.0, help="p50 latency SLO at the primary shape.")
 MAX_MEMORY_MB = typer.Option(None, "--max-memory-mb", min=0.0, help="Peak memory SLO.")
 TRAFFIC = typer.Option(100_000, "--traffic", min=0.0, help="Requests per day, for the business figures.")
@@ -38,10 +41,23 @@ FORCE_RUN = typer.Option(False, "--force", help="Start over: discard an earlier 
 
 
 def run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price, grid, track,
-                 tracking_uri, max_ood_drop=None) -> dict:
-    """Keyword arguments for `slimlm.workflows.compress` / `search` from the shared options."""
+                 tracking_uri, max_ood_drop=None, profile: bool = True) -> dict:
+    """Keyword arguments for `slimlm.workflows.compress` / `search` from the shared options.
+
+    ``objective`` None: latency when the run profiles, else size. Without profiling, an objective or SLO that
+    needs it is refused here, before any work (the operating point could not be chosen by it)."""
+    from slimlm.errors import ConfigError
+    from slimlm.search.study import PROFILED
     from slimlm.workflows import Business, Selection, Tracking
 
+    objective = objective or ("latency" if profile else "size")
+    if not profile:
+        needs = ([f"--objective {objective}"] if objective in PROFILED else []) + \
+            (["--max-latency-ms"] if max_latency_ms is not None else []) + \
+            (["--max-memory-mb"] if max_memory_mb is not None else [])
+        if needs:
+            raise ConfigError(f"{' and '.join(needs)} needs profiling, which --no-profile turns off; drop "
+                              f"--no-profile, or choose by size (--objective size).")
     return {"selection": Selection(tier, max_drop, objective, max_latency_ms, max_memory_mb, max_ood_drop),
             "business": Business(traffic, price, grid), "tracking": Tracking(track, tracking_uri)}
 
@@ -62,7 +78,7 @@ def print_run(res, title: str, as_json: bool) -> None:
     if not rep["met"] or rep.get("excluded_by_guard"):
         out.print(f"[yellow]{rep['reason']}[/yellow]")
     rt = rep.get("runtime") or {}
-    if rt:
+    if rt and any(v.metrics.latency_p50_ms is not None for v in res.variants):  # nothing timed: nothing to say
         out.print(f"latency measured on {rt.get('label', rt.get('name'))}"
                   + (f", {rt['threads']} thread(s)" if rt.get("threads") else ""), highlight=False)
     for w in rep.get("warnings", []):

@@ -26,7 +26,7 @@ def compress_command(
     tier: str | None = O.TIER,
     max_drop: str | None = O.MAX_DROP,
     max_ood_drop: str | None = O.MAX_OOD_DROP,
-    objective: str = O.OBJECTIVE,
+    objective: str | None = O.RUN_OBJECTIVE,
     max_latency_ms: float | None = O.MAX_LATENCY_MS,
     max_memory_mb: float | None = O.MAX_MEMORY_MB,
     traffic: float = O.TRAFFIC,
@@ -48,7 +48,7 @@ def compress_command(
                       seq_len=seq_len, shapes=parse_shapes(shapes), repeats=repeats, profile=profile,
                       runtime=runtime, threads=threads)
     kw = O.run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price_per_hour, grid,
-                        track, tracking_uri, max_ood_drop)
+                        track, tracking_uri, max_ood_drop, profile=profile)
     with progress_bars(not as_json) as bar:
         res = compress(model, recipe, out_dir, opts, progress=bar, log=(lambda msg: None) if as_json else status,
                        force=force, **kw)

@@ -33,7 +33,7 @@ def search_command(
     tier: str | None = O.TIER,
     max_drop: str | None = O.MAX_DROP,
     max_ood_drop: str | None = O.MAX_OOD_DROP,
-    objective: str = O.OBJECTIVE,
+    objective: str | None = O.RUN_OBJECTIVE,
     max_latency_ms: float | None = O.MAX_LATENCY_MS,
     max_memory_mb: float | None = O.MAX_MEMORY_MB,
     traffic: float = O.TRAFFIC,
@@ -59,7 +59,7 @@ def search_command(
                       shapes=parse_shapes(shapes), decode_tokens=decode_tokens, repeats=repeats,
                       profile=profile, runtime=runtime, threads=threads)
     kw = O.run_settings(tier, max_drop, objective, max_latency_ms, max_memory_mb, traffic, price_per_hour, grid,
-                        track, tracking_uri, max_ood_drop)
+                        track, tracking_uri, max_ood_drop, profile=profile)
     objectives = objectives if objectives is not None else ("latency" if profile else "size")
     objs = tuple(o.strip() for o in objectives.split(",") if o.strip())
     with progress_bars(not as_json) as bar:
