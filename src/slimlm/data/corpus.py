@@ -37,6 +37,7 @@ from slimlm._io import MARKERS
 from slimlm.errors import DataError, SpecError
 
 SPLITS = ("train", "calibration", "eval")
+DATA_OPTIONS = ("text", "label")  # ``file.jsonl?text=body&label=y``: the field names to read
 
 # One play per genre for evaluation, another per genre for calibration; the other 26 plays train.
 SHAKESPEARE_EVAL = (
@@ -318,6 +319,21 @@ def data_list(text: str | None) -> list[str]:
     return specs
 
 
+def _options(spec: str, query: str) -> dict[str, str]:
+    """The ``?key=value`` options of a file spec. A mistyped key used to be dropped silently, and the file was
+    then read with the default field names, failing as "empty" far from the typo; it is refused here by name."""
+    opts: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in DATA_OPTIONS:
+            raise SpecError(f"unknown option {key!r} in data {spec!r}; valid options: {', '.join(DATA_OPTIONS)} "
+                            "(the field names of a .jsonl/.csv file, e.g. file.jsonl?text=body&label=y).")
+        if not value.strip():
+            raise SpecError(f"option {key!r} in data {spec!r} has no value; give a field name after '=', "
+                            "e.g. file.jsonl?text=body&label=y.")
+        opts[key] = value
+    return opts
+
+
 def load_data(spec: str) -> Corpus:
     """Resolve a data spec (see module docstring) to a `Corpus`; empty or unreadable data fails here."""
     spec = str(spec)
@@ -332,7 +348,7 @@ def load_data(spec: str) -> Corpus:
     if spec == "rotten-tomatoes":
         return _rotten_tomatoes()
     body, _, query = spec.partition("?")
-    opts = dict(parse_qsl(query))
+    opts = _options(spec, query)
     path = Path(body).expanduser()
     if not path.exists():
         raise DataError(
@@ -341,6 +357,9 @@ def load_data(spec: str) -> Corpus:
         )
     if path.suffix in (".jsonl", ".csv"):
         return _records(path, opts.get("text", "text"), opts.get("label", "label"))
+    if opts:
+        raise SpecError(f"data {spec!r}: options ({', '.join(opts)}) name the fields of a .jsonl/.csv file "
+                        f"and {body} is not one; drop '?{query}'.")
     if path.is_dir() and (path / SAMPLES_MARKER).is_file():
         return _sampled(path)
     if path.is_dir() or path.suffix in (".txt", ".md", ""):

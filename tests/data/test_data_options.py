@@ -1,0 +1,50 @@
+"""``file.jsonl?text=body&label=y``: the options of a data spec are checked, not dropped when mistyped."""
+
+import json
+
+import pytest
+
+from slimlm.data import load_data
+from slimlm.errors import SpecError
+
+
+@pytest.fixture()
+def body_jsonl(tmp_path):
+    p = tmp_path / "b2.jsonl"
+    p.write_text("\n".join(json.dumps({"body": f"row {i} of the data", "y": "ab"[i % 2]}) for i in range(4)))
+    return p
+
+
+@pytest.mark.parametrize("query,bad", [("txt=body", "txt"), ("text=body&lable=y", "lable"), ("Text=body", "Text")])
+def test_an_unknown_option_is_named_with_the_valid_ones(body_jsonl, query, bad):
+    with pytest.raises(SpecError) as exc:
+        load_data(f"{body_jsonl}?{query}")
+    msg = str(exc.value)
+    assert f"unknown option {bad!r}" in msg and "valid options: text, label" in msg
+    assert "\n" not in msg and "empty" not in msg
+
+
+@pytest.mark.parametrize("query", ["text=", "text", "text=body&label="])
+def test_an_option_without_a_field_name_is_refused(body_jsonl, query):
+    with pytest.raises(SpecError, match="has no value"):
+        load_data(f"{body_jsonl}?{query}")
+
+
+def test_valid_options_still_pick_the_fields(body_jsonl):
+    c = load_data(f"{body_jsonl}?text=body&label=y")
+    assert c.texts("eval")[0] == "row 0 of the data" and c.labels == ["a", "b"]
+
+
+def test_options_on_a_file_without_fields_are_refused(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("plain text has no fields to name")
+    with pytest.raises(SpecError, match=r"name the fields of a \.jsonl/\.csv file"):
+        load_data(f"{p}?text=body")
+    assert load_data(str(p)).texts("eval") == ["plain text has no fields to name"]
+
+
+def test_a_mistyped_option_in_one_part_of_a_join_is_named(tmp_path, body_jsonl):
+    p = tmp_path / "t.txt"
+    p.write_text("plain text")
+    with pytest.raises(SpecError, match="unknown option 'txt'"):
+        load_data(f"{p}+{body_jsonl}?txt=body")
