@@ -26,9 +26,9 @@ def _json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj))
 
 
-def _model_dir(ws: Path, name: str) -> Path:
+def _model_dir(ws: Path, name: str, spec: str = TINY) -> Path:
     d = ws / name
-    save(load(TINY), d)
+    save(load(spec), d)
     return d
 
 
@@ -50,9 +50,9 @@ def ws(tmp_path_factory) -> Path:
         ("bad-meta", lambda d: (d / "slimlm.json").write_text("[]")),
     ]:
         edit(_model_dir(ws, name))
-    pk = _model_dir(ws, "pickle-only")
-    (pk / "model.safetensors").unlink()
-    (pk / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    for pk in (_model_dir(ws, "pickle-only"), _model_dir(ws, "bert-pickle-only", "tiny:bert")):
+        (pk / "model.safetensors").unlink()
+        (pk / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
     shapes = _model_dir(ws, "wrong-shapes")  # weights of a 2-layer model, config of a wider one
     cfg = json.loads((shapes / "config.json").read_text())
     cfg["hidden_size"] *= 2
@@ -81,6 +81,7 @@ def ws(tmp_path_factory) -> Path:
     (ws / "data.parquet").write_bytes(b"PAR1")
     # -- recipes and spaces
     (ws / "typo.yaml").write_text("name: t\nstages:\n  - prune: {method: structured, layerz: 1}\n")
+    (ws / "top-typo.yaml").write_text("name: t\nversoin: 1\nstages:\n  - prune: {method: magnitude, sparsity: 0.5}\n")
     (ws / "types.yaml").write_text("name: t\nstages:\n  - quantize: {scheme: int8-dynamic, smoothquant: lots}\n")
     (ws / "kind.yaml").write_text("name: t\nstages:\n  - shrink: {factor: 2}\n")
     (ws / "empty.yaml").write_text("")
@@ -156,7 +157,7 @@ CASES = [
     ("profile-model-remote", ["profile", "{ws}/remote-tok"], "auto_map"),
     ("distill-student-config-list", ["distill", "{ws}/cfg-list", "--teacher", TINY, *D, OUT, "{ws}/out"], "JSON list"),
     ("distill-teacher-arch", ["distill", TINY, "--teacher", "{ws}/gpt2", *D, OUT, "{ws}/out"], "not supported"),
-    ("finetune-model-pickle", ["finetune", "{ws}/pickle-only", "--data", "shakespeare-genre", OUT, "{ws}/out"],
+    ("finetune-model-pickle", ["finetune", "{ws}/bert-pickle-only", "--data", "shakespeare-genre", OUT, "{ws}/out"],
      "pickled"),
     ("sensitivity-model-corrupt", ["sensitivity", "{ws}/corrupt", *D], "safetensors"),
     ("compress-model-corrupt", ["compress", "{ws}/corrupt", *D, "--ood-data", "none", OUT, "{ws}/run"],
@@ -174,6 +175,12 @@ CASES = [
     ("data-csv-nul", [E, TINY, "--data", "{ws}/nul.csv"], "nul.csv"),
     ("data-unsupported-type", [E, TINY, "--data", "{ws}/data.parquet"], "unsupported file type"),
     ("data-bad-split", [E, TINY, *D, "--split", "test"], "unknown split"),
+    # a mistyped option of a data spec is named (it was dropped, and the file read as having no 'text' field)
+    ("data-option-typo", [E, TINY, "--data", "{ws}/nofield.jsonl?txt=body"],
+     "unknown option 'txt' in data '{ws}/nofield.jsonl?txt=body'; valid options: text, label"),
+    ("data-option-no-value", [E, TINY, "--data", "{ws}/nofield.jsonl?text="], "option 'text' in data"),
+    ("data-option-on-text-file", [E, TINY, "--data", "{ws}/text.txt?text=body"],
+     "name the fields of a .jsonl/.csv file"),
     ("finetune-data-no-labels", ["finetune", "tiny:bert", *D, OUT, "{ws}/out"], "no labels"),
     ("prune-data-binary", ["prune", TINY, "--data", "{ws}/binary.txt", OUT, "{ws}/out"], "not UTF-8"),
     ("prune-data-too-short", ["prune", TINY, "--data", "{ws}/short.txt", OUT, "{ws}/out"], "fewer than one window"),
@@ -261,6 +268,17 @@ CASES = [
      "freeze_layers"),
     ("finetune-steps-0", ["finetune", "tiny:bert", "--data", "shakespeare-genre", "--steps", "0", OUT, "{ws}/out"],
      "steps"),
+    # the option the user typed, not the config field it fills (--warmup-steps is no option)
+    ("distill-warmup-negative", ["distill", TINY, "--teacher", TINY, *D, "--warmup", "-2", OUT, "{ws}/out"],
+     "--warmup: "),
+    ("distill-warmup-not-below-steps", ["distill", TINY, "--teacher", TINY, *D, "--warmup", "5", "--steps", "5", OUT,
+                                        "{ws}/out"], "--warmup must be smaller than steps"),
+    ("finetune-warmup-negative", ["finetune", "tiny:bert", "--data", "shakespeare-genre", "--warmup", "-2", OUT,
+                                  "{ws}/out"], "--warmup: "),
+    # a decoder is refused as one (it failed on the head's 'labels' option, which the user never typed)
+    ("finetune-decoder-tiny", ["finetune", "tiny:llama", OUT, "{ws}/ft-llama"],
+     "finetune trains encoder classifiers (BERT family"),
+    ("finetune-decoder-dir", ["finetune", "{ws}/good", OUT, "{ws}/ft-llama"], "{ws}/good is a decoder (llama)"),
     ("sensitivity-ratios-garbage", ["sensitivity", TINY, *D, "--kind", "ffn", "--ratios", "half"], "--ratios"),
     ("sensitivity-kind-unknown", ["sensitivity", TINY, *D, "--kind", "rows"], "--kind"),
     ("sensitivity-eval-samples-0", ["sensitivity", TINY, *D, "--eval-samples", "0"], "--eval-samples"),
@@ -275,6 +293,11 @@ CASES = [
     ("recipe-binary", ["recipes", "validate", "{ws}/binary.yaml"], "binary.yaml"),
     ("recipe-bad-yaml", ["recipes", "validate", "{ws}/syntax.yaml"], "not valid YAML"),
     ("recipe-missing", ["recipes", "validate", "{ws}/nope.yaml"], "does not exist"),
+    ("recipe-is-a-directory", ["recipes", "validate", "{ws}/thesis"], "{ws}/thesis is a directory, not a recipe file"),
+    ("compress-recipe-is-a-directory", ["compress", TINY, "--recipe", "{ws}/thesis", OUT, "{ws}/run"],
+     "is a directory, not a recipe file"),
+    ("recipe-top-level-typo", ["recipes", "validate", "{ws}/top-typo.yaml"],
+     "['versoin']; use name, description, version, stages."),
     ("recipe-unknown-builtin", ["recipes", "show", "fastest"], "fastest"),
     # a mistyped command points at the help that lists the commands (it pointed at the typo's own --help)
     ("command-unknown", ["nosuchcmd"], "No such command 'nosuchcmd'; see `slimlm --help`"),

@@ -8,6 +8,7 @@ errors name the flags, and the result table.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +21,9 @@ from slimlm.cli._out import emit_json, err, fmt, out, status
 
 
 @contextmanager
-def train_bar(enabled: bool, title: str) -> Iterator[tuple]:
-    """Yield ``(progress, on_metrics)``: one rich bar with loss / lr / tok/s / ETA, or log lines without a tty."""
+def train_bar(enabled: bool, title: str, lines: bool = False) -> Iterator[tuple]:
+    """Yield ``(progress, on_metrics)``: one rich bar with loss / lr / tok/s / ETA, or log lines on stderr
+    without a tty or with ``lines`` (``--json``: stdout is the JSON document, progress still shows)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -37,7 +39,7 @@ def train_bar(enabled: bool, title: str) -> Iterator[tuple]:
     if not enabled:
         yield (lambda *a: None), (lambda m: None)
         return
-    if not err.is_terminal and not _force():
+    if lines or (not err.is_terminal and not _force()):
         def log_metrics(m: dict) -> None:
             if "eval" in m:
                 status(f"{title}: eval at step {m['step']}: " + ", ".join(
@@ -79,8 +81,17 @@ def parse_layer_map(text: str | None) -> list[tuple[int, int]] | None:
     return pairs
 
 
+# `DistillConfig` fields whose command-line option has another name than ``--field-name``
+OPTION_NAMES = {"warmup_steps": "--warmup"}
+
+
+def _option(field: str) -> str:
+    return OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
 def make_config(**fields):
-    """Build a `DistillConfig`, turning validation errors into one `ConfigError` naming each field."""
+    """Build a `DistillConfig`, turning validation errors into one `ConfigError` naming each field by the option
+    the user typed (``--warmup``, not the field ``warmup_steps`` it fills)."""
     from pydantic import ValidationError
 
     from slimlm.distill import DistillConfig
@@ -93,7 +104,10 @@ def make_config(**fields):
         for e in exc.errors():
             loc = ".".join(str(x) for x in e["loc"])
             msg = e["msg"].removeprefix("Value error, ")
-            parts.append(f"--{loc.replace('_', '-')}: {msg}" if loc else msg)
+            if not loc:  # a rule over several fields names them as fields: name the options instead
+                for name, option in OPTION_NAMES.items():
+                    msg = re.sub(rf"\b{name}\b", option, msg)
+            parts.append(f"{_option(loc)}: {msg}" if loc else msg)
         raise ConfigError(f"invalid distillation settings: {'; '.join(parts)}.") from None
 
 
@@ -198,7 +212,7 @@ def distill_command(
                       teacher_precision=teacher_precision, gradient_checkpointing=gradient_checkpointing)
     sched = parse_schedule(schedule)
     first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress
-    with train_bar(not as_json and first_rank, "distill") as (progress, on_metrics):
+    with train_bar(first_rank, "distill", lines=as_json) as (progress, on_metrics):
         result = distill_job(student, teacher, data, out_dir, cfg, schedule=sched,
                              prune=parse_structured(prune) if prune else None, resume=resume, force=force, device=device, trust_remote_code=trust_remote_code,
                              eval_tokens=eval_tokens, progress=progress, on_metrics=on_metrics, log=status,

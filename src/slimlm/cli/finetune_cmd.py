@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -9,6 +10,29 @@ import typer
 from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json
 from slimlm.cli.distill_cmd import make_config, print_result, train_bar
+
+
+def _decoder_family(spec: str) -> str | None:
+    """The decoder family ``spec`` names, told without building the model (None: an encoder, or a spec this
+    cannot tell, such as a hub id, which loading then judges). Loading a decoder for finetune used to fail
+    inside the loader, on the ``labels`` option it appends for the head (``tiny:llama?labels=6``), an option
+    the user never typed."""
+    from slimlm.models.adapters import CAUSAL_TYPES
+    from slimlm.models.tiny import KINDS as TINY_KINDS
+
+    if spec.startswith("tiny:"):
+        kind = spec.split(":", 1)[1].partition("?")[0]
+        return kind if kind in TINY_KINDS and kind != "bert" else None
+    if spec == "builtin:smollm2-135m":
+        return "llama"
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf") and path.is_file():
+        return "GGUF"  # slimlm reads GGUF files as causal LMs only
+    try:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # no readable config: loading says what is wrong with the directory
+    return model_type if model_type in CAUSAL_TYPES else None
 
 
 def finetune_command(
@@ -36,11 +60,17 @@ def finetune_command(
     """Fine-tune MODEL's classification head (and encoder) on --data; report accuracy and macro-F1."""
     from slimlm.cli._out import status
     from slimlm.distill.job import finetune_job
+    from slimlm.errors import SpecError
 
+    family = _decoder_family(model)
+    if family:
+        raise SpecError(f"finetune trains encoder classifiers (BERT family: tiny:bert, builtin:minilm-l6 or a BERT "
+                        f"directory) and {model} is a decoder ({family}); train a decoder on text with `slimlm "
+                        "distill` (--loss ce needs no teacher).")
     cfg = make_config(loss="ce", alpha=1.0, steps=steps, lr=lr, warmup_steps=min(warmup, steps - 1),
                       batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every,
                       patience=patience, checkpoint_every=checkpoint_every, seed=seed)
-    with train_bar(not as_json, "finetune") as (progress, on_metrics):
+    with train_bar(True, "finetune", lines=as_json) as (progress, on_metrics):
         result = finetune_job(model, data, out_dir, cfg, resume=resume, force=force, progress=progress,
                               trust_remote_code=trust_remote_code,
                               on_metrics=on_metrics, log=status,

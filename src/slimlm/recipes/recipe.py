@@ -35,6 +35,7 @@ from slimlm.methods import REGISTRY, MethodConfig, parse_method
 
 RECIPE_VERSION = 1
 KINDS = ("prune", "distill", "quantize")
+TOP_LEVEL = ("name", "description", "version", "stages")  # every key `Recipe.to_dict` writes, and only those
 
 
 def _parse(kind: str, d: dict) -> MethodConfig:
@@ -130,9 +131,9 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
     """Validate a parsed recipe; every error names the path of the bad field."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a recipe is a mapping with 'name' and 'stages'.")
-    unknown = set(data) - {"name", "description", "version", "stages"}
+    unknown = set(data) - set(TOP_LEVEL)
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level field(s) {sorted(unknown)}; use name, description, stages.")
+        raise ConfigError(f"{source}: unknown top-level field(s) {sorted(unknown)}; use {', '.join(TOP_LEVEL)}.")
     if data.get("version", RECIPE_VERSION) != RECIPE_VERSION:
         raise ConfigError(f"{source}: version {data['version']} is not supported (this slimlm reads {RECIPE_VERSION}).")
     stages_raw = data.get("stages")
@@ -177,8 +178,14 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     source = str(name_or_path)
     path = Path(source)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
+        if path.is_dir():
+            raise ConfigError(f"{path} is a directory, not a recipe file; give a YAML recipe file "
+                              "(see `slimlm recipes show quick`) or a builtin name.")
+        if not path.exists():
             raise ConfigError(f"recipe file {path} does not exist.")
+        if not path.is_file():
+            raise ConfigError(f"{path} is not a regular file; give a YAML recipe file "
+                              "(see `slimlm recipes show quick`).")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
