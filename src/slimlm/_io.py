@@ -274,18 +274,22 @@ def _written(folder: Path) -> dict | None:
     return rec if isinstance(rec, dict) else None
 
 
-def check_unedited(paths: list[Path], *, force: bool = False,
+def check_unedited(paths: list[Path], *, force: bool = False, strict: bool = False,
                    fix: str = "rename it, or pass --force to replace it") -> None:
     """`OutputError` when one of ``paths`` (files slimlm rewrites) was changed since slimlm last wrote it.
 
     The checksums live in `WRITTEN_RECORD` beside the files. A folder without that record holds files from
-    before it existed: they are taken as slimlm's (as they were written). ``force`` skips the check."""
+    before it existed: they are taken as slimlm's (as they were written), unless ``strict`` (then a file with
+    no record is refused too). ``force`` skips the check."""
     if force:
         return
     for p in map(Path, paths):
         rec = _written(p.parent)
-        if rec is not None and p.is_file() and rec.get(p.name) != _sha256(p):
-            raise OutputError(f"{p} was changed since slimlm wrote it; slimlm keeps your version: {fix}.")
+        if not p.is_file() or (rec is None and not strict):
+            continue
+        if (rec or {}).get(p.name) != _sha256(p):
+            raise OutputError(f"{p} was changed since slimlm wrote it (or slimlm has no record of writing it); "
+                              f"slimlm keeps your version: {fix}.")
 
 
 def record_written(paths: list[Path]) -> None:
@@ -421,7 +425,7 @@ def check_out(path: str | Path, *, force: bool = False, kind: str = "variant", o
             if kind == "variant" and not force:
                 raise OutputError(f"{option} {path} holds an earlier slimlm variant; pass --force to replace it, "
                                   "or choose a new directory.")
-            if kind in ("variant", "samples"):
+            if kind == "variant":  # (a samples directory's --force replaces only its own two files)
                 refuse_foreign(path, option=option)
             if kind == "samples" and not force:
                 raise OutputError(f"{option} {path} holds text sampled earlier; pass --resume to continue it, --force "

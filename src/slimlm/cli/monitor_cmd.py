@@ -29,13 +29,13 @@ def monitor_command(
 
     import yaml
 
-    from slimlm._io import write_text_atomic
+    from slimlm._io import check_unedited, record_written, write_text_atomic
     from slimlm.monitor import alert_rules, grafana_dashboard, rule_tests
 
     for dur, opt in ((quality_for, "--quality-for"), (latency_for, "--latency-for")):
         if not (dur[:-1].isdigit() and dur[-1] in "sm"):
             raise ConfigError(f"{opt} {dur!r} is not a duration; write e.g. 30s or 5m.")
-    if out_file is not None:  # the default paths under RUN_DIR/monitor: `_check_unedited`
+    if out_file is not None:  # the default paths under RUN_DIR/monitor: `check_unedited` below
         from slimlm._io import check_out
 
         check_out(out_file, force=force, kind="file")
@@ -61,13 +61,14 @@ def monitor_command(
         texts["dashboard"] = (path, json.dumps(grafana_dashboard(run_dir, job=job, decision=decision), indent=2) + "\n")
         alerts = []
     if out_file is None:
-        _check_unedited(Path(run_dir) / "monitor", [p for p, _ in texts.values()], force)
+        check_unedited([p for p, _ in texts.values()], force=force, strict=True,
+                       fix="pass --force to replace it, or --out to write elsewhere")
     written = {}
     for k, (p, text) in texts.items():
         write_text_atomic(p, text)
         written[k] = str(p)
     if out_file is None:
-        _record_written(Path(run_dir) / "monitor", [p for p, _ in texts.values()])
+        record_written([p for p, _ in texts.values()])
     if as_json:
         emit_json(written | ({"alerts": alerts} if alerts else {}))
         return
@@ -76,44 +77,3 @@ def monitor_command(
     if "tests" in written:
         out.print(f"check them with: promtool check rules {written['rules']} && promtool test rules {written['tests']}",
                   highlight=False)
-
-
-#: under RUN_DIR/monitor: the sha256 of each file as slimlm last wrote it
-WRITTEN = ".slimlm-written.json"
-
-
-def _sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _check_unedited(folder: Path, paths: list[Path], force: bool) -> None:
-    """Refuse to replace a RUN_DIR/monitor file that is not byte for byte what slimlm last wrote there (a user's
-    edit, or a file slimlm has no record of writing) unless ``--force``."""
-    import json
-
-    if force:
-        return
-    try:
-        record = json.loads((folder / WRITTEN).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        record = {}
-    for p in paths:
-        if p.exists() and (not isinstance(record, dict) or record.get(p.name) != _sha(p)):
-            raise ConfigError(f"{p} was changed since slimlm wrote it (or slimlm has no record of writing it); "
-                              "pass --force to replace it, or --out to write elsewhere.")
-
-
-def _record_written(folder: Path, paths: list[Path]) -> None:
-    import json
-
-    from slimlm._io import write_json_atomic
-
-    try:
-        record = json.loads((folder / WRITTEN).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        record = {}
-    if not isinstance(record, dict):
-        record = {}
-    write_json_atomic(folder / WRITTEN, record | {p.name: _sha(p) for p in paths})
