@@ -48,3 +48,16 @@ def test_a_mistyped_option_in_one_part_of_a_join_is_named(tmp_path, body_jsonl):
     p.write_text("plain text")
     with pytest.raises(SpecError, match="unknown option 'txt'"):
         load_data(f"{p}+{body_jsonl}?txt=body")
+
+
+def test_a_join_whose_first_part_has_options_is_a_join(tmp_path, body_jsonl):
+    """``a.jsonl?text=body+b.txt`` used to be read as the single file a.jsonl (the text before the first '?'
+    exists), silently dropping b.txt; a file whose own name has a '+' is still one file."""
+    other = tmp_path / "t.txt"
+    other.write_text("plain text beside the rows")
+    joined = load_data(f"{body_jsonl}?text=body+{other}")
+    texts = [t for split in ("train", "calibration", "eval") for t in joined.texts(split)]
+    assert "plain text beside the rows" in texts and any(t.startswith("row ") for t in texts)
+    plus = tmp_path / "a+b.txt"
+    plus.write_text("one file")
+    assert load_data(str(plus)).texts("eval") == ["one file"]

@@ -337,7 +337,8 @@ def _options(spec: str, query: str) -> dict[str, str]:
 def load_data(spec: str) -> Corpus:
     """Resolve a data spec (see module docstring) to a `Corpus`; empty or unreadable data fails here."""
     spec = str(spec)
-    if "+" in spec and not Path(spec.partition("?")[0]).expanduser().exists():
+    body = spec.partition("?")[0]
+    if "+" in spec and not ("+" in body and Path(body).expanduser().exists()):  # a file named with '+' is one
         return _union(spec, spec.split("+"))
     if spec == "shakespeare":
         return _shakespeare()
