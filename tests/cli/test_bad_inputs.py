@@ -196,6 +196,8 @@ CASES = [
     # numeric options out of range
     ("evaluate-max-tokens-negative", [E, TINY, *D, "--max-tokens", "-5"], "--max-tokens"),
     ("evaluate-max-tokens-tiny", [E, TINY, *D, "--max-tokens", "3"], "--max-tokens 3"),
+    # the budget, not the text, is too small: say so (it used to say the split "has only 16 tokens")
+    ("evaluate-max-tokens-at-the-minimum", [E, TINY, *D, "--max-tokens", "16"], "--max-tokens 16 leaves 15"),
     ("evaluate-seq-len-1", [E, TINY, *D, "--seq-len", "1"], "--seq-len"),
     ("evaluate-seq-len-too-long", [E, "tiny:llama?max_pos=64", *D, "--seq-len", "512"], "exceeds the model"),
     ("evaluate-max-examples-negative", [E, TINY, *D, "--max-examples", "-1"], "--max-examples"),

@@ -162,7 +162,11 @@ def perplexity_windows(model: Model, corpus: Corpus, split: str, seq_len: int, m
     windows = eval_windows(model.tokenizer, corpus.texts(split), seq_len, max_tokens)
     predicted = sum(len(w) - 1 for w in windows)
     if predicted < MIN_EVAL_TOKENS:
-        raise DataError(f"data {corpus.name!r} has only {predicted + len(windows)} tokens in its {split} split; "
+        total = predicted + len(windows)
+        if max_tokens and total >= max_tokens:  # the budget, not the text, ran out
+            raise DataError(f"--max-tokens {max_tokens} leaves {predicted} predicted tokens (the first token of "
+                            f"each window is context only); perplexity needs at least {MIN_EVAL_TOKENS}: raise it.")
+        raise DataError(f"data {corpus.name!r} has only {total} tokens in its {split} split; "
                         f"perplexity needs at least {MIN_EVAL_TOKENS}: give more text.")
     return windows
 
