@@ -15,7 +15,7 @@ def evaluate_command(
     split: str = typer.Option("eval", help="Split to score: train, calibration or eval."),
     seq_len: int = typer.Option(512, "--seq-len", min=2, help="Window length (tokens) for perplexity."),
     max_tokens: int | None = typer.Option(16384, "--max-tokens", min=0, help="Token budget for perplexity (0: all)."),
-    max_examples: int | None = typer.Option(512, "--max-examples", min=0, help="Example budget for classifiers (0: all)."),
+    max_examples: int | None = typer.Option(512, "--max-examples", min=0, help="Example budget for classifiers, spread evenly over the split (0: all)."),
     teacher: str | None = typer.Option(None, "--teacher", help="Also report agreement with this model."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda:0, or auto (a GPU if any). slimlm-quantized "
                                "variants run on the CPU (their kernels are CPU ones)."),
