@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from _cli_errors import error_line
 
 from slimlm.cli.main import main
 from slimlm.models import load, save
@@ -394,13 +395,7 @@ def test_bad_input(ws, case, capsys):
                 shutil.rmtree(p, ignore_errors=True)
             elif p.exists():
                 p.unlink()
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert len(errors) == 1, err
-    line = " ".join(" ".join(lines[lines.index(errors[0]):]).split())  # rich may wrap one message
+    line = error_line(code, capsys.readouterr().err)
     assert fragment.format(ws=ws) in line
     assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) ^ set(after) | {k for k in before if before[k] != after.get(k)}}
     assert not (ws / "remote-code-ran").exists()

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from _cli_errors import error_line
 
 from slimlm.cli.main import main
 
@@ -32,13 +33,7 @@ def _snapshot(root: Path) -> dict:
 def _refused(capsys, argv: list[str], option: str) -> str:
     """Run the CLI; assert exit 2 and exactly one ``error:`` line naming ``option``; return that line."""
     code = main(argv)
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert len(errors) == 1, err
-    line = " ".join(" ".join(lines[lines.index(errors[0]):]).split())  # rich may wrap one message
+    line = error_line(code, capsys.readouterr().err)
     assert option in line, line
     return line
 
