@@ -1,4 +1,4 @@
-"""The one check every refusal shares: exit code 2 and exactly one ``error:`` line, no traceback."""
+"""What every refusal test checks: exit code 2 and exactly one ``error:`` line, no traceback, nothing written."""
 
 
 def error_line(code: int, err: str) -> str:
@@ -10,3 +10,17 @@ def error_line(code: int, err: str) -> str:
     assert "Traceback" not in err
     assert len(errors) == 1, err
     return " ".join(" ".join(lines[lines.index(errors[0]):]).split())
+
+
+def snapshot(root) -> dict:
+    """Every path under ``root`` with its mode, size and mtime: equal before and after means nothing was written."""
+    import os
+    from pathlib import Path
+
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = Path(dirpath) / n
+            st = p.lstat()
+            out[str(p.relative_to(root))] = (st.st_mode, st.st_size if p.is_file() else 0, st.st_mtime_ns)
+    return out

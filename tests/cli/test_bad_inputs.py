@@ -9,13 +9,12 @@ path the cases name).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
 from pathlib import Path
 
 import pytest
-from _cli_errors import error_line
+from _cli_errors import error_line, snapshot
 
 from slimlm.cli.main import main
 from slimlm.models import load, save
@@ -115,14 +114,6 @@ def ws(tmp_path_factory) -> Path:
     (ws / "ro").chmod(0o755)
 
 
-def _snapshot(root: Path) -> dict:
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for n in dirs + files:
-            p = Path(dirpath) / n
-            st = p.lstat()
-            out[str(p.relative_to(root))] = (st.st_mode, st.st_size if p.is_file() else 0, st.st_mtime_ns)
-    return out
 
 
 E = "evaluate"
@@ -384,11 +375,11 @@ def test_the_catalogue_is_large_and_covers_every_command():
 def test_bad_input(ws, case, capsys):
     _, argv, fragment = case
     argv = [a.format(ws=ws) for a in argv]
-    before = _snapshot(ws)
+    before = snapshot(ws)
     try:
         code = main(argv)
     finally:
-        after = _snapshot(ws)
+        after = snapshot(ws)
         for rel in sorted(set(after) - set(before), key=len):  # keep later cases independent of a failure
             p = ws / rel
             if p.is_dir():

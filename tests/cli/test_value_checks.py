@@ -8,11 +8,10 @@ refusal cannot pass because the setup was broken.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from _cli_errors import error_line
+from _cli_errors import error_line, snapshot
 
 from slimlm.cli.main import main
 
@@ -20,14 +19,6 @@ TEXT = ("Shall I compare thee to a summer's day? Thou art more lovely and more t
         "Rough winds do shake the darling buds of May, and summer's lease hath all too short a date.\n") * 30
 
 
-def _snapshot(root: Path) -> dict:
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for n in dirs + files:
-            p = Path(dirpath) / n
-            st = p.lstat()
-            out[str(p.relative_to(root))] = (st.st_size if p.is_file() else 0, st.st_mtime_ns)
-    return out
 
 
 def _refused(capsys, argv: list[str], option: str) -> str:
@@ -62,10 +53,10 @@ DECIDE_NUMBERS = ["--traffic", "--max-latency-ms", "--max-memory-mb", "--price-p
 
 @pytest.mark.parametrize("option", DECIDE_NUMBERS)
 def test_decide_refuses_negative_value_and_writes_no_record(run_dir, capsys, option):
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     line = _refused(capsys, ["decide", str(run_dir), option, "-1"], option)
     assert "greater than or equal to 0" in line
-    assert _snapshot(run_dir) == before  # no decisions/000N.json, report.html or decision.md rewritten
+    assert snapshot(run_dir) == before  # no decisions/000N.json, report.html or decision.md rewritten
 
 
 @pytest.mark.parametrize("option", ["--traffic", "--price-per-hour"])
@@ -216,12 +207,12 @@ def test_prune_structured_alone_and_unstructured_options_alone_still_run(tmp_pat
 
 
 def test_monitor_rules_refuses_negative_cost_margin(run_dir, tmp_path, capsys):
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     _refused(capsys, ["monitor", "rules", str(run_dir), "--cost-margin", "-1"], "--cost-margin")
     rules = tmp_path / "rules.yml"
     _refused(capsys, ["monitor", "rules", str(run_dir), "--cost-margin", "-0.5", "--out", str(rules)],
              "--cost-margin")
-    assert _snapshot(run_dir) == before  # no RUN_DIR/monitor
+    assert snapshot(run_dir) == before  # no RUN_DIR/monitor
     assert list(tmp_path.iterdir()) == []
 
 
