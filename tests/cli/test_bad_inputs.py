@@ -190,6 +190,8 @@ CASES = [
     ("evaluate-max-tokens-tiny", [E, TINY, *D, "--max-tokens", "3"], "--max-tokens 3"),
     # the budget, not the text, is too small: say so (it used to say the split "has only 16 tokens")
     ("evaluate-max-tokens-at-the-minimum", [E, TINY, *D, "--max-tokens", "16"], "--max-tokens 16 leaves 15"),
+    ("export-group-size-zero", ["export", TINY, "--format", "openvino", "--type", "int4", "--group-size", "0", OUT,
+                                "{ws}/ov"], "--group-size 0"),
     ("evaluate-seq-len-1", [E, TINY, *D, "--seq-len", "1"], "--seq-len"),
     ("evaluate-seq-len-too-long", [E, "tiny:llama?max_pos=64", *D, "--seq-len", "512"], "exceeds the model"),
     ("evaluate-max-examples-negative", [E, TINY, *D, "--max-examples", "-1"], "--max-examples"),

@@ -27,7 +27,8 @@ def export_command(
     tolerance: float | None = typer.Option(None, "--tolerance", min=0.0, help="Relative perplexity tolerance "
                                            "(default per type); encoders: 1 - min cosine, or relative logit "
                                            "difference."),
-    group_size: int = typer.Option(32, "--group-size", help="OpenVINO int4 group size."),
+    group_size: int = typer.Option(32, "--group-size", help="OpenVINO int4 group size (-1: one group per output "
+                                   "channel)."),
     data_aware: bool = typer.Option(True, "--data-aware/--no-data-aware", help="Calibrate low-bit types on "
                                     "--data: openvino int4 with AWQ + scale estimation, gguf 4/5-bit and K-quants "
                                     "with an importance matrix (default on; off: from the weights alone)."),
@@ -49,6 +50,9 @@ def export_command(
     from slimlm.export import export
     from slimlm.models import load
 
+    if group_size == 0 or group_size < -1:
+        raise SpecError(f"--group-size {group_size}: give a positive group size, or -1 for one group per output "
+                        "channel.")
     text = None
     if sample:
         p = Path(sample)
