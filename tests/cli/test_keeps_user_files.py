@@ -45,6 +45,10 @@ def test_compress_and_report_keep_an_edited_decision_record(tmp_path, text_file,
     assert decision.read_text() == signed
     assert main(base) == 2  # a resumed compress says so before its work, not after
     assert decision.read_text() == signed
+    records = sorted(p.name for p in (out / "decisions").glob("*")) if (out / "decisions").exists() else []
+    assert main(["decide", str(out), "--tier", "high"]) == 2  # decide rewrites them too: refused, nothing recorded
+    assert "decision.md was changed" in capsys.readouterr().err and decision.read_text() == signed
+    assert (sorted(p.name for p in (out / "decisions").glob("*")) if (out / "decisions").exists() else []) == records
     assert main(["report", str(out), "--tier", "high", "--force", "--json"]) == 0
     assert "ALICE" not in decision.read_text() and json.loads(capsys.readouterr().out)["decision"] == str(decision)
     assert main(["report", str(out)]) == 0  # slimlm's own again: rewritten freely
