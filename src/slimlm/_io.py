@@ -209,6 +209,8 @@ def is_foreign(path: str | Path, marker: str | None) -> bool:
 
 #: in every directory `atomic_dir` writes: the names of the entries slimlm put there
 FILES_RECORD = ".slimlm-files"
+#: beside files slimlm rewrites in place (a run's report.html and decision.md): each one's SHA-256 as last written
+WRITTEN_RECORD = ".slimlm-written.json"
 #: what slimlm (and transformers' save_pretrained under it) writes at the top of a variant, export or checkpoint
 #: directory: how an output from before `FILES_RECORD` is told apart from files a user added to it
 _WRITTEN_PATTERNS = ("slimlm.json", "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
@@ -218,7 +220,7 @@ _WRITTEN_PATTERNS = ("slimlm.json", "*.safetensors", "*.safetensors.index.json",
 #: what slimlm writes at the top of a run directory (compress, search, report, decide, monitor, export)
 RUN_ENTRIES = frozenset({"run.json", "variants.jsonl", "cache", "exports", "monitor", "decisions", "report.html",
                          "decision.md", "study.db", "study.db-journal", "study.db-wal",
-                         "study.db-shm", ".lock", ".locks", ".study.lock", ".slimlm-written.json", "mlflow.db",
+                         "study.db-shm", ".lock", ".locks", ".study.lock", WRITTEN_RECORD, "mlflow.db",
                          "mlartifacts"})
 
 
@@ -254,10 +256,6 @@ def refuse_foreign(path: str | Path, kind: str = "output", option: str = "--out"
         raise OutputError(f"{option + ' ' if option else ''}{path} also holds {shown}, which slimlm did not write; "
                           "replacing the directory "
                           "would delete them: move them out first, or choose a new directory.")
-
-
-#: beside files slimlm rewrites in place (a run's report.html and decision.md): each one's SHA-256 as last written
-WRITTEN_RECORD = ".slimlm-written.json"
 
 
 def _sha256(path: Path) -> str:

@@ -18,13 +18,15 @@ def _decoder_family(spec: str) -> str | None:
     inside the loader, on the ``labels`` option it appends for the head (``tiny:llama?labels=6``), an option
     the user never typed."""
     from slimlm.models.adapters import CAUSAL_TYPES
+    from slimlm.models.loading import BUILTIN_TYPES
     from slimlm.models.tiny import KINDS as TINY_KINDS
 
     if spec.startswith("tiny:"):
         kind = spec.split(":", 1)[1].partition("?")[0]
         return kind if kind in TINY_KINDS and kind != "bert" else None
-    if spec == "builtin:smollm2-135m":
-        return "llama"
+    if spec.startswith("builtin:"):
+        model_type = BUILTIN_TYPES.get(spec.split(":", 1)[1])
+        return model_type if model_type in CAUSAL_TYPES else None
     path = Path(spec).expanduser()
     if spec.endswith(".gguf") and path.is_file():
         return "GGUF"  # slimlm reads GGUF files as causal LMs only

