@@ -211,6 +211,8 @@ def is_foreign(path: str | Path, marker: str | None) -> bool:
 FILES_RECORD = ".slimlm-files"
 #: beside files slimlm rewrites in place (a run's report.html and decision.md): each one's SHA-256 as last written
 WRITTEN_RECORD = ".slimlm-written.json"
+#: beside `WRITTEN_RECORD`: held while a file is checked, rewritten and recorded (see `written_lock`)
+WRITTEN_LOCK = ".slimlm-written.lock"
 #: what slimlm (and transformers' save_pretrained under it) writes at the top of a variant, export or checkpoint
 #: directory: how an output from before `FILES_RECORD` is told apart from files a user added to it
 _WRITTEN_PATTERNS = ("slimlm.json", "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
@@ -220,7 +222,7 @@ _WRITTEN_PATTERNS = ("slimlm.json", "*.safetensors", "*.safetensors.index.json",
 #: what slimlm writes at the top of a run directory (compress, search, report, decide, monitor, export)
 RUN_ENTRIES = frozenset({"run.json", "variants.jsonl", "cache", "exports", "monitor", "decisions", "report.html",
                          "decision.md", "study.db", "study.db-journal", "study.db-wal",
-                         "study.db-shm", ".lock", ".locks", ".study.lock", WRITTEN_RECORD, "mlflow.db",
+                         "study.db-shm", ".lock", ".locks", ".study.lock", WRITTEN_RECORD, WRITTEN_LOCK, "mlflow.db",
                          "mlartifacts"})
 
 
@@ -288,6 +290,13 @@ def check_unedited(paths: list[Path], *, force: bool = False, strict: bool = Fal
         if (rec or {}).get(p.name) != _sha256(p):
             raise OutputError(f"{p} was changed since slimlm wrote it (or slimlm has no record of writing it); "
                               f"slimlm keeps your version: {fix}.")
+
+
+def written_lock(folder: str | Path):
+    """The lock under which files in ``folder`` are checked (`check_unedited`), rewritten and recorded
+    (`record_written`). Search workers sharing a run directory each rewrite its report: without it, one
+    worker can read the file another has just written but not yet recorded, and take it for a user's edit."""
+    return file_lock(Path(folder) / WRITTEN_LOCK)
 
 
 def record_written(paths: list[Path]) -> None:

@@ -126,11 +126,14 @@ def _check_runtime(options) -> None:
 
 def _check_report_files(out: str | Path) -> None:
     """A report.html or decision.md edited since slimlm wrote it fails the run now, not after the work."""
-    from slimlm._io import check_unedited
+    from slimlm._io import check_unedited, written_lock
 
     out = Path(out)
-    check_unedited([out / "report.html", out / "decision.md"],
-                   fix=f"rename it, or replace it with `slimlm report {out} --force`, then run this again")
+    if not ((out / "report.html").is_file() or (out / "decision.md").is_file()):
+        return  # nothing to check yet (and no lock file to leave in a directory not yet a run)
+    with written_lock(out):  # another search worker may be rewriting them now
+        check_unedited([out / "report.html", out / "decision.md"],
+                       fix=f"rename it, or replace it with `slimlm report {out} --force`, then run this again")
 
 
 def _finish(out: Path, settings: dict, business: Business, tracking: Tracking) -> tuple[dict, dict | None]:

@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 from html.parser import HTMLParser
 
 import pytest
@@ -270,3 +271,41 @@ def test_int8_dynamic_timed_on_the_fp32_fallback_despite_vnni_is_a_warning(tmp_p
     if warned:
         assert "avx512_vnni" in hit[0] and "SLIMLM_INT8_MATMUL=int" in hit[0]
     assert any("no VNNI/AMX" in w for w in warnings) is (not instructions)
+
+
+
+
+def _write_report_slowly(run_dir, written):
+    """`write_report` for another traffic, pausing between writing the files and recording their checksums."""
+    import slimlm.report as report
+
+    record = report.record_written
+
+    def slow_record(paths):
+        written.set()
+        time.sleep(1.5)
+        record(paths)
+
+    report.record_written = slow_record
+    report.write_report(run_dir, traffic_per_day=123_456)
+
+
+def test_a_second_writer_waits_for_the_first_to_record(run_dir):
+    """Search workers sharing a run each rewrite its report. One must not read the file another has just
+    written but not yet recorded, and refuse it as a user's edit (a real three-worker search did)."""
+    import multiprocessing as mp
+
+    from slimlm._io import check_unedited
+
+    write_report(run_dir)  # a first report, recorded
+    ctx = mp.get_context("fork")
+    written = ctx.Event()
+    first = ctx.Process(target=_write_report_slowly, args=(run_dir, written))
+    first.start()
+    try:
+        assert written.wait(60)  # the other writer has replaced the files and not yet recorded them
+        write_report(run_dir)  # waits for it, then finds its own record
+    finally:
+        first.join(60)
+    assert first.exitcode == 0
+    check_unedited([run_dir / "report.html", run_dir / "decision.md"])  # the record matches the files

@@ -26,10 +26,11 @@ def monitor_command(
 ) -> None:
     """Write Prometheus alerting rules or a Grafana dashboard for the run's decision."""
     import json
+    from contextlib import nullcontext
 
     import yaml
 
-    from slimlm._io import check_unedited, record_written, write_text_atomic
+    from slimlm._io import check_unedited, record_written, write_text_atomic, written_lock
     from slimlm.monitor import alert_rules, grafana_dashboard, rule_tests
 
     for dur, opt in ((quality_for, "--quality-for"), (latency_for, "--latency-for")):
@@ -60,15 +61,16 @@ def monitor_command(
         path = out_file or Path(run_dir) / "monitor" / "grafana-dashboard.json"
         texts["dashboard"] = (path, json.dumps(grafana_dashboard(run_dir, job=job, decision=decision), indent=2) + "\n")
         alerts = []
-    if out_file is None:
-        check_unedited([p for p, _ in texts.values()], force=force, strict=True,
-                       fix="pass --force to replace it, or --out to write elsewhere")
     written = {}
-    for k, (p, text) in texts.items():
-        write_text_atomic(p, text)
-        written[k] = str(p)
-    if out_file is None:
-        record_written([p for p, _ in texts.values()])
+    with written_lock(path.parent) if out_file is None else nullcontext():
+        if out_file is None:
+            check_unedited([p for p, _ in texts.values()], force=force, strict=True,
+                           fix="pass --force to replace it, or --out to write elsewhere")
+        for k, (p, text) in texts.items():
+            write_text_atomic(p, text)
+            written[k] = str(p)
+        if out_file is None:
+            record_written([p for p, _ in texts.values()])
     if as_json:
         emit_json(written | ({"alerts": alerts} if alerts else {}))
         return
