@@ -310,7 +310,7 @@ def test_int8_kernel_choice_follows_the_faster_kernel(monkeypatch):
     real = torch._int_mm
 
     def slow(*a):
-        time.sleep(0.005)
+        time.sleep(0.05)  # far above an fp32 64x512x512 product, even on a loaded machine
         return real(*a)
 
     monkeypatch.setattr(torch, "_int_mm", slow)
