@@ -168,6 +168,7 @@ def test_onnx_fp32_matches_and_int8_is_checked(tmp_path):
     assert abs(r["check"]["relative_change"]) < 1e-4 and "tokenizer.json" in r["files"]
     r8 = export(m, "onnx", tmp_path / "o8", precision="int8", sample_text=SAMPLE, tolerance=0.5)
     assert r8["files"]["model.int8.onnx"] < r["files"]["model.onnx"]
+    assert r8["type"] == "int8" and read_manifest(r8["out"])["type"] == "int8"  # export.json names the type
 
 
 @needs_ort

@@ -53,6 +53,7 @@ def test_embedding_onnx_matches_torch_on_padded_input_and_records_the_check(bert
     assert r["inputs"] == ["input_ids", "attention_mask", "token_type_ids"] and r["output"] == "last_hidden_state"
     man = read_manifest(r["out"])
     assert man["check"] == c and man["main_file"] == "model.onnx" and man["task"] == "encoder"
+    assert man["type"] == r["type"] == "fp32"
     assert {"model.onnx", "tokenizer.json", "export.json"} <= set(man["files"]) | {"export.json"}
     fn = enc.onnx_encoder_fn(r["main_file"])
     ids, mask, types = _padded_batch(m.tokenizer)

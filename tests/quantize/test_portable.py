@@ -46,7 +46,7 @@ def test_torchao_copy_loads_in_plain_transformers_without_slimlm(config, tmp_pat
     quantize_(m, config)
     ours = _logits(m.hf)
     res = export(m, "transformers", tmp_path / "t", sample_text="The quality of mercy is not strained. " * 40)
-    assert res["precision"] == config.scheme and res["check"]["passed"]
+    assert res["precision"] == res["type"] == config.scheme and res["check"]["passed"]
     code = ("import sys, json, torch; from transformers import AutoModelForCausalLM; "
             f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 't')!r}).eval(); "
             f"out = m(torch.tensor({IDS})).logits; "

@@ -83,7 +83,8 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
         progress: optional callable taking a status string.
 
     Returns:
-        ``{"out", "format", "precision", "files": {name: bytes}, "check": {...} | None, "seconds"}``.
+        ``{"out", "format", "precision", "type", "files": {name: bytes}, "check": {...} | None, "seconds"}``
+        (``type``: the precision, the GGUF file type, or a torchao copy's scheme); export.json holds the same.
 
     Example:
         >>> export(load("tiny:llama"), "gguf", "out/tiny-gguf", precision="q8_0")["check"]["passed"]
@@ -174,11 +175,12 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
                     f"{fmt} {precision} export of {model.spec}")
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"format": fmt, "precision": precision, "model": str(model.spec), "main_file": path.name,
-                    "files": files, "check": result, **info,
+                    "files": files, "check": result, "type": info.get("scheme", precision), **info,
                     "source_hash": model.provenance.get("hash")}
         write_json_atomic(tmp / MANIFEST, manifest)
     return {"out": str(out), "format": fmt, "precision": precision, "main_file": str(out / path.name),
-            "files": files, "check": result, "seconds": time.perf_counter() - start, **info}
+            "files": files, "check": result, "type": info.get("scheme", precision),
+            "seconds": time.perf_counter() - start, **info}
 
 
 CALIB_ROWS, CALIB_SEQ = 16, 128  # calibration tokens of the data-aware low-bit exports

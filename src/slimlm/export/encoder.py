@@ -358,7 +358,7 @@ def export_encoder(model, fmt: str, precision: str, out: Path, *, check: bool = 
             result["sample_shape"] = list(sample_shape)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"format": fmt, "precision": precision, "model": str(model.spec), "main_file": path.name,
-                    "files": files, "check": result, **info, "source_hash": model.provenance.get("hash")}
+                    "files": files, "check": result, "type": precision, **info, "source_hash": model.provenance.get("hash")}
         write_json_atomic(tmp / MANIFEST, manifest)
     return {"out": str(out), "format": fmt, "precision": precision, "main_file": str(out / path.name),
-            "files": files, "check": result, "seconds": time.perf_counter() - start, **info}
+            "files": files, "check": result, "type": precision, "seconds": time.perf_counter() - start, **info}
