@@ -77,3 +77,17 @@ def test_compare_times_an_attached_runner_without_asking_its_truth_value():
     res = compare([m], shapes=((1, 8),), decode_tokens=0, repeats=2, warmup=1, memory=False)
     assert res[0]["latency_ms"]["1x8"]["p50"] > 0
     assert len(calls) == 3  # warm-up + 2 timed prefills went through the runner
+
+
+def test_the_memory_probe_imports_nothing_from_the_working_directory(tmp_path, monkeypatch):
+    """A user working inside a model directory: its .py files must not run without --trust-remote-code
+    (`python -m` would put the directory first on sys.path, and the probe imports argparse)."""
+    from slimlm.profile.memprobe import run_probe
+
+    marker = tmp_path / "ran"
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "argparse.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    monkeypatch.chdir(tmp_path / "model")
+    res = run_probe("slimlm.profile.memprobe", [str(tmp_path / "missing")])
+    assert res["peak_rss_mb"] is None and res["error"]  # the probe ran, on a path that is not a model
+    assert "argparse" not in res["error"][0] and not marker.exists()

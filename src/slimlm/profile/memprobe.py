@@ -45,12 +45,16 @@ def die_with_parent() -> None:
 
 
 def run_probe(module: str, args: list[str]) -> dict:
-    """Run ``python -m module *args`` (a probe that prints one JSON line) in a fresh process that dies with
+    """Run module ``module`` with ``args`` (a probe that prints one JSON line) in a fresh process that dies with
     this one; its JSON, or ``{"peak_rss_mb": None, "error": [its last stderr line]}`` when it failed."""
     import os
     import subprocess
 
-    res = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+    # not `python -m`: it puts the working directory first on sys.path, and a user working inside a model
+    # directory would have its .py files (an argparse.py, say) imported without --trust-remote-code
+    code = ("import sys; sys.path[:] = [p for p in sys.path if p != '']; import runpy; "
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "SLIMLM_PARENT_PID": str(os.getpid())})
     if res.returncode != 0:
         return {"peak_rss_mb": None, "error": res.stderr.strip().splitlines()[-1:] or ["failed"]}
