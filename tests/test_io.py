@@ -187,6 +187,81 @@ def test_force_on_a_run_directory_keeps_what_the_user_added(tmp_path):
     assert not (run / "run.json").exists()
 
 
+
+def _full_run(run):
+    """A run directory with every folder slimlm writes in one: stage cache, checkpoint, locks, exports,
+    decisions, monitor files."""
+    import json
+
+    from slimlm._io import FILES_RECORD, WRITTEN_RECORD
+
+    for name in ("run.json", "variants.jsonl", "report.html", "decision.md"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("{}")
+    for d, files in {"cache/6da101948d96bf46": ["slimlm.json", "model.safetensors"],
+                     "cache/.6da101948d96bf46.ckpt": ["meta.json", "state.pt"],
+                     "exports/6da101948d96bf46-onnxruntime": ["export.json", "model.onnx"]}.items():
+        (run / d).mkdir(parents=True)
+        for f in files:
+            (run / d / f).write_text("x")
+        (run / d / FILES_RECORD).write_text(json.dumps(files))
+    (run / "cache" / ".locks").mkdir()
+    (run / "cache" / ".locks" / "6da101948d96bf46").write_text("")
+    (run / "decisions").mkdir()
+    (run / "decisions" / "0001.json").write_text("{}")
+    (run / "monitor").mkdir()
+    (run / "monitor" / "slimlm-rules.yml").write_text("groups: []")
+    (run / "monitor" / WRITTEN_RECORD).write_text(json.dumps({"slimlm-rules.yml": "0" * 64}))
+
+
+@pytest.mark.parametrize("mine", ["cache/NOTES.md", "cache/6da101948d96bf46/README.md", "cache/.locks/mine.txt",
+                                  "cache/.6da101948d96bf46.ckpt/notes.txt", "exports/mine/x.txt",
+                                  "exports/6da101948d96bf46-onnxruntime/notes.txt", "decisions/my-note.txt",
+                                  "monitor/my-rules.yml"])
+def test_force_on_a_run_directory_keeps_what_the_user_added_in_its_folders(tmp_path, mine):
+    """--force discards a run only when nothing in it, inside its cache, exports, decisions and monitor
+    folders too, is the user's."""
+    from slimlm._io import foreign_entries, prepare_run_dir
+
+    run = tmp_path / "run"
+    _full_run(run)
+    assert foreign_entries(run, "run") == []
+    (run / mine).parent.mkdir(parents=True, exist_ok=True)
+    (run / mine).write_text("mine")
+    assert foreign_entries(run, "run") == [mine]
+    with pytest.raises(OutputError, match=f"{mine}, which slimlm did not write"):
+        prepare_run_dir(run, force=True)
+    assert (run / mine).read_text() == "mine" and (run / "run.json").exists()
+    (run / mine).unlink()
+    prepare_run_dir(run, force=True)
+    assert not run.exists()
+
+
+def test_a_failed_fresh_run_keeps_its_directory_when_the_user_added_files(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError), remove_on_error(run):
+        (run / "cache").mkdir(parents=True)
+        (run / "run.json").write_text("{}")
+        (run / "NOTES.md").write_text("mine")  # written by the user while the run worked
+        raise ValueError
+    assert (run / "NOTES.md").read_text() == "mine"
+
+
+def test_an_export_from_before_the_record_is_read_by_its_manifest(tmp_path):
+    """An export's export.json lists its files: anything else in the folder is the user's, whatever its name
+    (a user's vocab.txt or notes.bin would pass the name patterns)."""
+    import json
+
+    from slimlm._io import foreign_entries
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "export.json").write_text(json.dumps({"format": "gguf", "files": {"model-f16.gguf": 10}}))
+    for name in ("model-f16.gguf", "vocab.txt", "notes.bin"):
+        (old / name).write_text("x")
+    assert foreign_entries(old) == ["notes.bin", "vocab.txt"]
+
+
 def test_an_edited_file_slimlm_rewrites_is_kept_unless_forced(tmp_path):
     from slimlm._io import check_unedited, record_written
 

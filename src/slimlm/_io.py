@@ -237,14 +237,56 @@ def foreign_entries(path: str | Path, kind: str = "output") -> list[str]:
     path = Path(path)
     entries = [e for e in os.listdir(path) if not _TEMP_RE.match(e) and e != FILES_RECORD]
     if kind == "run":
-        return sorted(e for e in entries if e not in RUN_ENTRIES)
+        return sorted([e for e in entries if e not in RUN_ENTRIES] + _run_subfolders_foreign(path))
     try:
         known = json.loads((path / FILES_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         known = None
+    if known is None:  # an export from before FILES_RECORD: its manifest lists the files it wrote
+        try:
+            listed = json.loads((path / "export.json").read_text(encoding="utf-8")).get("files")
+        except (OSError, ValueError, AttributeError):
+            listed = None
+        if isinstance(listed, dict):
+            known = [*listed, "export.json"]
     if isinstance(known, list):
         return sorted(e for e in entries if e not in known)
     return sorted(e for e in entries if not any(fnmatch(e, p) for p in _WRITTEN_PATTERNS))
+
+
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return [e for e in os.listdir(folder) if not _TEMP_RE.match(e)]
+    except OSError:
+        return []
+
+
+def _run_subfolders_foreign(run: Path) -> list[str]:
+    """What a user put inside the folders slimlm writes in a run directory, as paths relative to it: the
+    stage cache (stage outputs ``<key>``, checkpoints ``.<key>.ckpt``, ``.locks``), ``exports/<name>``,
+    ``decisions/NNNN.json`` and the monitor files."""
+    found = []
+    for e in _listing(run / "cache"):
+        p = run / "cache" / e
+        if e == ".locks" and p.is_dir():
+            found += [f"cache/.locks/{x}" for x in _listing(p) if not _HEX.match(x)]
+        elif p.is_dir() and not p.is_symlink() and (_HEX.match(e) or re.match(r"^\.[0-9a-f]+\.ckpt$", e)):
+            found += [f"cache/{e}/{x}" for x in foreign_entries(p)]
+        else:
+            found.append(f"cache/{e}")
+    for e in _listing(run / "exports"):
+        p = run / "exports" / e
+        found += ([f"exports/{e}/{x}" for x in foreign_entries(p)] if p.is_dir() and not p.is_symlink()
+                  else [f"exports/{e}"])
+    found += [f"decisions/{e}" for e in _listing(run / "decisions") if not re.match(r"^\d{4,}\.json$", e)]
+    monitor = run / "monitor"
+    ours = set(_written(monitor) or {}) | {WRITTEN_RECORD, WRITTEN_LOCK, "slimlm-rules.yml", "slimlm-rules-test.yml",
+                                           "grafana-dashboard.json"}
+    found += [f"monitor/{e}" for e in _listing(monitor) if e not in ours]
+    return found
 
 
 def refuse_foreign(path: str | Path, kind: str = "output", option: str = "--out") -> None:
@@ -473,8 +515,8 @@ def remove_on_error(path: str | Path, keep: Callable[[], bool] | None = None) ->
     try:
         yield
     except Exception:
-        if fresh and path.is_dir() and not (keep and keep()):
-            discard(path)
+        if fresh and path.is_dir() and not (keep and keep()) and not foreign_entries(path, "run"):
+            discard(path)  # (files a user put there while it ran keep the whole directory)
             if existed:
                 path.mkdir()
         raise
