@@ -275,3 +275,19 @@ def test_an_edited_file_slimlm_rewrites_is_kept_unless_forced(tmp_path):
     with pytest.raises(OutputError, match="decision.md was changed since slimlm wrote it"):
         check_unedited([f, g])
     check_unedited([f, g], force=True)
+
+
+@pytest.mark.parametrize("kind", ["variant", "run", "samples"])
+def test_the_working_directory_and_its_parents_are_never_an_output(tmp_path, monkeypatch, kind):
+    from slimlm._io import prepare_run_dir
+
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    for out in (".", "..", str(tmp_path / "here"), "./"):
+        with pytest.raises(OutputError, match="current directory|above the current one"):
+            check_out(out, kind=kind, force=True)
+    with pytest.raises(OutputError, match="current directory"):
+        prepare_run_dir(".", force=True)
+    assert check_out("new", kind=kind).name == "new"  # a new directory under it is fine
+    with pytest.raises(OutputError):
+        temp_path(".")

@@ -61,9 +61,22 @@ def cache_dir(*parts: str) -> Path:
 
 
 # -- temp names and sweeping -------------------------------------------------------------------------
+def refuse_cwd(path: str | Path, option: str = "--out") -> None:
+    """`OutputError` when ``path`` is the working directory or one above it: slimlm replaces a directory it
+    writes by renaming a new one over it (and ``--force`` discards it), which it never does to those."""
+    absolute, cwd = Path(os.path.abspath(Path(path).expanduser())), Path.cwd()
+    if absolute == cwd or absolute in cwd.parents:
+        where = "the current directory" if absolute == cwd else "a directory above the current one"
+        raise OutputError(f"{option} {path} is {where}; name a new directory for slimlm to create, "
+                          f"e.g. {option} ./slimlm-out.")
+
+
 def temp_path(final: str | Path, suffix: str = "") -> Path:
     """A fresh slimlm temp name beside ``final`` that `sweep` recognises once this process is gone."""
     final = Path(final)
+    if final.name in ("", ".", ".."):
+        refuse_cwd(final, option="")
+        raise OutputError(f"{final} names no directory; give slimlm a directory name.")
     return final.with_name(f".{final.name}{TEMP_TAG}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
@@ -445,6 +458,8 @@ def check_out(path: str | Path, *, force: bool = False, kind: str = "variant", o
         >>> check_out("runs/new-variant", kind="variant")  # doctest: +SKIP
     """
     path = Path(path).expanduser()
+    if kind != "file":
+        refuse_cwd(path, option)
     if kind == "file":
         if path.is_dir():
             raise OutputError(f"{option} {path} is a directory; give a file name for the JSON output.")

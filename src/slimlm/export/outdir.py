@@ -14,10 +14,11 @@ MANIFEST = "export.json"
 def check_out(out: Path) -> None:
     """Refuse an ``out`` that exists and was not written by slimlm export (no `MANIFEST` in a non-empty dir), or
     an earlier export that also holds files slimlm did not write."""
+    from slimlm._io import refuse_cwd, refuse_foreign
+
+    refuse_cwd(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise SpecError(f"{out} exists and was not written by slimlm export; give a new --out directory.")
-    from slimlm._io import refuse_foreign
-
     refuse_foreign(out)  # an earlier export is replaced, never the files a user put beside it
 
 
