@@ -59,6 +59,9 @@ def test_corrupt_files_fail_with_the_file_and_line(tmp_path):
     (tmp_path / "variants.jsonl").write_text(json.dumps([1, 2]) + "\n")
     with pytest.raises(RunDirError, match="line 1 is not a variant"):
         run.variants()
+    (tmp_path / "variants.jsonl").write_text(json.dumps({"id": 5}) + "\n")  # an id that is not a string
+    with pytest.raises(RunDirError, match="line 1 is not a variant"):
+        run.variants()
     (tmp_path / "run.json").write_text("[]")
     with pytest.raises(RunDirError, match="not a JSON object"):
         run.info()

@@ -373,7 +373,7 @@ class RunDir:
             except json.JSONDecodeError as exc:
                 raise RunDirError(f"{f} line {n} is not valid JSON ({exc.msg}); delete that line or rerun the "
                                   "pipeline to rewrite it.") from None
-            if not isinstance(d, dict) or "id" not in d:
+            if not isinstance(d, dict) or not isinstance(d.get("id"), str):
                 raise RunDirError(f"{f} line {n} is not a variant (an object with an id); delete that line or "
                                   "rerun the pipeline.")
             try:

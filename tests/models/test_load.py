@@ -70,6 +70,11 @@ def test_unknown_builtin_and_tiny_option():
         load("builtin:gpt5")
     with pytest.raises(SpecError, match="valid options"):
         load("tiny:llama?depth=3")
+    for spec, said in (("tiny:llama?heads=3", "hidden=64 is not a multiple of heads=3"),
+                       ("tiny:qwen2?kv_heads=3", "not a multiple of kv_heads=3"),
+                       ("tiny:bert?layers=0", "layers=0 .* must be at least 1")):
+        with pytest.raises(SpecError, match=said):  # before transformers builds anything
+            load(spec)
 
 
 def test_unsupported_architecture_fails_before_weights(tmp_path):

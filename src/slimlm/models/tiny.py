@@ -107,6 +107,13 @@ def parse_tiny(spec: str) -> tuple[str, dict[str, int]]:
             opts[key] = int(value)
         except ValueError:
             raise SpecError(f"option {key}={value!r} in {spec!r} must be an integer.") from None
+    for key in ("hidden", "ffn", "layers", "heads", "kv_heads", "max_pos"):
+        if key in opts and opts[key] < 1:
+            raise SpecError(f"option {key}={opts[key]} in {spec!r} must be at least 1.")
+    if opts["hidden"] % opts["heads"]:
+        raise SpecError(f"{spec!r}: hidden={opts['hidden']} is not a multiple of heads={opts['heads']}.")
+    if "kv_heads" in opts and opts["heads"] % opts["kv_heads"]:
+        raise SpecError(f"{spec!r}: heads={opts['heads']} is not a multiple of kv_heads={opts['kv_heads']}.")
     return kind, opts
 
 
