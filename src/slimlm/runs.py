@@ -451,7 +451,7 @@ class RunDir:
             d = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise RunDirError(f"{path} is not valid JSON; record a new decision with `slimlm decide`.") from None
-        if not isinstance(d, dict):
+        if not isinstance(d, dict) or not all(isinstance(d.get(k), (dict, type(None))) for k in ("variant", "baseline")):
             raise RunDirError(f"{path} is not a decision record; record a new one with `slimlm decide`.")
         return d
 

@@ -62,6 +62,9 @@ def test_a_pinned_variant_keeps_the_tier_bound_and_says_whether_it_meets_it(run_
         record_decision(d, variant="nope")
     with pytest.raises(DecisionError, match="decision 9 is not recorded"):
         load_decision(d, 9)
+    (d / "decisions" / "0009.json").write_text(json.dumps({"variant": 7}))  # hand-edited: not a record
+    with pytest.raises(DecisionError, match="0009.json is not a decision record"):
+        load_decision(d, 9)
 
 
 def test_decide_cli_records_and_lists(run_copy, capsys):
