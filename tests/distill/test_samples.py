@@ -142,6 +142,17 @@ def test_never_writes_into_a_folder_it_did_not_write_and_force_replaces_only_its
     assert (ours / "README").read_text() == "the user's note beside the samples"
     assert (ours / "text.jsonl").read_bytes() != before
 
+    named_alike = tmp_path / "alike"  # a samples.json slimlm did not write, beside the user's text.jsonl
+    named_alike.mkdir()
+    for record in ("{}", "[1]"):
+        (named_alike / "samples.json").write_text(record)
+        (named_alike / "text.jsonl").write_text('{"text": "mine"}\n')
+        for flags in ({"force": True}, {"resume": True}):
+            with pytest.raises(OutputError, match="not a record slimlm generate wrote"):
+                sample_text(load(TINY), named_alike, cfg, device="cpu", **flags)
+        assert (named_alike / "text.jsonl").read_text() == '{"text": "mine"}\n'
+        assert (named_alike / "samples.json").read_text() == record
+
 
 def test_the_folder_reads_back_as_data_with_each_rows_split(tmp_path):
     res = sample_text(load(TINY), tmp_path / "s", make_config(tokens=400, length=8, batch_size=4), device="cpu")

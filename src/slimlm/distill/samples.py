@@ -143,11 +143,16 @@ def _batch_seed(seed: int, b: int) -> int:
 
 def _read_state(out: Path) -> dict | None:
     try:
-        return json.loads((out / MARKER).read_text())
+        state = json.loads((out / MARKER).read_text())
     except FileNotFoundError:
         return None
     except (OSError, json.JSONDecodeError) as exc:
-        raise OutputError(f"{out / MARKER} cannot be read ({exc}); pass --force to start over.") from None
+        raise OutputError(f"{out / MARKER} cannot be read ({exc}); choose a new directory.") from None
+    if not isinstance(state, dict) or "format" not in state or not isinstance(state.get("bytes"), int):
+        # a file of the same name that slimlm did not write: neither it nor the text beside it is ours
+        raise OutputError(f"{out / MARKER} is not a record slimlm generate wrote; slimlm leaves that directory "
+                          "alone: choose a new one.")
+    return state
 
 
 def _start(out: Path, cfg: SampleConfig, model, resume: bool, force: bool) -> dict:
