@@ -85,6 +85,11 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and "--temperature" in capsys.readouterr().err
     code = main(["distill", TEACHER, "--out", str(tmp_path / "x"), "--steps", "2"])
     assert code == 2 and "--teacher" in capsys.readouterr().err
+    code = main(["distill", TEACHER, "--teacher", TEACHER, "--out", str(tmp_path / "x"), "--steps", "2",
+                 "--eval-tokens", "16", "--json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--eval-tokens 16 leaves" in err and "distill:" not in err  # refused before training
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_iterative_schedule_reaches_target(tmp_path, capsys):

@@ -130,6 +130,14 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     s = (load_classifier(student, num_labels, log, trc) if is_encoder(student, num_labels)
          else load(student, progress=log, trust_remote_code=trc))
     t = load(teacher, progress=log, num_labels=None, trust_remote_code=trc) if teacher else None
+    if s.task == "causal-lm" and corpus.splits.get("eval"):  # the final evaluation's budget, checked before the training, not after it
+        from slimlm.errors import DataError
+        from slimlm.evaluate.core import perplexity_windows
+
+        try:
+            perplexity_windows(s, corpus, "eval", min(512, s.adapter.max_positions or 512), eval_tokens)
+        except DataError as exc:
+            raise DataError(str(exc).replace("--max-tokens", "--eval-tokens")) from None
     params_before = s.num_params()
     rank = init_distributed()
     s.hf.to(dev)
