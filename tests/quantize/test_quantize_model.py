@@ -257,6 +257,22 @@ def test_reload_is_independent_of_spec(tiny, ids, tmp_path):
     assert json.loads((tmp_path / "moved" / "slimlm.json").read_text())
 
 
+@pytest.mark.parametrize("record", [[1], {"format": 99}, {"layers": 3}])
+def test_a_hand_edited_quantization_record_is_one_model_file_error(tiny, tmp_path, record):
+    import json
+
+    from slimlm.errors import ModelFileError
+
+    quantize_(tiny, Int8DynamicConfig())
+    save(tiny, tmp_path / "a", config=Int8DynamicConfig())
+    meta_file = tmp_path / "a" / "slimlm.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "quantization": record}))
+    with pytest.raises(ModelFileError, match="not supported by this slimlm" if record == {"format": 99}
+                       else "not one slimlm wrote"):
+        load(tmp_path / "a")
+
+
 def test_profile_counts_quantized_bytes(tiny):
     from slimlm.profile import decode_bytes_per_token
 

@@ -586,9 +586,12 @@ def restore(hf: nn.Module, meta: dict, path: str | Path | None, tensors: dict | 
     (or from ``tensors``, the directory's tensors by name when the caller has read them already)."""
     from safetensors import safe_open
 
-    if meta.get("format") != FORMAT:
+    if isinstance(meta, dict) and meta.get("format") not in (None, FORMAT):
         raise ModelFileError(f"{path}: quantization format {meta.get('format')!r} is not supported by this "
                              f"slimlm (it reads format {FORMAT}); upgrade slimlm.")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("layers"), dict | list):
+        raise ModelFileError(f"{path}: slimlm.json's quantization record is not one slimlm wrote; quantize the "
+                             "model again.")
     wanted = meta["layers"]
     by_layer: dict[str, dict] = {name: {} for name in wanted}
 
