@@ -347,10 +347,22 @@ def check_unedited(paths: list[Path], *, force: bool = False, strict: bool = Fal
                               f"slimlm keeps your version: {fix}.")
 
 
+def rewrite_unedited(texts: dict[Path, str], *, force: bool = False, strict: bool = False,
+                     fix: str = "rename it, or pass --force to replace it") -> None:
+    """Write each of ``texts`` (path → text, one folder) atomically, unless one was changed since slimlm wrote
+    it (`check_unedited`), and record their checksums (`record_written`). Check, writes and record happen
+    under one lock: search workers sharing a run directory each rewrite its report, and without it one
+    could read the file another has just written but not yet recorded, and take it for a user's edit."""
+    paths = list(texts)
+    with file_lock(paths[0].parent / WRITTEN_LOCK):
+        check_unedited(paths, force=force, strict=strict, fix=fix)
+        for path, text in texts.items():
+            write_text_atomic(path, text)
+        record_written(paths)
+
+
 def written_lock(folder: str | Path):
-    """The lock under which files in ``folder`` are checked (`check_unedited`), rewritten and recorded
-    (`record_written`). Search workers sharing a run directory each rewrite its report: without it, one
-    worker can read the file another has just written but not yet recorded, and take it for a user's edit."""
+    """The lock `rewrite_unedited` holds in ``folder``, for a check that must not see its writes half done."""
     return file_lock(Path(folder) / WRITTEN_LOCK)
 
 

@@ -277,16 +277,17 @@ def test_int8_dynamic_timed_on_the_fp32_fallback_despite_vnni_is_a_warning(tmp_p
 
 def _write_report_slowly(run_dir, written):
     """`write_report` for another traffic, pausing between writing the files and recording their checksums."""
+    import slimlm._io as io
     import slimlm.report as report
 
-    record = report.record_written
+    record = io.record_written
 
     def slow_record(paths):
         written.set()
         time.sleep(1.5)
         record(paths)
 
-    report.record_written = slow_record
+    io.record_written = slow_record  # this child process's copy of the module
     report.write_report(run_dir, traffic_per_day=123_456)
 
 

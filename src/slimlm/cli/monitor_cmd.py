@@ -26,17 +26,16 @@ def monitor_command(
 ) -> None:
     """Write Prometheus alerting rules or a Grafana dashboard for the run's decision."""
     import json
-    from contextlib import nullcontext
 
     import yaml
 
-    from slimlm._io import check_unedited, record_written, write_text_atomic, written_lock
+    from slimlm._io import rewrite_unedited, write_text_atomic
     from slimlm.monitor import alert_rules, grafana_dashboard, rule_tests
 
     for dur, opt in ((quality_for, "--quality-for"), (latency_for, "--latency-for")):
         if not (dur[:-1].isdigit() and dur[-1] in "sm"):
             raise ConfigError(f"{opt} {dur!r} is not a duration; write e.g. 30s or 5m.")
-    if out_file is not None:  # the default paths under RUN_DIR/monitor: `check_unedited` below
+    if out_file is not None:  # the default paths under RUN_DIR/monitor: `rewrite_unedited` below
         from slimlm._io import check_out
 
         check_out(out_file, force=force, kind="file")
@@ -61,16 +60,13 @@ def monitor_command(
         path = out_file or Path(run_dir) / "monitor" / "grafana-dashboard.json"
         texts["dashboard"] = (path, json.dumps(grafana_dashboard(run_dir, job=job, decision=decision), indent=2) + "\n")
         alerts = []
-    written = {}
-    with written_lock(path.parent) if out_file is None else nullcontext():
-        if out_file is None:
-            check_unedited([p for p, _ in texts.values()], force=force, strict=True,
-                           fix="pass --force to replace it, or --out to write elsewhere")
-        for k, (p, text) in texts.items():
+    if out_file is None:
+        rewrite_unedited(dict(texts.values()), force=force, strict=True,
+                         fix="pass --force to replace it, or --out to write elsewhere")
+    else:  # the user's own path, checked by `check_out` above
+        for p, text in texts.values():
             write_text_atomic(p, text)
-            written[k] = str(p)
-        if out_file is None:
-            record_written([p for p, _ in texts.values()])
+    written = {k: str(p) for k, (p, _) in texts.items()}
     if as_json:
         emit_json(written | ({"alerts": alerts} if alerts else {}))
         return

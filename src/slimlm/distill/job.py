@@ -38,12 +38,15 @@ def init_distributed() -> int:
     return dist.get_rank()
 
 
+def _eval_seq_len(model) -> int:
+    return min(512, model.adapter.max_positions or 512)
+
+
 def final_eval(model, corpus, tokens: int) -> dict:
     """The saved model's quality on the corpus' eval split (perplexity or accuracy/F1)."""
     from slimlm.evaluate import evaluate
 
-    seq = min(512, model.adapter.max_positions or 512)
-    res = evaluate(model, corpus, seq_len=seq, max_tokens=tokens, max_examples=512)
+    res = evaluate(model, corpus, seq_len=_eval_seq_len(model), max_tokens=tokens, max_examples=512)
     return {k: res.get(k) for k in ("perplexity", "accuracy", "f1", "ece", "tokens", "examples") if res.get(k) is not None}
 
 
@@ -130,14 +133,10 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     s = (load_classifier(student, num_labels, log, trc) if is_encoder(student, num_labels)
          else load(student, progress=log, trust_remote_code=trc))
     t = load(teacher, progress=log, num_labels=None, trust_remote_code=trc) if teacher else None
-    if s.task == "causal-lm" and corpus.splits.get("eval"):  # the final evaluation's budget, checked before the training, not after it
-        from slimlm.errors import DataError
+    if s.task == "causal-lm" and corpus.splits.get("eval"):  # final_eval's budget, checked before the training
         from slimlm.evaluate.core import perplexity_windows
 
-        try:
-            perplexity_windows(s, corpus, "eval", min(512, s.adapter.max_positions or 512), eval_tokens)
-        except DataError as exc:
-            raise DataError(str(exc).replace("--max-tokens", "--eval-tokens")) from None
+        perplexity_windows(s, corpus, "eval", _eval_seq_len(s), eval_tokens, option="--eval-tokens")
     params_before = s.num_params()
     rank = init_distributed()
     s.hf.to(dev)

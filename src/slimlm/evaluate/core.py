@@ -154,17 +154,19 @@ def _evaluate_classifier(model: Model, corpus: Corpus, split: str, seq_len: int,
     return out
 
 
-def perplexity_windows(model: Model, corpus: Corpus, split: str, seq_len: int, max_tokens: int | None) -> list:
-    """The windows perplexity is computed on; too little text is a `DataError`, not a number over 2 tokens."""
+def perplexity_windows(model: Model, corpus: Corpus, split: str, seq_len: int, max_tokens: int | None,
+                       option: str = "--max-tokens") -> list:
+    """The windows perplexity is computed on; too little text is a `DataError`, not a number over 2 tokens.
+    ``option``: the flag that set ``max_tokens``, for the message."""
     if max_tokens is not None and max_tokens < MIN_EVAL_TOKENS:
-        raise DataError(f"--max-tokens {max_tokens} is too small: perplexity needs at least {MIN_EVAL_TOKENS} "
+        raise DataError(f"{option} {max_tokens} is too small: perplexity needs at least {MIN_EVAL_TOKENS} "
                         "tokens (0 means all of the split).")
     windows = eval_windows(model.tokenizer, corpus.texts(split), seq_len, max_tokens)
     predicted = sum(len(w) - 1 for w in windows)
     if predicted < MIN_EVAL_TOKENS:
         total = predicted + len(windows)
         if max_tokens and total >= max_tokens:  # the budget, not the text, ran out
-            raise DataError(f"--max-tokens {max_tokens} leaves {predicted} predicted tokens (the first token of "
+            raise DataError(f"{option} {max_tokens} leaves {predicted} predicted tokens (the first token of "
                             f"each window is context only); perplexity needs at least {MIN_EVAL_TOKENS}: raise it.")
         raise DataError(f"data {corpus.name!r} has only {total} tokens in its {split} split; "
                         f"perplexity needs at least {MIN_EVAL_TOKENS}: give more text.")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from slimlm._io import check_unedited, record_written, write_text_atomic, written_lock
+from slimlm._io import rewrite_unedited
 from slimlm.errors import ConfigError
 from slimlm.report.business import Inputs, business_table
 from slimlm.report.decision import render_decision
@@ -147,12 +147,8 @@ def write_report(run_dir: str | Path, *, traffic_per_day: float = 100_000, price
     md = render_decision(run.dir, run.info, sel, run.baseline, biz, inputs, drop_name(run.variants),
                          runtime=run.runtime, warnings=warnings)
     report, decision = run.dir / "report.html", run.dir / "decision.md"
-    with written_lock(run.dir):
-        check_unedited([report, decision], force=force,
-                       fix=f"rename it, or replace it with `slimlm report {run.dir} --force`")
-        for path, text in ((report, html), (decision, md)):
-            write_text_atomic(path, text)
-        record_written([report, decision])
+    rewrite_unedited({report: html, decision: md}, force=force,
+                     fix=f"rename it, or replace it with `slimlm report {run.dir} --force`")
     s = sel.to_dict()
     return {"report": str(report), "decision": str(decision), "selected": s["selected"], "met": s["met"],
             "closest": s["closest"], "rule": s["rule"], "reason": s["reason"], "frontier": front,
