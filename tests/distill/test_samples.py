@@ -96,6 +96,31 @@ def test_an_interrupted_run_resumes_to_the_same_file_as_an_uninterrupted_one(tmp
     assert res["rows"] == whole["rows"] and res["tokens"] == whole["tokens"]
 
 
+def test_resume_cuts_only_a_batch_slimlm_was_writing_never_rows_a_user_appended(tmp_path):
+    cfg = make_config(tokens=150, length=12, batch_size=3, seed=5)
+    whole = sample_text(load(TINY), tmp_path / "whole", cfg, device="cpu")
+    out = tmp_path / "cut"
+    with pytest.raises(_Stop):
+        sample_text(load(TINY), out, cfg, device="cpu", progress=_stop_at(2))
+    recorded = (out / "text.jsonl").read_bytes()
+    rows = json.loads((out / "samples.json").read_text())["rows"]
+    # the next batch, written whole but not recorded (a kill between the write and samples.json), then half a row
+    next_rows = (tmp_path / "whole" / "text.jsonl").read_bytes()[len(recorded):].split(b"\n")[:3]
+    assert json.loads(next_rows[0])["row"] == rows
+    unrecorded = b"\n".join(next_rows) + b"\n" + b'{"text": "cut off'
+    for appended in (b'{"text": "my own row", "split": "train"}\n',  # a user's row, in the same JSON-lines form
+                     json.dumps({"text": "x", "split": "train", "row": rows + 7, "prompt": ""}).encode() + b"\n",
+                     unrecorded + b"\nmore text a user pasted\n"):
+        (out / "text.jsonl").write_bytes(recorded + appended)
+        with pytest.raises(OutputError, match="did not write"):
+            sample_text(load(TINY), out, cfg, device="cpu", resume=True)
+        assert (out / "text.jsonl").read_bytes() == recorded + appended  # nothing cut
+    (out / "text.jsonl").write_bytes(recorded + unrecorded)
+    sample_text(load(TINY), out, cfg, device="cpu", resume=True)
+    assert (out / "text.jsonl").read_bytes() == (tmp_path / "whole" / "text.jsonl").read_bytes()
+    assert whole["rows"] == json.loads((out / "samples.json").read_text())["rows"]
+
+
 def test_resuming_with_a_larger_budget_extends_the_same_rows(tmp_path):
     small, big = make_config(tokens=60, length=10, batch_size=2), make_config(tokens=200, length=10, batch_size=2)
     sample_text(load(TINY), tmp_path / "a", small, device="cpu")

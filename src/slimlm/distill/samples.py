@@ -23,7 +23,8 @@ Determinism and resume: batch ``b`` samples with its own generator seeded from (
 do not depend on how it was interrupted. The file grows one batch at a time; after each batch is on disk,
 ``samples.json`` records the rows and bytes written. A resumed run cuts ``text.jsonl`` back to the recorded
 bytes (a batch a kill left half-written) and continues with the next batch, producing the same file as a run
-that was never stopped (same machine, same library versions).
+that was never stopped (same machine, same library versions). Lines past the recorded bytes that are not such a
+batch (rows a user appended) stop the resume instead of being cut away.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def _read_state(out: Path) -> dict | None:
 
 def _start(out: Path, cfg: SampleConfig, model, resume: bool, force: bool) -> dict:
     """The state to continue from: a fresh one, or the recorded one of an earlier run that matches."""
-    check_out(out, kind="samples", force=force or resume)
+    out = check_out(out, kind="samples", force=force or resume)
     state = _read_state(out)
     fresh = {"format": FORMAT, "settings": cfg.key(), "tokens_asked": cfg.tokens,
              "model": {"spec": model.spec, "hash": model.hash}, "batches": 0, "rows": 0, "tokens": 0, "bytes": 0,
@@ -183,9 +184,44 @@ def _start(out: Path, cfg: SampleConfig, model, resume: bool, force: bool) -> di
     if size < state["bytes"]:
         raise OutputError(f"{text} is shorter than {out / MARKER} records ({size} < {state['bytes']} bytes); "
                           "pass --force to start over.")
-    os.truncate(text, state["bytes"])  # drop a batch a kill left half-written (slimlm wrote those bytes)
+    if size > state["bytes"]:
+        _check_tail(text, state)
+        os.truncate(text, state["bytes"])  # drop a batch a kill left unrecorded (slimlm wrote those bytes)
     state["tokens_asked"] = cfg.tokens
     return state
+
+
+_ROW_KEYS = ["text", "split", "row", "prompt"]
+
+
+def _check_tail(text: Path, state: dict) -> None:
+    """`OutputError` unless the bytes past the recorded end are a batch slimlm was writing when it stopped.
+
+    Those are whole rows numbered on from the recorded ones, in the order and with the keys this module writes,
+    then at most one line cut off mid-write that starts the way every row does. Anything else (a row a user
+    appended, text pasted at the end) is not slimlm's to cut away.
+    """
+    with open(text, "rb") as f:
+        f.seek(state["bytes"])
+        tail = f.read()
+    lines = tail.split(b"\n")
+    cut = lines.pop()  # b"" when the tail ends with a newline
+    ours = True
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            ours = False
+            break
+        if not isinstance(row, dict) or list(row) != _ROW_KEYS or row["row"] != state["rows"] + i:
+            ours = False
+            break
+    if ours and cut and not cut.startswith(b'{"text": '):
+        ours = False
+    if not ours:
+        raise OutputError(f"{text} goes on past what slimlm recorded writing ({len(tail)} more bytes) with lines "
+                          "slimlm did not write; move them to another file, then --resume (or --force to start "
+                          "over).")
 
 
 def _dtype(cfg: SampleConfig, device: torch.device) -> torch.dtype:
