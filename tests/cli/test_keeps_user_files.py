@@ -76,3 +76,32 @@ def test_compress_without_profiling_chooses_by_size_and_says_so(tmp_path, text_f
     text = capsys.readouterr().out
     assert "smallest" in text and "fastest" not in text and "latency measured on" not in text
     assert json.loads((out / "run.json").read_text())["selection"]["objective"] == "size"
+
+
+def _tilde_commands(text_file):
+    tiny = "tiny:llama?layers=1"
+    return {
+        "prune": ["prune", tiny, "--method", "magnitude", "--sparsity", "0.5"],
+        "quantize": ["quantize", tiny, "--scheme", "int8-dynamic"],
+        "export": ["export", tiny, "--format", "gguf", "--type", "f32"],
+        "generate": ["generate", tiny, "--tokens", "16", "--length", "8"],
+        "compress": ["compress", tiny, "--recipe", "int8-only", "--data", str(text_file), *RUN],
+        "sensitivity": ["sensitivity", tiny, "--data", str(text_file), "--ratios", "0.5", "--eval-samples", "1",
+                        "--eval-seq-len", "16", "--calib-samples", "1", "--calib-seq-len", "16"],
+    }
+
+
+def test_an_out_given_with_a_literal_tilde_is_written_where_it_was_checked(tmp_path, text_file, capsys, monkeypatch):
+    """`--out '~/x'` (quoted, so no shell expanded it) is checked as the home folder's x: it must be written
+    there too, not to a folder named '~' in the working directory that no check looked at."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    for name, argv in _tilde_commands(text_file).items():
+        target = "~/sens.json" if name == "sensitivity" else f"~/{name}"
+        assert main([*argv, "--out", target, "--json"]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        assert (home / target[2:]).exists(), name
+        assert not (work / "~").exists(), name

@@ -38,7 +38,7 @@ def monitor_command(
     if out_file is not None:  # the default paths under RUN_DIR/monitor: `rewrite_unedited` below
         from slimlm._io import check_out
 
-        check_out(out_file, force=force, kind="file")
+        out_file = check_out(out_file, force=force, kind="file")  # written where it was checked ('~' expanded)
         if what == "rules" and tests:
             check_out(out_file.with_name(out_file.stem + "-test.yml"), force=force, kind="file")
     if what not in ("rules", "dashboard"):

@@ -40,7 +40,7 @@ def sensitivity_command(
     if out_file:
         from slimlm._io import check_out
 
-        check_out(out_file, force=force, kind="file")
+        out_file = str(check_out(out_file, force=force, kind="file"))  # written where it was checked
     corpus = load_data(data)
     m = load(model, progress=status, trust_remote_code=trust_remote_code)
     calib = make_calibration(m, corpus, calib_samples, calib_seq_len)

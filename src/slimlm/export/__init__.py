@@ -102,7 +102,7 @@ def export(model, fmt: str, out: str | Path, *, precision: str | None = None, ch
 
         return export_encoder(model, fmt, precision, Path(out), check=check, sample_text=sample_text,
                               tolerance=tolerance, group_size=group_size, sample_shape=sample_shape, progress=progress)
-    out = Path(out)
+    out = Path(out).expanduser()
     _check_out(out)
     if fmt in ("onnx", "openvino"):
         _need("onnx" if fmt == "onnx" else "openvino")

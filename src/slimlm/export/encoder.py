@@ -325,7 +325,7 @@ def export_encoder(model, fmt: str, precision: str, out: Path, *, check: bool = 
 
     say = progress or (lambda _msg: None)
     refuse_format(fmt)
-    out = Path(out)
+    out = Path(out).expanduser()
     _check_out(out)
     _need("onnx" if fmt == "onnx" else "openvino")
     start = time.perf_counter()

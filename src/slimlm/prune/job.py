@@ -32,7 +32,7 @@ def prune_job(model: str, config, out: str | Path, *, data: str = "shakespeare",
     from slimlm.prune import ScheduleConfig, make_calibration, run_schedule, save_kwargs
 
     schedule = schedule or ScheduleConfig()
-    check_out(out, force=force, kind="variant")
+    out = check_out(out, force=force, kind="variant")  # ('~' expanded, as where it is written)
     corpus = load_data(data)
     m = load(model, progress=log, trust_remote_code=trust_remote_code)
     before = m.num_params()
