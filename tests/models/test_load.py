@@ -99,6 +99,31 @@ def test_corrupt_safetensors_fails_clearly(tmp_path):
         load(tmp_path / "v")
 
 
+def test_a_config_that_does_not_fit_the_weights_fails_before_the_model_is_built(tmp_path, monkeypatch):
+    """A config.json left at the architecture's defaults describes a 7B Llama: slimlm used to build all of it
+    (24 GB, minutes) before transformers found the shapes wrong."""
+    import transformers
+
+    save(load("tiny:llama"), tmp_path / "v")
+    (tmp_path / "v" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+
+    def built(*args, **kwargs):
+        raise AssertionError("the model was built before its shapes were checked")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(built))
+    with pytest.raises(ModelFileError, match=r"embed_tokens.weight with shape \[\d+, \d+\] but config.json "
+                                             r"describes \[32000, 4096\]"):
+        load(tmp_path / "v")
+
+
+def test_a_safetensors_header_with_a_malformed_entry_fails_clearly(tmp_path):
+    save(load("tiny:llama"), tmp_path / "v")
+    header = json.dumps({"x": 5}).encode()
+    (tmp_path / "v" / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(ModelFileError, match="not a valid safetensors"):
+        load(tmp_path / "v")
+
+
 def test_pickle_only_directory_is_refused(tmp_path):
     save(load("tiny:llama"), tmp_path / "v")
     (tmp_path / "v" / "model.safetensors").unlink()

@@ -13,8 +13,9 @@ from pathlib import Path
 from slimlm.errors import ModelFileError
 
 
-def check_safetensors(path: Path) -> None:
-    """Raise `ModelFileError` unless ``path`` has a readable header whose tensors fit in the file."""
+def check_safetensors(path: Path) -> dict[str, tuple[int, ...]]:
+    """Raise `ModelFileError` unless ``path`` has a readable header whose tensors fit in the file; return each
+    tensor's shape, read from that header (no tensor data is read)."""
     size = path.stat().st_size
     try:
         with open(path, "rb") as f:
@@ -32,12 +33,21 @@ def check_safetensors(path: Path) -> None:
             header = json.loads(f.read(n))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path} is not a valid safetensors file ({exc}); re-save or re-download it.") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        raise ModelFileError(f"{path} is not a valid safetensors file (a tensor entry without data offsets); "
+                             "re-save or re-download it.") from None
     if 8 + n + end > size:
         raise ModelFileError(
             f"{path} is truncated: its header describes {8 + n + end:,} bytes but the file has {size:,}; "
             "re-save or re-download it."
         )
+    try:
+        return {k: tuple(int(d) for d in v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ModelFileError(f"{path} is not a valid safetensors file (a tensor without a shape); "
+                             "re-save or re-download it.") from None
 
 
 def weight_files(directory: Path, allow_pickle: bool = False) -> list[Path]:

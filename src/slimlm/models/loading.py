@@ -369,6 +369,8 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
     if num_labels:
         kwargs["num_labels"] = num_labels
     cls = _auto_class(config, num_labels)
+    if kwargs["use_safetensors"] and not num_labels:
+        _check_shapes(path, cls, config, files)
     try:
         with _quiet_hf():  # a local load takes seconds; its per-tensor bar is noise
             model = cls.from_pretrained(path, config=config, **kwargs) if not num_labels else cls.from_pretrained(path, **kwargs)
@@ -380,6 +382,30 @@ def _load_dir(path: Path, *, allow_pickle: bool, trust_remote_code: bool, num_la
     tok = _load_tokenizer(path, trust_remote_code)
     model = _converted(model.eval())
     return model, tok, _meta(path, files)
+
+
+def _check_shapes(path: Path, cls, config, files: list[Path]) -> None:
+    """`ModelFileError` when the weights' shapes (read from the safetensors headers) do not fit config.json,
+    checked on a skeleton built on the meta device, before any memory is spent: a config.json that leaves its
+    sizes at the architecture's defaults (a 7B Llama) otherwise builds that whole model first."""
+    from slimlm.models._files import check_safetensors
+
+    with torch.device("meta"), _no_init():
+        skeleton = cls.from_config(config)
+    prefix = f"{getattr(skeleton, 'base_model_prefix', '')}."
+
+    def plain(key: str) -> str:  # a base model saved alone has no "model." before its keys
+        return key[len(prefix):] if prefix != "." and key.startswith(prefix) else key
+
+    want = {plain(k): tuple(t.shape) for k, t in skeleton.state_dict().items()}
+    for f in files:
+        for key, shape in check_safetensors(f).items():
+            expected = want.get(plain(key))
+            if expected is not None and expected != shape:
+                raise ModelFileError(
+                    f"could not load weights from {path}: {f.name} holds {key} with shape {list(shape)} but "
+                    f"config.json describes {list(expected)}; the config does not belong to these weights: "
+                    "re-save or re-download the model.")
 
 
 def _meta(path: Path, files: list[Path]) -> dict:
