@@ -147,7 +147,7 @@ def test_replacing_a_slimlm_output_never_deletes_files_the_user_put_in_it(tmp_pa
 
     v = tmp_path / "v"
     _variant(v)
-    assert json.loads((v / FILES_RECORD).read_text()) == ["slimlm.json", "weights"]
+    assert sorted(json.loads((v / FILES_RECORD).read_text())) == ["slimlm.json", "weights"]
     assert foreign_entries(v) == []
     check_out(v, force=True)
     _variant(v, "v2")  # only slimlm's entries: replaced
@@ -158,6 +158,29 @@ def test_replacing_a_slimlm_output_never_deletes_files_the_user_put_in_it(tmp_pa
     with pytest.raises(OutputError, match="NOTES.md"):
         _variant(v, "v3")
     assert (v / "NOTES.md").read_text() == "mine" and (v / "weights").read_text() == "v2"
+
+
+def test_replacing_a_slimlm_output_never_loses_an_edit_made_to_one_of_its_files(tmp_path):
+    """The record holds each small file's checksum: an edited file stops --force before the work and at the
+    swap (an edit made while the work ran); a record from before checksums (a list of names) still reads."""
+    import json
+
+    from slimlm._io import FILES_RECORD, edited_entries
+
+    v = tmp_path / "v"
+    _variant(v)
+    assert edited_entries(v) == []
+    (v / "weights").write_text("tuned by hand")
+    with pytest.raises(OutputError, match="weights was changed since slimlm wrote it"):
+        check_out(v, force=True)
+    with pytest.raises(OutputError, match="weights was changed"):
+        _variant(v, "v2")
+    assert (v / "weights").read_text() == "tuned by hand"
+    (v / FILES_RECORD).write_text(json.dumps(["slimlm.json", "weights"]))  # written before checksums
+    assert edited_entries(v) == []
+    check_out(v, force=True)
+    _variant(v, "v3")
+    assert (v / "weights").read_text() == "v3" and edited_entries(v) == []
 
 
 def test_an_output_from_before_the_record_is_read_by_the_names_slimlm_writes(tmp_path):

@@ -239,6 +239,43 @@ RUN_ENTRIES = frozenset({"run.json", "variants.jsonl", "cache", "exports", "moni
                          "mlartifacts"})
 
 
+#: files up to this size get a checksum in `FILES_RECORD` (config and tokenizer files, manifests; not weights)
+_CHECKSUM_MAX = 16 * 2**20
+
+
+def _files_record(folder: Path) -> dict:
+    """``{name: SHA-256 or None}`` for the entries of a directory slimlm just wrote: a checksum for each small
+    file, so that an edit made to it later (a user's change to config.json) is not replaced unseen."""
+    record = {}
+    for e in sorted(os.listdir(folder)):
+        p = folder / e
+        small = p.is_file() and not p.is_symlink() and p.stat().st_size <= _CHECKSUM_MAX
+        record[e] = _sha256(p) if small else None
+    return record
+
+
+def edited_entries(path: str | Path) -> list[str]:
+    """The files of a slimlm output directory changed since slimlm wrote them (by their `FILES_RECORD`
+    checksums; a directory from before checksums, or a large file, has none to compare)."""
+    path = Path(path)
+    try:
+        known = json.loads((path / FILES_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(known, dict):
+        return []
+    edited = []
+    for name, digest in known.items():
+        p = path / name
+        if isinstance(digest, str) and p.is_file() and not p.is_symlink():
+            try:
+                if _sha256(p) != digest:
+                    edited.append(name)
+            except OSError:
+                edited.append(name)
+    return sorted(edited)
+
+
 def foreign_entries(path: str | Path, kind: str = "output") -> list[str]:
     """The entries of an existing slimlm output directory that slimlm did not write (a user's notes, say).
 
@@ -262,7 +299,7 @@ def foreign_entries(path: str | Path, kind: str = "output") -> list[str]:
             listed = None
         if isinstance(listed, dict):
             known = [*listed, "export.json"]
-    if isinstance(known, list):
+    if isinstance(known, (list, dict)):
         return sorted(e for e in entries if e not in known)
     return sorted(e for e in entries if not any(fnmatch(e, p) for p in _WRITTEN_PATTERNS))
 
@@ -308,6 +345,12 @@ def refuse_foreign(path: str | Path, kind: str = "output", option: str = "--out"
     if not path.is_dir():
         return
     foreign = foreign_entries(path, kind)
+    edited = edited_entries(path) if kind == "output" else []
+    if edited and not foreign:
+        shown = ", ".join(edited[:3]) + (f" and {len(edited) - 3} more" if len(edited) > 3 else "")
+        raise OutputError(f"{option + ' ' if option else ''}{path}: {shown} {'was' if len(edited) == 1 else 'were'} "
+                          "changed since slimlm wrote it; replacing the directory would lose those edits: move "
+                          "them out first (slimlm then replaces the rest), or choose a new directory.")
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise OutputError(f"{option + ' ' if option else ''}{path} also holds {shown}, which slimlm did not write; "
@@ -392,7 +435,7 @@ def atomic_dir(final: str | Path, marker: str | None = "slimlm.json") -> Iterato
     os.mkdir(tmp)  # 0777 & ~umask (mkdtemp would make it 0700)
     try:
         yield tmp
-        (tmp / FILES_RECORD).write_text(json.dumps(sorted(os.listdir(tmp))), encoding="utf-8")
+        (tmp / FILES_RECORD).write_text(json.dumps(_files_record(tmp)), encoding="utf-8")
         _fsync_tree(tmp)
         if is_foreign(final, marker):
             raise OutputError(f"{final} is not a slimlm output (it has no {marker}); slimlm will not replace "

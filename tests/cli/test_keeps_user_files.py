@@ -105,3 +105,23 @@ def test_an_out_given_with_a_literal_tilde_is_written_where_it_was_checked(tmp_p
         capsys.readouterr()
         assert (home / target[2:]).exists(), name
         assert not (work / "~").exists(), name
+
+
+def test_force_keeps_a_variant_file_the_user_edited(tmp_path, capsys):
+    """`--force` replaces slimlm's variant, not a user's edit of one of its files (a config.json tuned by hand)."""
+    out = tmp_path / "v"
+    args = ["prune", "tiny:llama?layers=2", "--method", "magnitude", "--sparsity", "0.5", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    config = out / "config.json"
+    edited = config.read_text().replace("{", '{\n  "my_note": "tuned by hand",', 1)
+    config.write_text(edited)
+    assert main([*args, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "config.json was changed since slimlm wrote it" in err
+    assert config.read_text() == edited
+    (tmp_path / "kept-config.json").write_text(config.read_text())
+    config.unlink()  # moved out: the rest is slimlm's to replace
+    assert main([*args, "--force"]) == 0
+    assert "my_note" not in config.read_text()
+    assert main([*args, "--force"]) == 0  # untouched since: replaced freely
