@@ -415,3 +415,16 @@ def test_a_quantized_model_is_in_eval_mode(config):
     m = load(TINY)
     quantize_(m, config)
     assert not [n for n, mod in m.hf.named_modules() if mod.training]  # the new modules too
+
+
+def test_a_quantized_variant_whose_config_does_not_fit_its_weights_is_one_model_file_error(tiny, tmp_path):
+    import json
+
+    from slimlm.errors import ModelFileError
+
+    quantize_(tiny, Int8DynamicConfig())
+    path = save(tiny, tmp_path / "q", config=Int8DynamicConfig())
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "hidden_size": 2 * config["hidden_size"]}))
+    with pytest.raises(ModelFileError, match=r"size mismatch for .*the config does not belong to these weights"):
+        load(path)

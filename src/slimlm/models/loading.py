@@ -390,8 +390,13 @@ def _check_shapes(path: Path, cls, config, files: list[Path]) -> None:
     sizes at the architecture's defaults (a 7B Llama) otherwise builds that whole model first."""
     from slimlm.models._files import check_safetensors
 
-    with torch.device("meta"), _no_init():
-        skeleton = cls.from_config(config)
+    if getattr(config, "auto_map", None):  # the model's own code (--trust-remote-code): from_pretrained checks
+        return
+    try:
+        with torch.device("meta"), _no_init():
+            skeleton = cls.from_config(config)
+    except Exception:  # noqa: BLE001 - a skeleton that cannot be built on meta: from_pretrained still checks
+        return
     prefix = f"{getattr(skeleton, 'base_model_prefix', '')}."
 
     def plain(key: str) -> str:  # a base model saved alone has no "model." before its keys
@@ -577,7 +582,13 @@ def _load_slimlm_quantized(path: Path, config, files: list[Path], meta: dict | N
     sd: dict = {}
     for f in files:
         sd.update(load_file(str(f)))
-    missing = model.load_state_dict(sd, strict=False).missing_keys
+    try:
+        missing = model.load_state_dict(sd, strict=False).missing_keys
+    except RuntimeError as exc:  # a tensor whose shape config.json does not describe
+        first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+        first = first.rstrip(".")
+        raise ModelFileError(f"could not load weights from {path}: {first[:300]}; the config does not belong to "
+                             "these weights: re-save or re-download the model.") from None
     model.tie_weights()
     filled = {t.data_ptr() for k, t in model.state_dict().items() if k in sd}
     saved_modules = {k.rsplit(".", n)[0] for k in sd for n in range(1, k.count(".") + 1)}  # every ancestor
