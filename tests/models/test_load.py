@@ -159,3 +159,11 @@ def test_save_and_load_of_a_directory_print_nothing(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert out == "" and "Writing" not in err and "Loading weights" not in err and "%|" not in err, err
     assert hf_logging.is_progress_bar_enabled()  # restored for the caller's own use
+
+
+def test_a_model_path_with_a_literal_tilde_is_read_from_the_home_folder(tmp_path, monkeypatch):
+    save(load("tiny:llama?layers=1"), tmp_path / "v")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load("~/v").num_params() == load(tmp_path / "v").num_params()
+    with pytest.raises(SpecError, match="does not exist"):
+        load("~/absent.gguf")

@@ -455,6 +455,8 @@ def load(
         4
     """
     spec = str(spec)
+    if spec.startswith("~"):  # a quoted '~/model' means the home folder's, as --data and --out read it
+        spec = str(Path(spec).expanduser())
     meta: dict = {}
     path: Path | None = None
     if spec.startswith("tiny:"):
