@@ -38,11 +38,15 @@ def serve_command(
                              canary_tokens=canary_tokens, shadow_ratio=shadow_ratio, teacher=teacher,
                              admin_token=admin_token, slo_p99_ms=slo_p99_ms, threads=threads)
 
-    def ready(state) -> None:
+    def ready(state, bound_port: int) -> None:
         s = state.current
-        info = {"url": f"http://{host}:{port}", "variant": s.engine.name, "decision": s.number, "task": s.engine.task,
+        shown = f"[{host}]" if ":" in host else host
+        info = {"url": f"http://{shown}:{bound_port}", "variant": s.engine.name, "decision": s.number, "task": s.engine.task,
                 "admin": admin_token is not None, "canary_interval_s": canary_interval if state.canary.enabled() else 0,
                 "shadow_ratio": shadow_ratio if state.shadow.enabled() else 0}
+        if state.canary_note:
+            info["canary_error"] = state.canary_note
+            err.print(f"warning: {state.canary_note}", highlight=False)
         if as_json:
             emit_json(info)
         else:

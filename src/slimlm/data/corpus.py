@@ -334,6 +334,21 @@ def _options(spec: str, query: str) -> dict[str, str]:
     return opts
 
 
+BUILTIN_DATA = ("shakespeare", "shakespeare-genre", "pydoc", "rotten-tomatoes")
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with each local path in it made absolute (builtin names and options kept), so that it reads
+    the same data from another working directory (a server started elsewhere, a decision read later)."""
+    spec = str(spec)
+    body, sep, query = spec.partition("?")
+    if "+" in spec and not ("+" in body and Path(body).expanduser().exists()):
+        return "+".join(absolute_spec(part) for part in spec.split("+"))
+    if spec in BUILTIN_DATA or not Path(body).expanduser().exists():
+        return spec
+    return str(Path(body).expanduser().resolve()) + sep + query
+
+
 def load_data(spec: str) -> Corpus:
     """Resolve a data spec (see module docstring) to a `Corpus`; empty or unreadable data fails here."""
     spec = str(spec)

@@ -183,7 +183,10 @@ class Pipeline:
         from slimlm.profile.core import DEFAULT_THREADS
 
         prev = self.run.info()
-        info = {"model": self.spec, "data": self.opts.data, "ood_data": self.opts.ood_data,
+        from slimlm.data.corpus import absolute_spec
+
+        info = {"model": self.spec, "data": self.opts.data, "data_path": absolute_spec(self.opts.data),
+                "ood_data": self.opts.ood_data,
                 "options": self.opts.measure_key(),
                 "recipes": sorted(set(prev.get("recipes", [])) | set(recipes)), "machine": machine_info(),
                 "primary_shape": "x".join(map(str, self.opts.shapes[0])), "baseline": self.base_id,

@@ -121,7 +121,7 @@ def build_decision(run_dir: str | Path, *, tier: str | None = None, max_drop: st
     chosen = by_id.get(str(chosen_id)) if chosen_id else None
     return {
         "number": 0, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run": run_dir.name,
-        "model": run.info.get("model"), "data": run.info.get("data"),
+        "model": run.info.get("model"), "data": run.info.get("data"), "data_path": run.info.get("data_path"),
         "primary_shape": inputs.primary_shape, "options": run.info.get("options") or {},
         "tier": _tier_name(settings["max_drop"]), **settings, "pinned": variant is not None,
         "selected": chosen_id, "met": met, "closest": closest, "rule": rule, "reason": reason, "note": note,

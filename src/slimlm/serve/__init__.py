@@ -69,10 +69,12 @@ def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, settin
         allow_remote: permit a non-loopback ``host`` (the routes have no authentication).
         trust_remote_code: passed to model loading.
         log_level: uvicorn's log level.
-        on_ready: called with the state once the model is loaded, before the socket opens.
+        on_ready: called with the state and the port bound (``port`` 0 picks a free one) once the model is
+            loaded and the socket is bound, before requests are taken.
 
     Raises:
-        ConfigError: a non-loopback host without ``allow_remote``, or the serve extra missing.
+        ConfigError: a non-loopback host without ``allow_remote``, a port that cannot be bound (in use), or
+            the serve extra missing.
     """
     if not is_loopback(host) and not allow_remote:
         raise ConfigError(f"--host {host} would accept connections from other machines and the API has no "
@@ -80,10 +82,37 @@ def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, settin
     _require()
     import uvicorn
 
-    app, state = build_app(path, settings, decision=decision, trust_remote_code=trust_remote_code)
-    if on_ready is not None:
-        on_ready(state)
-    # keep-alive longer than uvicorn's 5 s, so pooled client connections outlive requests that queue for
-    # seconds behind the model (the resets once blamed on it came from an error path; see serve.app)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
-                timeout_keep_alive=75, access_log=False)
+    sock = _bind(host, port)  # before the model loads: a port in use is said at once, and "ready" is true
+    try:
+        app, state = build_app(path, settings, decision=decision, trust_remote_code=trust_remote_code)
+        if on_ready is not None:
+            on_ready(state, sock.getsockname()[1])
+        # keep-alive longer than uvicorn's 5 s, so pooled client connections outlive requests that queue for
+        # seconds behind the model (the resets once blamed on it came from an error path; see serve.app)
+        config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=30, timeout_keep_alive=75,
+                                access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int):
+    """A listening TCP socket on ``host:port``, or `ConfigError` naming the port (in use, not permitted)."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"--host {host} cannot be used ({exc.strerror or exc}); give an address of this "
+                          "machine, e.g. 127.0.0.1.") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port (0 "
+                          "picks a free one) or stop what is using it.") from None
+    return sock

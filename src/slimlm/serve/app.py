@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slimlm.errors import SlimlmError
@@ -189,6 +190,10 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         kind, msg, param = _validation_message(exc)
+        ctype = request.headers.get("content-type", "")
+        if param is None and kind == "invalid_request" and "json" not in ctype:  # curl -d sends a form type
+            msg = (f"the request body must be a JSON object sent as 'Content-Type: application/json' (this one came "
+                   f"as {ctype or 'no content type'!r}; with curl add -H 'Content-Type: application/json').")
         m.errors.labels(kind=kind).inc()
         return _error(400, kind, msg, param)
 
@@ -403,15 +408,18 @@ def create_app(state: ServerState) -> FastAPI:
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             m.errors.labels(kind="unauthorized").inc()
             return _error(401, "unauthorized", "missing or wrong admin token; send 'Authorization: Bearer TOKEN'.")
+        how = 'send {"decision": N}, or {"decision": null} for the latest'
         try:
             body: Any = await request.json()
-        except ValueError:
-            body = None
+        except ValueError as exc:  # a mistyped body never switches: it used to mean "the latest"
+            m.errors.labels(kind="invalid_json").inc()
+            return _error(400, "invalid_json", f"the request body is not valid JSON ({str(exc).split(':')[0]}); {how}.")
         try:
-            req = SwitchRequest.model_validate(body if body is not None else {})
-        except Exception as exc:  # noqa: BLE001
-            m.errors.labels(kind="invalid_request").inc()
-            return _error(400, "invalid_request", f"send {{\"decision\": N}} or {{\"decision\": null}} ({exc}).")
+            req = SwitchRequest.model_validate(body)
+        except ValidationError as exc:
+            kind, msg, param = _validation_message(RequestValidationError(exc.errors()))
+            m.errors.labels(kind=kind).inc()
+            return _error(400, kind, f"{msg.removesuffix('.')}; {how}.", param)
         try:
             return await _switch(req.decision, "admin")
         except SlimlmError as exc:

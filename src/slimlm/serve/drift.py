@@ -39,6 +39,12 @@ def _shape(target) -> tuple[int, int]:
         return 1, 128
 
 
+def run_data(decision: dict) -> str:
+    """The run's data spec as a server started anywhere reads it: the absolute form `compress` recorded beside
+    the one given (which is relative to where it ran), else the one given (runs from before that record)."""
+    return str(decision.get("data_path") or decision["data"])
+
+
 class Canary:
     """Periodic golden-sample evaluation of the served model.
 
@@ -59,6 +65,24 @@ class Canary:
     def enabled(self) -> bool:
         t = self.state.current.target
         return self.settings.canary_interval_s > 0 and bool(self.settings.canary_data or (t.decision or {}).get("data"))
+
+    def check_data(self) -> str | None:
+        """Read the canary's data now: `DataError`/`SpecError` for a ``--canary-data`` that cannot be read; for
+        the run's own data, a note saying why not (the server still serves; ``/healthz`` shows the error)."""
+        from slimlm.data import load_data
+        from slimlm.errors import SlimlmError
+
+        if not self.enabled():
+            return None
+        spec, _ = self._spec(self.state.current.target)
+        try:
+            self._corpus = (spec, load_data(spec))
+        except SlimlmError as exc:
+            if self.settings.canary_data:
+                raise
+            return (f"the canary cannot read the run's data ({exc}); it reports errors until it can: pass "
+                    "--canary-data DATA")
+        return None
 
     def start(self) -> None:
         self.metrics.canary_interval.set(self.settings.canary_interval_s if self.enabled() else 0)
@@ -91,7 +115,7 @@ class Canary:
     def _spec(self, target) -> tuple[str, str]:
         if self.settings.canary_data:
             return self.settings.canary_data, "eval"
-        return str(target.decision["data"]), "eval"
+        return run_data(target.decision), "eval"
 
     def _seq_len(self, target, engine) -> int:
         run_len = ((target.decision or {}).get("options") or {}).get("seq_len") or 256

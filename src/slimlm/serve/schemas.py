@@ -11,18 +11,39 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+def _text(v: str) -> str:
+    """``v`` if it is text a tokenizer can take: JSON's ``\\ud800`` escapes give a lone surrogate, not text."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate escape such as \\ud800)") from None
+    return v
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float | None = Field(1.0, ge=0.0, le=2.0)  # null: the default, as OpenAI clients send it
+    top_p: float | None = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    stream: bool = False
-    seed: int | None = None
-    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
-    logprobs: None = Field(None, description="not supported")
+    stream: bool | None = False
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    n: int | None = Field(1, ge=1, le=1, description="only 1 is supported")
+    logprobs: bool | None = Field(None, description="not supported: absent, null or false")
+
+    @field_validator("temperature", "top_p", "stream", "n", mode="after")
+    @classmethod
+    def _default_for_null(cls, v, info):
+        return cls.model_fields[info.field_name].default if v is None else v
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, v):
+        if v:
+            raise ValueError("logprobs are not supported; leave it out, null or false")
+        return None
 
     @field_validator("stop")
     @classmethod
@@ -30,7 +51,7 @@ class _Common(BaseModel):
         stops = [v] if isinstance(v, str) else list(v or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise ValueError("stop takes up to 4 non-empty strings")
-        return stops
+        return [_text(s) for s in stops]
 
 
 class CompletionRequest(_Common):
@@ -44,8 +65,8 @@ class CompletionRequest(_Common):
         if isinstance(v, list):
             if len(v) != 1:
                 raise ValueError("send one prompt per request (a string, or a list of exactly one string)")
-            return v[0]
-        return v
+            return _text(v[0])
+        return _text(v)
 
 
 class ChatMessage(BaseModel):
@@ -53,6 +74,11 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     content: str
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v):
+        return _text(v)
 
 
 class ChatRequest(_Common):
@@ -75,12 +101,13 @@ class ClassifyRequest(BaseModel):
         texts = [v] if isinstance(v, str) else v
         if not texts or any(not t for t in texts):
             raise ValueError("input must be a non-empty string or a non-empty list of non-empty strings")
-        return texts
+        return [_text(t) for t in texts]
 
 
 class SwitchRequest(BaseModel):
-    """``POST /admin/decision``: the decision number to serve (null: the latest recorded)."""
+    """``POST /admin/decision``: the decision number to serve (null: the latest recorded); required, so that an
+    empty or mistyped body never switches anything."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    decision: int | None = Field(None, ge=0)
+    decision: int | None = Field(..., ge=0)

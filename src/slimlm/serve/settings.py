@@ -59,7 +59,9 @@ class ServeSettings:
                   (0.0 <= self.shadow_ratio <= 1.0, "--shadow-ratio must be between 0 and 1"),
                   (self.admin_token is None or len(self.admin_token) >= 16,
                    "--admin-token must be at least 16 characters (use a random string)"),
-                  (self.slo_p99_ms is None or self.slo_p99_ms > 0, "--slo-p99-ms must be positive")]
+                  (self.slo_p99_ms is None or self.slo_p99_ms > 0, "--slo-p99-ms must be positive"),
+                  (self.threads is None or self.threads >= 1, "--threads must be at least 1 (leave it out for "
+                   "torch's default)")]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg + ".")

@@ -67,6 +67,8 @@ class ServerState:
         self._teacher_failed: str | None = None
         self.canary = Canary(self, self.metrics, self.settings)
         self.shadow = Shadow(self, self.metrics, self.settings)
+        #: why the canary cannot read its data (it then reports errors until it can), for the start-up line
+        self.canary_note = self.canary.check_data()
 
     # teacher -------------------------------------------------------------------------------------------
     def has_teacher(self) -> bool:
