@@ -517,7 +517,7 @@ def check_out(path: str | Path, *, force: bool = False, kind: str = "variant", o
         refuse_cwd(path, option)
     if kind == "file":
         if path.is_dir():
-            raise OutputError(f"{option} {path} is a directory; give a file name for the JSON output.")
+            raise OutputError(f"{option} {path} is a directory; give a file name to write.")
         if path.exists() and not force:
             raise OutputError(f"{option} {path} already exists; pass --force to replace it, or choose a new name.")
         _check_writable(path, option, inside=False)

@@ -144,3 +144,14 @@ def test_port_0_reports_the_port_it_bound(run):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.parametrize("what", ["rules", "dashboard"])
+def test_a_job_name_that_would_break_the_promql_is_refused(run, tmp_path, capsys, what):
+    from slimlm.cli.main import main
+
+    out = tmp_path / "f.yml"
+    assert main(["monitor", what, str(run["dir"]), "--job", 'a"b', "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --job") and err.count("\n") == 1 and not out.exists()
+    assert main(["monitor", what, str(run["dir"]), "--job", "slimlm-prod:eu/1", "--out", str(out)]) == 0

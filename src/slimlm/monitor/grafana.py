@@ -33,6 +33,9 @@ def grafana_dashboard(run_dir: str | Path, *, job: str = "slimlm", decision: int
         job: Prometheus job label of the slimlm targets.
         decision: describe this decision instead of the latest.
     """
+    from slimlm.monitor.rules import check_job
+
+    check_job(job)
     d = current_decision(run_dir, decision)
     s = f'job="{job}"'
     v = d.get("variant") or {}

@@ -17,9 +17,20 @@ Alerts:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from slimlm.errors import ConfigError
 from slimlm.report.decisions import current_decision
+
+_JOB = re.compile(r"^[A-Za-z0-9_.:/@-]+$")
+
+
+def check_job(job: str | None) -> None:
+    """`ConfigError` for a job label that would not stay one PromQL string (a quote, a backslash, a space)."""
+    if job is not None and not _JOB.match(job):
+        raise ConfigError(f"--job {job!r} is not a job name the rules can quote; use letters, digits and _ . : / @ -"
+                          " (as in the scrape config's job_name).")
 
 
 def _selector(job: str | None) -> str:
@@ -45,6 +56,7 @@ def alert_rules(run_dir: str | Path, *, job: str | None = "slimlm", quality_for:
     Returns:
         ``{"groups": [{"name", "rules": [...]}]}``.
     """
+    check_job(job)
     d = current_decision(run_dir, decision)
     s = _selector(job)
     v = d.get("variant") or {}
@@ -109,6 +121,7 @@ def rule_tests(rules: dict, rules_file: str, *, job: str = "slimlm", quality_for
         rules_file: the rule file's name as promtool will find it (relative to the test file).
         job, quality_for, latency_for, cost_margin: as given to `alert_rules`.
     """
+    check_job(job)
     notes = {r["alert"]: r["annotations"] for g in rules["groups"] for r in g["rules"]}
     lab = f'job="{job}",instance="srv:8000"'
 
