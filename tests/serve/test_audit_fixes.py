@@ -155,3 +155,19 @@ def test_a_job_name_that_would_break_the_promql_is_refused(run, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith("error: --job") and err.count("\n") == 1 and not out.exists()
     assert main(["monitor", what, str(run["dir"]), "--job", "slimlm-prod:eu/1", "--out", str(out)]) == 0
+
+
+def test_decide_takes_a_bound_above_100_percent_and_report_reads_it_back(run, tmp_path, capsys):
+    """A drop bound of 200% (perplexity tripled) is a percentage the user wrote: decide used to re-read its own
+    2.0 as an ambiguous bare number and fail."""
+    import shutil
+
+    from slimlm.cli.main import main
+
+    copy = tmp_path / "run"
+    shutil.copytree(run["dir"], copy)
+    assert main(["decide", str(copy), "--max-drop", "200%", "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["max_drop"] == 2.0
+    assert main(["report", str(copy), "--json"]) == 0, capsys.readouterr().err
+    assert main(["decide", str(copy), "--max-drop", "2"]) == 2  # a bare 2 is still ambiguous: 2% or 200%?
+    assert "ambiguous" in capsys.readouterr().err

@@ -50,7 +50,8 @@ def serve_command(
         if as_json:
             emit_json(info)
         else:
-            err.print(f"serving {info['variant']} (decision {info['decision']}, {info['task']}) on {info['url']}  "
+            which = "no decision: a variant directory" if info["decision"] is None else f"decision {info['decision']}"
+            err.print(f"serving {info['variant']} ({which}, {info['task']}) on {info['url']}  "
                       f"— /v1/models /metrics /dashboard; Ctrl-C stops", highlight=False)
 
     serve(path, host=host, port=port, settings=settings, decision=decision, allow_remote=allow_remote,

@@ -62,7 +62,7 @@ def alert_rules(run_dir: str | Path, *, job: str | None = "slimlm", quality_for:
     v = d.get("variant") or {}
     ctx = (f"{d.get('model')} → variant {v.get('id')} ({v.get('recipe') or 'baseline'}), decision "
            f"{d.get('number')}, tier {d.get('tier') or d.get('max_drop')}")
-    rollback = (f"Roll back: `slimlm decide {run_dir} --variant ID` (or an earlier rule) then SIGHUP the server, "
+    rollback = (f"Roll back: `slimlm decide {Path(run_dir).resolve()} --variant ID` (or an earlier rule) then SIGHUP the server, "
                 "or POST /admin/decision {\"decision\": N}.")
     by = "by (job, instance)"
     jl = f'job="{job}",' if job else ""

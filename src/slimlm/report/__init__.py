@@ -73,7 +73,7 @@ def _selection_settings(info: dict, tier, max_drop, objective, max_latency_ms, m
     elif tier is not None:
         drop = parse_drop(tier)
     elif saved.get("max_drop") is not None:
-        drop = parse_drop(saved["max_drop"])
+        drop = parse_drop(saved["max_drop"], recorded=True)
     else:
         drop = TIERS.get(saved.get("tier") or "medium", TIERS["medium"])
     return {

@@ -89,7 +89,8 @@ def build_decision(run_dir: str | Path, *, tier: str | None = None, max_drop: st
     settings = _selection_settings(run.info, tier, max_drop, objective, max_latency_ms, max_memory_mb, max_ood_drop)
     if write_files and variant is None:
         res = write_report(run_dir, traffic_per_day=inputs.traffic_per_day, price_per_hour=inputs.price_per_hour,
-                           grid_gco2_per_kwh=inputs.grid_gco2_per_kwh, max_drop=settings["max_drop"],
+                           grid_gco2_per_kwh=inputs.grid_gco2_per_kwh,
+                           max_drop=f"{settings['max_drop'] * 100:.12g}%",  # parsed already: 2.0 is 200%
                            objective=settings["objective"], max_latency_ms=settings["max_latency_ms"],
                            max_memory_mb=settings["max_memory_mb"],
                            max_ood_drop=ood_guard_option(settings["max_ood_drop"]),

@@ -137,7 +137,7 @@ def _curves(v: Variant) -> Iterator[tuple[str, float, int]]:
 def _operating_point(run: Run) -> dict:
     """The selection recorded in ``run.json`` (as `write_report` applies it when given no overrides)."""
     saved = run.info.get("selection") or {}
-    drop = parse_drop(saved["max_drop"]) if saved.get("max_drop") is not None else TIERS[saved.get("tier") or "medium"]
+    drop = parse_drop(saved["max_drop"], recorded=True) if saved.get("max_drop") is not None else TIERS[saved.get("tier") or "medium"]
     return select(run.variants, max_drop=drop, objective=saved.get("objective") or "latency",
                   max_latency_ms=saved.get("max_latency_ms"), max_memory_mb=saved.get("max_memory_mb"),
                   max_ood_drop=saved_ood_guard(saved)).to_dict()

@@ -195,14 +195,19 @@ def normalised_hypervolume(variants: Sequence[Mapping[str, Any]], objectives: Se
     return hypervolume(pts, objectives, [1.0] * len(objectives))
 
 
-def parse_drop(text: str | float, option: str = "--max-drop") -> float:
+def parse_drop(text: str | float, option: str = "--max-drop", *, recorded: bool = False) -> float:
     """Parse a quality bar: ``"1%"`` → 0.01, ``"0.01"`` → 0.01, or a tier name (``"medium"`` → 0.03).
+
+    ``recorded``: ``text`` is a fraction slimlm parsed and saved earlier (run.json's selection), so 2.0 is the
+    ``200%`` a user wrote, not an ambiguous bare number.
 
     Raises:
         ConfigError: for anything else, including a bare number ≥ 1 (``3`` could mean 3% or 300%).
     """
     if isinstance(text, (int, float)):
         raw, pct = float(text), False
+        if recorded:
+            raw, pct = raw * 100, True
     else:
         s = str(text).strip().lower()
         if s in TIERS and option == "--max-drop":
