@@ -171,3 +171,12 @@ def test_decide_takes_a_bound_above_100_percent_and_report_reads_it_back(run, tm
     assert main(["report", str(copy), "--json"]) == 0, capsys.readouterr().err
     assert main(["decide", str(copy), "--max-drop", "2"]) == 2  # a bare 2 is still ambiguous: 2% or 200%?
     assert "ambiguous" in capsys.readouterr().err
+
+
+def test_decide_list_refuses_rule_options_it_would_ignore(run, capsys):
+    from slimlm.cli.main import main
+
+    assert main(["decide", str(run["dir"]), "--list", "--tier", "high"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --list") and "--tier" in err and err.count("\n") == 1
+    assert main(["decide", str(run["dir"]), "--list", "--json"]) == 0

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out
+from slimlm.errors import ConfigError
 
 
 def decide_command(
@@ -30,6 +31,13 @@ def decide_command(
     from slimlm.report.decisions import list_decisions, record_decision
 
     if list_:
+        given = [flag for flag, v in (("--tier", tier), ("--max-drop", max_drop), ("--objective", objective),
+                                      ("--max-latency-ms", max_latency_ms), ("--max-memory-mb", max_memory_mb),
+                                      ("--max-ood-drop", max_ood_drop), ("--variant", variant), ("--note", note))
+                 if v is not None]
+        if given:  # they would be ignored: --list records nothing
+            raise ConfigError(f"--list shows the recorded decisions and takes no rule; drop {', '.join(given)} "
+                              "(or drop --list to record a decision with it).")
         recs = list_decisions(run_dir)
         if as_json:
             emit_json([{k: r.get(k) for k in ("number", "created", "selected", "tier", "max_drop", "met", "pinned",
