@@ -61,3 +61,16 @@ def test_a_join_whose_first_part_has_options_is_a_join(tmp_path, body_jsonl):
     plus = tmp_path / "a+b.txt"
     plus.write_text("one file")
     assert load_data(str(plus)).texts("eval") == ["one file"]
+
+
+def test_absolute_spec_makes_each_local_path_absolute_and_keeps_the_rest(tmp_path, monkeypatch):
+    from slimlm.data.corpus import absolute_spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "b.jsonl").write_text("{}")
+    assert absolute_spec("shakespeare") == "shakespeare"
+    assert absolute_spec("a.txt") == str(tmp_path / "a.txt")
+    assert absolute_spec("b.jsonl?text=body&label=y") == f"{tmp_path / 'b.jsonl'}?text=body&label=y"
+    assert absolute_spec("a.txt+pydoc") == f"{tmp_path / 'a.txt'}+pydoc"
+    assert absolute_spec("missing.txt") == "missing.txt"  # left for load_data to refuse by the name given
