@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import httpx
+import pytest
 import yaml
 from conftest import ADMIN, free_port, need
 
@@ -12,10 +13,11 @@ from slimlm.cli.main import main
 from slimlm.report.decisions import record_decision
 
 
-def test_generated_rules_pass_promtool_check_and_unit_tests(run, tmp_path, capsys):
+@pytest.mark.parametrize("durations", [[], ["--quality-for", "1h30m", "--latency-for", "0s"]])
+def test_generated_rules_pass_promtool_check_and_unit_tests(run, tmp_path, capsys, durations):
     promtool = need("promtool")
     rules = tmp_path / "rules.yml"
-    assert main(["monitor", "rules", str(run["dir"]), "--out", str(rules), "--json"]) == 0
+    assert main(["monitor", "rules", str(run["dir"]), "--out", str(rules), "--json", *durations]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["alerts"]) >= {"SlimlmQualityDropBeyondTier", "SlimlmLatencyP99AboveSLO", "SlimlmErrorRateHigh",
                                   "SlimlmCostAboveForecast", "SlimlmCanaryStale"}

@@ -16,7 +16,7 @@ def monitor_command(
     out_file: Path | None = typer.Option(None, "--out", help="Write here (default: RUN_DIR/monitor/...)."),
     job: str = typer.Option("slimlm", "--job", help="Prometheus job label of the slimlm scrape targets."),
     decision: int | None = typer.Option(None, "--decision", help="Describe this decision (default: the latest)."),
-    quality_for: str = typer.Option("5m", "--quality-for", help="rules: how long the drop must last (e.g. 5m, 30s)."),
+    quality_for: str = typer.Option("5m", "--quality-for", help="rules: how long the drop must last (e.g. 5m, 30s, 1h30m)."),
     latency_for: str = typer.Option("10m", "--latency-for", help="rules: the same for latency, cost and errors."),
     cost_margin: float = typer.Option(0.25, "--cost-margin", min=0.0, help="rules: cost alert above forecast × (1 + margin)."),
     tests: bool = typer.Option(True, "--tests/--no-tests", help="rules: also write promtool unit tests beside them."),
@@ -31,10 +31,10 @@ def monitor_command(
 
     from slimlm._io import rewrite_unedited, write_text_atomic
     from slimlm.monitor import alert_rules, grafana_dashboard, rule_tests
+    from slimlm.monitor.rules import duration_seconds
 
     for dur, opt in ((quality_for, "--quality-for"), (latency_for, "--latency-for")):
-        if not (dur[:-1].isdigit() and dur[-1] in "sm"):
-            raise ConfigError(f"{opt} {dur!r} is not a duration; write e.g. 30s or 5m.")
+        duration_seconds(dur, opt)  # a Prometheus duration: 30s, 5m, 1h30m
     if out_file is not None:  # the default paths under RUN_DIR/monitor: `rewrite_unedited` below
         from slimlm._io import check_out
 

@@ -17,6 +17,7 @@ Alerts:
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -31,6 +32,17 @@ def check_job(job: str | None) -> None:
     if job is not None and not _JOB.match(job):
         raise ConfigError(f"--job {job!r} is not a job name the rules can quote; use letters, digits and _ . : / @ -"
                           " (as in the scrape config's job_name).")
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
+
+
+def duration_seconds(text: str, option: str = "--quality-for") -> float:
+    """Seconds in a Prometheus duration (``30s``, ``5m``, ``1h30m``, ``0s``); `ConfigError` otherwise."""
+    if not _DURATION.match(text or ""):
+        raise ConfigError(f"{option} {text!r} is not a duration; write e.g. 30s, 5m or 1h30m.")
+    return sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text))
 
 
 def _selector(job: str | None) -> str:
@@ -129,7 +141,7 @@ def rule_tests(rules: dict, rules_file: str, *, job: str = "slimlm", quality_for
         return {"series": f"{name}{{{lab}{',' + extra if extra else ''}}}", "values": values}
 
     def minutes(text: str) -> int:
-        return int(text.rstrip("m")) if text.endswith("m") else max(1, int(text.rstrip("s")) // 60)
+        return max(1, math.ceil(duration_seconds(text) / 60))
 
     q, lat = minutes(quality_for), minutes(latency_for)
     t = max(q, lat) + 5
