@@ -74,3 +74,49 @@ def test_absolute_spec_makes_each_local_path_absolute_and_keeps_the_rest(tmp_pat
     assert absolute_spec("b.jsonl?text=body&label=y") == f"{tmp_path / 'b.jsonl'}?text=body&label=y"
     assert absolute_spec("a.txt+pydoc") == f"{tmp_path / 'a.txt'}+pydoc"
     assert absolute_spec("missing.txt") == "missing.txt"  # left for load_data to refuse by the name given
+
+
+def test_files_as_users_save_them_read_back_exactly(tmp_path):
+    """Found by an audit: a quoted CSV field lost its line breaks, a JSONL text with U+2028 (legal in JSON) was
+    cut mid-string, and a byte-order mark (Excel's "CSV UTF-8") emptied a CSV and stayed in a text file."""
+    from slimlm.data import load_data
+
+    (tmp_path / "multi.csv").write_text('text,label\n"Good, really good\nsecond line",pos\n"bad\fone",neg\n',
+                                        newline="")
+    assert load_data(str(tmp_path / "multi.csv")).texts("eval") == ["Good, really good\nsecond line", "bad\fone"]
+    line = json.dumps({"text": "one\u2028two\u0085three"}, ensure_ascii=False)
+    (tmp_path / "u.jsonl").write_text(line + "\n", encoding="utf-8")
+    assert load_data(str(tmp_path / "u.jsonl")).texts("eval") == ["one\u2028two\u0085three"]
+    (tmp_path / "bom.csv").write_bytes("\ufefftext,label\nhello,pos\nbye,neg\n".encode())
+    bom = load_data(str(tmp_path / "bom.csv"))
+    assert bom.texts("eval") == ["hello", "bye"] and bom.labels == ["neg", "pos"]
+    (tmp_path / "bom.jsonl").write_bytes("\ufeff".encode() + b'{"text": "hi"}\n')
+    assert load_data(str(tmp_path / "bom.jsonl")).texts("eval") == ["hi"]
+    (tmp_path / "bom.txt").write_bytes("\ufeffTo be".encode())
+    assert load_data(str(tmp_path / "bom.txt")).texts("eval") == ["To be"]
+    (tmp_path / "UPPER.TXT").write_text("shouting")
+    assert load_data(str(tmp_path / "UPPER.TXT")).texts("eval") == ["shouting"]
+
+
+def test_integer_labels_keep_their_numeric_order_and_one_class_per_number(tmp_path):
+    from slimlm.data import load_data
+
+    rows = [{"text": f"t{i}", "label": i % 12} for i in range(24)] + [{"text": "x", "label": 1.0}]
+    (tmp_path / "l.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = load_data(str(tmp_path / "l.jsonl"))
+    assert c.labels == [str(i) for i in range(12)]  # 2 before 10, not "10" before "2"
+    assert [d.label for d in c.split("eval")] == [i % 12 for i in range(24)] + [1]  # 1.0 is class 1
+
+
+@pytest.mark.parametrize("rows, spec_tail, match", [
+    ([{"text": "a", "label": "x"}, {"text": "b"}], "", "row 2 has none"),
+    ([{"text": "a", "y": 1}, {"text": "b", "y": 0}], "?label=nope", "no 'nope' field"),
+    ([{"text": "a", "split": "train"}, {"text": "b", "split": "validation"}], "", "row 2 has split 'validation'"),
+])
+def test_labels_and_splits_that_would_be_read_wrong_are_refused(tmp_path, rows, spec_tail, match):
+    from slimlm.data import load_data
+    from slimlm.errors import DataError
+
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=match):
+        load_data(str(tmp_path / "d.jsonl") + spec_tail)

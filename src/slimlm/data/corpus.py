@@ -10,8 +10,9 @@ Specs:
                          classification, split by movie.
   a folder of text sampled from a model (``slimlm generate``: ``text.jsonl`` with its splits, beside
   ``samples.json``);
-  a ``.txt``/``.md`` file or a folder of them; a ``.jsonl``/``.csv`` file (field ``text``, optional ``label``,
-  optional ``split``; names overridable as ``file.jsonl?text=body&label=y``);
+  a ``.txt``/``.md`` file or a folder of them; a ``.jsonl``/``.csv`` file (field ``text``, optional ``label``
+  on every row or none, optional ``split`` of ``train``/``calibration``/``eval`` on every row; names
+  overridable as ``file.jsonl?text=body&label=y``; a UTF-8 byte-order mark is ignored);
   several of these joined by ``+`` (``pydoc+runs/tt0+runs/tt1``): one corpus, each split the parts' documents
   of that split in the order given. The parts must share a task (all language modelling, or the same labels).
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.util
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,8 +214,9 @@ def _rotten_tomatoes() -> Corpus:
 
 
 def _read_text(path: Path) -> str:
+    """The file's text; a UTF-8 byte-order mark (Excel's and Notepad's "UTF-8") is not part of it."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text; give a text, .jsonl or .csv file.") from None
     except OSError as exc:
@@ -222,7 +225,7 @@ def _read_text(path: Path) -> str:
 
 def _text_files(path: Path) -> Corpus:
     files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.suffix in (".txt", ".md") and p.is_file()
+        p for p in path.rglob("*") if p.suffix.lower() in (".txt", ".md") and p.is_file()
     )
     docs = [Document(t, str(p)) for p in files if (t := _read_text(p)).strip()]
     if not docs:
@@ -232,8 +235,10 @@ def _text_files(path: Path) -> Corpus:
 
 def _records(path: Path, text_key: str, label_key: str) -> Corpus:
     rows: list[dict] = []
-    if path.suffix == ".jsonl":
-        for i, line in enumerate(_read_text(path).splitlines(), 1):
+    if path.suffix.lower() == ".jsonl":
+        # lines end at \n only: str.splitlines also breaks at U+2028, form feeds and more, which JSON allows
+        # inside a string (a file written with ensure_ascii=False)
+        for i, line in enumerate(_read_text(path).split("\n"), 1):
             if line.strip():
                 try:
                     row = json.loads(line)
@@ -244,22 +249,54 @@ def _records(path: Path, text_key: str, label_key: str) -> Corpus:
                                     f"{text_key!r} field; write one object per line.")
                 rows.append(row)
     else:
-        try:
-            rows = list(csv.DictReader(_read_text(path).splitlines()))
+        try:  # the csv module's own line handling: a quoted field keeps its line breaks
+            rows = list(csv.DictReader(io.StringIO(_read_text(path), newline="")))
         except csv.Error as exc:
             raise DataError(f"{path} is not valid CSV ({exc}); give a CSV file with a header row.") from None
     rows = [r for r in rows if str(r.get(text_key) or "").strip()]
     if not rows:
         raise DataError(f"data {path} is empty (no rows with a non-empty {text_key!r} field).")
-    has_label = all(r.get(label_key) not in (None, "") for r in rows)
-    labels = sorted({str(r[label_key]) for r in rows}) if has_label else None
+    labelled = [r.get(label_key) not in (None, "") for r in rows]
+    if any(labelled) and not all(labelled):
+        i = labelled.index(False)
+        raise DataError(f"data {path}: {sum(labelled)} of {len(rows)} rows have a {label_key!r} field but row "
+                        f"{i + 1} has none; label every row, or none for language modelling.")
+    if not any(labelled) and label_key != "label":  # ?label=FIELD named a field that is not there
+        raise DataError(f"data {path} has no {label_key!r} field in any row; check the name given in "
+                        f"'?label={label_key}'.")
+    names = [_label_name(r[label_key]) for r in rows] if all(labelled) else None
+    labels = _label_order(set(names)) if names else None
+    has_split = any("split" in r for r in rows)
+    if has_split:
+        bad = next(((i, r.get("split")) for i, r in enumerate(rows) if r.get("split") not in SPLITS), None)
+        if bad is not None:
+            raise DataError(f"data {path}: row {bad[0] + 1} has split {bad[1]!r}; a split field takes "
+                            f"{', '.join(SPLITS)} (rename e.g. validation or test to eval), or leave the field out.")
     splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
-    has_split = all(r.get("split") in SPLITS for r in rows)
     for i, r in enumerate(rows):
-        doc = Document(str(r[text_key]), f"{path.name}:{i}", labels.index(str(r[label_key])) if labels else None)
+        doc = Document(str(r[text_key]), f"{path.name}:{i}", labels.index(names[i]) if labels else None)
         for s in ([r["split"]] if has_split else SPLITS):
             splits[s].append(doc)
     return Corpus(str(path), splits, labels=labels, overlapping=not has_split)
+
+
+def _label_name(value) -> str:
+    """A label as text: a whole number is one class whether written 1, 1.0 or "1"."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _label_order(names: set[str]) -> list[str]:
+    """Class ids in order: integer labels by value (2 before 10), any others alphabetically."""
+    def whole(n: str) -> bool:
+        return n.lstrip("-").isdigit()
+
+    if all(whole(n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
 
 
 def _sampled(path: Path) -> Corpus:
@@ -371,13 +408,13 @@ def load_data(spec: str) -> Corpus:
             f"data {spec} does not exist; give shakespeare, shakespeare-genre, pydoc, rotten-tomatoes, a .txt/.md file or "
             "folder, a .jsonl/.csv file, a `slimlm generate` folder, or several joined by '+'."
         )
-    if path.suffix in (".jsonl", ".csv"):
+    if path.suffix.lower() in (".jsonl", ".csv"):
         return _records(path, opts.get("text", "text"), opts.get("label", "label"))
     if opts:
         raise SpecError(f"data {spec!r}: options ({', '.join(opts)}) name the fields of a .jsonl/.csv file "
                         f"and {body} is not one; drop '?{query}'.")
     if path.is_dir() and (path / SAMPLES_MARKER).is_file():
         return _sampled(path)
-    if path.is_dir() or path.suffix in (".txt", ".md", ""):
+    if path.is_dir() or path.suffix.lower() in (".txt", ".md", ""):
         return _text_files(path)
     raise DataError(f"data {spec}: unsupported file type {path.suffix!r}; use .txt, .md, .jsonl or .csv.")
