@@ -314,3 +314,17 @@ def test_the_working_directory_and_its_parents_are_never_an_output(tmp_path, mon
     assert check_out("new", kind=kind).name == "new"  # a new directory under it is fine
     with pytest.raises(OutputError):
         temp_path(".")
+
+
+def test_saved_weights_are_readable_as_the_umask_allows(tmp_path):
+    """safetensors writes its files 0600: a variant saved by one account could not be served by another."""
+    import os
+    import stat
+
+    from slimlm.models import load, save
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    save(load("tiny:llama?layers=1"), tmp_path / "v")
+    for p in (tmp_path / "v").iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, p.name

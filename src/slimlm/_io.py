@@ -148,10 +148,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: the mode a new file gets under this process's umask (0644 under the usual 022)
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root``, and give each file the umask's mode: safetensors writes its
+    files 0600, so a variant saved by one account could not be read by a server running as another."""
     for dirpath, _, files in os.walk(root):
         for name in files:
             p = os.path.join(dirpath, name)
+            try:
+                if not os.path.islink(p) and os.stat(p).st_mode & 0o777 == 0o600:
+                    os.chmod(p, _FILE_MODE)
+            except OSError:
+                pass
             try:
                 fd = os.open(p, os.O_RDONLY)
             except OSError:
