@@ -125,3 +125,14 @@ def test_force_keeps_a_variant_file_the_user_edited(tmp_path, capsys):
     assert main([*args, "--force"]) == 0
     assert "my_note" not in config.read_text()
     assert main([*args, "--force"]) == 0  # untouched since: replaced freely
+
+
+def test_sensitivity_force_never_writes_its_result_over_its_own_data(tmp_path, capsys):
+    data = tmp_path / "plain.txt"
+    data.write_text("To be, or not to be, that is the question. " * 40)
+    argv = ["sensitivity", "tiny:llama?layers=2", "--data", str(data), "--calib-samples", "1", "--calib-seq-len",
+            "16", "--eval-samples", "1", "--eval-seq-len", "16", "--out", str(data), "--force"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and "--data file" in err
+    assert data.read_text().startswith("To be")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 from rich.table import Table
 
 from slimlm.cli import _options as O
 from slimlm.cli._out import emit_json, fmt, out, progress_bars, status
+from slimlm.errors import OutputError
 
 
 def sensitivity_command(
@@ -41,6 +44,12 @@ def sensitivity_command(
         from slimlm._io import check_out
 
         out_file = str(check_out(out_file, force=force, kind="file"))  # written where it was checked
+        from slimlm.data.corpus import absolute_spec
+
+        inputs = [part.partition("?")[0] for part in absolute_spec(data).split("+")]
+        if os.path.exists(out_file) and any(os.path.exists(i) and os.path.samefile(i, out_file) for i in inputs):
+            raise OutputError(f"--out {out_file} is the --data file this command reads; --force would replace your "
+                              "data with the result: choose another name.")
     corpus = load_data(data)
     m = load(model, progress=status, trust_remote_code=trust_remote_code)
     calib = make_calibration(m, corpus, calib_samples, calib_seq_len)
