@@ -136,3 +136,14 @@ def test_sensitivity_force_never_writes_its_result_over_its_own_data(tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("error: --out") and "--data file" in err
     assert data.read_text().startswith("To be")
+
+
+def test_finetune_on_data_without_splits_says_its_accuracy_is_not_held_out(tmp_path, capsys, finetune_args):
+    import json as _json
+
+    assert main(finetune_args(tmp_path / "ft")) == 0
+    res = _json.loads(capsys.readouterr().out)
+    assert len(res["notes"]) == 1 and "not held out" in res["notes"][0]
+    args = [a for a in finetune_args(tmp_path / "ft2") if a != "--json"]
+    assert main(args) == 0
+    assert "note:" in capsys.readouterr().out

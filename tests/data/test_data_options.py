@@ -120,3 +120,12 @@ def test_labels_and_splits_that_would_be_read_wrong_are_refused(tmp_path, rows, 
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match=match):
         load_data(str(tmp_path / "d.jsonl") + spec_tail)
+
+
+def test_a_corpus_without_splits_says_its_evaluation_is_not_held_out(tmp_path):
+    from slimlm.data import load_data
+
+    (tmp_path / "a.jsonl").write_text('{"text": "a", "label": 0}\n{"text": "b", "label": 1}\n')
+    assert "not held out" in load_data(str(tmp_path / "a.jsonl")).held_out_note()
+    (tmp_path / "b.jsonl").write_text('{"text": "a", "split": "train"}\n{"text": "b", "split": "eval"}\n')
+    assert load_data(str(tmp_path / "b.jsonl")).held_out_note() is None

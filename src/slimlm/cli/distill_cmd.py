@@ -143,6 +143,8 @@ def print_result(title: str, res: dict, steps: int, what: str = "student") -> No
     if curve:
         metric = "perplexity" if "perplexity" in curve[0] else "accuracy"
         out.print("eval curve: " + ", ".join(f"{e['step']}: {fmt(e[metric])}" for e in curve), highlight=False)
+    for note in res.get("notes") or []:
+        out.print(f"[bold yellow]note:[/bold yellow] {escape(note)}", highlight=False)
 
 
 def distill_command(

@@ -84,8 +84,17 @@ class Corpus:
             raise DataError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}.")
         docs = self.splits.get(name) or []
         if not docs:
-            raise DataError(f"data {self.name!r} has no {name} text.")
+            why = f" ({' '.join(self.notes)})" if self.notes else ""
+            raise DataError(f"data {self.name!r} has no {name} text{why}.")
         return docs
+
+    def held_out_note(self) -> str | None:
+        """For a command that trains and then evaluates: a sentence when the eval split is not held out."""
+        if not self.overlapping:
+            return None
+        return (f"data {self.name} has no split field, so the evaluation reads the same text as the training: "
+                "its figure is not held out (give rows a split field of train / calibration / eval, or measure "
+                "with `slimlm evaluate --data` on other text).")
 
     def texts(self, name: str) -> list[str]:
         return [d.text for d in self.split(name)]

@@ -171,7 +171,8 @@ def distill_job(student: str, teacher: str | None, data: str, out: str | Path, c
     if ckpt.exists():
         shutil.rmtree(ckpt)  # the run finished; the saved student supersedes its checkpoint
     return {"out": str(out), "finished": True, "params_before": params_before, "params_after": s.num_params(),
-            "seconds": round(time.perf_counter() - start, 2), **summary, "eval": final}
+            "seconds": round(time.perf_counter() - start, 2), **summary, "eval": final,
+            "notes": [n for n in (corpus.held_out_note(),) if n]}
 
 
 def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, resume: bool = False,
@@ -212,4 +213,5 @@ def finetune_job(model: str, data: str, out: str | Path, cfg: DistillConfig, *, 
     if ckpt.exists():
         shutil.rmtree(ckpt)
     return {"out": str(out), "finished": True, "params_before": params_before, "params_after": m.num_params(),
-            "seconds": round(time.perf_counter() - start, 2), **summary, "eval": final}
+            "seconds": round(time.perf_counter() - start, 2), **summary, "eval": final,
+            "notes": [n for n in (corpus.held_out_note(),) if n]}
