@@ -41,7 +41,7 @@ def finetune_command(
     model: str = typer.Argument(..., metavar="MODEL", help="Encoder: builtin:minilm-l6, tiny:bert, or a directory."),
     data: str = typer.Option("shakespeare-genre", "--data", help="Labelled data: shakespeare-genre, rotten-tomatoes or .jsonl/.csv with labels."),
     out_dir: Path = typer.Option(..., "--out", help="Output directory for the fine-tuned classifier."),
-    steps: int = typer.Option(150, "--steps", help="Optimizer steps."),
+    steps: int = typer.Option(150, "--steps", min=1, help="Optimizer steps."),
     lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (AdamW)."),
     warmup: int = typer.Option(15, "--warmup", help="Linear warm-up steps before the cosine decay."),
     batch_size: int = typer.Option(16, "--batch-size", help="Examples per micro-batch and process."),
@@ -69,7 +69,7 @@ def finetune_command(
         raise SpecError(f"finetune trains encoder classifiers (BERT family: tiny:bert, builtin:minilm-l6 or a BERT "
                         f"directory) and {model} is a decoder ({family}); train a decoder on text with `slimlm "
                         "distill` (--loss ce needs no teacher).")
-    cfg = make_config(loss="ce", alpha=1.0, steps=steps, lr=lr, warmup_steps=min(warmup, steps - 1),
+    cfg = make_config(loss="ce", alpha=1.0, steps=steps, lr=lr, warmup_steps=min(warmup, max(steps - 1, 0)),
                       batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum, eval_every=eval_every,
                       patience=patience, checkpoint_every=checkpoint_every, seed=seed)
     with train_bar(True, "finetune", lines=as_json) as (progress, on_metrics):
