@@ -100,3 +100,12 @@ def test_cli_sensitivity_json(corpus_file, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["kind"] == "ffn" and len(res["rows"]) == 4
     assert json.loads((tmp_path / "s.json").read_text())["rows"] == res["rows"]
+
+
+def test_cli_prune_eval_tokens_measures_a_classifier_by_accuracy(tmp_path, capsys, labelled_file):
+    """--eval-tokens on a classifier reported "perplexity": null and nothing else."""
+    assert main(["prune", "tiny:bert?labels=2", "--data", str(labelled_file), "--structured", "ffn=0.25",
+                 "--calib-samples", "2", "--calib-seq-len", "16", "--eval-tokens", "64", "--out",
+                 str(tmp_path / "p"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert 0.0 <= res["accuracy"] <= 1.0 and 0.0 <= res["f1"] <= 1.0 and res.get("perplexity") is None

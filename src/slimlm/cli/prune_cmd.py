@@ -105,7 +105,8 @@ def _print(res: dict, cfg) -> None:
     table = Table(title=f"prune ({cfg.method}) -> {res['out']}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in ("params_before", "params_after", "sparsity", "sparsity_all_params", "perplexity", "seconds"):
+    for key in ("params_before", "params_after", "sparsity", "sparsity_all_params", "perplexity", "accuracy",
+                "f1", "seconds"):
         if res.get(key) is not None:
             table.add_row(key, fmt(res[key]))
     for k, v in (res.get("shape_after") or {}).items():
@@ -121,9 +122,10 @@ def _print(res: dict, cfg) -> None:
         out.print(lt)
     if len(res.get("steps") or []) > 1:
         st = Table(title="schedule")
-        for c in ("step", "target", "sparsity", "perplexity", "seconds"):
+        metric = "accuracy" if "accuracy" in (res["steps"][-1].get("metrics") or {}) else "perplexity"
+        for c in ("step", "target", "sparsity", metric, "seconds"):
             st.add_column(c, justify="right")
         for r in res["steps"]:
             st.add_row(str(r["step"]), fmt(r["sparsity_target"]), fmt(r["sparsity"], 4),
-                       fmt((r.get("metrics") or {}).get("perplexity")), fmt(r["seconds"]))
+                       fmt((r.get("metrics") or {}).get(metric)), fmt(r["seconds"]))
         out.print(st)

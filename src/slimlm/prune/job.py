@@ -40,8 +40,9 @@ def prune_job(model: str, config, out: str | Path, *, data: str = "shakespeare",
     if eval_tokens or schedule.kind == "iterative":
         from slimlm.evaluate import evaluate
 
-        def evaluate_fn(mod):
-            return {"perplexity": evaluate(mod, corpus, max_tokens=eval_tokens or 4096)["perplexity"]}
+        def evaluate_fn(mod):  # a language model's perplexity, a classifier's accuracy and macro-F1
+            res = evaluate(mod, corpus, max_tokens=eval_tokens or 4096)
+            return {k: res[k] for k in ("perplexity", "accuracy", "f1") if res.get(k) is not None}
 
     start = time.perf_counter()
     calib = make_calibration(m, corpus, calib_samples, calib_seq_len, seed) if config.needs_calibration else None
@@ -60,5 +61,5 @@ def prune_job(model: str, config, out: str | Path, *, data: str = "shakespeare",
            **{k: v for k, v in report.items() if k not in ("modules", "params_before", "params_after", "seconds")},
            "steps": records}
     if records[-1].get("metrics"):
-        res["perplexity"] = records[-1]["metrics"]["perplexity"]
+        res.update(records[-1]["metrics"])
     return res
