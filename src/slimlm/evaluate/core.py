@@ -126,6 +126,10 @@ def _evaluate_classifier(model: Model, corpus: Corpus, split: str, seq_len: int,
     head = model.hf.config.num_labels
     if head != n_cls:
         raise DataError(f"the model's head has {head} classes but data {corpus.name!r} has {n_cls} labels.")
+    # the head's own class ids when its config names the data's labels (a classifier trained elsewhere, or by
+    # an older slimlm that ordered integer labels as text); else the data's order, as slimlm trains
+    named = {str(k): int(v) for k, v in (getattr(model.hf.config, "label2id", None) or {}).items()}
+    head_id = [named[name] for name in corpus.labels] if set(named) == set(corpus.labels) else None
     preds, targets, tokens = [], [], 0
     ece = ECEAccumulator()
     top1, kl_sum = 0, 0.0
@@ -137,7 +141,7 @@ def _evaluate_classifier(model: Model, corpus: Corpus, split: str, seq_len: int,
         logits = model.hf(**enc).logits.float()  # (B, C)
         probs = logits.softmax(-1)
         conf, pred = probs.max(-1)
-        target = torch.tensor([d.label for d in chunk], device=logits.device)
+        target = torch.tensor([head_id[d.label] if head_id else d.label for d in chunk], device=logits.device)
         ece.update(conf, pred == target)
         preds.append(pred)
         targets.append(target)
