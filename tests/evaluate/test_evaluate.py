@@ -125,7 +125,7 @@ def test_a_classifier_is_scored_by_its_own_label2id_when_it_names_the_datas_labe
     """A head trained with the classes in another order (elsewhere, or by a slimlm that ordered integer labels
     as text) is scored against its own ids, not the data's order."""
     m = load("tiny:bert?labels=3")
-    docs = [Document("word " * (i % 7 + 1), f"d{i}", i % 3) for i in range(30)]
+    docs = [Document("word " * (i % 7 + 1), f"d{i}", 0 if i < 18 else 1 if i < 26 else 2) for i in range(30)]
     corpus = Corpus("toy", {"train": docs, "calibration": docs, "eval": docs}, labels=["2", "10", "11"])
     with torch.no_grad():
         enc = m.tokenizer([d.text for d in docs], padding=True, return_tensors="pt")
@@ -133,6 +133,8 @@ def test_a_classifier_is_scored_by_its_own_label2id_when_it_names_the_datas_labe
     m.hf.config.label2id = {"10": 0, "11": 1, "2": 2}  # text order: the head's class 0 is label "10"
     m.hf.config.id2label = {v: k for k, v in m.hf.config.label2id.items()}
     target = torch.tensor([m.hf.config.label2id[corpus.labels[d.label]] for d in docs])
+    data_order = torch.tensor([d.label for d in docs])
+    assert (pred == target).float().mean() != (pred == data_order).float().mean()  # the test can tell them apart
     assert evaluate(m, corpus, seq_len=32, batch_size=8)["accuracy"] == pytest.approx((pred == target).float().mean().item())
 
 
