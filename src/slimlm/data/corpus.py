@@ -92,9 +92,9 @@ class Corpus:
         """For a command that trains and then evaluates: a sentence when the eval split is not held out."""
         if not self.overlapping:
             return None
-        return (f"data {self.name} has no split field, so the evaluation reads the same text as the training: "
-                "its figure is not held out (give rows a split field of train / calibration / eval, or measure "
-                "with `slimlm evaluate --data` on other text).")
+        return (f"data {self.name} is not split (a text file, or .jsonl/.csv rows without a split field), so the "
+                "evaluation reads the same text as the training: its figure is not held out (give .jsonl/.csv rows "
+                "a split of train / calibration / eval, or measure with `slimlm evaluate --data` on other text).")
 
     def texts(self, name: str) -> list[str]:
         return [d.text for d in self.split(name)]
