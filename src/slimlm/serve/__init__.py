@@ -100,15 +100,11 @@ def _bind(host: str, port: int):
     """A listening TCP socket on ``host:port``, or `ConfigError` naming the port (in use, not permitted)."""
     import socket
 
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(f"--host {host} cannot be used ({exc.strerror or exc}); give an address of this "
-                          "machine, e.g. 127.0.0.1.") from None
+    # as uvicorn binds: IPv6 for an address with ':', else IPv4 (so "localhost" is 127.0.0.1, never ::1 alone)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
+        sock.bind((host.strip("[]"), port))
         sock.listen(2048)
         sock.set_inheritable(True)
     except OSError as exc:
