@@ -106,6 +106,9 @@ def test_integer_labels_keep_their_numeric_order_and_one_class_per_number(tmp_pa
     c = load_data(str(tmp_path / "l.jsonl"))
     assert c.labels == [str(i) for i in range(12)]  # 2 before 10, not "10" before "2"
     assert [d.label for d in c.split("eval")] == [i % 12 for i in range(24)] + [1]  # 1.0 is class 1
+    (tmp_path / "l.csv").write_text("text,label\na,1\nb,1.0\nc,2.50\nd,0\n")  # CSV values are all text
+    c = load_data(str(tmp_path / "l.csv"))
+    assert c.labels == ["0", "1", "2.50"] and [d.label for d in c.split("eval")] == [1, 1, 2, 0]
 
 
 @pytest.mark.parametrize("rows, spec_tail, match", [

@@ -295,7 +295,15 @@ def _label_name(value) -> str:
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value).strip()
+    text = str(value).strip()
+    if "." in text:  # a CSV's "1.0" is the same class as "1"
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        if number.is_integer():
+            return str(int(number))
+    return text
 
 
 def _label_order(names: set[str]) -> list[str]:
