@@ -260,6 +260,25 @@ def test_force_on_a_run_directory_keeps_what_the_user_added_in_its_folders(tmp_p
     assert not run.exists()
 
 
+def test_force_on_a_run_directory_keeps_an_export_file_the_user_edited(tmp_path):
+    import hashlib
+    import json
+
+    from slimlm._io import FILES_RECORD, foreign_entries, prepare_run_dir
+
+    run = tmp_path / "run"
+    _full_run(run)
+    export = run / "exports" / "6da101948d96bf46-onnxruntime"
+    x = hashlib.sha256(b"x").hexdigest()
+    (export / FILES_RECORD).write_text(json.dumps({"export.json": x, "model.onnx": x}))  # with checksums
+    assert foreign_entries(run, "run") == []
+    (export / "export.json").write_text('{"tuned": "by hand"}')
+    assert foreign_entries(run, "run") == ["exports/6da101948d96bf46-onnxruntime/export.json (edited)"]
+    with pytest.raises(OutputError, match=r"export.json \(edited\), which slimlm did not write \(or you edited"):
+        prepare_run_dir(run, force=True)
+    assert (export / "export.json").read_text() == '{"tuned": "by hand"}'
+
+
 def test_a_failed_fresh_run_keeps_its_directory_when_the_user_added_files(tmp_path):
     run = tmp_path / "run"
     with pytest.raises(ValueError), remove_on_error(run):

@@ -346,8 +346,9 @@ def _run_subfolders_foreign(run: Path) -> list[str]:
             found.append(f"cache/{e}")
     for e in _listing(run / "exports"):
         p = run / "exports" / e
-        found += ([f"exports/{e}/{x}" for x in foreign_entries(p)] if p.is_dir() and not p.is_symlink()
-                  else [f"exports/{e}"])
+        found += ([f"exports/{e}/{x}" for x in foreign_entries(p)] + [f"exports/{e}/{x} (edited)"
+                                                                      for x in edited_entries(p)]
+                  if p.is_dir() and not p.is_symlink() else [f"exports/{e}"])
     found += [f"decisions/{e}" for e in _listing(run / "decisions") if not re.match(r"^\d{4,}\.json$", e)]
     monitor = run / "monitor"
     ours = set(_written(monitor) or {}) | {WRITTEN_RECORD, WRITTEN_LOCK, "slimlm-rules.yml", "slimlm-rules-test.yml",
@@ -370,7 +371,9 @@ def refuse_foreign(path: str | Path, kind: str = "output", option: str = "--out"
                           "them out first (slimlm then replaces the rest), or choose a new directory.")
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise OutputError(f"{option + ' ' if option else ''}{path} also holds {shown}, which slimlm did not write; "
+        which = ("which slimlm did not write (or you edited since)" if any(f.endswith(" (edited)") for f in foreign)
+                 else "which slimlm did not write")
+        raise OutputError(f"{option + ' ' if option else ''}{path} also holds {shown}, {which}; "
                           "replacing the directory "
                           "would delete them: move them out first, or choose a new directory.")
 
