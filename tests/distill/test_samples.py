@@ -115,6 +115,8 @@ def test_resume_cuts_only_a_batch_slimlm_was_writing_never_rows_a_user_appended(
         with pytest.raises(OutputError, match="did not write"):
             sample_text(load(TINY), out, cfg, device="cpu", resume=True)
         assert (out / "text.jsonl").read_bytes() == recorded + appended  # nothing cut
+    (out / "text.jsonl").write_bytes(recorded + b'{"te')  # cut within the first bytes of a row
+    sample_text(load(TINY), out, cfg, device="cpu", resume=True, max_seconds=0)
     (out / "text.jsonl").write_bytes(recorded + unrecorded)
     sample_text(load(TINY), out, cfg, device="cpu", resume=True)
     assert (out / "text.jsonl").read_bytes() == (tmp_path / "whole" / "text.jsonl").read_bytes()
